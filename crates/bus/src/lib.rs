@@ -1,0 +1,231 @@
+//! The event bus and work-queue port.
+//!
+//! - Domain events go to one durable topic exchange; the routing key is the event type.
+//! - Work queues are durable queues fed directly.
+//! - Consumers acknowledge manually, after their handler succeeded. A failing message is
+//!   retried a bounded number of times with exponential backoff, then parked in the
+//!   queue's dead-letter queue (`<queue>.dlq`); a message that cannot be decoded, or that the
+//!   handler rejects as poison, goes there at once. Publishes wait for broker confirms.
+//!
+//! Backends: in-process channels (the embedded default) and RabbitMQ (amqprs).
+
+mod memory;
+mod rabbit;
+mod topic;
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use flick_proto::events::v1::Envelope;
+pub use topic::topic_matches;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("no publish confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("unsupported bus url {0:?}: use memory:// or amqp://")]
+    UnsupportedUrl(String),
+}
+
+impl From<amqprs::error::Error> for BusError {
+    fn from(e: amqprs::error::Error) -> Self {
+        BusError::Unavailable(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, BusError>;
+
+/// Builds an event envelope with a fresh time-ordered id.
+pub fn envelope(event_type: &str, subject: &str, producer: &str, payload: Vec<u8>) -> Envelope {
+    Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        r#type: event_type.to_string(),
+        occurred_at_ms: chrono::Utc::now().timestamp_millis(),
+        subject: subject.to_string(),
+        producer: producer.to_string(),
+        payload,
+    }
+}
+
+/// One message handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    /// 1 for the first try, counting retries after handler failures.
+    pub attempt: u32,
+    /// The broker delivered it before without an acknowledgement (a consumer died).
+    pub redelivered: bool,
+}
+
+/// Why a handler did not finish a message.
+#[derive(Debug, Clone)]
+pub enum HandlerError {
+    /// Transient (a dependency is down): retry later, up to the attempt limit.
+    Retry(String),
+    /// The message itself is bad: straight to the dead-letter queue.
+    Reject(String),
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerError::Retry(e) => write!(f, "retryable: {e}"),
+            HandlerError::Reject(e) => write!(f, "rejected: {e}"),
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(Delivery) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync>;
+
+/// Wraps an async closure as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(move |d| Box::pin(f(d)))
+}
+
+/// A message parked in a dead-letter queue, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub envelope: Option<Envelope>,
+    pub error: String,
+    pub attempts: u32,
+}
+
+/// A queue to consume: a work queue (no bindings) or an event queue bound to the topic
+/// exchange with routing patterns (`video.*`, `user.deleted`, `#`).
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub bindings: Vec<String>,
+}
+
+impl QueueSpec {
+    pub fn work(name: &str) -> Self {
+        Self { name: name.to_string(), bindings: Vec::new() }
+    }
+    pub fn events(name: &str, patterns: &[&str]) -> Self {
+        Self { name: name.to_string(), bindings: patterns.iter().map(|p| p.to_string()).collect() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    pub exchange: String,
+    pub prefetch: u16,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub confirm_timeout: Duration,
+    /// Names this process's connections in the broker's management UI.
+    pub connection_name: String,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        Self {
+            exchange: "flick.events".into(),
+            prefetch: 16,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            confirm_timeout: Duration::from_secs(10),
+            connection_name: "flick".into(),
+        }
+    }
+}
+
+impl BusOptions {
+    /// Delay before attempt `attempt + 1`, doubling each time.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        self.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+    }
+}
+
+#[derive(Clone)]
+pub enum Bus {
+    Memory(Arc<memory::MemoryBus>),
+    Rabbit(Arc<rabbit::RabbitBus>),
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bus::Memory(_) => "Bus(memory)",
+            Bus::Rabbit(_) => "Bus(rabbitmq)",
+        })
+    }
+}
+
+impl Bus {
+    pub fn memory(options: BusOptions) -> Self {
+        Bus::Memory(Arc::new(memory::MemoryBus::new(options)))
+    }
+
+    /// `memory://` or empty for in-process, `amqp://user:pass@host:port/vhost` for RabbitMQ.
+    /// RabbitMQ connects lazily: an outage at start-up does not stop the process.
+    pub fn connect(url: Option<&str>, options: BusOptions) -> Result<Self> {
+        match url {
+            None | Some("") | Some("memory://") => Ok(Self::memory(options)),
+            Some(u) if u.starts_with("amqp://") => Ok(Bus::Rabbit(Arc::new(rabbit::RabbitBus::new(u, options)?))),
+            Some(u) => Err(BusError::UnsupportedUrl(u.to_string())),
+        }
+    }
+
+    /// Publishes a domain event; returns once the broker has confirmed it.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<()> {
+        match self {
+            Bus::Memory(b) => b.publish(envelope),
+            Bus::Rabbit(b) => b.publish(envelope).await,
+        }
+    }
+
+    /// Puts a job on a durable work queue; returns once the broker has confirmed it.
+    pub async fn enqueue(&self, queue: &str, envelope: &Envelope) -> Result<()> {
+        match self {
+            Bus::Memory(b) => b.enqueue(queue, envelope),
+            Bus::Rabbit(b) => b.enqueue(queue, envelope).await,
+        }
+    }
+
+    /// Declares the queue (and its retry and dead-letter queues) and consumes it until
+    /// `shutdown`; the message in hand is finished first. Reconnects after broker outages.
+    pub async fn consume(&self, spec: QueueSpec, handler: Handler, shutdown: CancellationToken) -> Result<JoinHandle<()>> {
+        match self {
+            Bus::Memory(b) => Ok(b.consume(spec, handler, shutdown)),
+            Bus::Rabbit(b) => b.consume(spec, handler, shutdown).await,
+        }
+    }
+
+    /// Removes and returns up to `max` messages from `queue`'s dead-letter queue.
+    pub async fn take_dead_letters(&self, queue: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        match self {
+            Bus::Memory(b) => Ok(b.take_dead_letters(queue, max)),
+            Bus::Rabbit(b) => b.take_dead_letters(queue, max).await,
+        }
+    }
+
+    /// Readiness: the broker accepts a connection.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Bus::Memory(_) => Ok(()),
+            Bus::Rabbit(b) => b.ping().await,
+        }
+    }
+}
+
+/// Runs a handler so that a panic counts as a retryable failure instead of killing the
+/// consumer.
+pub(crate) async fn run_handler(handler: &Handler, delivery: Delivery) -> std::result::Result<(), HandlerError> {
+    match tokio::spawn((handler)(delivery)).await {
+        Ok(result) => result,
+        Err(e) => Err(HandlerError::Retry(format!("handler panicked: {e}"))),
+    }
+}

@@ -1,0 +1,373 @@
+//! The cache port: TTL values, atomic counters, a fixed-window rate limiter, and a near
+//! cache whose entries are invalidated on every replica.
+//!
+//! Backends: in-memory (moka, the embedded default) and Redis. With Redis each replica keeps
+//! a short-lived local copy of hot values; writes and invalidations publish the key on a
+//! Redis channel so the other replicas drop their copies.
+
+use moka::Expiry;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const INVALIDATION_CHANNEL: &str = "flick:cache:invalidate";
+/// Local copies live this long at most, so a lost invalidation heals quickly.
+const NEAR_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("unsupported cache url {0:?}: use memory:// or redis://")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, CacheError>;
+
+/// Outcome of one rate-limited attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Attempts left in the current window.
+    pub remaining: u64,
+    /// Time until the window resets.
+    pub reset_after: Duration,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_redis() { "Cache(redis)" } else { "Cache(memory)" })
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    /// Local tier: the whole store for memory, a near cache in front of Redis.
+    local: moka::sync::Cache<String, Entry>,
+    /// Identifies this replica's own invalidation messages.
+    origin: String,
+}
+
+enum Backend {
+    Memory(MemoryState),
+    Redis(ConnectionManager, redis::Client),
+}
+
+#[derive(Default)]
+struct MemoryState {
+    counters: Mutex<HashMap<String, i64>>,
+    windows: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl Expiry<String, Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+fn local_tier(capacity: u64) -> moka::sync::Cache<String, Entry> {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .weigher(|k: &String, v: &Entry| (k.len() + v.value.len()).try_into().unwrap_or(u32::MAX))
+        .expire_after(EntryTtl)
+        .build()
+}
+
+const RATE_LIMIT_SCRIPT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
+";
+
+impl Cache {
+    /// The embedded default: everything in this process's memory (64 MiB at most).
+    pub fn memory() -> Self {
+        Self::from_backend(Backend::Memory(MemoryState::default()), 64 * 1024 * 1024)
+    }
+
+    /// `memory://` or empty for the embedded cache, `redis://…` for Redis. Redis connects
+    /// lazily and fails fast, so an outage degrades callers instead of stalling them.
+    pub async fn connect(url: Option<&str>) -> Result<Self> {
+        match url {
+            None | Some("memory://") | Some("") => Ok(Self::memory()),
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                let client = redis::Client::open(u)?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(500)))
+                    .set_response_timeout(Some(Duration::from_millis(500)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                let cache = Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024);
+                cache.spawn_invalidation_listener(client);
+                Ok(cache)
+            }
+            Some(u) => Err(CacheError::UnsupportedUrl(u.to_string())),
+        }
+    }
+
+    fn from_backend(backend: Backend, capacity: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner { backend, local: local_tier(capacity), origin: uuid_like() }),
+        }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        matches!(self.inner.backend, Backend::Redis(..))
+    }
+
+    /// Keeps other replicas' near caches honest: evicts keys they publish.
+    fn spawn_invalidation_listener(&self, client: redis::Client) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                drop(inner);
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(INVALIDATION_CHANNEL).await.is_ok() {
+                            backoff = Duration::from_millis(100);
+                            // Whatever changed while we were not listening is unknown: start clean.
+                            if let Some(inner) = weak.upgrade() {
+                                inner.local.invalidate_all();
+                            }
+                            let mut messages = pubsub.into_on_message();
+                            while let Some(msg) = messages.next().await {
+                                let Some(inner) = weak.upgrade() else { return };
+                                if let Ok(payload) = msg.get_payload::<String>()
+                                    && let Some((origin, key)) = payload.split_once('|')
+                                    && origin != inner.origin
+                                {
+                                    inner.local.invalidate(key);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cache invalidation listener cannot connect"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(entry) = self.inner.local.get(key) {
+            return Ok(Some(entry.value.to_vec()));
+        }
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(None),
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let (value, ttl_ms): (Option<Vec<u8>>, i64) =
+                    redis::pipe().get(key).pttl(key).query_async(&mut conn).await?;
+                if let Some(v) = &value
+                    && ttl_ms > 0
+                {
+                    let ttl = Duration::from_millis(ttl_ms as u64).min(NEAR_TTL);
+                    self.inner.local.insert(key.to_string(), Entry { value: v.as_slice().into(), ttl });
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    /// Stores `value` for `ttl` and drops every replica's stale copy.
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let ttl = ttl.max(Duration::from_millis(1));
+        match &self.inner.backend {
+            Backend::Memory(_) => {
+                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
+                Ok(())
+            }
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let message = format!("{}|{key}", self.inner.origin);
+                redis::pipe()
+                    .pset_ex(key, value, ttl.as_millis() as u64)
+                    .ignore()
+                    .publish(INVALIDATION_CHANNEL, message)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                self.inner
+                    .local
+                    .insert(key.to_string(), Entry { value: value.into(), ttl: ttl.min(NEAR_TTL) });
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes `key` here, in the shared store, and from every replica's near cache.
+    pub async fn invalidate(&self, key: &str) -> Result<()> {
+        self.inner.local.invalidate(key);
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let message = format!("{}|{key}", self.inner.origin);
+                redis::pipe()
+                    .del(key)
+                    .ignore()
+                    .publish(INVALIDATION_CHANNEL, message)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Atomically adds `by` to a counter (created at 0) and returns the new value.
+    pub async fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut counters = m.counters.lock().expect("counter lock");
+                let v = counters.entry(key.to_string()).or_insert(0);
+                *v += by;
+                Ok(*v)
+            }
+            Backend::Redis(conn, _) => Ok(conn.clone().incr(key, by).await?),
+        }
+    }
+
+    /// Current value of a counter, `None` if it was never set (or was invalidated).
+    pub async fn counter(&self, key: &str) -> Result<Option<i64>> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Ok(m.counters.lock().expect("counter lock").get(key).copied()),
+            Backend::Redis(conn, _) => Ok(conn.clone().get(key).await?),
+        }
+    }
+
+    /// Sets a counter (e.g. recomputed from the database after an outage).
+    pub async fn set_counter(&self, key: &str, value: i64) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                m.counters.lock().expect("counter lock").insert(key.to_string(), value);
+                Ok(())
+            }
+            Backend::Redis(conn, _) => Ok(conn.clone().set(key, value).await?),
+        }
+    }
+
+    pub async fn delete_counter(&self, key: &str) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                m.counters.lock().expect("counter lock").remove(key);
+                Ok(())
+            }
+            Backend::Redis(conn, _) => Ok(conn.clone().del(key).await?),
+        }
+    }
+
+    /// Fixed-window limiter: at most `limit` attempts per `window` for `key`.
+    pub async fn rate_limit(&self, key: &str, limit: u64, window: Duration) -> Result<RateDecision> {
+        let (count, reset_after) = match &self.inner.backend {
+            Backend::Memory(m) => {
+                let now = Instant::now();
+                let mut windows = m.windows.lock().expect("window lock");
+                if windows.len() > 100_000 {
+                    windows.retain(|_, (_, reset)| *reset > now);
+                }
+                let slot = windows.entry(key.to_string()).or_insert((0, now + window));
+                if slot.1 <= now {
+                    *slot = (0, now + window);
+                }
+                slot.0 += 1;
+                (slot.0, slot.1 - now)
+            }
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let (count, ttl_ms): (u64, i64) = redis::Script::new(RATE_LIMIT_SCRIPT)
+                    .key(format!("ratelimit:{key}"))
+                    .arg(window.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await?;
+                (count, Duration::from_millis(ttl_ms.max(0) as u64))
+            }
+        };
+        Ok(RateDecision { allowed: count <= limit, remaining: limit.saturating_sub(count), reset_after })
+    }
+
+    /// Readiness: a round trip to Redis (always ok in memory).
+    pub async fn ping(&self) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A second handle that behaves like another replica: its own near cache and
+    /// invalidation listener, the same shared store. In memory replicas share everything.
+    pub fn replica(&self) -> Self {
+        match &self.inner.backend {
+            Backend::Memory(_) => self.clone(),
+            Backend::Redis(conn, client) => {
+                let replica = Self::from_backend(Backend::Redis(conn.clone(), client.clone()), 32 * 1024 * 1024);
+                replica.spawn_invalidation_listener(client.clone());
+                replica
+            }
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{}-{}", std::process::id(), nanos, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_values_expire_after_their_ttl() {
+        let cache = Cache::memory();
+        cache.set("k", b"v", Duration::from_millis(80)).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(cache.get("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn unsupported_urls_are_rejected() {
+        assert!(matches!(Cache::connect(Some("memcached://x")).await, Err(CacheError::UnsupportedUrl(_))));
+    }
+}

@@ -1,0 +1,210 @@
+//! The relational store port: sea-orm on an embedded SQLite file (default) or PostgreSQL.
+//!
+//! Each service owns its data: on SQLite it gets its own file, on PostgreSQL its own schema
+//! (or its own database when the URL contains `{service}`). Migrations are plain SQL per
+//! backend, versioned per component and applied once, under a lock on PostgreSQL.
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement,
+    TransactionTrait,
+};
+use std::path::Path;
+use std::time::Duration;
+
+pub use sea_orm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database url {0:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error("migration {component}/{version} ({name}) failed: {source}")]
+    Migration { component: String, version: i64, name: String, source: DbErr },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// One schema change, written once for each backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// Migrations of one component (a service, or a shared table set such as the outbox).
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSet {
+    pub component: &'static str,
+    pub migrations: &'static [Migration],
+}
+
+/// Resolves the URL a service connects to. `None` means a SQLite file under `data_dir`.
+pub fn service_url(url: Option<&str>, data_dir: &Path, service: &str) -> Result<String, DbError> {
+    match url {
+        None => {
+            let path = data_dir.join("db").join(format!("{service}.sqlite"));
+            Ok(format!("sqlite://{}?mode=rwc", path.display()))
+        }
+        Some(u) if u.starts_with("sqlite:") => {
+            if !u.contains("{service}") && !u.contains(":memory:") {
+                // One file per service: a shared file would mix services' tables.
+                return Err(DbError::UnsupportedUrl(format!("{u} (a sqlite url must contain {{service}})")));
+            }
+            Ok(u.replace("{service}", service))
+        }
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(u.replace("{service}", service))
+        }
+        Some(u) => Err(DbError::UnsupportedUrl(u.to_string())),
+    }
+}
+
+/// Opens a pool for `service`. On PostgreSQL the connection's search path is the service's
+/// schema, created if missing; on SQLite the file and its directory are created.
+pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<DatabaseConnection, DbError> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(max_connections)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
+        }
+        let conn = Database::connect(options).await?;
+        // WAL lets readers proceed during writes; the busy timeout absorbs short lock waits.
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
+            conn.execute_unprepared(pragma).await?;
+        }
+        return Ok(conn);
+    }
+    // Create the schema with a plain connection first: search_path must name an existing one.
+    let bootstrap = Database::connect(ConnectOptions::new(url.to_string()).sqlx_logging(false).to_owned()).await?;
+    bootstrap.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\"")).await?;
+    bootstrap.close().await?;
+    options.set_schema_search_path(format!("\"{service}\",public"));
+    Ok(Database::connect(options).await?)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Applies the pending migrations of each set, in order; returns what was applied.
+pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<Vec<String>, DbError> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS flick_migrations (
+            component TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            applied_at TEXT NOT NULL,
+            PRIMARY KEY (component, version))",
+    )
+    .await?;
+    let mut applied = Vec::new();
+    for set in sets {
+        for m in set.migrations {
+            let txn = db.begin().await?;
+            if backend == DatabaseBackend::Postgres {
+                // Replicas starting together: one migrates, the others wait and then skip.
+                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461636)").await?;
+            }
+            let done = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    placeholders(backend, "SELECT 1 FROM flick_migrations WHERE component = ? AND version = ?"),
+                    [set.component.into(), m.version.into()],
+                ))
+                .await?
+                .is_some();
+            if done {
+                txn.commit().await?;
+                continue;
+            }
+            let sql = match backend {
+                DatabaseBackend::Postgres => m.postgres,
+                _ => m.sqlite,
+            };
+            let wrap = |source| DbError::Migration {
+                component: set.component.into(),
+                version: m.version,
+                name: m.name.into(),
+                source,
+            };
+            txn.execute_unprepared(sql).await.map_err(wrap)?;
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                placeholders(backend, "INSERT INTO flick_migrations (component, version, name, applied_at) VALUES (?, ?, ?, ?)"),
+                [set.component.into(), m.version.into(), m.name.into(), chrono::Utc::now().to_rfc3339().into()],
+            ))
+            .await
+            .map_err(wrap)?;
+            txn.commit().await?;
+            tracing::info!(component = set.component, version = m.version, name = m.name, "migration applied");
+            applied.push(format!("{}/{:04}_{}", set.component, m.version, m.name));
+        }
+    }
+    Ok(applied)
+}
+
+/// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL.
+pub fn placeholders(backend: DatabaseBackend, sql: &str) -> String {
+    if backend != DatabaseBackend::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Readiness: a round trip to the database.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.ping().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_is_one_sqlite_file_per_service() {
+        let url = service_url(None, Path::new("/srv/flick"), "media").unwrap();
+        assert_eq!(url, "sqlite:///srv/flick/db/media.sqlite?mode=rwc");
+    }
+
+    #[test]
+    fn sqlite_urls_must_separate_services() {
+        assert!(service_url(Some("sqlite://x.db"), Path::new("."), "media").is_err());
+        assert_eq!(
+            service_url(Some("sqlite://d/{service}.db?mode=rwc"), Path::new("."), "media").unwrap(),
+            "sqlite://d/media.db?mode=rwc"
+        );
+        assert!(service_url(Some("mysql://x"), Path::new("."), "media").is_err());
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        assert_eq!(placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(placeholders(DatabaseBackend::Sqlite, "a = ?"), "a = ?");
+    }
+}

@@ -1,0 +1,156 @@
+//! `flick`: the one binary. `flick serve` runs every service in one process on embedded
+//! defaults (or a subset with `--services`), `flick migrate` applies migrations,
+//! `flick config` prints the effective configuration, `flick sdl` a subgraph's schema.
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use flick_kit::{BoundService, Config, ServerOptions};
+use flick_platform::Shared;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const SERVICES: &[&str] = &["accounts", "media", "transcoder", "recommender"];
+
+#[derive(Parser)]
+#[command(name = "flick", version, about = "Flick video platform")]
+struct Cli {
+    /// TOML configuration file (overridden by FLICK_* environment variables).
+    #[arg(long, global = true, env = "FLICK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services (all of them, in one process, by default).
+    Serve {
+        /// Comma-separated subset: accounts,media,transcoder,recommender.
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+    },
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Print a service's GraphQL subgraph SDL.
+    Sdl { service: String },
+}
+
+fn selected(services: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if services.is_empty() {
+        return Ok(SERVICES.to_vec());
+    }
+    services
+        .iter()
+        .map(|s| {
+            SERVICES
+                .iter()
+                .find(|known| **known == s.trim())
+                .copied()
+                .with_context(|| format!("unknown service {s:?}; known: {}", SERVICES.join(", ")))
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sdl { service } => {
+            let sdl = match service.as_str() {
+                "accounts" => flick_accounts::sdl(),
+                "media" => flick_media::sdl(),
+                "transcoder" => flick_transcoder::sdl(),
+                "recommender" => flick_recommender::sdl(),
+                other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
+            };
+            print!("{sdl}");
+            Ok(())
+        }
+        Command::Config => {
+            let config = Config::load(cli.config.as_deref())?;
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Migrate { services } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let services = selected(&services)?;
+            runtime()?.block_on(migrate(config, services))
+        }
+        Command::Serve { services } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let services = selected(&services)?;
+            runtime()?.block_on(serve(config, services))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn migrations(service: &str) -> &'static [flick_platform::db::MigrationSet] {
+    match service {
+        "accounts" => flick_accounts::MIGRATIONS,
+        "media" => flick_media::MIGRATIONS,
+        "transcoder" => flick_transcoder::MIGRATIONS,
+        _ => flick_recommender::MIGRATIONS,
+    }
+}
+
+async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+    let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-migrate")?;
+    for service in services {
+        let db = flick_platform::connect_db(&config, service).await?;
+        let applied = flick_platform::db::migrate(&db, migrations(service)).await?;
+        println!("{service}: {} migration(s) applied", applied.len());
+        for m in applied {
+            println!("  {m}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+    let name = if services.len() == 1 { format!("flick-{}", services[0]) } else { "flick".to_string() };
+    let _telemetry = flick_kit::telemetry::init(&config.telemetry, &name)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let shutdown = flick_kit::shutdown::on_signal();
+    let options = ServerOptions::from(&config.server);
+    let host: std::net::IpAddr = config.server.host.parse().context("server.host is not an IP address")?;
+    let shared = Shared::connect(config.clone()).await?;
+
+    let mut bound = Vec::new();
+    for service in services {
+        let built = match service {
+            "accounts" => flick_accounts::build(&shared).await,
+            "media" => flick_media::build(&shared).await,
+            "transcoder" => flick_transcoder::build(&shared).await,
+            _ => flick_recommender::build(&shared).await,
+        }
+        .with_context(|| format!("starting {service}"))?;
+        let port = config.server.ports.of(service).expect("known service");
+        bound.push(BoundService::bind(built, SocketAddr::new(host, port), options.clone()).await?);
+    }
+    let mut running = tokio::task::JoinSet::new();
+    for svc in bound {
+        running.spawn(svc.run_until_stopped(shutdown.clone()));
+    }
+    // One service failing stops the others: a half-running platform is worse than none.
+    let mut failed = None;
+    while let Some(result) = running.join_next().await {
+        if let Err(e) = result.map_err(anyhow::Error::from).and_then(|r| r) {
+            tracing::error!(error = %e, "service failed");
+            shutdown.cancel();
+            failed = Some(e);
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

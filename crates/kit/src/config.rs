@@ -1,0 +1,394 @@
+//! Configuration: built-in defaults < TOML file < `FLICK_*` environment variables
+//! (`__` separates nesting levels: `FLICK_DATABASE__URL`). Unknown keys are errors.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// `FLICK_*` variables that configure scripts and tests, not the running platform.
+const NOT_CONFIG_ENV: &[&str] = &["config", "bin", "tools_dir", "services_dir", "services_external"];
+
+/// The whole effective configuration of a Flick process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where embedded adapters keep their data (SQLite files, objects).
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub bus: BusConfig,
+    pub storage: StorageConfig,
+    pub telemetry: TelemetryConfig,
+    pub graphql: GraphqlConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            cache: CacheConfig::default(),
+            bus: BusConfig::default(),
+            storage: StorageConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            graphql: GraphqlConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    /// Each service listens on its own port, also when all run in one process.
+    pub ports: ServicePorts,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+    /// Largest accepted request body for REST and GraphQL (uploads have their own limit).
+    pub max_body_bytes: usize,
+    /// Per-request timeout for REST and GraphQL handlers.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            ports: ServicePorts::default(),
+            shutdown_grace_seconds: 20,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicePorts {
+    pub accounts: u16,
+    pub media: u16,
+    pub transcoder: u16,
+    pub recommender: u16,
+}
+
+impl Default for ServicePorts {
+    fn default() -> Self {
+        Self { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084 }
+    }
+}
+
+impl ServicePorts {
+    pub fn of(&self, service: &str) -> Option<u16> {
+        match service {
+            "accounts" => Some(self.accounts),
+            "media" => Some(self.media),
+            "transcoder" => Some(self.transcoder),
+            "recommender" => Some(self.recommender),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…/{service}.db` or `postgres://…`. `{service}` is replaced by the service
+    /// name; on PostgreSQL each service also gets its own schema. Empty: SQLite files in
+    /// `data_dir/db/`.
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: Option<String>,
+    pub max_connections: u32,
+    /// Run pending migrations when a service starts (always on for SQLite).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 10, migrate_on_start: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `memory://` (default) or `redis://host:port/db`.
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// `memory://` (default, in-process) or `amqp://user:pass@host:port/vhost`.
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: Option<String>,
+    /// Durable topic exchange for domain events.
+    pub exchange: String,
+    /// Unacknowledged messages a consumer may hold.
+    pub prefetch: u16,
+    /// Deliveries of one message before it goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// First retry delay; each further retry doubles it.
+    pub retry_base_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            exchange: "flick.events".into(),
+            prefetch: 16,
+            max_attempts: 5,
+            retry_base_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `file:///path` or `s3://bucket`. Empty: `data_dir/objects`.
+    pub url: Option<String>,
+    pub s3: S3Config,
+    /// Key for signing URLs of the local-directory backend (random per process if unset).
+    pub signing_key: Secret,
+    /// Where clients reach locally stored objects (the edge's `/video/objects`).
+    pub public_base_url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            s3: S3Config::default(),
+            signing_key: Secret::default(),
+            public_base_url: "http://127.0.0.1:8080/video/objects".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Custom endpoint (MinIO, SeaweedFS); empty for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Secret,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `tracing` filter directive; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Empty: no trace export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlConfig {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub introspection: bool,
+    /// Serve GraphiQL on `GET /graphql`.
+    pub graphiql: bool,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self { max_depth: 12, max_complexity: 500, introspection: true, graphiql: true }
+    }
+}
+
+/// A secret value: usable by code, never printed, logged or serialised in clear.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(Option<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Some(value.into()))
+    }
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "[redacted]" } else { "[unset]" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(_) => s.serialize_str("[redacted]"),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+fn redact_url_password<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:[redacted]@host`, for printing and logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("[redacted]"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("FLICK_"))
+    }
+
+    /// Like [`Config::load`] with an explicit environment provider (tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = env
+            .filter(|key| {
+                let k = key.as_str();
+                !NOT_CONFIG_ENV.contains(&k) && !k.starts_with("test_")
+            })
+            .split("__");
+        figment = figment.merge(env);
+        let mut cfg: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.normalise();
+        Ok(cfg)
+    }
+
+    /// Empty strings from the environment mean "unset".
+    fn normalise(&mut self) {
+        for url in [
+            &mut self.database.url,
+            &mut self.cache.url,
+            &mut self.bus.url,
+            &mut self.storage.url,
+            &mut self.telemetry.otlp_endpoint,
+            &mut self.storage.s3.endpoint,
+        ] {
+            if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                *url = None;
+            }
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file("flick.toml", "[server]\nhost = \"0.0.0.0\"\n[bus]\nmax_attempts = 3\n")?;
+            jail.set_env("FLICK_BUS__MAX_ATTEMPTS", "7");
+            jail.set_env("FLICK_SERVER__PORTS__MEDIA", "9999");
+            let cfg = Config::load(Some(Path::new("flick.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.server.host, "0.0.0.0");
+            assert_eq!(cfg.bus.max_attempts, 7);
+            assert_eq!(cfg.server.ports.media, 9999);
+            assert_eq!(cfg.server.ports.accounts, 8081);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_in_files_and_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("flick.toml", "[server]\nhots = \"0.0.0.0\"\n")?;
+            let err = Config::load(Some(Path::new("flick.toml"))).unwrap_err().to_string();
+            assert!(err.contains("hots"), "{err}");
+            jail.clear_env();
+            jail.set_env("FLICK_DATABSE__URL", "postgres://x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("databse"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn script_and_test_variables_are_not_config_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FLICK_TEST_PG_URL", "postgres://x");
+            jail.set_env("FLICK_TOOLS_DIR", "/tmp");
+            jail.set_env("FLICK_DATA_DIR", "/srv/flick");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.data_dir, PathBuf::from("/srv/flick"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_never_print() {
+        let mut cfg = Config::default();
+        cfg.database.url = Some("postgres://flick:hunter2@db:5432/flick".into());
+        cfg.bus.url = Some("amqp://guest:guestpw@mq:5672/%2f".into());
+        cfg.storage.s3.secret_access_key = Secret::new("s3cr3t-key");
+        let printed = cfg.to_redacted_toml();
+        let debugged = format!("{cfg:?}");
+        for secret in ["hunter2", "guestpw", "s3cr3t-key"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(!debugged.contains("s3cr3t-key"));
+        assert!(printed.contains("postgres://flick:[redacted]@db:5432/flick"), "{printed}");
+    }
+}

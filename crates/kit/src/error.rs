@@ -1,0 +1,261 @@
+//! The one error model every transport shares.
+//!
+//! Which error type goes where:
+//! - domain modules return their own `thiserror` enum (e.g. `AccountsError`);
+//! - each domain enum converts into [`AppError`] (`impl From<DomainError> for AppError`);
+//! - REST handlers return `Result<_, AppError>` (an axum `IntoResponse`), gRPC handlers
+//!   `Result<_, tonic::Status>` via `AppError::into`, GraphQL resolvers
+//!   `async_graphql::Result` via [`AppError::into_graphql`] or `?` on `AppError`;
+//! - infrastructure failures become [`AppError::internal`]: the cause is logged once, here,
+//!   and clients only see "internal error".
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use async_graphql::ErrorExtensions as _;
+use std::fmt;
+
+/// Error codes of the public contract (api.md), shared by REST, GraphQL and gRPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadUserInput,
+    Conflict,
+    RateLimited,
+    PayloadTooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::Conflict => "CONFLICT",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadUserInput => StatusCode::BAD_REQUEST,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
+            Self::Forbidden => tonic::Code::PermissionDenied,
+            Self::NotFound => tonic::Code::NotFound,
+            Self::BadUserInput => tonic::Code::InvalidArgument,
+            Self::Conflict => tonic::Code::AlreadyExists,
+            Self::RateLimited => tonic::Code::ResourceExhausted,
+            Self::PayloadTooLarge => tonic::Code::OutOfRange,
+            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+/// A client-facing error: a code, a safe message, optional per-field details.
+pub struct AppError {
+    code: ErrorCode,
+    message: String,
+    /// Per-field problems for BAD_USER_INPUT: `{"email": "is not a valid address"}`.
+    fields: Option<serde_json::Map<String, serde_json::Value>>,
+    retry_after_seconds: Option<u64>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), fields: None, retry_after_seconds: None }
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadUserInput, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        Self {
+            retry_after_seconds: Some(retry_after_seconds.max(1)),
+            ..Self::new(ErrorCode::RateLimited, "too many requests, retry later")
+        }
+    }
+
+    /// Logs `cause` once and returns an opaque error: internals never reach clients.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// A dependency (database, broker, cache) is unreachable: logged, retryable by clients.
+    pub fn unavailable(cause: impl fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "dependency unavailable");
+        Self::new(ErrorCode::Unavailable, "service temporarily unavailable")
+    }
+
+    pub fn with_field(mut self, field: &str, problem: impl Into<String>) -> Self {
+        self.fields
+            .get_or_insert_with(Default::default)
+            .insert(field.to_string(), serde_json::Value::String(problem.into()));
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(fields) = &self.fields {
+            error["fields"] = serde_json::Value::Object(fields.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// GraphQL error with `extensions.code` (and `extensions.fields`).
+    pub fn into_graphql(self) -> async_graphql::Error {
+        let mut err = async_graphql::Error::new(self.message);
+        let code = self.code.as_str();
+        let fields = self.fields;
+        let retry = self.retry_after_seconds;
+        err = err.extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(fields) = &fields {
+                let mut map = async_graphql::indexmap::IndexMap::new();
+                for (k, v) in fields {
+                    map.insert(
+                        async_graphql::Name::new(k),
+                        async_graphql::Value::String(v.as_str().unwrap_or_default().to_string()),
+                    );
+                }
+                ext.set("fields", async_graphql::Value::Object(map));
+            }
+            if let Some(s) = retry {
+                ext.set("retryAfterSeconds", s);
+            }
+        });
+        err
+    }
+}
+
+impl fmt::Debug for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+// No `Display`/`Error` impl on purpose: async-graphql converts any `Display` type into an
+// error without extensions, which would silently drop `extensions.code` on `?`.
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut response = (self.code.http_status(), axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<AppError> for tonic::Status {
+    fn from(err: AppError) -> Self {
+        let mut status = tonic::Status::new(err.code.grpc_code(), err.message.clone());
+        if let Ok(v) = err.code.as_str().parse() {
+            status.metadata_mut().insert("flick-error-code", v);
+        }
+        status
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.into_graphql()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rest_errors_have_status_code_and_json_body() {
+        let err = AppError::bad_input("invalid registration").with_field("email", "is not a valid address");
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "BAD_USER_INPUT");
+        assert_eq!(body["error"]["message"], "invalid registration");
+        assert_eq!(body["error"]["fields"]["email"], "is not a valid address");
+    }
+
+    #[tokio::test]
+    async fn rate_limited_errors_carry_retry_after() {
+        let response = AppError::rate_limited(30).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause() {
+        let response = AppError::internal("connection refused to 10.0.0.5:5432 password=x").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_json(response).await.to_string();
+        assert!(!body.contains("10.0.0.5"), "{body}");
+        assert!(body.contains("INTERNAL"));
+    }
+
+    #[test]
+    fn grpc_status_matches_the_code() {
+        let status: tonic::Status = AppError::forbidden("not your video").into();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(status.message(), "not your video");
+        assert_eq!(status.metadata().get("flick-error-code").unwrap(), "FORBIDDEN");
+        let status: tonic::Status = AppError::not_found("no such user").into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn graphql_errors_carry_extensions_code() {
+        let err = AppError::unauthenticated("login required").into_graphql();
+        let server = err.into_server_error(async_graphql::Pos::default());
+        let json = serde_json::to_value(&server).unwrap();
+        assert_eq!(json["extensions"]["code"], "UNAUTHENTICATED");
+        assert_eq!(json["message"], "login required");
+    }
+}

@@ -1,0 +1,254 @@
+//! Serving one service: its REST/GraphQL routes and its gRPC services on one port, with
+//! `/healthz`, `/readyz`, `/metrics`, gRPC health and reflection, request metrics and
+//! traces, and graceful shutdown (drain requests, then stop background tasks).
+
+use crate::error::AppError;
+use crate::telemetry;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// A named readiness check of one dependency (database, cache, broker, storage).
+#[derive(Clone)]
+pub struct ReadyCheck {
+    pub name: &'static str,
+    check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+impl ReadyCheck {
+    pub fn new<F, Fut, E>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        Self {
+            name,
+            check: Arc::new(move || {
+                let fut = check();
+                Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            }),
+        }
+    }
+}
+
+/// Work that runs beside the server (event consumers, outbox relay) until shutdown.
+pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// Everything a service contributes; the kit adds the shared endpoints and layers.
+pub struct Service {
+    pub name: &'static str,
+    pub http: Router,
+    pub grpc: tonic::service::Routes,
+    /// Fully-qualified gRPC service names, reported SERVING by gRPC health.
+    pub grpc_services: Vec<&'static str>,
+    pub checks: Vec<ReadyCheck>,
+    pub tasks: Vec<BackgroundTask>,
+}
+
+impl Service {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            http: Router::new(),
+            grpc: tonic::service::Routes::default(),
+            grpc_services: Vec::new(),
+            checks: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+    pub fn http(mut self, router: Router) -> Self {
+        self.http = self.http.merge(router);
+        self
+    }
+    pub fn grpc<S>(mut self, name: &'static str, svc: S) -> Self
+    where
+        S: tower::Service<
+                axum::http::Request<tonic::body::Body>,
+                Response = axum::http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc = self.grpc.add_service(svc);
+        self.grpc_services.push(name);
+        self
+    }
+    pub fn check(mut self, check: ReadyCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+    pub fn task(mut self, task: BackgroundTask) -> Self {
+        self.tasks.push(task);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl From<&crate::config::ServerConfig> for ServerOptions {
+    fn from(c: &crate::config::ServerConfig) -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(c.shutdown_grace_seconds),
+            max_body_bytes: c.max_body_bytes,
+            request_timeout: Duration::from_secs(c.request_timeout_seconds),
+        }
+    }
+}
+
+/// A service bound to its port (port 0 picks a free one: tests), not yet serving.
+pub struct BoundService {
+    service: Service,
+    listener: TcpListener,
+    options: ServerOptions,
+}
+
+impl BoundService {
+    pub async fn bind(service: Service, addr: SocketAddr, options: ServerOptions) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} cannot listen on {addr}: {e}", service.name))?;
+        Ok(Self { service, listener, options })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` fires, then drains in-flight requests (up to the grace
+    /// period) and waits for background tasks to finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { service, listener, options } = self;
+        let name = service.name;
+        let app = app_router(service.http, service.grpc, &service.grpc_services, service.checks, name, &shutdown, &options)
+            .await;
+
+        let tasks: Vec<_> = service.tasks.into_iter().map(|task| tokio::spawn(task(shutdown.clone()))).collect();
+        tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
+
+        let drained = shutdown.clone();
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { drained.cancelled().await });
+        let server = tokio::spawn(async move { server.await });
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => { result??; }
+            _ = shutdown.cancelled() => {
+                if tokio::time::timeout(options.shutdown_grace, &mut server).await.is_err() {
+                    tracing::warn!(service = name, "requests still running after the grace period; closing");
+                    server.abort();
+                }
+            }
+        }
+        for task in tasks {
+            if tokio::time::timeout(options.shutdown_grace, task).await.is_err() {
+                tracing::warn!(service = name, "background task did not stop in time");
+            }
+        }
+        tracing::info!(service = name, "stopped");
+        Ok(())
+    }
+}
+
+async fn app_router(
+    http: Router,
+    grpc: tonic::service::Routes,
+    grpc_services: &[&'static str],
+    checks: Vec<ReadyCheck>,
+    name: &'static str,
+    shutdown: &CancellationToken,
+    options: &ServerOptions,
+) -> Router {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for svc in grpc_services {
+        health_reporter.set_service_status(*svc, tonic_health::ServingStatus::Serving).await;
+    }
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flick_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets are valid");
+    let grpc = grpc.add_service(health_service).add_service(reflection).prepare();
+
+    // Flip gRPC health to NOT_SERVING as soon as shutdown starts, like /readyz.
+    let reporter = health_reporter.clone();
+    let stopping = shutdown.clone();
+    let grpc_names = grpc_services.to_vec();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        for svc in grpc_names {
+            reporter.set_service_status(svc, tonic_health::ServingStatus::NotServing).await;
+        }
+    });
+
+    let readiness = Readiness { checks: Arc::new(checks), shutdown: shutdown.clone() };
+    let ops = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz).with_state(readiness))
+        .route("/metrics", get(telemetry::metrics_endpoint));
+
+    http.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::GATEWAY_TIMEOUT,
+        options.request_timeout,
+    ))
+    .merge(ops)
+    .merge(grpc.into_axum_router())
+    .fallback(|| async { AppError::not_found("no such route") })
+    .layer(DefaultBodyLimit::max(options.max_body_bytes))
+    .layer(axum::middleware::from_fn_with_state(name, telemetry::track_requests))
+    .layer(
+        TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
+            tracing::info_span!("request", service = name, method = %req.method(), path = %req.uri().path())
+        }),
+    )
+    .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))
+}
+
+#[derive(Clone)]
+struct Readiness {
+    checks: Arc<Vec<ReadyCheck>>,
+    shutdown: CancellationToken,
+}
+
+async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
+    if r.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "shutting down" })));
+    }
+    let results = futures::future::join_all(r.checks.iter().map(|c| async move {
+        let outcome = match tokio::time::timeout(Duration::from_secs(2), (c.check)()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out after 2 s".to_string()),
+        };
+        (c.name, outcome)
+    }))
+    .await;
+    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let checks: serde_json::Map<_, _> = results
+        .into_iter()
+        .map(|(name, r)| (name.to_string(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into()))))
+        .collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })))
+}

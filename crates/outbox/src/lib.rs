@@ -1,0 +1,277 @@
+//! Transactional outbox and idempotent consumption.
+//!
+//! - [`record`] writes an event into the `outbox` table inside the caller's transaction, so
+//!   the event exists exactly when the change it describes was committed.
+//! - [`Relay`] publishes unpublished rows in order, waits for the broker's confirm, then marks
+//!   them published. A broker outage delays events; it never loses them. A crash between
+//!   publish and mark means the event is published again: delivery is at least once.
+//! - [`apply_once`] runs a consumer's change in a transaction that also records the event id
+//!   in `inbox`; a second delivery of the same event finds the id and does nothing.
+
+use flick_bus::{Bus, Envelope};
+use flick_db::sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
+};
+use flick_db::{Migration, MigrationSet, placeholders};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The outbox and inbox tables; include this set in every service that uses them.
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    component: "outbox",
+    migrations: &[Migration {
+        version: 1,
+        name: "outbox_and_inbox",
+        sqlite: "CREATE TABLE outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                event_type TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                producer TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                occurred_at_ms BIGINT NOT NULL,
+                published_at_ms BIGINT,
+                attempts INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at_ms IS NULL;
+            CREATE TABLE inbox (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                applied_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (consumer, event_id));",
+        postgres: "CREATE TABLE outbox (
+                seq BIGSERIAL PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                event_type TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                producer TEXT NOT NULL,
+                payload BYTEA NOT NULL,
+                occurred_at_ms BIGINT NOT NULL,
+                published_at_ms BIGINT,
+                attempts INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at_ms IS NULL;
+            CREATE TABLE inbox (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                applied_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (consumer, event_id));",
+    }],
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Bus(#[from] flick_bus::BusError),
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Records `envelope` in the outbox as part of `txn`.
+pub async fn record<C: ConnectionTrait>(txn: &C, envelope: &Envelope) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        placeholders(
+            backend,
+            "INSERT INTO outbox (id, event_type, subject, producer, payload, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        ),
+        [
+            envelope.id.clone().into(),
+            envelope.r#type.clone().into(),
+            envelope.subject.clone().into(),
+            envelope.producer.clone().into(),
+            envelope.payload.clone().into(),
+            envelope.occurred_at_ms.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Outcome of [`apply_once`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Now,
+    AlreadyApplied,
+}
+
+/// Runs `change` and records `event_id` for `consumer` in one transaction, unless the event
+/// was applied before. Concurrent duplicates are resolved by the inbox's primary key.
+pub async fn apply_once<F, T>(db: &DatabaseConnection, consumer: &str, event_id: &str, change: F) -> Result<Applied, DbErr>
+where
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> futures_like::BoxFuture<'t, Result<T, DbErr>>,
+{
+    let backend = db.get_database_backend();
+    let txn = db.begin().await?;
+    let sql = match backend {
+        DatabaseBackend::Postgres => {
+            "INSERT INTO inbox (consumer, event_id, applied_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        }
+        _ => "INSERT OR IGNORE INTO inbox (consumer, event_id, applied_at_ms) VALUES (?, ?, ?)",
+    };
+    let inserted = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [consumer.into(), event_id.into(), now_ms().into()],
+        ))
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        txn.rollback().await?;
+        return Ok(Applied::AlreadyApplied);
+    }
+    change(&txn).await?;
+    txn.commit().await?;
+    Ok(Applied::Now)
+}
+
+/// Boxed futures without pulling `futures` into every caller's signature.
+pub mod futures_like {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+}
+
+/// Publishes outbox rows to the bus.
+#[derive(Clone)]
+pub struct Relay {
+    db: DatabaseConnection,
+    bus: Bus,
+    wake: Arc<Notify>,
+    batch: u64,
+    idle_poll: Duration,
+}
+
+impl Relay {
+    pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
+        Self { db, bus, wake: Arc::new(Notify::new()), batch: 100, idle_poll: Duration::from_millis(500) }
+    }
+
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.idle_poll = every;
+        self
+    }
+
+    /// Call after committing a transaction that recorded events: publishes without waiting
+    /// for the next poll.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes everything pending, oldest first; stops at the first failure (the broker is
+    /// down) so order is kept. Returns how many events were published.
+    pub async fn flush(&self) -> Result<usize, OutboxError> {
+        let mut total = 0;
+        loop {
+            let published = self.publish_batch().await?;
+            total += published;
+            if published < self.batch as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn publish_batch(&self) -> Result<usize, OutboxError> {
+        let backend = self.db.get_database_backend();
+        if backend == DatabaseBackend::Postgres {
+            // Replicas share the outbox: each locks its own batch and skips the others'.
+            let txn = self.db.begin().await?;
+            let result = self.publish_rows(&txn, " FOR UPDATE SKIP LOCKED").await;
+            txn.commit().await?;
+            result
+        } else {
+            // SQLite has one writer: holding a transaction across a slow publish would block
+            // every request that writes, so each row is marked on its own.
+            self.publish_rows(&self.db, "").await
+        }
+    }
+
+    async fn publish_rows<C: ConnectionTrait>(&self, conn: &C, lock: &str) -> Result<usize, OutboxError> {
+        let backend = conn.get_database_backend();
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                backend,
+                format!(
+                    "SELECT seq, id, event_type, subject, producer, payload, occurred_at_ms FROM outbox \
+                     WHERE published_at_ms IS NULL ORDER BY seq LIMIT {}{lock}",
+                    self.batch
+                ),
+            ))
+            .await?;
+        let mut published = 0;
+        for row in &rows {
+            let seq: i64 = row.try_get("", "seq")?;
+            let envelope = Envelope {
+                id: row.try_get("", "id")?,
+                r#type: row.try_get("", "event_type")?,
+                subject: row.try_get("", "subject")?,
+                producer: row.try_get("", "producer")?,
+                payload: row.try_get("", "payload")?,
+                occurred_at_ms: row.try_get("", "occurred_at_ms")?,
+            };
+            if let Err(e) = self.bus.publish(&envelope).await {
+                conn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    placeholders(backend, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?"),
+                    [seq.into()],
+                ))
+                .await?;
+                return Err(e.into());
+            }
+            conn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                placeholders(backend, "UPDATE outbox SET published_at_ms = ? WHERE seq = ?"),
+                [now_ms().into(), seq.into()],
+            ))
+            .await?;
+            published += 1;
+        }
+        Ok(published)
+    }
+
+    /// Number of events not yet published.
+    pub async fn pending(&self) -> Result<u64, DbErr> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NULL",
+            ))
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0) as u64)
+    }
+
+    /// Relays until `shutdown`, then makes a last attempt to flush what is pending.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let wait = match self.flush().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(200);
+                    self.idle_poll
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish; will retry");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.flush()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(published = n, "outbox flushed at shutdown"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "outbox not flushed at shutdown; it will be on next start"),
+            _ => {}
+        }
+    }
+}

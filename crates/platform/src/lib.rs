@@ -1,0 +1,127 @@
+//! Builds the adapters a service runs on from the configuration: the shared ones (cache,
+//! bus, object storage) once per process, the database once per service.
+
+use flick_bus::{Bus, BusOptions};
+use flick_cache::Cache;
+use flick_db::MigrationSet;
+use flick_db::sea_orm::DatabaseConnection;
+use flick_kit::server::{BackgroundTask, ReadyCheck};
+use flick_kit::{Config, config::redact_url};
+use flick_outbox::Relay;
+use flick_storage::{ObjectStorage, StorageOptions};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use flick_bus as bus;
+pub use flick_cache as cache;
+pub use flick_db as db;
+pub use flick_outbox as outbox;
+pub use flick_storage as storage;
+
+/// Adapters shared by every service of one process.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub cache: Cache,
+    pub bus: Bus,
+    pub storage: ObjectStorage,
+}
+
+impl Shared {
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let cache = Cache::connect(config.cache.url.as_deref()).await?;
+        let bus = Bus::connect(config.bus.url.as_deref(), bus_options(&config))?;
+        let storage = ObjectStorage::open(&storage_options(&config))?;
+        tracing::info!(
+            cache = %config.cache.url.as_deref().map(redact_url).unwrap_or_else(|| "memory://".into()),
+            bus = %config.bus.url.as_deref().map(redact_url).unwrap_or_else(|| "memory://".into()),
+            storage = ?storage,
+            "adapters ready"
+        );
+        Ok(Self { config: Arc::new(config), cache, bus, storage })
+    }
+
+    /// Connects `service`'s own database and applies its migrations when configured to
+    /// (always for SQLite, where nobody else would).
+    pub async fn service(&self, name: &'static str, migrations: &[MigrationSet]) -> anyhow::Result<ServiceInfra> {
+        let db = connect_db(&self.config, name).await?;
+        let is_sqlite = db.get_database_backend() == flick_db::sea_orm::DatabaseBackend::Sqlite;
+        if self.config.database.migrate_on_start || is_sqlite {
+            flick_db::migrate(&db, migrations).await?;
+        }
+        let relay = Relay::new(db.clone(), self.bus.clone());
+        Ok(ServiceInfra { name, db, shared: self.clone(), relay })
+    }
+}
+
+/// Opens `service`'s database as configured.
+pub async fn connect_db(config: &Config, service: &str) -> anyhow::Result<DatabaseConnection> {
+    let url = flick_db::service_url(config.database.url.as_deref(), &config.data_dir, service)?;
+    Ok(flick_db::connect(&url, service, config.database.max_connections).await?)
+}
+
+pub fn bus_options(config: &Config) -> BusOptions {
+    BusOptions {
+        exchange: config.bus.exchange.clone(),
+        prefetch: config.bus.prefetch,
+        max_attempts: config.bus.max_attempts,
+        retry_base: Duration::from_millis(config.bus.retry_base_ms),
+        ..BusOptions::default()
+    }
+}
+
+pub fn storage_options(config: &Config) -> StorageOptions {
+    StorageOptions {
+        url: config.storage.url.clone(),
+        data_dir: config.data_dir.clone(),
+        s3_endpoint: config.storage.s3.endpoint.clone(),
+        s3_region: config.storage.s3.region.clone(),
+        s3_access_key_id: config.storage.s3.access_key_id.clone(),
+        s3_secret_access_key: config.storage.s3.secret_access_key.expose().map(str::to_owned),
+        signing_key: config.storage.signing_key.expose().map(str::to_owned),
+        public_base_url: config.storage.public_base_url.clone(),
+    }
+}
+
+/// What one service runs on.
+#[derive(Clone)]
+pub struct ServiceInfra {
+    pub name: &'static str,
+    pub db: DatabaseConnection,
+    pub shared: Shared,
+    pub relay: Relay,
+}
+
+impl ServiceInfra {
+    /// Readiness checks of every adapter this service uses.
+    pub fn checks(&self) -> Vec<ReadyCheck> {
+        let db = self.db.clone();
+        let cache = self.shared.cache.clone();
+        let bus = self.shared.bus.clone();
+        let storage = self.shared.storage.clone();
+        vec![
+            ReadyCheck::new("database", move || {
+                let db = db.clone();
+                async move { flick_db::ping(&db).await }
+            }),
+            ReadyCheck::new("cache", move || {
+                let cache = cache.clone();
+                async move { cache.ping().await }
+            }),
+            ReadyCheck::new("bus", move || {
+                let bus = bus.clone();
+                async move { bus.ping().await }
+            }),
+            ReadyCheck::new("storage", move || {
+                let storage = storage.clone();
+                async move { storage.ping().await }
+            }),
+        ]
+    }
+
+    /// The outbox relay as a background task (flushes at shutdown).
+    pub fn relay_task(&self) -> BackgroundTask {
+        let relay = self.relay.clone();
+        Box::new(move |shutdown| Box::pin(relay.run(shutdown)))
+    }
+}
