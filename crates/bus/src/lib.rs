@@ -212,6 +212,17 @@ impl Bus {
         }
     }
 
+    /// Deletes a consumed queue and its retry and dead-letter queues.
+    pub async fn delete_queues(&self, queue: &str) -> Result<()> {
+        match self {
+            Bus::Memory(b) => {
+                b.delete_queue(queue);
+                Ok(())
+            }
+            Bus::Rabbit(b) => b.delete_queues(queue).await,
+        }
+    }
+
     /// Readiness: the broker accepts a connection.
     pub async fn ping(&self) -> Result<()> {
         match self {

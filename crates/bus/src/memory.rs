@@ -137,6 +137,11 @@ impl MemoryBus {
         })
     }
 
+    pub fn delete_queue(&self, queue: &str) {
+        self.queues.lock().expect("queues lock").remove(queue);
+        self.bindings.lock().expect("bindings lock").retain(|(_, q)| q != queue);
+    }
+
     pub fn take_dead_letters(&self, queue: &str, max: usize) -> Vec<DeadLetter> {
         let queue = self.queue(queue);
         let mut dead = queue.dead.lock().expect("dead lock");

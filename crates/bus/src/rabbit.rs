@@ -13,7 +13,7 @@ use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicGetArguments, BasicNackArguments, BasicPublishArguments,
     BasicQosArguments, Channel, ConfirmSelectArguments, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
+    QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, FieldTable, FieldValue, Nack, Return};
@@ -395,6 +395,20 @@ impl RabbitBus {
             }
         }
         side.channel.basic_ack(BasicAckArguments::new(tag, false)).await?;
+        Ok(())
+    }
+
+    /// Deletes `queue` with its retry and dead-letter queues (tests and admin clean-up).
+    pub async fn delete_queues(&self, queue: &str) -> Result<()> {
+        let connection = Connection::open(&self.args).await?;
+        let channel = connection.open_channel(None).await?;
+        let mut names = vec![queue.to_string(), dead_letter_queue(queue)];
+        names.extend((1..self.options.max_attempts.max(1)).map(|a| retry_queue(queue, self.options.backoff(a))));
+        for name in names {
+            channel.queue_delete(QueueDeleteArguments::new(&name)).await?;
+        }
+        let _ = channel.close().await;
+        let _ = connection.close().await;
         Ok(())
     }
 

@@ -267,11 +267,11 @@ fn redact_url_password<S: Serializer>(url: &Option<String>, s: S) -> Result<S::O
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://user:[redacted]@host`, for printing and logs.
+/// `scheme://user:secret@host` → `scheme://user:REDACTED@host`, for printing and logs.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
+            let _ = u.set_password(Some("REDACTED"));
             u.to_string()
         }
         _ => raw.to_string(),
@@ -299,8 +299,8 @@ impl Config {
         }
         let env = env
             .filter(|key| {
-                let k = key.as_str();
-                !NOT_CONFIG_ENV.contains(&k) && !k.starts_with("test_")
+                let k = key.as_str().to_ascii_lowercase();
+                !NOT_CONFIG_ENV.contains(&k.as_str()) && !k.starts_with("test_")
             })
             .split("__");
         figment = figment.merge(env);
@@ -389,6 +389,6 @@ mod tests {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(!debugged.contains("s3cr3t-key"));
-        assert!(printed.contains("postgres://flick:[redacted]@db:5432/flick"), "{printed}");
+        assert!(printed.contains("postgres://flick:REDACTED@db:5432/flick"), "{printed}");
     }
 }

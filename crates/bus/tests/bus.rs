@@ -1,0 +1,271 @@
+//! The bus against the in-process default and a real RabbitMQ: routing, manual ack,
+//! bounded retries, dead letters, redelivery after a consumer dies, publish failures.
+
+use flick_bus::{Bus, BusOptions, Delivery, HandlerError, QueueSpec, envelope, handler};
+use flick_testkit::{TcpProxy, amqp_url, eventually, require, unique};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn options() -> BusOptions {
+    BusOptions {
+        exchange: "flick.test".into(),
+        max_attempts: 3,
+        retry_base: Duration::from_millis(50),
+        confirm_timeout: Duration::from_secs(3),
+        ..BusOptions::default()
+    }
+}
+
+async fn rabbit() -> Bus {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    Bus::connect(Some(&amqp_url()), options()).unwrap()
+}
+
+fn memory() -> Bus {
+    Bus::memory(options())
+}
+
+type Seen = Arc<Mutex<Vec<Delivery>>>;
+
+fn recorder(seen: &Seen, fail_first: u32, reject: bool) -> flick_bus::Handler {
+    let seen = seen.clone();
+    handler(move |d: Delivery| {
+        let seen = seen.clone();
+        async move {
+            let attempt = d.attempt;
+            seen.lock().unwrap().push(d);
+            if reject {
+                return Err(HandlerError::Reject("poison".into()));
+            }
+            if attempt <= fail_first { Err(HandlerError::Retry(format!("failure {attempt}"))) } else { Ok(()) }
+        }
+    })
+}
+
+async fn wait_for(seen: &Seen, n: usize) -> bool {
+    eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() >= n }).await
+}
+
+/// Takes the queue's dead letters, waiting up to 5 s for the first.
+async fn dead_letters(bus: &Bus, queue: &str) -> Vec<flick_bus::DeadLetter> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = bus.take_dead_letters(queue, 10).await.unwrap();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the consumer has declared its queue and bindings.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn events_reach_queues_whose_patterns_match(bus: Bus) {
+    let prefix = unique("t").replace('-', "");
+    let queue = unique("q.routing");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let pattern = format!("{prefix}.video.*");
+    bus.consume(QueueSpec::events(&queue, &[&pattern]), recorder(&seen, 0, false), stop.clone()).await.unwrap();
+    settle().await;
+    bus.publish(&envelope(&format!("{prefix}.user.deleted"), "u1", "test", vec![])).await.unwrap();
+    let liked = envelope(&format!("{prefix}.video.liked"), "v1", "test", b"payload".to_vec());
+    bus.publish(&liked).await.unwrap();
+    assert!(wait_for(&seen, 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only the matching event arrives");
+    assert_eq!(seen[0].envelope, liked, "the envelope arrives intact");
+    assert_eq!(seen[0].attempt, 1);
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+async fn acknowledged_jobs_are_processed_once(bus: Bus) {
+    let queue = unique("q.work");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
+    settle().await;
+    for i in 0..5 {
+        bus.enqueue(&queue, &envelope("transcode.requested", &format!("v{i}"), "test", vec![])).await.unwrap();
+    }
+    assert!(wait_for(&seen, 5).await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen.lock().unwrap().len(), 5, "no job is delivered twice");
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+async fn failing_messages_are_retried_with_backoff_then_succeed(bus: Bus) {
+    let queue = unique("q.retry");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 2, false), stop.clone()).await.unwrap();
+    settle().await;
+    let started = Instant::now();
+    bus.enqueue(&queue, &envelope("job", "x", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen, 3).await);
+    let attempts: Vec<u32> = seen.lock().unwrap().iter().map(|d| d.attempt).collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    assert!(started.elapsed() >= Duration::from_millis(150), "backoff 50 ms + 100 ms was respected");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert!(bus.take_dead_letters(&queue, 10).await.unwrap().is_empty());
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+async fn a_message_failing_every_attempt_lands_in_the_dead_letter_queue(bus: Bus) {
+    let queue = unique("q.dlq");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
+    settle().await;
+    let job = envelope("job", "poison", "test", vec![1, 2, 3]);
+    bus.enqueue(&queue, &job).await.unwrap();
+    assert!(wait_for(&seen, 3).await);
+    let dead = dead_letters(&bus, &queue).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].envelope.as_ref(), Some(&job));
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].error.contains("failure 3"), "{}", dead[0].error);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 3, "exactly max_attempts deliveries");
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+async fn rejected_messages_skip_retries(bus: Bus) {
+    let queue = unique("q.reject");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, true), stop.clone()).await.unwrap();
+    settle().await;
+    bus.enqueue(&queue, &envelope("job", "bad", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen, 1).await);
+    let dead = dead_letters(&bus, &queue).await;
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+/// A handler that reports the message it got and then never finishes.
+fn stuck(got: Arc<tokio::sync::Notify>) -> flick_bus::Handler {
+    handler(move |_d: Delivery| {
+        let got = got.clone();
+        async move {
+            got.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test]
+async fn memory_events_reach_queues_whose_patterns_match() {
+    events_reach_queues_whose_patterns_match(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_events_reach_queues_whose_patterns_match() {
+    events_reach_queues_whose_patterns_match(rabbit().await).await;
+}
+#[tokio::test]
+async fn memory_acknowledged_jobs_are_processed_once() {
+    acknowledged_jobs_are_processed_once(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_acknowledged_jobs_are_processed_once() {
+    acknowledged_jobs_are_processed_once(rabbit().await).await;
+}
+#[tokio::test]
+async fn memory_failing_messages_are_retried_with_backoff() {
+    failing_messages_are_retried_with_backoff_then_succeed(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_failing_messages_are_retried_with_backoff() {
+    failing_messages_are_retried_with_backoff_then_succeed(rabbit().await).await;
+}
+#[tokio::test]
+async fn memory_message_failing_every_attempt_is_dead_lettered() {
+    a_message_failing_every_attempt_lands_in_the_dead_letter_queue(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_message_failing_every_attempt_is_dead_lettered() {
+    a_message_failing_every_attempt_lands_in_the_dead_letter_queue(rabbit().await).await;
+}
+#[tokio::test]
+async fn memory_rejected_messages_skip_retries() {
+    rejected_messages_skip_retries(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_rejected_messages_skip_retries() {
+    rejected_messages_skip_retries(rabbit().await).await;
+}
+
+#[tokio::test]
+async fn rabbitmq_consumer_killed_mid_message_gets_it_redelivered() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let queue = unique("q.kill");
+    // The doomed consumer reaches the broker through a proxy, so cutting the proxy is what
+    // the broker sees when a worker process dies: its TCP connection drops.
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let doomed = Bus::connect(Some(&proxy.rewrite(&amqp_url())), options()).unwrap();
+    let got = Arc::new(tokio::sync::Notify::new());
+    let stop_doomed = CancellationToken::new();
+    let doomed_task = doomed.consume(QueueSpec::work(&queue), stuck(got.clone()), stop_doomed.clone()).await.unwrap();
+    settle().await;
+    let publisher = rabbit().await;
+    let job = envelope("job", "survivor", "test", vec![]);
+    publisher.enqueue(&queue, &job).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), got.notified()).await.expect("the doomed consumer got the job");
+    proxy.cut();
+    doomed_task.abort();
+
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    publisher.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
+    assert!(wait_for(&seen, 1).await, "the job is redelivered to a live consumer");
+    let delivery = seen.lock().unwrap()[0].clone();
+    assert_eq!(delivery.envelope, job);
+    assert!(delivery.redelivered, "the broker marks it redelivered");
+    stop.cancel();
+    stop_doomed.cancel();
+    publisher.delete_queues(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_consumer_killed_mid_message_gets_it_redelivered() {
+    let bus = memory();
+    let queue = unique("q.kill");
+    let got = Arc::new(tokio::sync::Notify::new());
+    let doomed = bus.consume(QueueSpec::work(&queue), stuck(got.clone()), CancellationToken::new()).await.unwrap();
+    bus.enqueue(&queue, &envelope("job", "survivor", "test", vec![])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), got.notified()).await.unwrap();
+    doomed.abort();
+    let _ = doomed.await;
+    let seen: Seen = Arc::default();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), CancellationToken::new()).await.unwrap();
+    assert!(wait_for(&seen, 1).await);
+    assert!(seen.lock().unwrap()[0].redelivered);
+}
+
+#[tokio::test]
+async fn rabbitmq_publish_fails_fast_while_the_broker_is_unreachable_and_recovers() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let bus = Bus::connect(Some(&proxy.rewrite(&amqp_url())), options()).unwrap();
+    bus.publish(&envelope("test.ping", "x", "test", vec![])).await.unwrap();
+    proxy.cut();
+    let started = Instant::now();
+    assert!(bus.publish(&envelope("test.ping", "x", "test", vec![])).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(12), "failed within the confirm/connect timeouts");
+    assert!(bus.ping().await.is_err());
+    proxy.restore();
+    bus.publish(&envelope("test.ping", "x", "test", vec![])).await.unwrap();
+}
