@@ -24,9 +24,11 @@ async fn token_verify(Query(params): Query<VerifyParams>, headers: HeaderMap) ->
         return StatusCode::OK.into_response();
     }
     // No token can be valid until login exists: every presented token is refused.
-    let mut response = AppError::unauthenticated("a valid bearer token is required").into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"flick\""));
+    let mut response =
+        AppError::unauthenticated("a valid bearer token is required").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"flick\""),
+    );
     response
 }

@@ -4,7 +4,8 @@ use flick_kit::config::GraphqlConfig;
 pub type AccountsSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 pub fn schema(cfg: &GraphqlConfig) -> AccountsSchema {
-    flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg).finish()
+    flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg)
+        .finish()
 }
 
 /// A Flick user. Profile fields arrive with registration.
@@ -20,7 +21,9 @@ pub struct Query;
 impl Query {
     /// The calling user, or null when anonymous.
     async fn me(&self, ctx: &async_graphql::Context<'_>) -> Option<User> {
-        flick_kit::graphql::caller(ctx).user_id.map(|id| User { id: ID(id.to_string()) })
+        flick_kit::graphql::caller(ctx).user_id.map(|id| User {
+            id: ID(id.to_string()),
+        })
     }
 
     #[graphql(entity)]

@@ -5,8 +5,8 @@
 //! backend, versioned per component and applied once, under a lock on PostgreSQL.
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    Statement, TransactionTrait,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -18,9 +18,17 @@ pub enum DbError {
     #[error("unsupported database url {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("cannot create the database directory {path}: {source}")]
-    CreateDir { path: String, source: std::io::Error },
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("migration {component}/{version} ({name}) failed: {source}")]
-    Migration { component: String, version: i64, name: String, source: DbErr },
+    Migration {
+        component: String,
+        version: i64,
+        name: String,
+        source: DbErr,
+    },
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -51,7 +59,9 @@ pub fn service_url(url: Option<&str>, data_dir: &Path, service: &str) -> Result<
         Some(u) if u.starts_with("sqlite:") => {
             if !u.contains("{service}") && !u.contains(":memory:") {
                 // One file per service: a shared file would mix services' tables.
-                return Err(DbError::UnsupportedUrl(format!("{u} (a sqlite url must contain {{service}})")));
+                return Err(DbError::UnsupportedUrl(format!(
+                    "{u} (a sqlite url must contain {{service}})"
+                )));
             }
             Ok(u.replace("{service}", service))
         }
@@ -64,7 +74,11 @@ pub fn service_url(url: Option<&str>, data_dir: &Path, service: &str) -> Result<
 
 /// Opens a pool for `service`. On PostgreSQL the connection's search path is the service's
 /// schema, created if missing; on SQLite the file and its directory are created.
-pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<DatabaseConnection, DbError> {
+pub async fn connect(
+    url: &str,
+    service: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbError> {
     let mut options = ConnectOptions::new(url.to_string());
     options
         .max_connections(max_connections)
@@ -76,32 +90,50 @@ pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<D
             && let Some(dir) = Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Database::connect(options).await?;
         // WAL lets readers proceed during writes; the busy timeout absorbs short lock waits.
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
+        for pragma in [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA busy_timeout=5000",
+            "PRAGMA foreign_keys=ON",
+        ] {
             conn.execute_unprepared(pragma).await?;
         }
         return Ok(conn);
     }
     // Create the schema with a plain connection first: search_path must name an existing one.
-    let bootstrap = Database::connect(ConnectOptions::new(url.to_string()).sqlx_logging(false).to_owned()).await?;
-    bootstrap.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\"")).await?;
+    let bootstrap = Database::connect(
+        ConnectOptions::new(url.to_string())
+            .sqlx_logging(false)
+            .to_owned(),
+    )
+    .await?;
+    bootstrap
+        .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\""))
+        .await?;
     bootstrap.close().await?;
     options.set_schema_search_path(format!("\"{service}\",public"));
     Ok(Database::connect(options).await?)
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 /// Applies the pending migrations of each set, in order; returns what was applied.
-pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<Vec<String>, DbError> {
+pub async fn migrate(
+    db: &DatabaseConnection,
+    sets: &[MigrationSet],
+) -> Result<Vec<String>, DbError> {
     let backend = db.get_database_backend();
     db.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS flick_migrations (
@@ -118,12 +150,16 @@ pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<V
             let txn = db.begin().await?;
             if backend == DatabaseBackend::Postgres {
                 // Replicas starting together: one migrates, the others wait and then skip.
-                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461636)").await?;
+                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461636)")
+                    .await?;
             }
             let done = txn
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
-                    placeholders(backend, "SELECT 1 FROM flick_migrations WHERE component = ? AND version = ?"),
+                    placeholders(
+                        backend,
+                        "SELECT 1 FROM flick_migrations WHERE component = ? AND version = ?",
+                    ),
                     [set.component.into(), m.version.into()],
                 ))
                 .await?
@@ -151,7 +187,12 @@ pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<V
             .await
             .map_err(wrap)?;
             txn.commit().await?;
-            tracing::info!(component = set.component, version = m.version, name = m.name, "migration applied");
+            tracing::info!(
+                component = set.component,
+                version = m.version,
+                name = m.name,
+                "migration applied"
+            );
             applied.push(format!("{}/{:04}_{}", set.component, m.version, m.name));
         }
     }
@@ -196,7 +237,12 @@ mod tests {
     fn sqlite_urls_must_separate_services() {
         assert!(service_url(Some("sqlite://x.db"), Path::new("."), "media").is_err());
         assert_eq!(
-            service_url(Some("sqlite://d/{service}.db?mode=rwc"), Path::new("."), "media").unwrap(),
+            service_url(
+                Some("sqlite://d/{service}.db?mode=rwc"),
+                Path::new("."),
+                "media"
+            )
+            .unwrap(),
             "sqlite://d/media.db?mode=rwc"
         );
         assert!(service_url(Some("mysql://x"), Path::new("."), "media").is_err());
@@ -204,7 +250,10 @@ mod tests {
 
     #[test]
     fn postgres_placeholders_are_numbered() {
-        assert_eq!(placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(
+            placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"),
+            "a = $1 AND b = $2"
+        );
         assert_eq!(placeholders(DatabaseBackend::Sqlite, "a = ?"), "a = ?");
     }
 }

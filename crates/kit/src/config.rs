@@ -8,7 +8,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// `FLICK_*` variables that configure scripts and tests, not the running platform.
-const NOT_CONFIG_ENV: &[&str] = &["config", "bin", "tools_dir", "services_dir", "services_external"];
+const NOT_CONFIG_ENV: &[&str] = &[
+    "config",
+    "bin",
+    "tools_dir",
+    "services_dir",
+    "services_external",
+];
 
 /// The whole effective configuration of a Flick process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -77,7 +83,12 @@ pub struct ServicePorts {
 
 impl Default for ServicePorts {
     fn default() -> Self {
-        Self { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084 }
+        Self {
+            accounts: 8081,
+            media: 8082,
+            transcoder: 8083,
+            recommender: 8084,
+        }
     }
 }
 
@@ -108,7 +119,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 10, migrate_on_start: true }
+        Self {
+            url: None,
+            max_connections: 10,
+            migrate_on_start: true,
+        }
     }
 }
 
@@ -211,7 +226,11 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -227,7 +246,12 @@ pub struct GraphqlConfig {
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
-        Self { max_depth: 12, max_complexity: 500, introspection: true, graphiql: true }
+        Self {
+            max_depth: 12,
+            max_complexity: 500,
+            introspection: true,
+            graphiql: true,
+        }
     }
 }
 
@@ -247,7 +271,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "[redacted]" } else { "[unset]" })
+        f.write_str(if self.0.is_some() {
+            "[redacted]"
+        } else {
+            "[unset]"
+        })
     }
 }
 
@@ -293,7 +321,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -332,6 +363,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment's Jail closures must return figment::Error")]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -339,7 +371,10 @@ mod tests {
     #[test]
     fn environment_overrides_file_which_overrides_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file("flick.toml", "[server]\nhost = \"0.0.0.0\"\n[bus]\nmax_attempts = 3\n")?;
+            jail.create_file(
+                "flick.toml",
+                "[server]\nhost = \"0.0.0.0\"\n[bus]\nmax_attempts = 3\n",
+            )?;
             jail.set_env("FLICK_BUS__MAX_ATTEMPTS", "7");
             jail.set_env("FLICK_SERVER__PORTS__MEDIA", "9999");
             let cfg = Config::load(Some(Path::new("flick.toml"))).map_err(|e| e.to_string())?;
@@ -355,7 +390,9 @@ mod tests {
     fn unknown_keys_are_errors_in_files_and_environment() {
         Jail::expect_with(|jail| {
             jail.create_file("flick.toml", "[server]\nhots = \"0.0.0.0\"\n")?;
-            let err = Config::load(Some(Path::new("flick.toml"))).unwrap_err().to_string();
+            let err = Config::load(Some(Path::new("flick.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("hots"), "{err}");
             jail.clear_env();
             jail.set_env("FLICK_DATABSE__URL", "postgres://x");
@@ -389,6 +426,9 @@ mod tests {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(!debugged.contains("s3cr3t-key"));
-        assert!(printed.contains("postgres://flick:REDACTED@db:5432/flick"), "{printed}");
+        assert!(
+            printed.contains("postgres://flick:REDACTED@db:5432/flick"),
+            "{printed}"
+        );
     }
 }

@@ -5,7 +5,9 @@
 use crate::config::GraphqlConfig;
 use crate::identity::Caller;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType};
+use async_graphql::{
+    Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType,
+};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
@@ -14,7 +16,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 /// Applies the platform's federation settings and limits to a subgraph schema.
-pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, cfg: &GraphqlConfig) -> SchemaBuilder<Q, M, S>
+pub fn configure<Q, M, S>(
+    builder: SchemaBuilder<Q, M, S>,
+    cfg: &GraphqlConfig,
+) -> SchemaBuilder<Q, M, S>
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
@@ -25,7 +30,11 @@ where
         .enable_subscription_in_federation()
         .limit_depth(cfg.max_depth)
         .limit_complexity(cfg.max_complexity);
-    if cfg.introspection { builder } else { builder.disable_introspection() }
+    if cfg.introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    }
 }
 
 /// The subgraph SDL the composition step and `_service { sdl }` use.
@@ -40,7 +49,9 @@ where
 
 /// `POST /graphql` (queries, mutations), `GET /graphql` (GraphiQL), `GET /ws` (graphql-ws).
 pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
-    let mut router = Router::new().route("/ws", get(subscriptions::<E>)).with_state(executor.clone());
+    let mut router = Router::new()
+        .route("/ws", get(subscriptions::<E>))
+        .with_state(executor.clone());
     let post = axum::routing::post(execute::<E>);
     router = if cfg.graphiql {
         router.route("/graphql", post.get(graphiql).with_state(executor))
@@ -50,12 +61,24 @@ pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
     router
 }
 
-async fn execute<E: Executor>(State(executor): State<E>, caller: Caller, request: GraphQLRequest) -> GraphQLResponse {
-    executor.execute(request.into_inner().data(caller)).await.into()
+async fn execute<E: Executor>(
+    State(executor): State<E>,
+    caller: Caller,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    executor
+        .execute(request.into_inner().data(caller))
+        .await
+        .into()
 }
 
 async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/ws")
+            .finish(),
+    )
 }
 
 /// Identity comes from the upgrade request's headers (set by the router), never from the
@@ -72,13 +95,18 @@ async fn subscriptions<E: Executor>(
         .on_upgrade(move |stream| {
             let mut data = Data::default();
             data.insert(caller);
-            GraphQLWebSocket::new(stream, executor, protocol).with_data(data).serve()
+            GraphQLWebSocket::new(stream, executor, protocol)
+                .with_data(data)
+                .serve()
         })
         .into_response()
 }
 
 /// The caller of a GraphQL request (anonymous when the request carries no identity).
 pub fn caller<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
-    static ANONYMOUS: Caller = Caller { user_id: None, role: None };
+    static ANONYMOUS: Caller = Caller {
+        user_id: None,
+        role: None,
+    };
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
 }

@@ -10,7 +10,8 @@
 
 use flick_bus::{Bus, Envelope};
 use flick_db::sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement,
+    TransactionTrait,
 };
 use flick_db::{Migration, MigrationSet, placeholders};
 use std::sync::Arc;
@@ -102,7 +103,12 @@ pub enum Applied {
 
 /// Runs `change` and records `event_id` for `consumer` in one transaction, unless the event
 /// was applied before. Concurrent duplicates are resolved by the inbox's primary key.
-pub async fn apply_once<F, T>(db: &DatabaseConnection, consumer: &str, event_id: &str, change: F) -> Result<Applied, DbErr>
+pub async fn apply_once<F, T>(
+    db: &DatabaseConnection,
+    consumer: &str,
+    event_id: &str,
+    change: F,
+) -> Result<Applied, DbErr>
 where
     F: for<'t> FnOnce(&'t DatabaseTransaction) -> futures_like::BoxFuture<'t, Result<T, DbErr>>,
 {
@@ -148,7 +154,13 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
-        Self { db, bus, wake: Arc::new(Notify::new()), batch: 100, idle_poll: Duration::from_millis(500) }
+        Self {
+            db,
+            bus,
+            wake: Arc::new(Notify::new()),
+            batch: 100,
+            idle_poll: Duration::from_millis(500),
+        }
     }
 
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
@@ -190,7 +202,11 @@ impl Relay {
         }
     }
 
-    async fn publish_rows<C: ConnectionTrait>(&self, conn: &C, lock: &str) -> Result<usize, OutboxError> {
+    async fn publish_rows<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        lock: &str,
+    ) -> Result<usize, OutboxError> {
         let backend = conn.get_database_backend();
         let rows = conn
             .query_all_raw(Statement::from_string(
@@ -216,7 +232,10 @@ impl Relay {
             if let Err(e) = self.bus.publish(&envelope).await {
                 conn.execute_raw(Statement::from_sql_and_values(
                     backend,
-                    placeholders(backend, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?"),
+                    placeholders(
+                        backend,
+                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?",
+                    ),
                     [seq.into()],
                 ))
                 .await?;
@@ -224,7 +243,10 @@ impl Relay {
             }
             conn.execute_raw(Statement::from_sql_and_values(
                 backend,
-                placeholders(backend, "UPDATE outbox SET published_at_ms = ? WHERE seq = ?"),
+                placeholders(
+                    backend,
+                    "UPDATE outbox SET published_at_ms = ? WHERE seq = ?",
+                ),
                 [now_ms().into(), seq.into()],
             ))
             .await?;
@@ -243,7 +265,10 @@ impl Relay {
                 "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NULL",
             ))
             .await?;
-        Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0) as u64)
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0) as u64)
     }
 
     /// Relays until `shutdown`, then makes a last attempt to flush what is pending.
@@ -270,7 +295,9 @@ impl Relay {
         }
         match tokio::time::timeout(Duration::from_secs(5), self.flush()).await {
             Ok(Ok(n)) if n > 0 => tracing::info!(published = n, "outbox flushed at shutdown"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "outbox not flushed at shutdown; it will be on next start"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "outbox not flushed at shutdown; it will be on next start")
+            }
             _ => {}
         }
     }

@@ -69,8 +69,14 @@ pub struct ObjectStorage {
 
 #[derive(Clone)]
 enum Backend {
-    Local { root: PathBuf, signing_key: Arc<[u8]>, public_base_url: String },
-    S3 { s3: Arc<AmazonS3> },
+    Local {
+        root: PathBuf,
+        signing_key: Arc<[u8]>,
+        public_base_url: String,
+    },
+    S3 {
+        s3: Arc<AmazonS3>,
+    },
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -100,7 +106,9 @@ impl ObjectStorage {
     pub fn open(options: &StorageOptions) -> Result<Self> {
         match options.url.as_deref() {
             None | Some("") => Self::local(options.data_dir.join("objects"), options),
-            Some(u) if u.starts_with("file://") => Self::local(PathBuf::from(&u["file://".len()..]), options),
+            Some(u) if u.starts_with("file://") => {
+                Self::local(PathBuf::from(&u["file://".len()..]), options)
+            }
             Some(u) if u.starts_with("s3://") => {
                 let bucket = u["s3://".len()..].trim_end_matches('/');
                 let mut builder = AmazonS3Builder::new()
@@ -108,20 +116,30 @@ impl ObjectStorage {
                     .with_region(&options.s3_region)
                     .with_virtual_hosted_style_request(false);
                 if let Some(endpoint) = &options.s3_endpoint {
-                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
                 }
-                if let (Some(id), Some(secret)) = (&options.s3_access_key_id, &options.s3_secret_access_key) {
-                    builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+                if let (Some(id), Some(secret)) =
+                    (&options.s3_access_key_id, &options.s3_secret_access_key)
+                {
+                    builder = builder
+                        .with_access_key_id(id)
+                        .with_secret_access_key(secret);
                 }
                 let s3 = Arc::new(builder.build()?);
-                Ok(Self { store: s3.clone(), backend: Backend::S3 { s3 } })
+                Ok(Self {
+                    store: s3.clone(),
+                    backend: Backend::S3 { s3 },
+                })
             }
             Some(u) => Err(StorageError::UnsupportedUrl(u.to_string())),
         }
     }
 
     fn local(root: PathBuf, options: &StorageOptions) -> Result<Self> {
-        std::fs::create_dir_all(&root).map_err(|e| StorageError::Source(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StorageError::Source(format!("creating {}: {e}", root.display())))?;
         let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
         let signing_key: Arc<[u8]> = match &options.signing_key {
             Some(k) if !k.is_empty() => k.as_bytes().into(),
@@ -142,7 +160,9 @@ impl ObjectStorage {
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.store.put(&key_path(key)?, PutPayload::from(data)).await?;
+        self.store
+            .put(&key_path(key)?, PutPayload::from(data))
+            .await?;
         Ok(())
     }
 
@@ -175,18 +195,29 @@ impl ObjectStorage {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let result = self.store.get(&key_path(key)?).await.map_err(|e| not_found(key, e))?;
+        let result = self
+            .store
+            .get(&key_path(key)?)
+            .await
+            .map_err(|e| not_found(key, e))?;
         Ok(result.bytes().await?)
     }
 
     /// Bytes `range.start..range.end` of the object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.store.get_range(&key_path(key)?, range).await.map_err(|e| not_found(key, e))
+        self.store
+            .get_range(&key_path(key)?, range)
+            .await
+            .map_err(|e| not_found(key, e))
     }
 
     /// The object as a stream of chunks (for serving large files).
     pub async fn get_stream(&self, key: &str) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
-        let result = self.store.get(&key_path(key)?).await.map_err(|e| not_found(key, e))?;
+        let result = self
+            .store
+            .get(&key_path(key)?)
+            .await
+            .map_err(|e| not_found(key, e))?;
         Ok(result.into_stream().map_err(StorageError::from))
     }
 
@@ -213,8 +244,12 @@ impl ObjectStorage {
     /// Keys under `prefix` (recursive), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = key_path(prefix)?;
-        let mut keys: Vec<String> =
-            self.store.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect().await?;
+        let mut keys: Vec<String> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await?;
         keys.sort();
         Ok(keys)
     }
@@ -232,23 +267,37 @@ impl ObjectStorage {
     pub async fn presigned_get(&self, key: &str, expires_in: Duration) -> Result<String> {
         let path = key_path(key)?;
         match &self.backend {
-            Backend::S3 { s3 } => Ok(s3.signed_url(http::Method::GET, &path, expires_in).await?.to_string()),
-            Backend::Local { signing_key, public_base_url, .. } => {
+            Backend::S3 { s3 } => Ok(s3
+                .signed_url(http::Method::GET, &path, expires_in)
+                .await?
+                .to_string()),
+            Backend::Local {
+                signing_key,
+                public_base_url,
+                ..
+            } => {
                 let expires = chrono::Utc::now().timestamp() + expires_in.as_secs() as i64;
                 let signature = sign(signing_key, key, expires);
-                Ok(format!("{public_base_url}/{key}?expires={expires}&signature={signature}"))
+                Ok(format!(
+                    "{public_base_url}/{key}?expires={expires}&signature={signature}"
+                ))
             }
         }
     }
 
     /// Checks a local presigned URL's parameters (the route serving local objects calls it).
     pub fn verify_local_signature(&self, key: &str, expires: i64, signature: &str) -> bool {
-        let Backend::Local { signing_key, .. } = &self.backend else { return false };
+        let Backend::Local { signing_key, .. } = &self.backend else {
+            return false;
+        };
         if expires < chrono::Utc::now().timestamp() {
             return false;
         }
-        let Ok(given) = hex::decode(signature) else { return false };
-        let mut mac = Hmac::<Sha256>::new_from_slice(signing_key).expect("hmac takes any key length");
+        let Ok(given) = hex::decode(signature) else {
+            return false;
+        };
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(signing_key).expect("hmac takes any key length");
         mac.update(format!("{key}\n{expires}").as_bytes());
         mac.verify_slice(&given).is_ok()
     }
