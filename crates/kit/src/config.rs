@@ -29,6 +29,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub telemetry: TelemetryConfig,
     pub graphql: GraphqlConfig,
+    pub documents: DocumentsConfig,
+    pub accounts: AccountsConfig,
 }
 
 impl Default for Config {
@@ -42,7 +44,33 @@ impl Default for Config {
             storage: StorageConfig::default(),
             telemetry: TelemetryConfig::default(),
             graphql: GraphqlConfig::default(),
+            documents: DocumentsConfig::default(),
+            accounts: AccountsConfig::default(),
         }
+    }
+}
+
+/// The document store (views, watch history): SQLite by default, MongoDB in production.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// `mongodb://…`; empty: the service's SQLite database.
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Directory of Ed25519 signing keys (current and previous); empty: generated under
+    /// `data_dir/keys` on first start.
+    pub jwt_keys_dir: Option<PathBuf>,
+    pub access_token_ttl_seconds: u64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self { jwt_keys_dir: None, access_token_ttl_seconds: 900 }
     }
 }
 
@@ -349,6 +377,7 @@ impl Config {
             &mut self.storage.url,
             &mut self.telemetry.otlp_endpoint,
             &mut self.storage.s3.endpoint,
+            &mut self.documents.url,
         ] {
             if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
                 *url = None;

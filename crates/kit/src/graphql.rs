@@ -81,25 +81,51 @@ async fn graphiql() -> impl IntoResponse {
     )
 }
 
-/// Identity comes from the upgrade request's headers (set by the router), never from the
-/// client-controlled `connection_init` payload.
+/// graphql-ws for the router. Identity comes from the upgrade request's headers, or from the
+/// `connection_init` payload where hive-router puts the headers it propagates. Both are set
+/// by the mesh: subgraphs are reachable only from the router (network policy / Istio), and the
+/// router's own client-facing WebSocket is disabled because it would pass a client's payload
+/// through (see ARCHITECTURE.md).
 async fn subscriptions<E: Executor>(
     State(executor): State<E>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let caller = Caller::from_headers(&headers);
+    let from_upgrade = Caller::from_headers(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
-            let mut data = Data::default();
-            data.insert(caller);
             GraphQLWebSocket::new(stream, executor, protocol)
-                .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    let caller = caller_from_init_payload(&payload).unwrap_or(from_upgrade);
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                })
                 .serve()
         })
         .into_response()
+}
+
+/// Reads `x-user-id`/`x-user-role` from a `connection_init` payload, at the top level or under
+/// `headers`, with any key case.
+fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
+    let object = payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())?;
+    let mut headers = HeaderMap::new();
+    for (key, value) in object {
+        let key = key.to_ascii_lowercase();
+        if (key == crate::identity::USER_ID_HEADER || key == crate::identity::USER_ROLE_HEADER)
+            && let (Ok(name), Some(Ok(value))) = (
+                axum::http::HeaderName::from_bytes(key.as_bytes()),
+                value.as_str().map(axum::http::HeaderValue::from_str),
+            )
+        {
+            headers.insert(name, value);
+        }
+    }
+    let caller = Caller::from_headers(&headers);
+    caller.user_id.is_some().then_some(caller)
 }
 
 /// The caller of a GraphQL request (anonymous when the request carries no identity).
@@ -109,4 +135,20 @@ pub fn caller<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
         role: None,
     };
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_payload_identity_is_read_at_top_level_or_under_headers() {
+        let id = uuid::Uuid::now_v7();
+        let top = serde_json::json!({ "x-user-id": id.to_string(), "x-user-role": "user" });
+        assert_eq!(caller_from_init_payload(&top), Some(Caller::user(id, "user")));
+        let nested = serde_json::json!({ "headers": { "X-User-Id": id.to_string() } });
+        assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
+        assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
+        assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
+    }
 }
