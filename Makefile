@@ -16,6 +16,7 @@ dev: ## build flick, install Traefik + hive-router on first run, serve the platf
 
 test: services ## start the real test services if needed, then run every test
 	cargo build -p flick --bin flick
+	scripts/e2e.sh
 	cargo nextest run --workspace --no-fail-fast
 
 services: ## start PostgreSQL+pgvector (5433), SeaweedFS S3 (9000), Redis, RabbitMQ when absent

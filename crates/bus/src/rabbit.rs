@@ -497,7 +497,10 @@ impl RabbitBus {
 
     /// Acks after success; otherwise schedules a retry or dead-letters, then acks. If the
     /// republish is not confirmed the original is requeued, so nothing is lost.
-    #[expect(clippy::too_many_arguments, reason = "one delivery's parts, settled in one place")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one delivery's parts, settled in one place"
+    )]
     async fn settle(
         &self,
         side: &Confirmed,

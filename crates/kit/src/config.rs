@@ -7,14 +7,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// `FLICK_*` variables that configure scripts and tests, not the running platform.
-const NOT_CONFIG_ENV: &[&str] = &[
-    "config",
-    "bin",
-    "tools_dir",
-    "services_dir",
-    "services_external",
-];
+/// Top-level keys that are single words; every other `FLICK_*` variable without `__`
+/// (`FLICK_TOOLS_DIR`, `FLICK_TEST_PG_URL`, `FLICK_BIN`, …) belongs to scripts and tests.
+const TOP_LEVEL_SCALARS: &[&str] = &["data_dir"];
 
 /// The whole effective configuration of a Flick process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,7 +65,10 @@ pub struct AccountsConfig {
 
 impl Default for AccountsConfig {
     fn default() -> Self {
-        Self { jwt_keys_dir: None, access_token_ttl_seconds: 900 }
+        Self {
+            jwt_keys_dir: None,
+            access_token_ttl_seconds: 900,
+        }
     }
 }
 
@@ -359,7 +357,7 @@ impl Config {
         let env = env
             .filter(|key| {
                 let k = key.as_str().to_ascii_lowercase();
-                !NOT_CONFIG_ENV.contains(&k.as_str()) && !k.starts_with("test_")
+                k.contains("__") || TOP_LEVEL_SCALARS.contains(&k.as_str())
             })
             .split("__");
         figment = figment.merge(env);
@@ -392,7 +390,10 @@ impl Config {
 }
 
 #[cfg(test)]
-#[expect(clippy::result_large_err, reason = "figment's Jail closures must return figment::Error")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment's Jail closures must return figment::Error"
+)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -436,6 +437,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("FLICK_TEST_PG_URL", "postgres://x");
             jail.set_env("FLICK_TOOLS_DIR", "/tmp");
+            jail.set_env("FLICK_ROOT", "/work");
             jail.set_env("FLICK_DATA_DIR", "/srv/flick");
             let cfg = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.data_dir, PathBuf::from("/srv/flick"));

