@@ -359,6 +359,60 @@ impl Cache {
         })
     }
 
+    /// Attempts counted so far in `key`'s current rate-limit window, without counting one.
+    pub async fn rate_count(&self, key: &str) -> Result<(u64, Duration)> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let now = Instant::now();
+                let windows = m.windows.lock().expect("window lock");
+                Ok(match windows.get(key) {
+                    Some((count, reset)) if *reset > now => (*count, *reset - now),
+                    _ => (0, Duration::ZERO),
+                })
+            }
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let key = format!("ratelimit:{key}");
+                let (count, ttl_ms): (Option<u64>, i64) = redis::pipe()
+                    .get(&key)
+                    .pttl(&key)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok((
+                    count.unwrap_or(0),
+                    Duration::from_millis(ttl_ms.max(0) as u64),
+                ))
+            }
+        }
+    }
+
+    /// Forgets `key`'s rate-limit window (e.g. after a successful login).
+    pub async fn rate_reset(&self, key: &str) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                m.windows.lock().expect("window lock").remove(key);
+                Ok(())
+            }
+            Backend::Redis(conn, _) => Ok(conn.clone().del(format!("ratelimit:{key}")).await?),
+        }
+    }
+
+    /// True if any of `keys` holds a value (one round trip; positive answers stay in the
+    /// near cache, absences are always asked).
+    pub async fn exists_any(&self, keys: &[&str]) -> Result<bool> {
+        if keys.iter().any(|k| self.inner.local.contains_key(*k)) {
+            return Ok(true);
+        }
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(false),
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let n: u64 = conn.exists(keys).await?;
+                Ok(n > 0)
+            }
+        }
+    }
+
     /// Readiness: a round trip to Redis (always ok in memory).
     pub async fn ping(&self) -> Result<()> {
         match &self.inner.backend {

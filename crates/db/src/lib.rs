@@ -106,16 +106,20 @@ pub async fn connect(
         }
         return Ok(conn);
     }
-    // Create the schema with a plain connection first: search_path must name an existing one.
+    // Create the schema first (search_path must name an existing one), under the migration
+    // lock: `IF NOT EXISTS` races between replicas starting together.
     let bootstrap = Database::connect(
         ConnectOptions::new(url.to_string())
             .sqlx_logging(false)
             .to_owned(),
     )
     .await?;
-    bootstrap
-        .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\""))
+    let txn = bootstrap.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         .await?;
+    txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\""))
+        .await?;
+    txn.commit().await?;
     bootstrap.close().await?;
     options.set_schema_search_path(format!("\"{service}\",public"));
     Ok(Database::connect(options).await?)
@@ -129,13 +133,22 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
+/// Advisory lock key serialising schema changes across replicas on PostgreSQL.
+const MIGRATION_LOCK: i64 = 7461636;
+
 /// Applies the pending migrations of each set, in order; returns what was applied.
 pub async fn migrate(
     db: &DatabaseConnection,
     sets: &[MigrationSet],
 ) -> Result<Vec<String>, DbError> {
     let backend = db.get_database_backend();
-    db.execute_unprepared(
+    // `IF NOT EXISTS` is not safe against concurrent creators: take the lock first.
+    let txn = db.begin().await?;
+    if backend == DatabaseBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await?;
+    }
+    txn.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS flick_migrations (
             component TEXT NOT NULL,
             version BIGINT NOT NULL,
@@ -144,13 +157,14 @@ pub async fn migrate(
             PRIMARY KEY (component, version))",
     )
     .await?;
+    txn.commit().await?;
     let mut applied = Vec::new();
     for set in sets {
         for m in set.migrations {
             let txn = db.begin().await?;
             if backend == DatabaseBackend::Postgres {
                 // Replicas starting together: one migrates, the others wait and then skip.
-                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461636)")
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                     .await?;
             }
             let done = txn
