@@ -37,6 +37,47 @@ got=$(curl -s -m 5 "$EDGE/auth/nothing-here" || true)
 if grep -q '"NOT_FOUND"' <<<"$got"; then ok "edge routes /auth to accounts"; else
   fail "edge /auth: got ${got:-nothing}"; fi
 
+# ---------- accounts through the edge ----------
+json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]) or "")' "$1" 2>/dev/null || true; }
+post_json() { curl -s -m 10 "$EDGE$1" -H 'content-type: application/json' "${@:3}" -d "$2" || true; }
+name="smoke$(date +%s%N | tail -c 9)"
+user_id=$(post_json /auth/register "{\"email\":\"$name@example.com\",\"username\":\"$name\",\"password\":\"correct horse battery\",\"display_name\":\"Smoke\"}" | json_field id)
+if [ -n "$user_id" ]; then ok "register through the edge"; else fail "register through the edge"; fi
+tokens=$(post_json /auth/login "{\"login\":\"$name\",\"password\":\"correct horse battery\"}")
+access=$(json_field access_token <<<"$tokens")
+refresh=$(json_field refresh_token <<<"$tokens")
+if [ -n "$access" ] && [ -n "$refresh" ]; then ok "login through the edge"; else fail "login through the edge: $tokens"; fi
+
+code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE/user/profile" || true)
+if [ "$code" = 401 ]; then ok "no token on a protected route: 401"; else fail "no token on /user/profile: HTTP $code"; fi
+
+me=$(curl -s -m 5 "$EDGE/graphql" -H 'content-type: application/json' -H "Authorization: Bearer $access" \
+  -d '{"query":"{ me { id } }"}' || true)
+if [ "$me" = "{\"data\":{\"me\":{\"id\":\"$user_id\"}}}" ]; then ok "a valid token reaches the subgraph as X-User-Id"; else
+  fail "me with a valid token: got ${me:-nothing}"; fi
+
+for internal in /user/token_verify /user/list; do
+  code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE$internal" -H "Authorization: Bearer $access" || true)
+  if [ "$code" = 403 ]; then ok "internal $internal is closed at the edge"; else fail "$internal from outside: HTTP $code"; fi
+done
+
+# Refresh-token reuse revokes the family.
+rotated=$(post_json /auth/refresh "{\"refresh_token\":\"$refresh\"}")
+new_refresh=$(json_field refresh_token <<<"$rotated")
+reuse=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE/auth/refresh" -H 'content-type: application/json' -d "{\"refresh_token\":\"$refresh\"}" || true)
+after=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE/auth/refresh" -H 'content-type: application/json' -d "{\"refresh_token\":\"$new_refresh\"}" || true)
+if [ -n "$new_refresh" ] && [ "$reuse" = 401 ] && [ "$after" = 401 ]; then ok "refresh-token reuse revokes the family"; else
+  fail "refresh reuse: rotated=${new_refresh:+yes} reuse=$reuse newest=$after"; fi
+
+# Logout: the same token is refused at once.
+tokens=$(post_json /auth/login "{\"login\":\"$name\",\"password\":\"correct horse battery\"}")
+access=$(json_field access_token <<<"$tokens")
+code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -X POST "$EDGE/auth/logout" -H "Authorization: Bearer $access" || true)
+after=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE/graphql" -H 'content-type: application/json' \
+  -H "Authorization: Bearer $access" -d '{"query":"{ me { id } }"}' || true)
+if [ "$code" = 204 ] && [ "$after" = 401 ]; then ok "after logout the token gets 401 at once"; else
+  fail "logout: HTTP $code, then $after"; fi
+
 code=$(http_code http://127.0.0.1:4000/health)
 if [ "$code" = 200 ]; then ok "router /health"; else fail "router /health: HTTP $code"; fi
 code=$(http_code http://127.0.0.1:8090/ping)

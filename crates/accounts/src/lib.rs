@@ -1,34 +1,77 @@
-//! The accounts service: users, sessions and the edge's ForwardAuth check.
-//!
-//! Foundation state: the `User` entity and `me` of the subgraph, and the ForwardAuth route
-//! in its placeholder form (no token is valid until registration and login exist: only the
-//! anonymous optional mode passes).
+//! The accounts service: registration, login, refresh-token rotation, logout with
+//! revocation, profiles, the edge's ForwardAuth check and user lookups, over REST (`/auth`,
+//! `/user`), gRPC (`AccountsService`) and GraphQL (`User`, `me`, `user`, `updateProfile`).
 
-mod forward_auth;
+mod domain;
 mod graphql;
+mod grpc;
+mod password;
+mod rest;
+mod store;
+mod tokens;
+mod validate;
 
 use flick_kit::Service;
 use flick_platform::Shared;
 use flick_platform::db::MigrationSet;
+use std::sync::Arc;
+use std::time::Duration;
 
+pub use domain::{Accounts, Limits};
 pub use graphql::{AccountsSchema, schema};
+pub use tokens::Keyring;
 
 pub const NAME: &str = "accounts";
 
-pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS];
+pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, store::MIGRATIONS];
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default()))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+}
+
+/// The service's signing keys: `accounts.jwt_keys_dir`, or `data_dir/keys` (created).
+pub fn keyring(shared: &Shared) -> anyhow::Result<Keyring> {
+    let dir = shared.config.accounts.jwt_keys_dir.clone().unwrap_or_else(|| shared.config.data_dir.join("keys"));
+    Keyring::load_or_create(&dir)
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let schema = schema(&shared.config.graphql);
+    let cfg = &shared.config.accounts;
+    let limits = Limits {
+        access_ttl: Duration::from_secs(cfg.access_token_ttl_seconds),
+        failures_per_account: cfg.login_failures_per_account,
+        failures_per_address: cfg.login_failures_per_address,
+        failure_window: Duration::from_secs(cfg.login_failure_window_seconds),
+    };
+    let accounts =
+        Accounts::new(infra.db.clone(), shared.cache.clone(), infra.relay.clone(), Arc::new(keyring(shared)?), limits);
+    let schema = schema(&shared.config.graphql, Some(accounts.clone()));
+    let pruner = accounts.clone();
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes(schema, &shared.config.graphql))
-        .http(forward_auth::routes())
-        .task(infra.relay_task());
+        .http(rest::routes(accounts.clone()))
+        .grpc(
+            "flick.accounts.v1.AccountsService",
+            flick_proto::accounts::v1::accounts_service_server::AccountsServiceServer::new(grpc::AccountsGrpc(
+                accounts,
+            )),
+        )
+        .task(infra.relay_task())
+        .task(Box::new(move |shutdown| {
+            Box::pin(async move {
+                loop {
+                    if let Err(e) = pruner.prune().await {
+                        tracing::warn!(error = ?e, "pruning expired sessions failed");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    }
+                }
+            })
+        }));
     for check in infra.checks() {
         service = service.check(check);
     }

@@ -103,7 +103,8 @@ impl Keyring {
     pub fn from_keys(keys: Vec<(String, SigningKey)>) -> Self {
         let (kid, signing) = keys.last().cloned().expect("at least one key");
         let verifying = keys.iter().map(|(k, s)| (k.clone(), s.verifying_key())).collect();
-        let verified = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build();
+        let verified =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build();
         Self { kid, signing, verifying, verified }
     }
 
@@ -143,14 +144,13 @@ impl Keyring {
         let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
         };
-        let header: Header =
-            serde_json::from_slice(&B64.decode(h).map_err(|_| TokenError::Malformed)?).map_err(|_| TokenError::Malformed)?;
+        let header: Header = serde_json::from_slice(&B64.decode(h).map_err(|_| TokenError::Malformed)?)
+            .map_err(|_| TokenError::Malformed)?;
         if header.alg != "EdDSA" {
             return Err(TokenError::Malformed);
         }
         let key = self.verifying.get(&header.kid).ok_or(TokenError::UnknownKey)?;
-        let sig_bytes: [u8; 64] =
-            B64.decode(s).ok().and_then(|b| b.try_into().ok()).ok_or(TokenError::Malformed)?;
+        let sig_bytes: [u8; 64] = B64.decode(s).ok().and_then(|b| b.try_into().ok()).ok_or(TokenError::Malformed)?;
         key.verify(&token.as_bytes()[..h.len() + 1 + c.len()], &Signature::from_bytes(&sig_bytes))
             .map_err(|_| TokenError::BadSignature)?;
         serde_json::from_slice(&B64.decode(c).map_err(|_| TokenError::Malformed)?).map_err(|_| TokenError::Malformed)

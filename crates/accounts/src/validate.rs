@@ -67,7 +67,10 @@ pub fn check_avatar_url(url: &str, problems: &mut FieldProblems) -> Option<Strin
     if url.is_empty() {
         return None;
     }
-    if url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+    if url.len() > 2048
+        || !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains(char::is_whitespace)
+    {
         problems.push(("avatar_url", "must be an http(s) URL of at most 2048 characters".into()));
     }
     Some(url.to_string())

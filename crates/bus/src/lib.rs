@@ -82,9 +82,7 @@ impl std::fmt::Display for HandlerError {
     }
 }
 
-pub type Handler = Arc<
-    dyn Fn(Delivery) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync,
->;
+pub type Handler = Arc<dyn Fn(Delivery) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync>;
 
 /// Wraps an async closure as a [`Handler`].
 pub fn handler<F, Fut>(f: F) -> Handler
@@ -113,16 +111,10 @@ pub struct QueueSpec {
 
 impl QueueSpec {
     pub fn work(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            bindings: Vec::new(),
-        }
+        Self { name: name.to_string(), bindings: Vec::new() }
     }
     pub fn events(name: &str, patterns: &[&str]) -> Self {
-        Self {
-            name: name.to_string(),
-            bindings: patterns.iter().map(|p| p.to_string()).collect(),
-        }
+        Self { name: name.to_string(), bindings: patterns.iter().map(|p| p.to_string()).collect() }
     }
 }
 
@@ -153,8 +145,7 @@ impl Default for BusOptions {
 impl BusOptions {
     /// Delay before attempt `attempt + 1`, doubling each time.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        self.retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        self.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
     }
 }
 
@@ -183,9 +174,7 @@ impl Bus {
     pub fn connect(url: Option<&str>, options: BusOptions) -> Result<Self> {
         match url {
             None | Some("") | Some("memory://") => Ok(Self::memory(options)),
-            Some(u) if u.starts_with("amqp://") => {
-                Ok(Bus::Rabbit(Arc::new(rabbit::RabbitBus::new(u, options)?)))
-            }
+            Some(u) if u.starts_with("amqp://") => Ok(Bus::Rabbit(Arc::new(rabbit::RabbitBus::new(u, options)?))),
             Some(u) => Err(BusError::UnsupportedUrl(u.to_string())),
         }
     }
@@ -250,10 +239,7 @@ impl Bus {
 
 /// Runs a handler so that a panic counts as a retryable failure instead of killing the
 /// consumer.
-pub(crate) async fn run_handler(
-    handler: &Handler,
-    delivery: Delivery,
-) -> std::result::Result<(), HandlerError> {
+pub(crate) async fn run_handler(handler: &Handler, delivery: Delivery) -> std::result::Result<(), HandlerError> {
     match tokio::spawn((handler)(delivery)).await {
         Ok(result) => result,
         Err(e) => Err(HandlerError::Retry(format!("handler panicked: {e}"))),

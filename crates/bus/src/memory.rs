@@ -2,10 +2,7 @@
 //! bounded retries with backoff, dead letters, redelivery of messages whose consumer died)
 //! for one process, without persistence.
 
-use crate::{
-    BusOptions, DeadLetter, Delivery, Envelope, Handler, HandlerError, QueueSpec, run_handler,
-    topic_matches,
-};
+use crate::{BusOptions, DeadLetter, Delivery, Envelope, Handler, HandlerError, QueueSpec, run_handler, topic_matches};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -28,11 +25,7 @@ struct Queue {
 impl Queue {
     fn new() -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Arc::new(Self {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-            dead: Mutex::new(Vec::new()),
-        })
+        Arc::new(Self { tx, rx: tokio::sync::Mutex::new(rx), dead: Mutex::new(Vec::new()) })
     }
 }
 
@@ -60,20 +53,11 @@ impl Drop for InFlight {
 
 impl MemoryBus {
     pub fn new(options: BusOptions) -> Self {
-        Self {
-            options,
-            queues: Mutex::default(),
-            bindings: Mutex::default(),
-        }
+        Self { options, queues: Mutex::default(), bindings: Mutex::default() }
     }
 
     fn queue(&self, name: &str) -> Arc<Queue> {
-        self.queues
-            .lock()
-            .expect("queues lock")
-            .entry(name.to_string())
-            .or_insert_with(Queue::new)
-            .clone()
+        self.queues.lock().expect("queues lock").entry(name.to_string()).or_insert_with(Queue::new).clone()
     }
 
     pub fn publish(&self, envelope: &Envelope) -> crate::Result<()> {
@@ -89,30 +73,17 @@ impl MemoryBus {
             names
         };
         for name in targets {
-            let _ = self.queue(&name).tx.send(Message {
-                envelope: envelope.clone(),
-                attempt: 1,
-                redelivered: false,
-            });
+            let _ = self.queue(&name).tx.send(Message { envelope: envelope.clone(), attempt: 1, redelivered: false });
         }
         Ok(())
     }
 
     pub fn enqueue(&self, queue: &str, envelope: &Envelope) -> crate::Result<()> {
-        let _ = self.queue(queue).tx.send(Message {
-            envelope: envelope.clone(),
-            attempt: 1,
-            redelivered: false,
-        });
+        let _ = self.queue(queue).tx.send(Message { envelope: envelope.clone(), attempt: 1, redelivered: false });
         Ok(())
     }
 
-    pub fn consume(
-        &self,
-        spec: QueueSpec,
-        handler: Handler,
-        shutdown: CancellationToken,
-    ) -> JoinHandle<()> {
+    pub fn consume(&self, spec: QueueSpec, handler: Handler, shutdown: CancellationToken) -> JoinHandle<()> {
         let queue = self.queue(&spec.name);
         {
             let mut bindings = self.bindings.lock().expect("bindings lock");
@@ -139,10 +110,7 @@ impl MemoryBus {
                     attempt: message.attempt,
                     redelivered: message.redelivered,
                 };
-                let mut in_flight = InFlight {
-                    message: Some(message),
-                    queue: queue.clone(),
-                };
+                let mut in_flight = InFlight { message: Some(message), queue: queue.clone() };
                 let outcome = run_handler(&handler, delivery).await;
                 let message = in_flight.message.take().expect("message in flight");
                 match outcome {
@@ -153,11 +121,8 @@ impl MemoryBus {
                         let queue = queue.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(delay).await;
-                            let _ = queue.tx.send(Message {
-                                attempt: message.attempt + 1,
-                                redelivered: false,
-                                ..message
-                            });
+                            let _ =
+                                queue.tx.send(Message { attempt: message.attempt + 1, redelivered: false, ..message });
                         });
                     }
                     Err(e) => {
@@ -175,10 +140,7 @@ impl MemoryBus {
 
     pub fn delete_queue(&self, queue: &str) {
         self.queues.lock().expect("queues lock").remove(queue);
-        self.bindings
-            .lock()
-            .expect("bindings lock")
-            .retain(|(_, q)| q != queue);
+        self.bindings.lock().expect("bindings lock").retain(|(_, q)| q != queue);
     }
 
     pub fn take_dead_letters(&self, queue: &str, max: usize) -> Vec<DeadLetter> {

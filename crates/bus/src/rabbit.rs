@@ -7,14 +7,13 @@
 //! letters, waits for the broker's confirm before the original is acknowledged.
 
 use crate::{
-    BusError, BusOptions, DeadLetter, Delivery, Envelope, Handler, HandlerError, QueueSpec, Result,
-    run_handler,
+    BusError, BusOptions, DeadLetter, Delivery, Envelope, Handler, HandlerError, QueueSpec, Result, run_handler,
 };
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicGetArguments, BasicNackArguments,
-    BasicPublishArguments, BasicQosArguments, Channel, ConfirmSelectArguments,
-    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicGetArguments, BasicNackArguments, BasicPublishArguments,
+    BasicQosArguments, Channel, ConfirmSelectArguments, ExchangeDeclareArguments, QueueBindArguments,
+    QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, FieldTable, FieldValue, Nack, Return};
@@ -78,40 +77,19 @@ impl ChannelCallback for ConfirmCallback {
         self.0.lock().expect("confirms lock").waiters.clear();
         Ok(())
     }
-    async fn cancel(
-        &mut self,
-        _channel: &Channel,
-        _cancel: Cancel,
-    ) -> std::result::Result<(), amqprs::error::Error> {
+    async fn cancel(&mut self, _channel: &Channel, _cancel: Cancel) -> std::result::Result<(), amqprs::error::Error> {
         Ok(())
     }
-    async fn flow(
-        &mut self,
-        _channel: &Channel,
-        active: bool,
-    ) -> std::result::Result<bool, amqprs::error::Error> {
+    async fn flow(&mut self, _channel: &Channel, active: bool) -> std::result::Result<bool, amqprs::error::Error> {
         Ok(active)
     }
     async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
-        self.0
-            .lock()
-            .expect("confirms lock")
-            .settle(ack.delivery_tag(), ack.mutiple(), true);
+        self.0.lock().expect("confirms lock").settle(ack.delivery_tag(), ack.mutiple(), true);
     }
     async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
-        self.0
-            .lock()
-            .expect("confirms lock")
-            .settle(nack.delivery_tag(), nack.multiple(), false);
+        self.0.lock().expect("confirms lock").settle(nack.delivery_tag(), nack.multiple(), false);
     }
-    async fn publish_return(
-        &mut self,
-        _channel: &Channel,
-        _ret: Return,
-        _props: BasicProperties,
-        _content: Vec<u8>,
-    ) {
-    }
+    async fn publish_return(&mut self, _channel: &Channel, _ret: Return, _props: BasicProperties, _content: Vec<u8>) {}
 }
 
 impl Confirmed {
@@ -119,17 +97,9 @@ impl Confirmed {
         let connection = Connection::open(args).await?;
         let channel = connection.open_channel(None).await?;
         let confirms = Arc::new(Mutex::new(Confirms::default()));
-        channel
-            .register_callback(ConfirmCallback(confirms.clone()))
-            .await?;
-        channel
-            .confirm_select(ConfirmSelectArguments::new(false))
-            .await?;
-        Ok(Self {
-            connection,
-            channel,
-            confirms,
-        })
+        channel.register_callback(ConfirmCallback(confirms.clone())).await?;
+        channel.confirm_select(ConfirmSelectArguments::new(false)).await?;
+        Ok(Self { connection, channel, confirms })
     }
 
     fn is_open(&self) -> bool {
@@ -151,13 +121,7 @@ impl Confirmed {
             let seq = c.next_seq;
             c.waiters.insert(seq, tx);
         }
-        self.channel
-            .basic_publish(
-                props,
-                body,
-                BasicPublishArguments::new(exchange, routing_key),
-            )
-            .await?;
+        self.channel.basic_publish(props, body, BasicPublishArguments::new(exchange, routing_key)).await?;
         Ok(rx)
     }
 }
@@ -166,25 +130,17 @@ async fn await_confirm(rx: oneshot::Receiver<bool>, timeout: Duration) -> Result
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(true)) => Ok(()),
         Ok(Ok(false)) => Err(BusError::Nacked),
-        Ok(Err(_)) => Err(BusError::Unavailable(
-            "channel closed before the confirm".into(),
-        )),
+        Ok(Err(_)) => Err(BusError::Unavailable("channel closed before the confirm".into())),
         Err(_) => Err(BusError::ConfirmTimeout(timeout)),
     }
 }
 
 fn properties(envelope: &Envelope, attempt: u32, error: Option<&str>) -> BasicProperties {
     let mut headers = FieldTable::new();
-    headers.insert(
-        ATTEMPT_HEADER.try_into().expect("short header name"),
-        FieldValue::I(attempt as i32),
-    );
+    headers.insert(ATTEMPT_HEADER.try_into().expect("short header name"), FieldValue::I(attempt as i32));
     if let Some(e) = error {
         let e: String = e.chars().take(1000).collect();
-        headers.insert(
-            ERROR_HEADER.try_into().expect("short header name"),
-            FieldValue::from(e),
-        );
+        headers.insert(ERROR_HEADER.try_into().expect("short header name"), FieldValue::from(e));
     }
     BasicProperties::default()
         .with_persistence(true)
@@ -224,22 +180,12 @@ fn parse_url(raw: &str, name: &str) -> Result<OpenConnectionArguments> {
     let url = url::Url::parse(raw).map_err(|e| BusError::UnsupportedUrl(format!("{raw}: {e}")))?;
     let host = url.host_str().unwrap_or("localhost");
     let port = url.port().unwrap_or(5672);
-    let user = if url.username().is_empty() {
-        "guest"
-    } else {
-        url.username()
-    };
+    let user = if url.username().is_empty() { "guest" } else { url.username() };
     let password = url.password().unwrap_or("guest");
     let mut args = OpenConnectionArguments::new(host, port, user, password);
     let vhost = url.path().trim_start_matches('/');
-    let vhost = if vhost.is_empty() {
-        "/".to_string()
-    } else {
-        vhost.replace("%2f", "/").replace("%2F", "/")
-    };
-    args.virtual_host(&vhost)
-        .connection_name(name)
-        .heartbeat(30);
+    let vhost = if vhost.is_empty() { "/".to_string() } else { vhost.replace("%2f", "/").replace("%2F", "/") };
+    args.virtual_host(&vhost).connection_name(name).heartbeat(30);
     Ok(args)
 }
 
@@ -265,18 +211,13 @@ impl RabbitBus {
         let rx = {
             let mut guard = self.publisher.lock().await;
             if !guard.as_ref().is_some_and(Confirmed::is_open) {
-                let fresh =
-                    tokio::time::timeout(Duration::from_secs(5), Confirmed::open(&self.args))
-                        .await
-                        .map_err(|_| {
-                            BusError::Unavailable("connecting to RabbitMQ timed out".into())
-                        })??;
+                let fresh = tokio::time::timeout(Duration::from_secs(5), Confirmed::open(&self.args))
+                    .await
+                    .map_err(|_| BusError::Unavailable("connecting to RabbitMQ timed out".into()))??;
                 fresh
                     .channel
                     .exchange_declare(
-                        ExchangeDeclareArguments::new(&self.options.exchange, "topic")
-                            .durable(true)
-                            .finish(),
+                        ExchangeDeclareArguments::new(&self.options.exchange, "topic").durable(true).finish(),
                     )
                     .await?;
                 self.declared.lock().expect("declared lock").clear();
@@ -286,14 +227,8 @@ impl RabbitBus {
             if let Some(queue) = declare {
                 let known = self.declared.lock().expect("declared lock").contains(queue);
                 if !known {
-                    publisher
-                        .channel
-                        .queue_declare(QueueDeclareArguments::durable_client_named(queue))
-                        .await?;
-                    self.declared
-                        .lock()
-                        .expect("declared lock")
-                        .insert(queue.to_string());
+                    publisher.channel.queue_declare(QueueDeclareArguments::durable_client_named(queue)).await?;
+                    self.declared.lock().expect("declared lock").insert(queue.to_string());
                 }
             }
             match publisher.send(exchange, routing_key, props, body).await {
@@ -314,20 +249,12 @@ impl RabbitBus {
 
     pub async fn publish(&self, envelope: &Envelope) -> Result<()> {
         let props = properties(envelope, 1, None);
-        self.publish_raw(
-            &self.options.exchange,
-            &envelope.r#type,
-            props,
-            envelope.encode_to_vec(),
-            None,
-        )
-        .await
+        self.publish_raw(&self.options.exchange, &envelope.r#type, props, envelope.encode_to_vec(), None).await
     }
 
     pub async fn enqueue(&self, queue: &str, envelope: &Envelope) -> Result<()> {
         let props = properties(envelope, 1, None);
-        self.publish_raw("", queue, props, envelope.encode_to_vec(), Some(queue))
-            .await
+        self.publish_raw("", queue, props, envelope.encode_to_vec(), Some(queue)).await
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -345,39 +272,18 @@ impl RabbitBus {
     /// Declares `spec`'s queue with its retry and dead-letter queues.
     async fn declare(&self, channel: &Channel, spec: &QueueSpec) -> Result<()> {
         channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&self.options.exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
+            .exchange_declare(ExchangeDeclareArguments::new(&self.options.exchange, "topic").durable(true).finish())
             .await?;
-        channel
-            .queue_declare(QueueDeclareArguments::durable_client_named(&spec.name))
-            .await?;
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(&spec.name)).await?;
         for pattern in &spec.bindings {
-            channel
-                .queue_bind(QueueBindArguments::new(
-                    &spec.name,
-                    &self.options.exchange,
-                    pattern,
-                ))
-                .await?;
+            channel.queue_bind(QueueBindArguments::new(&spec.name, &self.options.exchange, pattern)).await?;
         }
         for attempt in 1..self.options.max_attempts.max(1) {
             let delay = self.options.backoff(attempt);
             let mut args = FieldTable::new();
-            args.insert(
-                "x-message-ttl".try_into().expect("name"),
-                FieldValue::l(delay.as_millis() as i64),
-            );
-            args.insert(
-                "x-dead-letter-exchange".try_into().expect("name"),
-                FieldValue::from(""),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".try_into().expect("name"),
-                FieldValue::from(spec.name.as_str()),
-            );
+            args.insert("x-message-ttl".try_into().expect("name"), FieldValue::l(delay.as_millis() as i64));
+            args.insert("x-dead-letter-exchange".try_into().expect("name"), FieldValue::from(""));
+            args.insert("x-dead-letter-routing-key".try_into().expect("name"), FieldValue::from(spec.name.as_str()));
             channel
                 .queue_declare(
                     QueueDeclareArguments::durable_client_named(&retry_queue(&spec.name, delay))
@@ -386,11 +292,7 @@ impl RabbitBus {
                 )
                 .await?;
         }
-        channel
-            .queue_declare(QueueDeclareArguments::durable_client_named(
-                &dead_letter_queue(&spec.name),
-            ))
-            .await?;
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(&dead_letter_queue(&spec.name))).await?;
         Ok(())
     }
 
@@ -420,40 +322,19 @@ impl RabbitBus {
     }
 
     /// One connection's worth of consuming; returns Ok on shutdown, Err when the broker is lost.
-    async fn consume_once(
-        &self,
-        spec: &QueueSpec,
-        handler: &Handler,
-        shutdown: &CancellationToken,
-    ) -> Result<()> {
+    async fn consume_once(&self, spec: &QueueSpec, handler: &Handler, shutdown: &CancellationToken) -> Result<()> {
         let connection = tokio::time::timeout(Duration::from_secs(5), Connection::open(&self.args))
             .await
             .map_err(|_| BusError::Unavailable("connecting to RabbitMQ timed out".into()))??;
         let channel = connection.open_channel(None).await?;
         let confirms = Arc::new(Mutex::new(Confirms::default()));
-        channel
-            .register_callback(ConfirmCallback(confirms.clone()))
-            .await?;
-        channel
-            .confirm_select(ConfirmSelectArguments::new(false))
-            .await?;
+        channel.register_callback(ConfirmCallback(confirms.clone())).await?;
+        channel.confirm_select(ConfirmSelectArguments::new(false)).await?;
         self.declare(&channel, spec).await?;
-        channel
-            .basic_qos(BasicQosArguments::new(0, self.options.prefetch, false))
-            .await?;
-        let side = Confirmed {
-            connection,
-            channel,
-            confirms,
-        };
-        let (tag, mut rx) = side
-            .channel
-            .basic_consume_rx(
-                BasicConsumeArguments::new(&spec.name, "")
-                    .manual_ack(true)
-                    .finish(),
-            )
-            .await?;
+        channel.basic_qos(BasicQosArguments::new(0, self.options.prefetch, false)).await?;
+        let side = Confirmed { connection, channel, confirms };
+        let (tag, mut rx) =
+            side.channel.basic_consume_rx(BasicConsumeArguments::new(&spec.name, "").manual_ack(true).finish()).await?;
         tracing::info!(queue = %spec.name, consumer = %tag, "consuming");
         loop {
             let message = tokio::select! {
@@ -478,29 +359,18 @@ impl RabbitBus {
             let attempt = header_u32(&props, ATTEMPT_HEADER).unwrap_or(1).max(1);
             let outcome = match Envelope::decode(content.as_slice()) {
                 Ok(envelope) => {
-                    let delivery = Delivery {
-                        envelope: envelope.clone(),
-                        attempt,
-                        redelivered: deliver.redelivered(),
-                    };
+                    let delivery = Delivery { envelope: envelope.clone(), attempt, redelivered: deliver.redelivered() };
                     (Some(envelope), run_handler(handler, delivery).await)
                 }
-                Err(e) => (
-                    None,
-                    Err(HandlerError::Reject(format!("undecodable envelope: {e}"))),
-                ),
+                Err(e) => (None, Err(HandlerError::Reject(format!("undecodable envelope: {e}")))),
             };
-            self.settle(&side, spec, tag, attempt, props, content, outcome)
-                .await?;
+            self.settle(&side, spec, tag, attempt, props, content, outcome).await?;
         }
     }
 
     /// Acks after success; otherwise schedules a retry or dead-letters, then acks. If the
     /// republish is not confirmed the original is requeued, so nothing is lost.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one delivery's parts, settled in one place"
-    )]
+    #[expect(clippy::too_many_arguments, reason = "one delivery's parts, settled in one place")]
     async fn settle(
         &self,
         side: &Confirmed,
@@ -518,10 +388,7 @@ impl RabbitBus {
                 let delay = self.options.backoff(attempt);
                 tracing::warn!(queue = %spec.name, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
                 let envelope = envelope.expect("retried messages decoded");
-                Some((
-                    retry_queue(&spec.name, delay),
-                    properties(&envelope, attempt + 1, Some(&e)),
-                ))
+                Some((retry_queue(&spec.name, delay), properties(&envelope, attempt + 1, Some(&e))))
             }
             Err(e) => {
                 tracing::error!(queue = %spec.name, attempt, error = %e, "message dead-lettered");
@@ -529,10 +396,7 @@ impl RabbitBus {
                     Some(env) => properties(env, attempt, Some(&e.to_string())),
                     None => {
                         let mut headers = props.headers().cloned().unwrap_or_default();
-                        headers.insert(
-                            ERROR_HEADER.try_into().expect("name"),
-                            FieldValue::from(e.to_string()),
-                        );
+                        headers.insert(ERROR_HEADER.try_into().expect("name"), FieldValue::from(e.to_string()));
                         props.clone().with_headers(headers).finish()
                     }
                 };
@@ -545,15 +409,11 @@ impl RabbitBus {
                 Err(e) => Err(e),
             };
             if let Err(e) = confirmed {
-                side.channel
-                    .basic_nack(BasicNackArguments::new(tag, false, true))
-                    .await?;
+                side.channel.basic_nack(BasicNackArguments::new(tag, false, true)).await?;
                 return Err(e);
             }
         }
-        side.channel
-            .basic_ack(BasicAckArguments::new(tag, false))
-            .await?;
+        side.channel.basic_ack(BasicAckArguments::new(tag, false)).await?;
         Ok(())
     }
 
@@ -562,14 +422,9 @@ impl RabbitBus {
         let connection = Connection::open(&self.args).await?;
         let channel = connection.open_channel(None).await?;
         let mut names = vec![queue.to_string(), dead_letter_queue(queue)];
-        names.extend(
-            (1..self.options.max_attempts.max(1))
-                .map(|a| retry_queue(queue, self.options.backoff(a))),
-        );
+        names.extend((1..self.options.max_attempts.max(1)).map(|a| retry_queue(queue, self.options.backoff(a))));
         for name in names {
-            channel
-                .queue_delete(QueueDeleteArguments::new(&name))
-                .await?;
+            channel.queue_delete(QueueDeleteArguments::new(&name)).await?;
         }
         let _ = channel.close().await;
         let _ = connection.close().await;
@@ -580,14 +435,10 @@ impl RabbitBus {
         let connection = Connection::open(&self.args).await?;
         let channel = connection.open_channel(None).await?;
         let dlq = dead_letter_queue(queue);
-        channel
-            .queue_declare(QueueDeclareArguments::durable_client_named(&dlq))
-            .await?;
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(&dlq)).await?;
         let mut out = Vec::new();
         while out.len() < max {
-            let Some((get_ok, props, content)) =
-                channel.basic_get(BasicGetArguments::new(&dlq)).await?
-            else {
+            let Some((get_ok, props, content)) = channel.basic_get(BasicGetArguments::new(&dlq)).await? else {
                 break;
             };
             out.push(DeadLetter {
@@ -595,9 +446,7 @@ impl RabbitBus {
                 error: header_string(&props, ERROR_HEADER).unwrap_or_default(),
                 attempts: header_u32(&props, ATTEMPT_HEADER).unwrap_or(1),
             });
-            channel
-                .basic_ack(BasicAckArguments::new(get_ok.delivery_tag(), false))
-                .await?;
+            channel.basic_ack(BasicAckArguments::new(get_ok.delivery_tag(), false)).await?;
         }
         let _ = channel.close().await;
         let _ = connection.close().await;

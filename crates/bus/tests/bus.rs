@@ -38,20 +38,13 @@ fn recorder(seen: &Seen, fail_first: u32, reject: bool) -> flick_bus::Handler {
             if reject {
                 return Err(HandlerError::Reject("poison".into()));
             }
-            if attempt <= fail_first {
-                Err(HandlerError::Retry(format!("failure {attempt}")))
-            } else {
-                Ok(())
-            }
+            if attempt <= fail_first { Err(HandlerError::Retry(format!("failure {attempt}"))) } else { Ok(()) }
         }
     })
 }
 
 async fn wait_for(seen: &Seen, n: usize) -> bool {
-    eventually(Duration::from_secs(10), || async {
-        seen.lock().unwrap().len() >= n
-    })
-    .await
+    eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() >= n }).await
 }
 
 /// Takes the queue's dead letters, waiting up to 5 s for the first.
@@ -77,28 +70,10 @@ async fn events_reach_queues_whose_patterns_match(bus: Bus) {
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
     let pattern = format!("{prefix}.video.*");
-    bus.consume(
-        QueueSpec::events(&queue, &[&pattern]),
-        recorder(&seen, 0, false),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::events(&queue, &[&pattern]), recorder(&seen, 0, false), stop.clone()).await.unwrap();
     settle().await;
-    bus.publish(&envelope(
-        &format!("{prefix}.user.deleted"),
-        "u1",
-        "test",
-        vec![],
-    ))
-    .await
-    .unwrap();
-    let liked = envelope(
-        &format!("{prefix}.video.liked"),
-        "v1",
-        "test",
-        b"payload".to_vec(),
-    );
+    bus.publish(&envelope(&format!("{prefix}.user.deleted"), "u1", "test", vec![])).await.unwrap();
+    let liked = envelope(&format!("{prefix}.video.liked"), "v1", "test", b"payload".to_vec());
     bus.publish(&liked).await.unwrap();
     assert!(wait_for(&seen, 1).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -114,21 +89,10 @@ async fn acknowledged_jobs_are_processed_once(bus: Bus) {
     let queue = unique("q.work");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(
-        QueueSpec::work(&queue),
-        recorder(&seen, 0, false),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
     settle().await;
     for i in 0..5 {
-        bus.enqueue(
-            &queue,
-            &envelope("transcode.requested", &format!("v{i}"), "test", vec![]),
-        )
-        .await
-        .unwrap();
+        bus.enqueue(&queue, &envelope("transcode.requested", &format!("v{i}"), "test", vec![])).await.unwrap();
     }
     assert!(wait_for(&seen, 5).await);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -141,25 +105,14 @@ async fn failing_messages_are_retried_with_backoff_then_succeed(bus: Bus) {
     let queue = unique("q.retry");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(
-        QueueSpec::work(&queue),
-        recorder(&seen, 2, false),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 2, false), stop.clone()).await.unwrap();
     settle().await;
     let started = Instant::now();
-    bus.enqueue(&queue, &envelope("job", "x", "test", vec![]))
-        .await
-        .unwrap();
+    bus.enqueue(&queue, &envelope("job", "x", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 3).await);
     let attempts: Vec<u32> = seen.lock().unwrap().iter().map(|d| d.attempt).collect();
     assert_eq!(attempts, vec![1, 2, 3]);
-    assert!(
-        started.elapsed() >= Duration::from_millis(150),
-        "backoff 50 ms + 100 ms was respected"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(150), "backoff 50 ms + 100 ms was respected");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.lock().unwrap().len(), 3);
     assert!(bus.take_dead_letters(&queue, 10).await.unwrap().is_empty());
@@ -171,13 +124,7 @@ async fn a_message_failing_every_attempt_lands_in_the_dead_letter_queue(bus: Bus
     let queue = unique("q.dlq");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(
-        QueueSpec::work(&queue),
-        recorder(&seen, u32::MAX, false),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
     settle().await;
     let job = envelope("job", "poison", "test", vec![1, 2, 3]);
     bus.enqueue(&queue, &job).await.unwrap();
@@ -188,11 +135,7 @@ async fn a_message_failing_every_attempt_lands_in_the_dead_letter_queue(bus: Bus
     assert_eq!(dead[0].attempts, 3);
     assert!(dead[0].error.contains("failure 3"), "{}", dead[0].error);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        3,
-        "exactly max_attempts deliveries"
-    );
+    assert_eq!(seen.lock().unwrap().len(), 3, "exactly max_attempts deliveries");
     stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
@@ -201,17 +144,9 @@ async fn rejected_messages_skip_retries(bus: Bus) {
     let queue = unique("q.reject");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(
-        QueueSpec::work(&queue),
-        recorder(&seen, 0, true),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, true), stop.clone()).await.unwrap();
     settle().await;
-    bus.enqueue(&queue, &envelope("job", "bad", "test", vec![]))
-        .await
-        .unwrap();
+    bus.enqueue(&queue, &envelope("job", "bad", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 1).await);
     let dead = dead_letters(&bus, &queue).await;
     assert_eq!(dead[0].attempts, 1);
@@ -283,38 +218,19 @@ async fn rabbitmq_consumer_killed_mid_message_gets_it_redelivered() {
     let doomed = Bus::connect(Some(&proxy.rewrite(&amqp_url())), options()).unwrap();
     let got = Arc::new(tokio::sync::Notify::new());
     let stop_doomed = CancellationToken::new();
-    let doomed_task = doomed
-        .consume(
-            QueueSpec::work(&queue),
-            stuck(got.clone()),
-            stop_doomed.clone(),
-        )
-        .await
-        .unwrap();
+    let doomed_task = doomed.consume(QueueSpec::work(&queue), stuck(got.clone()), stop_doomed.clone()).await.unwrap();
     settle().await;
     let publisher = rabbit().await;
     let job = envelope("job", "survivor", "test", vec![]);
     publisher.enqueue(&queue, &job).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), got.notified())
-        .await
-        .expect("the doomed consumer got the job");
+    tokio::time::timeout(Duration::from_secs(10), got.notified()).await.expect("the doomed consumer got the job");
     proxy.cut();
     doomed_task.abort();
 
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    publisher
-        .consume(
-            QueueSpec::work(&queue),
-            recorder(&seen, 0, false),
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        wait_for(&seen, 1).await,
-        "the job is redelivered to a live consumer"
-    );
+    publisher.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
+    assert!(wait_for(&seen, 1).await, "the job is redelivered to a live consumer");
     let delivery = seen.lock().unwrap()[0].clone();
     assert_eq!(delivery.envelope, job);
     assert!(delivery.redelivered, "the broker marks it redelivered");
@@ -328,30 +244,13 @@ async fn memory_consumer_killed_mid_message_gets_it_redelivered() {
     let bus = memory();
     let queue = unique("q.kill");
     let got = Arc::new(tokio::sync::Notify::new());
-    let doomed = bus
-        .consume(
-            QueueSpec::work(&queue),
-            stuck(got.clone()),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    bus.enqueue(&queue, &envelope("job", "survivor", "test", vec![]))
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), got.notified())
-        .await
-        .unwrap();
+    let doomed = bus.consume(QueueSpec::work(&queue), stuck(got.clone()), CancellationToken::new()).await.unwrap();
+    bus.enqueue(&queue, &envelope("job", "survivor", "test", vec![])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), got.notified()).await.unwrap();
     doomed.abort();
     let _ = doomed.await;
     let seen: Seen = Arc::default();
-    bus.consume(
-        QueueSpec::work(&queue),
-        recorder(&seen, 0, false),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), CancellationToken::new()).await.unwrap();
     assert!(wait_for(&seen, 1).await);
     assert!(seen.lock().unwrap()[0].redelivered);
 }
@@ -361,23 +260,12 @@ async fn rabbitmq_publish_fails_fast_while_the_broker_is_unreachable_and_recover
     require("RabbitMQ", &amqp_url(), 5672).await;
     let proxy = TcpProxy::start("127.0.0.1:5672").await;
     let bus = Bus::connect(Some(&proxy.rewrite(&amqp_url())), options()).unwrap();
-    bus.publish(&envelope("test.ping", "x", "test", vec![]))
-        .await
-        .unwrap();
+    bus.publish(&envelope("test.ping", "x", "test", vec![])).await.unwrap();
     proxy.cut();
     let started = Instant::now();
-    assert!(
-        bus.publish(&envelope("test.ping", "x", "test", vec![]))
-            .await
-            .is_err()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "failed within the confirm/connect timeouts"
-    );
+    assert!(bus.publish(&envelope("test.ping", "x", "test", vec![])).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(12), "failed within the confirm/connect timeouts");
     assert!(bus.ping().await.is_err());
     proxy.restore();
-    bus.publish(&envelope("test.ping", "x", "test", vec![]))
-        .await
-        .unwrap();
+    bus.publish(&envelope("test.ping", "x", "test", vec![])).await.unwrap();
 }

@@ -43,11 +43,7 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_redis() {
-            "Cache(redis)"
-        } else {
-            "Cache(memory)"
-        })
+        f.write_str(if self.is_redis() { "Cache(redis)" } else { "Cache(memory)" })
     }
 }
 
@@ -128,8 +124,7 @@ impl Cache {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                let cache =
-                    Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024);
+                let cache = Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024);
                 cache.spawn_invalidation_listener(client);
                 Ok(cache)
             }
@@ -138,13 +133,7 @@ impl Cache {
     }
 
     fn from_backend(backend: Backend, capacity: u64) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                backend,
-                local: local_tier(capacity),
-                origin: uuid_like(),
-            }),
-        }
+        Self { inner: Arc::new(Inner { backend, local: local_tier(capacity), origin: uuid_like() }) }
     }
 
     pub fn is_redis(&self) -> bool {
@@ -198,22 +187,13 @@ impl Cache {
             Backend::Memory(_) => Ok(None),
             Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
-                let (value, ttl_ms): (Option<Vec<u8>>, i64) = redis::pipe()
-                    .get(key)
-                    .pttl(key)
-                    .query_async(&mut conn)
-                    .await?;
+                let (value, ttl_ms): (Option<Vec<u8>>, i64) =
+                    redis::pipe().get(key).pttl(key).query_async(&mut conn).await?;
                 if let Some(v) = &value
                     && ttl_ms > 0
                 {
                     let ttl = Duration::from_millis(ttl_ms as u64).min(NEAR_TTL);
-                    self.inner.local.insert(
-                        key.to_string(),
-                        Entry {
-                            value: v.as_slice().into(),
-                            ttl,
-                        },
-                    );
+                    self.inner.local.insert(key.to_string(), Entry { value: v.as_slice().into(), ttl });
                 }
                 Ok(value)
             }
@@ -225,13 +205,7 @@ impl Cache {
         let ttl = ttl.max(Duration::from_millis(1));
         match &self.inner.backend {
             Backend::Memory(_) => {
-                self.inner.local.insert(
-                    key.to_string(),
-                    Entry {
-                        value: value.into(),
-                        ttl,
-                    },
-                );
+                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
                 Ok(())
             }
             Backend::Redis(conn, _) => {
@@ -244,13 +218,7 @@ impl Cache {
                     .ignore()
                     .query_async::<()>(&mut conn)
                     .await?;
-                self.inner.local.insert(
-                    key.to_string(),
-                    Entry {
-                        value: value.into(),
-                        ttl: ttl.min(NEAR_TTL),
-                    },
-                );
+                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl: ttl.min(NEAR_TTL) });
                 Ok(())
             }
         }
@@ -301,10 +269,7 @@ impl Cache {
     pub async fn set_counter(&self, key: &str, value: i64) -> Result<()> {
         match &self.inner.backend {
             Backend::Memory(m) => {
-                m.counters
-                    .lock()
-                    .expect("counter lock")
-                    .insert(key.to_string(), value);
+                m.counters.lock().expect("counter lock").insert(key.to_string(), value);
                 Ok(())
             }
             Backend::Redis(conn, _) => Ok(conn.clone().set(key, value).await?),
@@ -322,12 +287,7 @@ impl Cache {
     }
 
     /// Fixed-window limiter: at most `limit` attempts per `window` for `key`.
-    pub async fn rate_limit(
-        &self,
-        key: &str,
-        limit: u64,
-        window: Duration,
-    ) -> Result<RateDecision> {
+    pub async fn rate_limit(&self, key: &str, limit: u64, window: Duration) -> Result<RateDecision> {
         let (count, reset_after) = match &self.inner.backend {
             Backend::Memory(m) => {
                 let now = Instant::now();
@@ -352,11 +312,7 @@ impl Cache {
                 (count, Duration::from_millis(ttl_ms.max(0) as u64))
             }
         };
-        Ok(RateDecision {
-            allowed: count <= limit,
-            remaining: limit.saturating_sub(count),
-            reset_after,
-        })
+        Ok(RateDecision { allowed: count <= limit, remaining: limit.saturating_sub(count), reset_after })
     }
 
     /// Attempts counted so far in `key`'s current rate-limit window, without counting one.
@@ -373,15 +329,9 @@ impl Cache {
             Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
                 let key = format!("ratelimit:{key}");
-                let (count, ttl_ms): (Option<u64>, i64) = redis::pipe()
-                    .get(&key)
-                    .pttl(&key)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok((
-                    count.unwrap_or(0),
-                    Duration::from_millis(ttl_ms.max(0) as u64),
-                ))
+                let (count, ttl_ms): (Option<u64>, i64) =
+                    redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await?;
+                Ok((count.unwrap_or(0), Duration::from_millis(ttl_ms.max(0) as u64)))
             }
         }
     }
@@ -431,10 +381,7 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(_) => self.clone(),
             Backend::Redis(conn, client) => {
-                let replica = Self::from_backend(
-                    Backend::Redis(conn.clone(), client.clone()),
-                    32 * 1024 * 1024,
-                );
+                let replica = Self::from_backend(Backend::Redis(conn.clone(), client.clone()), 32 * 1024 * 1024);
                 replica.spawn_invalidation_listener(client.clone());
                 replica
             }
@@ -445,16 +392,9 @@ impl Cache {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        nanos,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{}-{}-{}", std::process::id(), nanos, SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -464,10 +404,7 @@ mod tests {
     #[tokio::test]
     async fn memory_values_expire_after_their_ttl() {
         let cache = Cache::memory();
-        cache
-            .set("k", b"v", Duration::from_millis(80))
-            .await
-            .unwrap();
+        cache.set("k", b"v", Duration::from_millis(80)).await.unwrap();
         assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(cache.get("k").await.unwrap(), None);
@@ -475,9 +412,6 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_urls_are_rejected() {
-        assert!(matches!(
-            Cache::connect(Some("memcached://x")).await,
-            Err(CacheError::UnsupportedUrl(_))
-        ));
+        assert!(matches!(Cache::connect(Some("memcached://x")).await, Err(CacheError::UnsupportedUrl(_))));
     }
 }

@@ -12,14 +12,8 @@ async fn redis() -> Cache {
 async fn values_expire_after_their_ttl(cache: Cache) {
     let key = unique("ttl");
     assert_eq!(cache.get(&key).await.unwrap(), None);
-    cache
-        .set(&key, b"hello", Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        cache.get(&key).await.unwrap().as_deref(),
-        Some(&b"hello"[..])
-    );
+    cache.set(&key, b"hello", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"hello"[..]));
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(cache.get(&key).await.unwrap(), None);
 }
@@ -65,25 +59,16 @@ async fn invalidation_reaches_every_replica(a: Cache) {
     // Let b's invalidation listener subscribe.
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.set(&key, b"v1", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(
-        b.get(&key).await.unwrap().as_deref(),
-        Some(&b"v1"[..]),
-        "b now holds a local copy"
-    );
+    assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&b"v1"[..]), "b now holds a local copy");
     a.set(&key, b"v2", Duration::from_secs(60)).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(2), || async {
-            b.get(&key).await.unwrap().as_deref() == Some(&b"v2"[..])
-        })
-        .await,
+        eventually(Duration::from_secs(2), || async { b.get(&key).await.unwrap().as_deref() == Some(&b"v2"[..]) })
+            .await,
         "b sees the new value, not its stale copy"
     );
     a.invalidate(&key).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(2), || async {
-            b.get(&key).await.unwrap().is_none()
-        })
-        .await,
+        eventually(Duration::from_secs(2), || async { b.get(&key).await.unwrap().is_none() }).await,
         "b drops its copy"
     );
 }
@@ -132,29 +117,17 @@ async fn redis_invalidation_reaches_every_replica() {
 async fn redis_outage_fails_fast_and_recovers() {
     require("Redis", &redis_url(), 6379).await;
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    let cache = Cache::connect(Some(&proxy.rewrite(&redis_url())))
-        .await
-        .unwrap();
+    let cache = Cache::connect(Some(&proxy.rewrite(&redis_url()))).await.unwrap();
     let key = unique("outage");
     cache.incr(&key, 1).await.unwrap();
     proxy.cut();
     let started = Instant::now();
-    assert!(
-        cache.incr(&key, 1).await.is_err(),
-        "an unreachable cache is an error, not a hang"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "failed in {:?}",
-        started.elapsed()
-    );
+    assert!(cache.incr(&key, 1).await.is_err(), "an unreachable cache is an error, not a hang");
+    assert!(started.elapsed() < Duration::from_secs(3), "failed in {:?}", started.elapsed());
     assert!(cache.ping().await.is_err());
     proxy.restore();
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            cache.incr(&key, 1).await.is_ok()
-        })
-        .await,
+        eventually(Duration::from_secs(10), || async { cache.incr(&key, 1).await.is_ok() }).await,
         "the cache reconnects when Redis is back"
     );
 }

@@ -5,8 +5,7 @@
 //! backend, versioned per component and applied once, under a lock on PostgreSQL.
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
-    Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement, TransactionTrait,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -18,17 +17,9 @@ pub enum DbError {
     #[error("unsupported database url {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("cannot create the database directory {path}: {source}")]
-    CreateDir {
-        path: String,
-        source: std::io::Error,
-    },
+    CreateDir { path: String, source: std::io::Error },
     #[error("migration {component}/{version} ({name}) failed: {source}")]
-    Migration {
-        component: String,
-        version: i64,
-        name: String,
-        source: DbErr,
-    },
+    Migration { component: String, version: i64, name: String, source: DbErr },
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -59,9 +50,7 @@ pub fn service_url(url: Option<&str>, data_dir: &Path, service: &str) -> Result<
         Some(u) if u.starts_with("sqlite:") => {
             if !u.contains("{service}") && !u.contains(":memory:") {
                 // One file per service: a shared file would mix services' tables.
-                return Err(DbError::UnsupportedUrl(format!(
-                    "{u} (a sqlite url must contain {{service}})"
-                )));
+                return Err(DbError::UnsupportedUrl(format!("{u} (a sqlite url must contain {{service}})")));
             }
             Ok(u.replace("{service}", service))
         }
@@ -74,11 +63,7 @@ pub fn service_url(url: Option<&str>, data_dir: &Path, service: &str) -> Result<
 
 /// Opens a pool for `service`. On PostgreSQL the connection's search path is the service's
 /// schema, created if missing; on SQLite the file and its directory are created.
-pub async fn connect(
-    url: &str,
-    service: &str,
-    max_connections: u32,
-) -> Result<DatabaseConnection, DbError> {
+pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<DatabaseConnection, DbError> {
     let mut options = ConnectOptions::new(url.to_string());
     options
         .max_connections(max_connections)
@@ -90,35 +75,22 @@ pub async fn connect(
             && let Some(dir) = Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
         }
         let conn = Database::connect(options).await?;
         // WAL lets readers proceed during writes; the busy timeout absorbs short lock waits.
-        for pragma in [
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA busy_timeout=5000",
-            "PRAGMA foreign_keys=ON",
-        ] {
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
             conn.execute_unprepared(pragma).await?;
         }
         return Ok(conn);
     }
     // Create the schema first (search_path must name an existing one), under the migration
     // lock: `IF NOT EXISTS` races between replicas starting together.
-    let bootstrap = Database::connect(
-        ConnectOptions::new(url.to_string())
-            .sqlx_logging(false)
-            .to_owned(),
-    )
-    .await?;
+    let bootstrap = Database::connect(ConnectOptions::new(url.to_string()).sqlx_logging(false).to_owned()).await?;
     let txn = bootstrap.begin().await?;
-    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-        .await?;
-    txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\""))
-        .await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
+    txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{service}\"")).await?;
     txn.commit().await?;
     bootstrap.close().await?;
     options.set_schema_search_path(format!("\"{service}\",public"));
@@ -126,9 +98,7 @@ pub async fn connect(
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -137,16 +107,12 @@ fn sqlite_path(url: &str) -> Option<&str> {
 const MIGRATION_LOCK: i64 = 7461636;
 
 /// Applies the pending migrations of each set, in order; returns what was applied.
-pub async fn migrate(
-    db: &DatabaseConnection,
-    sets: &[MigrationSet],
-) -> Result<Vec<String>, DbError> {
+pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<Vec<String>, DbError> {
     let backend = db.get_database_backend();
     // `IF NOT EXISTS` is not safe against concurrent creators: take the lock first.
     let txn = db.begin().await?;
     if backend == DatabaseBackend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            .await?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
     }
     txn.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS flick_migrations (
@@ -164,16 +130,12 @@ pub async fn migrate(
             let txn = db.begin().await?;
             if backend == DatabaseBackend::Postgres {
                 // Replicas starting together: one migrates, the others wait and then skip.
-                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-                    .await?;
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
             }
             let done = txn
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
-                    placeholders(
-                        backend,
-                        "SELECT 1 FROM flick_migrations WHERE component = ? AND version = ?",
-                    ),
+                    placeholders(backend, "SELECT 1 FROM flick_migrations WHERE component = ? AND version = ?"),
                     [set.component.into(), m.version.into()],
                 ))
                 .await?
@@ -195,18 +157,16 @@ pub async fn migrate(
             txn.execute_unprepared(sql).await.map_err(wrap)?;
             txn.execute_raw(Statement::from_sql_and_values(
                 backend,
-                placeholders(backend, "INSERT INTO flick_migrations (component, version, name, applied_at) VALUES (?, ?, ?, ?)"),
+                placeholders(
+                    backend,
+                    "INSERT INTO flick_migrations (component, version, name, applied_at) VALUES (?, ?, ?, ?)",
+                ),
                 [set.component.into(), m.version.into(), m.name.into(), chrono::Utc::now().to_rfc3339().into()],
             ))
             .await
             .map_err(wrap)?;
             txn.commit().await?;
-            tracing::info!(
-                component = set.component,
-                version = m.version,
-                name = m.name,
-                "migration applied"
-            );
+            tracing::info!(component = set.component, version = m.version, name = m.name, "migration applied");
             applied.push(format!("{}/{:04}_{}", set.component, m.version, m.name));
         }
     }
@@ -251,12 +211,7 @@ mod tests {
     fn sqlite_urls_must_separate_services() {
         assert!(service_url(Some("sqlite://x.db"), Path::new("."), "media").is_err());
         assert_eq!(
-            service_url(
-                Some("sqlite://d/{service}.db?mode=rwc"),
-                Path::new("."),
-                "media"
-            )
-            .unwrap(),
+            service_url(Some("sqlite://d/{service}.db?mode=rwc"), Path::new("."), "media").unwrap(),
             "sqlite://d/media.db?mode=rwc"
         );
         assert!(service_url(Some("mysql://x"), Path::new("."), "media").is_err());
@@ -264,10 +219,7 @@ mod tests {
 
     #[test]
     fn postgres_placeholders_are_numbered() {
-        assert_eq!(
-            placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"),
-            "a = $1 AND b = $2"
-        );
+        assert_eq!(placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"), "a = $1 AND b = $2");
         assert_eq!(placeholders(DatabaseBackend::Sqlite, "a = ?"), "a = ?");
     }
 }

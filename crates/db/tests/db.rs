@@ -24,10 +24,7 @@ const NOTES: MigrationSet = MigrationSet {
 
 async fn count_notes(db: &DatabaseConnection) -> i64 {
     let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM notes",
-        ))
+        .query_one_raw(Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM notes"))
         .await
         .unwrap()
         .unwrap();
@@ -36,17 +33,9 @@ async fn count_notes(db: &DatabaseConnection) -> i64 {
 
 async fn migrations_apply_once_and_tables_work(db: &DatabaseConnection) {
     let applied = migrate(db, &[NOTES]).await.unwrap();
-    assert_eq!(
-        applied,
-        vec!["notes/0001_create_notes", "notes/0002_add_author"]
-    );
-    assert!(
-        migrate(db, &[NOTES]).await.unwrap().is_empty(),
-        "second run applies nothing"
-    );
-    db.execute_unprepared("INSERT INTO notes (body, author) VALUES ('hello', 'ada')")
-        .await
-        .unwrap();
+    assert_eq!(applied, vec!["notes/0001_create_notes", "notes/0002_add_author"]);
+    assert!(migrate(db, &[NOTES]).await.unwrap().is_empty(), "second run applies nothing");
+    db.execute_unprepared("INSERT INTO notes (body, author) VALUES ('hello', 'ada')").await.unwrap();
     assert_eq!(count_notes(db).await, 1);
 }
 
@@ -82,10 +71,7 @@ async fn postgres_services_sharing_a_database_keep_their_tables_apart() {
     let accounts = connect(&test_db.url, "accounts", 2).await.unwrap();
     migrate(&media, &[NOTES]).await.unwrap();
     migrate(&accounts, &[NOTES]).await.unwrap();
-    media
-        .execute_unprepared("INSERT INTO notes (body) VALUES ('a'), ('b')")
-        .await
-        .unwrap();
+    media.execute_unprepared("INSERT INTO notes (body) VALUES ('a'), ('b')").await.unwrap();
     assert_eq!(count_notes(&media).await, 2);
     assert_eq!(count_notes(&accounts).await, 0);
 }
@@ -104,9 +90,7 @@ async fn postgres_replicas_migrating_together_apply_each_migration_once() {
 async fn postgres_has_pgvector_with_hnsw_cosine_search() {
     let test_db = TestDatabase::create().await;
     let db = connect(&test_db.url, "recommender", 2).await.unwrap();
-    db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS vector")
-        .await
-        .unwrap();
+    db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS vector").await.unwrap();
     db.execute_unprepared(
         "CREATE TABLE items (id INT PRIMARY KEY, e vector(3));
          INSERT INTO items VALUES (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[0.9,0.1,0]');
@@ -131,8 +115,5 @@ async fn postgres_has_pgvector_with_hnsw_cosine_search() {
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        version.try_get::<i32>("", "v").unwrap() >= 180000,
-        "tests run against PostgreSQL 18"
-    );
+    assert!(version.try_get::<i32>("", "v").unwrap() >= 180000, "tests run against PostgreSQL 18");
 }

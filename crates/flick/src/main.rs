@@ -89,9 +89,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn migrations(service: &str) -> &'static [flick_platform::db::MigrationSet] {
@@ -117,21 +115,13 @@ async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<
 }
 
 async fn serve(config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
-    let name = if services.len() == 1 {
-        format!("flick-{}", services[0])
-    } else {
-        "flick".to_string()
-    };
+    let name = if services.len() == 1 { format!("flick-{}", services[0]) } else { "flick".to_string() };
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, &name)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let shutdown = flick_kit::shutdown::on_signal();
     let options = ServerOptions::from(&config.server);
-    let host: std::net::IpAddr = config
-        .server
-        .host
-        .parse()
-        .context("server.host is not an IP address")?;
+    let host: std::net::IpAddr = config.server.host.parse().context("server.host is not an IP address")?;
     let shared = Shared::connect(config.clone()).await?;
 
     let mut bound = Vec::new();

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_flick");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Every `FLICK_*` variable of the test environment removed, so the binary sees only ours.
@@ -62,10 +58,7 @@ async fn serve(data_dir: &std::path::Path) -> Running {
     let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..4 {
         loop {
-            if reqwest::get(running.url(i, "/healthz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
+            if reqwest::get(running.url(i, "/healthz")).await.is_ok_and(|r| r.status() == 200) {
                 break;
             }
             assert!(Instant::now() < deadline, "flick serve did not come up");
@@ -81,15 +74,9 @@ async fn serve_with_no_configuration_creates_its_data_and_answers_health_and_met
     let data = dir.path().join("data");
     let app = serve(&data).await;
     for service in ["accounts", "media", "transcoder", "recommender"] {
-        assert!(
-            data.join(format!("db/{service}.sqlite")).exists(),
-            "{service} database created"
-        );
+        assert!(data.join(format!("db/{service}.sqlite")).exists(), "{service} database created");
     }
-    assert!(
-        data.join("objects").is_dir(),
-        "object storage directory created"
-    );
+    assert!(data.join("objects").is_dir(), "object storage directory created");
 
     for i in 0..4 {
         let ready = reqwest::get(app.url(i, "/readyz")).await.unwrap();
@@ -104,22 +91,12 @@ async fn serve_with_no_configuration_creates_its_data_and_answers_health_and_met
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "NOT_FOUND");
 
-    let metrics = reqwest::get(app.url(1, "/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(app.url(1, "/metrics")).await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(
-            r#"http_requests_total{service="media",method="GET",route="/readyz",status="200"}"#
-        ),
+        metrics.contains(r#"http_requests_total{service="media",method="GET",route="/readyz",status="200"}"#),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("http_request_duration_seconds_bucket"),
-        "latency histogram exported"
-    );
+    assert!(metrics.contains("http_request_duration_seconds_bucket"), "latency histogram exported");
 }
 
 #[tokio::test]
@@ -128,15 +105,8 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
     let app = serve(dir.path()).await;
     let client = reqwest::Client::new();
     let query = serde_json::json!({ "query": "{ me { id } }" });
-    let anonymous: serde_json::Value = client
-        .post(app.url(0, "/graphql"))
-        .json(&query)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let anonymous: serde_json::Value =
+        client.post(app.url(0, "/graphql")).json(&query).send().await.unwrap().json().await.unwrap();
     assert_eq!(anonymous["data"]["me"], serde_json::Value::Null);
     let user = "0195f0a2-7c1e-7d3a-9b1e-2f8c4a6d9e01";
     let me: serde_json::Value = client
@@ -160,12 +130,7 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
         .json()
         .await
         .unwrap();
-    assert!(
-        sdl["data"]["_service"]["sdl"]
-            .as_str()
-            .unwrap()
-            .contains("@key(fields: \"id\")")
-    );
+    assert!(sdl["data"]["_service"]["sdl"].as_str().unwrap().contains("@key(fields: \"id\")"));
 
     // 16 levels of selection, past the default limit of 12.
     let too_deep = format!(
@@ -182,13 +147,7 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
         .json()
         .await
         .unwrap();
-    assert!(
-        limited["errors"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("nested too deep"),
-        "{limited}"
-    );
+    assert!(limited["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{limited}");
 }
 
 #[tokio::test]
@@ -197,27 +156,11 @@ async fn grpc_health_and_reflection_are_served_on_the_service_port() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let dir = tempfile::tempdir().unwrap();
     let app = serve(dir.path()).await;
-    let channel = tonic::transport::Channel::from_shared(app.url(2, ""))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.url(2, "")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
-    let status = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
     assert_eq!(status, ServingStatus::Serving as i32);
-    let metrics = reqwest::get(app.url(2, "/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(app.url(2, "/metrics")).await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(r#"grpc_requests_total{service="transcoder",rpc="/grpc.health.v1.Health/Check",code="0"}"#),
         "{metrics}"
@@ -229,23 +172,14 @@ async fn sigterm_stops_every_service_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = serve(dir.path()).await;
     let pid = app.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = app.child.try_wait().unwrap() {
             assert!(status.success(), "clean exit after SIGTERM: {status}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still running 15 s after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "still running 15 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -254,10 +188,7 @@ async fn sigterm_stops_every_service_gracefully() {
 fn config_prints_effective_values_with_secrets_redacted() {
     let out = flick()
         .arg("config")
-        .env(
-            "FLICK_DATABASE__URL",
-            "postgres://flick:hunter2@db:5432/flick",
-        )
+        .env("FLICK_DATABASE__URL", "postgres://flick:hunter2@db:5432/flick")
         .env("FLICK_STORAGE__S3__SECRET_ACCESS_KEY", "s3cr3t")
         .env("FLICK_BUS__MAX_ATTEMPTS", "9")
         .output()
@@ -265,23 +196,13 @@ fn config_prints_effective_values_with_secrets_redacted() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("max_attempts = 9"), "{text}");
-    assert!(
-        text.contains("postgres://flick:REDACTED@db:5432/flick"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("hunter2") && !text.contains("s3cr3t"),
-        "{text}"
-    );
+    assert!(text.contains("postgres://flick:REDACTED@db:5432/flick"), "{text}");
+    assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "{text}");
 }
 
 #[test]
 fn unknown_configuration_keys_are_errors() {
-    let out = flick()
-        .arg("config")
-        .env("FLICK_SERVR__HOST", "0.0.0.0")
-        .output()
-        .unwrap();
+    let out = flick().arg("config").env("FLICK_SERVR__HOST", "0.0.0.0").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("servr"), "{err}");
@@ -290,34 +211,18 @@ fn unknown_configuration_keys_are_errors() {
 #[test]
 fn version_and_sdl_work_offline() {
     let out = flick().arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        format!("flick {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("flick {}", env!("CARGO_PKG_VERSION")));
     let out = flick().args(["sdl", "accounts"]).output().unwrap();
     let sdl = String::from_utf8(out.stdout).unwrap();
     assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
     assert!(sdl.contains("federation/v2"), "{sdl}");
-    assert!(
-        !flick()
-            .args(["sdl", "nope"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(!flick().args(["sdl", "nope"]).output().unwrap().status.success());
 }
 
 #[tokio::test]
 async fn migrate_applies_pending_migrations_once() {
     let dir = tempfile::tempdir().unwrap();
-    let run = || {
-        flick()
-            .args(["migrate", "--services", "media"])
-            .env("FLICK_DATA_DIR", dir.path())
-            .output()
-            .unwrap()
-    };
+    let run = || flick().args(["migrate", "--services", "media"]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
     let first = String::from_utf8(run().stdout).unwrap();
     assert!(first.contains("media: 1 migration(s) applied"), "{first}");
     let second = String::from_utf8(run().stdout).unwrap();

@@ -61,6 +61,10 @@ pub struct AccountsConfig {
     /// `data_dir/keys` on first start.
     pub jwt_keys_dir: Option<PathBuf>,
     pub access_token_ttl_seconds: u64,
+    /// Failed logins per account, then per client address, allowed in one window.
+    pub login_failures_per_account: u64,
+    pub login_failures_per_address: u64,
+    pub login_failure_window_seconds: u64,
 }
 
 impl Default for AccountsConfig {
@@ -68,6 +72,9 @@ impl Default for AccountsConfig {
         Self {
             jwt_keys_dir: None,
             access_token_ttl_seconds: 900,
+            login_failures_per_account: 5,
+            login_failures_per_address: 30,
+            login_failure_window_seconds: 900,
         }
     }
 }
@@ -109,12 +116,7 @@ pub struct ServicePorts {
 
 impl Default for ServicePorts {
     fn default() -> Self {
-        Self {
-            accounts: 8081,
-            media: 8082,
-            transcoder: 8083,
-            recommender: 8084,
-        }
+        Self { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084 }
     }
 }
 
@@ -145,11 +147,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 10,
-            migrate_on_start: true,
-        }
+        Self { url: None, max_connections: 10, migrate_on_start: true }
     }
 }
 
@@ -179,13 +177,7 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self {
-            url: None,
-            exchange: "flick.events".into(),
-            prefetch: 16,
-            max_attempts: 5,
-            retry_base_ms: 1000,
-        }
+        Self { url: None, exchange: "flick.events".into(), prefetch: 16, max_attempts: 5, retry_base_ms: 1000 }
     }
 }
 
@@ -224,12 +216,7 @@ pub struct S3Config {
 
 impl Default for S3Config {
     fn default() -> Self {
-        Self {
-            endpoint: None,
-            region: "us-east-1".into(),
-            access_key_id: None,
-            secret_access_key: Secret::default(),
-        }
+        Self { endpoint: None, region: "us-east-1".into(), access_key_id: None, secret_access_key: Secret::default() }
     }
 }
 
@@ -252,11 +239,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Json,
-            log_level: "info".into(),
-            otlp_endpoint: None,
-        }
+        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
     }
 }
 
@@ -272,12 +255,7 @@ pub struct GraphqlConfig {
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
-        Self {
-            max_depth: 12,
-            max_complexity: 500,
-            introspection: true,
-            graphiql: true,
-        }
+        Self { max_depth: 12, max_complexity: 500, introspection: true, graphiql: true }
     }
 }
 
@@ -297,11 +275,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "[redacted]"
-        } else {
-            "[unset]"
-        })
+        f.write_str(if self.0.is_some() { "[redacted]" } else { "[unset]" })
     }
 }
 
@@ -347,10 +321,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -390,10 +361,7 @@ impl Config {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::result_large_err,
-    reason = "figment's Jail closures must return figment::Error"
-)]
+#[expect(clippy::result_large_err, reason = "figment's Jail closures must return figment::Error")]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -401,10 +369,7 @@ mod tests {
     #[test]
     fn environment_overrides_file_which_overrides_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "flick.toml",
-                "[server]\nhost = \"0.0.0.0\"\n[bus]\nmax_attempts = 3\n",
-            )?;
+            jail.create_file("flick.toml", "[server]\nhost = \"0.0.0.0\"\n[bus]\nmax_attempts = 3\n")?;
             jail.set_env("FLICK_BUS__MAX_ATTEMPTS", "7");
             jail.set_env("FLICK_SERVER__PORTS__MEDIA", "9999");
             let cfg = Config::load(Some(Path::new("flick.toml"))).map_err(|e| e.to_string())?;
@@ -420,9 +385,7 @@ mod tests {
     fn unknown_keys_are_errors_in_files_and_environment() {
         Jail::expect_with(|jail| {
             jail.create_file("flick.toml", "[server]\nhots = \"0.0.0.0\"\n")?;
-            let err = Config::load(Some(Path::new("flick.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(Some(Path::new("flick.toml"))).unwrap_err().to_string();
             assert!(err.contains("hots"), "{err}");
             jail.clear_env();
             jail.set_env("FLICK_DATABSE__URL", "postgres://x");
@@ -457,9 +420,6 @@ mod tests {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(!debugged.contains("s3cr3t-key"));
-        assert!(
-            printed.contains("postgres://flick:REDACTED@db:5432/flick"),
-            "{printed}"
-        );
+        assert!(printed.contains("postgres://flick:REDACTED@db:5432/flick"), "{printed}");
     }
 }

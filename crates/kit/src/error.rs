@@ -85,12 +85,7 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            fields: None,
-            retry_after_seconds: None,
-        }
+        Self { code, message: message.into(), fields: None, retry_after_seconds: None }
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthenticated, message)
@@ -187,9 +182,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut response = (self.code.http_status(), axum::Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after_seconds {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -216,16 +209,13 @@ mod tests {
     use super::*;
 
     async fn body_json(response: Response) -> serde_json::Value {
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
     #[tokio::test]
     async fn rest_errors_have_status_code_and_json_body() {
-        let err = AppError::bad_input("invalid registration")
-            .with_field("email", "is not a valid address");
+        let err = AppError::bad_input("invalid registration").with_field("email", "is not a valid address");
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body = body_json(response).await;
@@ -243,8 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_hide_their_cause() {
-        let response =
-            AppError::internal("connection refused to 10.0.0.5:5432 password=x").into_response();
+        let response = AppError::internal("connection refused to 10.0.0.5:5432 password=x").into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = body_json(response).await.to_string();
         assert!(!body.contains("10.0.0.5"), "{body}");
@@ -256,10 +245,7 @@ mod tests {
         let status: tonic::Status = AppError::forbidden("not your video").into();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert_eq!(status.message(), "not your video");
-        assert_eq!(
-            status.metadata().get("flick-error-code").unwrap(),
-            "FORBIDDEN"
-        );
+        assert_eq!(status.metadata().get("flick-error-code").unwrap(), "FORBIDDEN");
         let status: tonic::Status = AppError::not_found("no such user").into();
         assert_eq!(status.code(), tonic::Code::NotFound);
     }

@@ -5,9 +5,7 @@
 use crate::config::GraphqlConfig;
 use crate::identity::Caller;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{
-    Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType,
-};
+use async_graphql::{Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
@@ -16,10 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 /// Applies the platform's federation settings and limits to a subgraph schema.
-pub fn configure<Q, M, S>(
-    builder: SchemaBuilder<Q, M, S>,
-    cfg: &GraphqlConfig,
-) -> SchemaBuilder<Q, M, S>
+pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, cfg: &GraphqlConfig) -> SchemaBuilder<Q, M, S>
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
@@ -30,11 +25,7 @@ where
         .enable_subscription_in_federation()
         .limit_depth(cfg.max_depth)
         .limit_complexity(cfg.max_complexity);
-    if cfg.introspection {
-        builder
-    } else {
-        builder.disable_introspection()
-    }
+    if cfg.introspection { builder } else { builder.disable_introspection() }
 }
 
 /// The subgraph SDL the composition step and `_service { sdl }` use.
@@ -49,9 +40,7 @@ where
 
 /// `POST /graphql` (queries, mutations), `GET /graphql` (GraphiQL), `GET /ws` (graphql-ws).
 pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
-    let mut router = Router::new()
-        .route("/ws", get(subscriptions::<E>))
-        .with_state(executor.clone());
+    let mut router = Router::new().route("/ws", get(subscriptions::<E>)).with_state(executor.clone());
     let post = axum::routing::post(execute::<E>);
     router = if cfg.graphiql {
         router.route("/graphql", post.get(graphiql).with_state(executor))
@@ -61,24 +50,12 @@ pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
     router
 }
 
-async fn execute<E: Executor>(
-    State(executor): State<E>,
-    caller: Caller,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    executor
-        .execute(request.into_inner().data(caller))
-        .await
-        .into()
+async fn execute<E: Executor>(State(executor): State<E>, caller: Caller, request: GraphQLRequest) -> GraphQLResponse {
+    executor.execute(request.into_inner().data(caller)).await.into()
 }
 
 async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/ws")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").finish())
 }
 
 /// graphql-ws for the router. Identity comes from the upgrade request's headers, or from the
@@ -111,10 +88,7 @@ async fn subscriptions<E: Executor>(
 /// Reads `x-user-id`/`x-user-role` from a `connection_init` payload, at the top level or under
 /// `headers`, with any key case.
 fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
-    let object = payload
-        .get("headers")
-        .and_then(|h| h.as_object())
-        .or_else(|| payload.as_object())?;
+    let object = payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())?;
     let mut headers = HeaderMap::new();
     for (key, value) in object {
         let key = key.to_ascii_lowercase();
@@ -133,10 +107,7 @@ fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
 
 /// The caller of a GraphQL request (anonymous when the request carries no identity).
 pub fn caller<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
-    static ANONYMOUS: Caller = Caller {
-        user_id: None,
-        role: None,
-    };
+    static ANONYMOUS: Caller = Caller { user_id: None, role: None };
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
 }
 
@@ -148,16 +119,10 @@ mod tests {
     fn init_payload_identity_is_read_at_top_level_or_under_headers() {
         let id = uuid::Uuid::now_v7();
         let top = serde_json::json!({ "x-user-id": id.to_string(), "x-user-role": "user" });
-        assert_eq!(
-            caller_from_init_payload(&top),
-            Some(Caller::user(id, "user"))
-        );
+        assert_eq!(caller_from_init_payload(&top), Some(Caller::user(id, "user")));
         let nested = serde_json::json!({ "headers": { "X-User-Id": id.to_string() } });
         assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
-        assert_eq!(
-            caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })),
-            None
-        );
+        assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
         assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
     }
 }

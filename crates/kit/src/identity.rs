@@ -24,24 +24,14 @@ impl Caller {
     }
 
     pub fn user(user_id: Uuid, role: impl Into<String>) -> Self {
-        Self {
-            user_id: Some(user_id),
-            role: Some(role.into()),
-        }
+        Self { user_id: Some(user_id), role: Some(role.into()) }
     }
 
     /// Reads the identity headers; a malformed id is treated as no identity.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let user_id = headers
-            .get(USER_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Uuid::parse_str(v.trim()).ok());
-        let role = user_id.and_then(|_| {
-            headers
-                .get(USER_ROLE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
+        let user_id =
+            headers.get(USER_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| Uuid::parse_str(v.trim()).ok());
+        let role = user_id.and_then(|_| headers.get(USER_ROLE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned));
         Self { user_id, role }
     }
 
@@ -51,18 +41,13 @@ impl Caller {
 
     /// The user id, or UNAUTHENTICATED for anonymous callers.
     pub fn require_user(&self) -> Result<Uuid, AppError> {
-        self.user_id
-            .ok_or_else(|| AppError::unauthenticated("login required"))
+        self.user_id.ok_or_else(|| AppError::unauthenticated("login required"))
     }
 
     /// The owner rule: only `owner` may change what they own.
     pub fn require_owner(&self, owner: Uuid) -> Result<Uuid, AppError> {
         let me = self.require_user()?;
-        if me == owner {
-            Ok(me)
-        } else {
-            Err(AppError::forbidden("only the owner may do this"))
-        }
+        if me == owner { Ok(me) } else { Err(AppError::forbidden("only the owner may do this")) }
     }
 }
 
@@ -101,29 +86,15 @@ mod tests {
     fn grpc_metadata_carries_identity() {
         let id = Uuid::now_v7();
         let mut request = tonic::Request::new(());
-        request
-            .metadata_mut()
-            .insert(USER_ID_HEADER, id.to_string().parse().unwrap());
+        request.metadata_mut().insert(USER_ID_HEADER, id.to_string().parse().unwrap());
         assert_eq!(Caller::from_grpc(&request).user_id, Some(id));
     }
 
     #[test]
     fn owner_rule_distinguishes_anonymous_others_and_owner() {
         let owner = Uuid::now_v7();
-        assert_eq!(
-            Caller::anonymous().require_owner(owner).unwrap_err().code(),
-            ErrorCode::Unauthenticated
-        );
-        assert_eq!(
-            Caller::user(Uuid::now_v7(), "user")
-                .require_owner(owner)
-                .unwrap_err()
-                .code(),
-            ErrorCode::Forbidden
-        );
-        assert_eq!(
-            Caller::user(owner, "user").require_owner(owner).unwrap(),
-            owner
-        );
+        assert_eq!(Caller::anonymous().require_owner(owner).unwrap_err().code(), ErrorCode::Unauthenticated);
+        assert_eq!(Caller::user(Uuid::now_v7(), "user").require_owner(owner).unwrap_err().code(), ErrorCode::Forbidden);
+        assert_eq!(Caller::user(owner, "user").require_owner(owner).unwrap(), owner);
     }
 }

@@ -123,60 +123,32 @@ pub struct BoundService {
 }
 
 impl BoundService {
-    pub async fn bind(
-        service: Service,
-        addr: SocketAddr,
-        options: ServerOptions,
-    ) -> anyhow::Result<Self> {
+    pub async fn bind(service: Service, addr: SocketAddr, options: ServerOptions) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("{} cannot listen on {addr}: {e}", service.name))?;
-        Ok(Self {
-            service,
-            listener,
-            options,
-        })
+        Ok(Self { service, listener, options })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` fires, then drains in-flight requests (up to the grace
     /// period) and waits for background tasks to finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self {
-            service,
-            listener,
-            options,
-        } = self;
+        let Self { service, listener, options } = self;
         let name = service.name;
-        let app = app_router(
-            service.http,
-            service.grpc,
-            &service.grpc_services,
-            service.checks,
-            name,
-            &shutdown,
-            &options,
-        )
-        .await;
+        let app =
+            app_router(service.http, service.grpc, &service.grpc_services, service.checks, name, &shutdown, &options)
+                .await;
 
-        let tasks: Vec<_> = service
-            .tasks
-            .into_iter()
-            .map(|task| tokio::spawn(task(shutdown.clone())))
-            .collect();
+        let tasks: Vec<_> = service.tasks.into_iter().map(|task| tokio::spawn(task(shutdown.clone()))).collect();
         tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
 
         let drained = shutdown.clone();
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { drained.cancelled().await });
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { drained.cancelled().await });
         let server = tokio::spawn(async move { server.await });
         tokio::pin!(server);
         tokio::select! {
@@ -189,10 +161,7 @@ impl BoundService {
             }
         }
         for task in tasks {
-            if tokio::time::timeout(options.shutdown_grace, task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(options.shutdown_grace, task).await.is_err() {
                 tracing::warn!(service = name, "background task did not stop in time");
             }
         }
@@ -212,22 +181,15 @@ async fn app_router(
 ) -> Router {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for svc in grpc_services {
-        health_reporter
-            .set_service_status(*svc, tonic_health::ServingStatus::Serving)
-            .await;
+        health_reporter.set_service_status(*svc, tonic_health::ServingStatus::Serving).await;
     }
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(flick_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets are valid");
-    let grpc = grpc
-        .add_service(health_service)
-        .add_service(reflection)
-        .prepare();
+    let grpc = grpc.add_service(health_service).add_service(reflection).prepare();
 
     // Flip gRPC health to NOT_SERVING as soon as shutdown starts, like /readyz.
     let reporter = health_reporter.clone();
@@ -235,25 +197,15 @@ async fn app_router(
     let grpc_names = grpc_services.to_vec();
     tokio::spawn(async move {
         stopping.cancelled().await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         for svc in grpc_names {
-            reporter
-                .set_service_status(svc, tonic_health::ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status(svc, tonic_health::ServingStatus::NotServing).await;
         }
     });
 
-    let readiness = Readiness {
-        checks: Arc::new(checks),
-        shutdown: shutdown.clone(),
-    };
+    let readiness = Readiness { checks: Arc::new(checks), shutdown: shutdown.clone() };
     let ops = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz).with_state(readiness))
         .route("/metrics", get(telemetry::metrics_endpoint));
 
@@ -282,10 +234,7 @@ struct Readiness {
 
 async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
     if r.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "shutting down" })),
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "shutting down" })));
     }
     let results = futures::future::join_all(r.checks.iter().map(|c| async move {
         let outcome = match tokio::time::timeout(Duration::from_secs(2), (c.check)()).await {
@@ -299,22 +248,8 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
     let ready = results.iter().all(|(_, r)| r.is_ok());
     let checks: serde_json::Map<_, _> = results
         .into_iter()
-        .map(|(name, r)| {
-            (
-                name.to_string(),
-                serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into())),
-            )
-        })
+        .map(|(name, r)| (name.to_string(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into()))))
         .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        axum::Json(
-            serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks }),
-        ),
-    )
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })))
 }

@@ -32,17 +32,12 @@ pub fn init(cfg: &TelemetryConfig, service_name: &str) -> anyhow::Result<Telemet
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig as _;
 
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
     let (otel_layer, tracer_provider) = match &cfg.otlp_endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()?;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(service_name.to_string())
-                .build();
+            let exporter =
+                opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build()?;
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build();
             let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_resource(resource)
@@ -55,16 +50,9 @@ pub fn init(cfg: &TelemetryConfig, service_name: &str) -> anyhow::Result<Telemet
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     match cfg.log_format {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false))
             .try_init()?,
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
-            .try_init()?,
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init()?,
     }
     metrics_handle();
     Ok(TelemetryGuard { tracer_provider })
@@ -74,9 +62,8 @@ pub fn init(cfg: &TelemetryConfig, service_name: &str) -> anyhow::Result<Telemet
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        const LATENCY_BUCKETS: &[f64] = &[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
+        const LATENCY_BUCKETS: &[f64] =
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
             .expect("valid buckets");
@@ -91,22 +78,12 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics_endpoint() -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        metrics_handle().render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render())
 }
 
 /// Middleware recording `http_requests_total`/`http_request_duration_seconds` per matched
 /// route, and `grpc_requests_total`/`grpc_request_duration_seconds` per RPC.
-pub async fn track_requests(
-    State(service): State<&'static str>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn track_requests(State(service): State<&'static str>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let is_grpc = request
         .headers()
@@ -127,16 +104,10 @@ pub async fn track_requests(
     let elapsed = started.elapsed().as_secs_f64();
     if is_grpc {
         // Failed unary calls answer "trailers-only": grpc-status sits in the headers.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("0")
-            .to_owned();
+        let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
         metrics::counter!("grpc_requests_total", "service" => service, "rpc" => route.clone(), "code" => code)
             .increment(1);
-        metrics::histogram!("grpc_request_duration_seconds", "service" => service, "rpc" => route)
-            .record(elapsed);
+        metrics::histogram!("grpc_request_duration_seconds", "service" => service, "rpc" => route).record(elapsed);
     } else {
         let status = response.status().as_u16().to_string();
         metrics::counter!("http_requests_total", "service" => service, "method" => method.clone(), "route" => route.clone(), "status" => status)

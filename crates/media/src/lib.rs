@@ -14,8 +14,7 @@ pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS];
 pub type MediaSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 pub fn schema(cfg: &GraphqlConfig) -> MediaSchema {
-    flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg)
-        .finish()
+    flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg).finish()
 }
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
@@ -26,10 +25,7 @@ pub fn sdl() -> String {
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
     let mut service = Service::new(NAME)
-        .http(flick_kit::graphql::routes(
-            schema(&shared.config.graphql),
-            &shared.config.graphql,
-        ))
+        .http(flick_kit::graphql::routes(schema(&shared.config.graphql), &shared.config.graphql))
         .task(infra.relay_task());
     for check in infra.checks() {
         service = service.check(check);

@@ -10,8 +10,7 @@
 
 use flick_bus::{Bus, Envelope};
 use flick_db::sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement,
-    TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
 };
 use flick_db::{Migration, MigrationSet, placeholders};
 use std::sync::Arc;
@@ -121,11 +120,7 @@ where
         _ => "INSERT OR IGNORE INTO inbox (consumer, event_id, applied_at_ms) VALUES (?, ?, ?)",
     };
     let inserted = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [consumer.into(), event_id.into(), now_ms().into()],
-        ))
+        .execute_raw(Statement::from_sql_and_values(backend, sql, [consumer.into(), event_id.into(), now_ms().into()]))
         .await?
         .rows_affected();
     if inserted == 0 {
@@ -154,13 +149,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
-        Self {
-            db,
-            bus,
-            wake: Arc::new(Notify::new()),
-            batch: 100,
-            idle_poll: Duration::from_millis(500),
-        }
+        Self { db, bus, wake: Arc::new(Notify::new()), batch: 100, idle_poll: Duration::from_millis(500) }
     }
 
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
@@ -202,11 +191,7 @@ impl Relay {
         }
     }
 
-    async fn publish_rows<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        lock: &str,
-    ) -> Result<usize, OutboxError> {
+    async fn publish_rows<C: ConnectionTrait>(&self, conn: &C, lock: &str) -> Result<usize, OutboxError> {
         let backend = conn.get_database_backend();
         let rows = conn
             .query_all_raw(Statement::from_string(
@@ -232,10 +217,7 @@ impl Relay {
             if let Err(e) = self.bus.publish(&envelope).await {
                 conn.execute_raw(Statement::from_sql_and_values(
                     backend,
-                    placeholders(
-                        backend,
-                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?",
-                    ),
+                    placeholders(backend, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?"),
                     [seq.into()],
                 ))
                 .await?;
@@ -243,10 +225,7 @@ impl Relay {
             }
             conn.execute_raw(Statement::from_sql_and_values(
                 backend,
-                placeholders(
-                    backend,
-                    "UPDATE outbox SET published_at_ms = ? WHERE seq = ?",
-                ),
+                placeholders(backend, "UPDATE outbox SET published_at_ms = ? WHERE seq = ?"),
                 [now_ms().into(), seq.into()],
             ))
             .await?;
@@ -265,10 +244,7 @@ impl Relay {
                 "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NULL",
             ))
             .await?;
-        Ok(row
-            .map(|r| r.try_get::<i64>("", "n"))
-            .transpose()?
-            .unwrap_or(0) as u64)
+        Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0) as u64)
     }
 
     /// Relays until `shutdown`, then makes a last attempt to flush what is pending.

@@ -30,22 +30,12 @@ fn options() -> BusOptions {
 }
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
     row.try_get("", "n").unwrap()
 }
 
 /// A consumer that applies each event once, recording it in `applied`.
-async fn start_consumer(
-    bus: &Bus,
-    db: &DatabaseConnection,
-    queue: &str,
-    pattern: &str,
-    stop: &CancellationToken,
-) {
+async fn start_consumer(bus: &Bus, db: &DatabaseConnection, queue: &str, pattern: &str, stop: &CancellationToken) {
     let db = db.clone();
     let h = handler(move |d: Delivery| {
         let db = db.clone();
@@ -56,10 +46,7 @@ async fn start_consumer(
                     let backend = txn.get_database_backend();
                     txn.execute_raw(Statement::from_sql_and_values(
                         backend,
-                        flick_db::placeholders(
-                            backend,
-                            "INSERT INTO applied (event_id) VALUES (?)",
-                        ),
+                        flick_db::placeholders(backend, "INSERT INTO applied (event_id) VALUES (?)"),
                         [id.into()],
                     ))
                     .await
@@ -70,32 +57,20 @@ async fn start_consumer(
             .map_err(|e| HandlerError::Retry(e.to_string()))
         }
     });
-    bus.consume(QueueSpec::events(queue, &[pattern]), h, stop.clone())
-        .await
-        .unwrap();
+    bus.consume(QueueSpec::events(queue, &[pattern]), h, stop.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 async fn write_events(db: &DatabaseConnection, event_type: &str, n: usize) {
     for i in 0..n {
         let txn = db.begin().await.unwrap();
-        record(
-            &txn,
-            &envelope(event_type, &format!("video-{i}"), "test", vec![i as u8]),
-        )
-        .await
-        .unwrap();
+        record(&txn, &envelope(event_type, &format!("video-{i}"), "test", vec![i as u8])).await.unwrap();
         txn.commit().await.unwrap();
     }
 }
 
-async fn rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(
-    db: DatabaseConnection,
-    bus: Bus,
-) {
-    migrate(&db, &[flick_outbox::MIGRATIONS, APPLIED])
-        .await
-        .unwrap();
+async fn rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(db: DatabaseConnection, bus: Bus) {
+    migrate(&db, &[flick_outbox::MIGRATIONS, APPLIED]).await.unwrap();
     let prefix = unique("t").replace('-', "");
     let event_type = format!("{prefix}.video.liked");
     let queue = unique("q.outbox");
@@ -103,37 +78,23 @@ async fn rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(
     start_consumer(&bus, &db, &queue, &format!("{prefix}.#"), &stop).await;
 
     let txn = db.begin().await.unwrap();
-    record(&txn, &envelope(&event_type, "v", "test", vec![]))
-        .await
-        .unwrap();
+    record(&txn, &envelope(&event_type, "v", "test", vec![])).await.unwrap();
     txn.rollback().await.unwrap();
     let relay = Relay::new(db.clone(), bus.clone());
-    assert_eq!(
-        relay.pending().await.unwrap(),
-        0,
-        "a rolled-back change leaves no event"
-    );
+    assert_eq!(relay.pending().await.unwrap(), 0, "a rolled-back change leaves no event");
 
     write_events(&db, &event_type, 3).await;
     assert_eq!(relay.flush().await.unwrap(), 3);
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            count(&db, "SELECT COUNT(*) AS n FROM applied").await == 3
-        })
-        .await
+        eventually(Duration::from_secs(10), || async { count(&db, "SELECT COUNT(*) AS n FROM applied").await == 3 })
+            .await
     );
 
     // The relay crashed after publishing but before marking: everything goes out again.
-    db.execute_unprepared("UPDATE outbox SET published_at_ms = NULL")
-        .await
-        .unwrap();
+    db.execute_unprepared("UPDATE outbox SET published_at_ms = NULL").await.unwrap();
     assert_eq!(relay.flush().await.unwrap(), 3);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        count(&db, "SELECT COUNT(*) AS n FROM applied").await,
-        3,
-        "duplicates are applied once"
-    );
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 3, "duplicates are applied once");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM inbox").await, 3);
     stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
@@ -144,11 +105,7 @@ async fn sqlite_and_memory_bus_deliver_committed_events_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = flick_db::service_url(None, dir.path(), "media").unwrap();
     let db = connect(&url, "media", 4).await.unwrap();
-    rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(
-        db,
-        Bus::memory(options()),
-    )
-    .await;
+    rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(db, Bus::memory(options())).await;
 }
 
 #[tokio::test]
@@ -166,23 +123,15 @@ async fn apply_once_ignores_a_second_delivery() {
     let url = flick_db::service_url(None, dir.path(), "media").unwrap();
     let db = connect(&url, "media", 4).await.unwrap();
     migrate(&db, &[flick_outbox::MIGRATIONS]).await.unwrap();
-    let first = apply_once(&db, "c", "event-1", |_txn| Box::pin(async { Ok(()) }))
-        .await
-        .unwrap();
+    let first = apply_once(&db, "c", "event-1", |_txn| Box::pin(async { Ok(()) })).await.unwrap();
     let second = apply_once(&db, "c", "event-1", |_txn| {
         Box::pin(async { Err::<(), _>(flick_db::sea_orm::DbErr::Custom("applied twice".into())) })
     })
     .await
     .unwrap();
     assert_eq!((first, second), (Applied::Now, Applied::AlreadyApplied));
-    let other_consumer = apply_once(&db, "d", "event-1", |_txn| Box::pin(async { Ok(()) }))
-        .await
-        .unwrap();
-    assert_eq!(
-        other_consumer,
-        Applied::Now,
-        "each consumer applies the event once"
-    );
+    let other_consumer = apply_once(&db, "d", "event-1", |_txn| Box::pin(async { Ok(()) })).await.unwrap();
+    assert_eq!(other_consumer, Applied::Now, "each consumer applies the event once");
 }
 
 #[tokio::test]
@@ -190,9 +139,7 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
     require("RabbitMQ", &amqp_url(), 5672).await;
     let test_db = TestDatabase::create().await;
     let db = connect(&test_db.url, "media", 4).await.unwrap();
-    migrate(&db, &[flick_outbox::MIGRATIONS, APPLIED])
-        .await
-        .unwrap();
+    migrate(&db, &[flick_outbox::MIGRATIONS, APPLIED]).await.unwrap();
     let prefix = unique("t").replace('-', "");
     let queue = unique("q.outage");
     let stop = CancellationToken::new();
@@ -209,28 +156,18 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
     // Users keep writing: every change commits, its event waits in the outbox.
     write_events(&db, &format!("{prefix}.video.liked"), 10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        relay.pending().await.unwrap(),
-        10,
-        "nothing was published during the outage"
-    );
+    assert_eq!(relay.pending().await.unwrap(), 10, "nothing was published during the outage");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 0);
 
     proxy.restore();
     assert!(
-        eventually(Duration::from_secs(30), || async {
-            count(&db, "SELECT COUNT(*) AS n FROM applied").await == 10
-        })
-        .await,
+        eventually(Duration::from_secs(30), || async { count(&db, "SELECT COUNT(*) AS n FROM applied").await == 10 })
+            .await,
         "every event arrives after the broker returns"
     );
     assert_eq!(relay.pending().await.unwrap(), 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        count(&db, "SELECT COUNT(DISTINCT event_id) AS n FROM applied").await,
-        10,
-        "each applied once"
-    );
+    assert_eq!(count(&db, "SELECT COUNT(DISTINCT event_id) AS n FROM applied").await, 10, "each applied once");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 10);
     stop.cancel();
     relay_task.await.unwrap();

@@ -38,33 +38,19 @@ impl Shared {
             storage = ?storage,
             "adapters ready"
         );
-        Ok(Self {
-            config: Arc::new(config),
-            cache,
-            bus,
-            storage,
-        })
+        Ok(Self { config: Arc::new(config), cache, bus, storage })
     }
 
     /// Connects `service`'s own database and applies its migrations when configured to
     /// (always for SQLite, where nobody else would).
-    pub async fn service(
-        &self,
-        name: &'static str,
-        migrations: &[MigrationSet],
-    ) -> anyhow::Result<ServiceInfra> {
+    pub async fn service(&self, name: &'static str, migrations: &[MigrationSet]) -> anyhow::Result<ServiceInfra> {
         let db = connect_db(&self.config, name).await?;
         let is_sqlite = db.get_database_backend() == flick_db::sea_orm::DatabaseBackend::Sqlite;
         if self.config.database.migrate_on_start || is_sqlite {
             flick_db::migrate(&db, migrations).await?;
         }
         let relay = Relay::new(db.clone(), self.bus.clone());
-        Ok(ServiceInfra {
-            name,
-            db,
-            shared: self.clone(),
-            relay,
-        })
+        Ok(ServiceInfra { name, db, shared: self.clone(), relay })
     }
 }
 
@@ -91,12 +77,7 @@ pub fn storage_options(config: &Config) -> StorageOptions {
         s3_endpoint: config.storage.s3.endpoint.clone(),
         s3_region: config.storage.s3.region.clone(),
         s3_access_key_id: config.storage.s3.access_key_id.clone(),
-        s3_secret_access_key: config
-            .storage
-            .s3
-            .secret_access_key
-            .expose()
-            .map(str::to_owned),
+        s3_secret_access_key: config.storage.s3.secret_access_key.expose().map(str::to_owned),
         signing_key: config.storage.signing_key.expose().map(str::to_owned),
         public_base_url: config.storage.public_base_url.clone(),
     }

@@ -1,8 +1,7 @@
 //! Generated protobuf and gRPC code for every Flick API (see `proto/`).
 
 /// Encoded `FileDescriptorSet` of all Flick protos, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/flick_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flick_descriptor.bin"));
 
 pub mod events {
     pub mod v1 {

@@ -69,14 +69,8 @@ pub struct ObjectStorage {
 
 #[derive(Clone)]
 enum Backend {
-    Local {
-        root: PathBuf,
-        signing_key: Arc<[u8]>,
-        public_base_url: String,
-    },
-    S3 {
-        s3: Arc<AmazonS3>,
-    },
+    Local { root: PathBuf, signing_key: Arc<[u8]>, public_base_url: String },
+    S3 { s3: Arc<AmazonS3> },
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -106,9 +100,7 @@ impl ObjectStorage {
     pub fn open(options: &StorageOptions) -> Result<Self> {
         match options.url.as_deref() {
             None | Some("") => Self::local(options.data_dir.join("objects"), options),
-            Some(u) if u.starts_with("file://") => {
-                Self::local(PathBuf::from(&u["file://".len()..]), options)
-            }
+            Some(u) if u.starts_with("file://") => Self::local(PathBuf::from(&u["file://".len()..]), options),
             Some(u) if u.starts_with("s3://") => {
                 let bucket = u["s3://".len()..].trim_end_matches('/');
                 let mut builder = AmazonS3Builder::new()
@@ -116,22 +108,13 @@ impl ObjectStorage {
                     .with_region(&options.s3_region)
                     .with_virtual_hosted_style_request(false);
                 if let Some(endpoint) = &options.s3_endpoint {
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"));
+                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
-                if let (Some(id), Some(secret)) =
-                    (&options.s3_access_key_id, &options.s3_secret_access_key)
-                {
-                    builder = builder
-                        .with_access_key_id(id)
-                        .with_secret_access_key(secret);
+                if let (Some(id), Some(secret)) = (&options.s3_access_key_id, &options.s3_secret_access_key) {
+                    builder = builder.with_access_key_id(id).with_secret_access_key(secret);
                 }
                 let s3 = Arc::new(builder.build()?);
-                Ok(Self {
-                    store: s3.clone(),
-                    backend: Backend::S3 { s3 },
-                })
+                Ok(Self { store: s3.clone(), backend: Backend::S3 { s3 } })
             }
             Some(u) => Err(StorageError::UnsupportedUrl(u.to_string())),
         }
@@ -160,9 +143,7 @@ impl ObjectStorage {
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.store
-            .put(&key_path(key)?, PutPayload::from(data))
-            .await?;
+        self.store.put(&key_path(key)?, PutPayload::from(data)).await?;
         Ok(())
     }
 
@@ -195,29 +176,18 @@ impl ObjectStorage {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let result = self
-            .store
-            .get(&key_path(key)?)
-            .await
-            .map_err(|e| not_found(key, e))?;
+        let result = self.store.get(&key_path(key)?).await.map_err(|e| not_found(key, e))?;
         Ok(result.bytes().await?)
     }
 
     /// Bytes `range.start..range.end` of the object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.store
-            .get_range(&key_path(key)?, range)
-            .await
-            .map_err(|e| not_found(key, e))
+        self.store.get_range(&key_path(key)?, range).await.map_err(|e| not_found(key, e))
     }
 
     /// The object as a stream of chunks (for serving large files).
     pub async fn get_stream(&self, key: &str) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
-        let result = self
-            .store
-            .get(&key_path(key)?)
-            .await
-            .map_err(|e| not_found(key, e))?;
+        let result = self.store.get(&key_path(key)?).await.map_err(|e| not_found(key, e))?;
         Ok(result.into_stream().map_err(StorageError::from))
     }
 
@@ -244,12 +214,8 @@ impl ObjectStorage {
     /// Keys under `prefix` (recursive), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = key_path(prefix)?;
-        let mut keys: Vec<String> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
-            .await?;
+        let mut keys: Vec<String> =
+            self.store.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect().await?;
         keys.sort();
         Ok(keys)
     }
@@ -267,20 +233,11 @@ impl ObjectStorage {
     pub async fn presigned_get(&self, key: &str, expires_in: Duration) -> Result<String> {
         let path = key_path(key)?;
         match &self.backend {
-            Backend::S3 { s3 } => Ok(s3
-                .signed_url(http::Method::GET, &path, expires_in)
-                .await?
-                .to_string()),
-            Backend::Local {
-                signing_key,
-                public_base_url,
-                ..
-            } => {
+            Backend::S3 { s3 } => Ok(s3.signed_url(http::Method::GET, &path, expires_in).await?.to_string()),
+            Backend::Local { signing_key, public_base_url, .. } => {
                 let expires = chrono::Utc::now().timestamp() + expires_in.as_secs() as i64;
                 let signature = sign(signing_key, key, expires);
-                Ok(format!(
-                    "{public_base_url}/{key}?expires={expires}&signature={signature}"
-                ))
+                Ok(format!("{public_base_url}/{key}?expires={expires}&signature={signature}"))
             }
         }
     }
@@ -296,8 +253,7 @@ impl ObjectStorage {
         let Ok(given) = hex::decode(signature) else {
             return false;
         };
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(signing_key).expect("hmac takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(signing_key).expect("hmac takes any key length");
         mac.update(format!("{key}\n{expires}").as_bytes());
         mac.verify_slice(&given).is_ok()
     }

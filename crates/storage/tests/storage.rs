@@ -38,56 +38,28 @@ async fn streams_multipart_and_reads_ranges(store: ObjectStorage) {
     let prefix = unique("it");
     let key = format!("{prefix}/source.bin");
     let data = pattern();
-    let chunks: Vec<Result<Bytes, std::io::Error>> = data
-        .chunks(1024 * 1024)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    let written = store
-        .put_stream(&key, futures::stream::iter(chunks))
-        .await
-        .unwrap();
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        data.chunks(1024 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let written = store.put_stream(&key, futures::stream::iter(chunks)).await.unwrap();
     assert_eq!(written, data.len() as u64);
-    assert_eq!(
-        store.head(&key).await.unwrap().unwrap().size,
-        data.len() as u64
-    );
+    assert_eq!(store.head(&key).await.unwrap().unwrap().size, data.len() as u64);
     let range = 9 * 1024 * 1024 - 10..9 * 1024 * 1024 + 10;
-    let got = store
-        .get_range(&key, range.start as u64..range.end as u64)
-        .await
-        .unwrap();
+    let got = store.get_range(&key, range.start as u64..range.end as u64).await.unwrap();
     assert_eq!(&got[..], &data[range], "a range across a part boundary");
     assert_eq!(store.get(&key).await.unwrap().len(), data.len());
 
-    store
-        .put(
-            &format!("{prefix}/hls/master.m3u8"),
-            Bytes::from_static(b"#EXTM3U\n"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.list(&prefix).await.unwrap(),
-        vec![format!("{prefix}/hls/master.m3u8"), key.clone()]
-    );
+    store.put(&format!("{prefix}/hls/master.m3u8"), Bytes::from_static(b"#EXTM3U\n")).await.unwrap();
+    assert_eq!(store.list(&prefix).await.unwrap(), vec![format!("{prefix}/hls/master.m3u8"), key.clone()]);
     assert_eq!(store.delete_prefix(&prefix).await.unwrap(), 2);
     assert!(store.head(&key).await.unwrap().is_none());
-    assert!(matches!(
-        store.get(&key).await,
-        Err(StorageError::NotFound(_))
-    ));
+    assert!(matches!(store.get(&key).await, Err(StorageError::NotFound(_))));
 }
 
 async fn a_failing_source_leaves_no_object(store: ObjectStorage) {
     let key = format!("{}/broken.bin", unique("it"));
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(Bytes::from(vec![0u8; 9 * 1024 * 1024])),
-        Err(std::io::Error::other("client went away")),
-    ];
-    let err = store
-        .put_stream(&key, futures::stream::iter(chunks))
-        .await
-        .unwrap_err();
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        vec![Ok(Bytes::from(vec![0u8; 9 * 1024 * 1024])), Err(std::io::Error::other("client went away"))];
+    let err = store.put_stream(&key, futures::stream::iter(chunks)).await.unwrap_err();
     assert!(matches!(err, StorageError::Source(_)), "{err}");
     assert!(store.head(&key).await.unwrap().is_none());
 }
@@ -118,34 +90,17 @@ async fn s3_failing_source_leaves_no_object() {
 async fn s3_presigned_get_serves_the_object_until_it_expires() {
     let store = real_s3().await;
     let key = format!("{}/thumb.jpg", unique("it"));
-    store
-        .put(&key, Bytes::from_static(b"jpeg bytes"))
-        .await
-        .unwrap();
-    let url = store
-        .presigned_get(&key, Duration::from_secs(60))
-        .await
-        .unwrap();
+    store.put(&key, Bytes::from_static(b"jpeg bytes")).await.unwrap();
+    let url = store.presigned_get(&key, Duration::from_secs(60)).await.unwrap();
     let response = reqwest::get(&url).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(&response.bytes().await.unwrap()[..], b"jpeg bytes");
 
     let tampered = url.replace("thumb.jpg", "other.jpg");
-    assert_eq!(
-        reqwest::get(&tampered).await.unwrap().status(),
-        403,
-        "the signature covers the key"
-    );
-    let short = store
-        .presigned_get(&key, Duration::from_secs(1))
-        .await
-        .unwrap();
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403, "the signature covers the key");
+    let short = store.presigned_get(&key, Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(
-        reqwest::get(&short).await.unwrap().status(),
-        403,
-        "expired URLs are refused"
-    );
+    assert_eq!(reqwest::get(&short).await.unwrap().status(), 403, "expired URLs are refused");
     store.delete(&key).await.unwrap();
 }
 
@@ -153,26 +108,14 @@ async fn s3_presigned_get_serves_the_object_until_it_expires() {
 async fn local_presigned_urls_verify_key_expiry_and_signature() {
     let dir = tempfile::tempdir().unwrap();
     let store = local(dir.path());
-    let url = store
-        .presigned_get("videos/v1/thumb.jpg", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let url = store.presigned_get("videos/v1/thumb.jpg", Duration::from_secs(60)).await.unwrap();
     let parsed = url::Url::parse(&url).unwrap();
     assert_eq!(parsed.path(), "/video/objects/videos/v1/thumb.jpg");
     let q: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
     let expires: i64 = q["expires"].parse().unwrap();
     let sig = &q["signature"];
     assert!(store.verify_local_signature("videos/v1/thumb.jpg", expires, sig));
-    assert!(
-        !store.verify_local_signature("videos/v2/thumb.jpg", expires, sig),
-        "other key"
-    );
-    assert!(
-        !store.verify_local_signature("videos/v1/thumb.jpg", expires + 1, sig),
-        "other expiry"
-    );
-    assert!(
-        !store.verify_local_signature("videos/v1/thumb.jpg", 1, sig),
-        "expired"
-    );
+    assert!(!store.verify_local_signature("videos/v2/thumb.jpg", expires, sig), "other key");
+    assert!(!store.verify_local_signature("videos/v1/thumb.jpg", expires + 1, sig), "other expiry");
+    assert!(!store.verify_local_signature("videos/v1/thumb.jpg", 1, sig), "expired");
 }

@@ -4,6 +4,8 @@
 //! Their addresses can be overridden with `FLICK_TEST_*` variables. A service that is not
 //! reachable fails the test with a message saying how to start it: nothing is skipped.
 
+pub mod app;
+
 use sea_orm::{ConnectionTrait, Database};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,27 +15,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 /// PostgreSQL 18 with pgvector (not the machine's PostgreSQL 15 on 5432).
 pub fn pg_admin_url() -> String {
-    env_or(
-        "FLICK_TEST_PG_URL",
-        "postgres://postgres@127.0.0.1:5433/postgres",
-    )
+    env_or("FLICK_TEST_PG_URL", "postgres://postgres@127.0.0.1:5433/postgres")
 }
 pub fn redis_url() -> String {
     env_or("FLICK_TEST_REDIS_URL", "redis://127.0.0.1:6379/")
 }
 pub fn amqp_url() -> String {
-    env_or(
-        "FLICK_TEST_AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-    )
+    env_or("FLICK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 }
 
 /// S3 test server (SeaweedFS locally, MinIO in GitHub Actions).
@@ -58,11 +51,7 @@ fn host_port(url: &str, default_port: u16) -> String {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let authority = rest.split('/').next().unwrap_or(rest);
     let host = authority.rsplit('@').next().unwrap_or(authority);
-    if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:{default_port}")
-    }
+    if host.contains(':') { host.to_string() } else { format!("{host}:{default_port}") }
 }
 
 /// Fails the test, with instructions, when `what` does not accept connections.
@@ -88,18 +77,11 @@ impl TestDatabase {
         let admin = pg_admin_url();
         require("PostgreSQL+pgvector", &admin, 5432).await;
         let name = format!("flick_test_{}", uuid::Uuid::new_v4().simple());
-        let conn = Database::connect(admin.as_str())
-            .await
-            .expect("connect to the admin database");
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
+        let conn = Database::connect(admin.as_str()).await.expect("connect to the admin database");
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         conn.close().await.ok();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
+        Self { url: format!("{base}/{name}"), name }
     }
 }
 
@@ -109,15 +91,10 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside any async context we can borrow: use a private runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let conn = Database::connect(admin.as_str()).await.ok()?;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()?;
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
                 conn.close().await.ok()
             })
         })
@@ -165,11 +142,7 @@ impl TcpProxy {
                 });
             }
         });
-        Self {
-            addr,
-            up,
-            generation,
-        }
+        Self { addr, up, generation }
     }
 
     pub fn cut(&self) {

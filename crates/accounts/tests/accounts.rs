@@ -1,0 +1,538 @@
+//! Accounts over HTTP, gRPC and GraphQL, on both adapter sets: SQLite + in-memory cache +
+//! in-process bus (`embedded_*`) and PostgreSQL + Redis + RabbitMQ (`real_*`).
+
+use flick_platform::bus::{Delivery, QueueSpec, handler};
+use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_testkit::{TcpProxy, redis_url, unique};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn app(backend: Backend) -> TestApp {
+    start(TestInfra::new(backend).await).await
+}
+
+async fn start(infra: TestInfra) -> TestApp {
+    TestApp::start(infra, |shared| async move { flick_accounts::build(&shared).await }).await
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+fn client(app: &TestApp) -> Client {
+    Client { http: reqwest::Client::new(), base: app.url("") }
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: Value, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn register(&self, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/auth/register",
+                json!({ "email": format!("{name}@example.com"), "username": name, "password": "correct horse battery", "display_name": name }),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    async fn login(&self, login: &str, password: &str) -> (StatusCode, Value) {
+        self.post("/auth/login", json!({ "login": login, "password": password }), None).await
+    }
+
+    async fn tokens(&self, login: &str) -> (String, String) {
+        let (status, body) = self.login(login, "correct horse battery").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (body["access_token"].as_str().unwrap().to_string(), body["refresh_token"].as_str().unwrap().to_string())
+    }
+
+    /// ForwardAuth: the status and the X-User-Id it answers.
+    async fn verify(&self, token: Option<&str>, optional: bool) -> (StatusCode, Option<String>) {
+        let path = if optional { "/user/token_verify?mode=optional" } else { "/user/token_verify" };
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let user = res.headers().get("x-user-id").map(|v| v.to_str().unwrap().to_string());
+        (res.status(), user)
+    }
+
+    async fn graphql(&self, query: &str, user: Option<&str>) -> Value {
+        let mut req = self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query }));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+}
+
+fn name() -> String {
+    unique("u").replace('-', "")[..20].to_string()
+}
+
+// ---------- scenarios, each run on both backends ----------
+
+async fn registration(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    let user = c.register(&n).await;
+    assert_eq!(user["username"], n.as_str());
+    assert_eq!(user["email"], format!("{n}@example.com"));
+    assert!(user.get("password").is_none() && user.get("password_hash").is_none());
+    for key in ["id", "display_name", "bio", "avatar_url", "created_at"] {
+        assert!(user.get(key).is_some(), "user object has {key}: {user}");
+    }
+
+    // The same email and username, in upper case and full-width letters: taken.
+    let fullwidth: String = n
+        .to_uppercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphabetic() { char::from_u32(c as u32 + 0xFEE0).unwrap() } else { c })
+        .collect();
+    let (status, body) = c
+        .post(
+            "/auth/register",
+            json!({ "email": format!("{}@EXAMPLE.com", n.to_uppercase()), "username": fullwidth, "password": "another password", "display_name": "x" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "CONFLICT");
+    assert!(body["error"]["fields"]["email"].is_string() && body["error"]["fields"]["username"].is_string(), "{body}");
+
+    let (status, body) = c
+        .post(
+            "/auth/register",
+            json!({ "email": "nope", "username": "x", "password": "short", "display_name": "" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "BAD_USER_INPUT");
+    for field in ["email", "username", "password", "display_name"] {
+        assert!(body["error"]["fields"][field].is_string(), "{field} named: {body}");
+    }
+
+    let res = c
+        .http
+        .post(format!("{}/auth/register", c.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "BAD_USER_INPUT");
+}
+
+async fn login_and_verify(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    let user = c.register(&n).await;
+    let id = user["id"].as_str().unwrap();
+
+    for login in [format!("{n}@example.com"), n.to_uppercase()] {
+        let (status, body) = c.login(&login, "correct horse battery").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 900);
+        let (status, who) = c.verify(body["access_token"].as_str(), false).await;
+        assert_eq!((status, who.as_deref()), (StatusCode::OK, Some(id)));
+    }
+
+    // Unknown user and wrong password: the same answer.
+    let (s1, wrong) = c.login(&n, "wrong password!").await;
+    let (s2, unknown) = c.login(&name(), "wrong password!").await;
+    assert_eq!((s1, s2), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    assert_eq!(wrong, unknown);
+
+    // ForwardAuth without a token, with a bad one, and in optional mode.
+    assert_eq!(c.verify(None, false).await, (StatusCode::UNAUTHORIZED, None));
+    assert_eq!(c.verify(None, true).await, (StatusCode::OK, None));
+    assert_eq!(c.verify(Some("garbage"), true).await.0, StatusCode::UNAUTHORIZED);
+    let res = c.http.get(format!("{}/user/token_verify", c.base)).send().await.unwrap();
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+}
+
+async fn login_throttling(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    for _ in 0..5 {
+        assert_eq!(c.login(&n, "wrong password!").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let res = c
+        .http
+        .post(format!("{}/auth/login", c.base))
+        .json(&json!({ "login": n, "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "Retry-After {retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+}
+
+async fn refresh_rotation_and_reuse(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let (access, refresh) = c.tokens(&n).await;
+
+    let (status, rotated) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_refresh = rotated["refresh_token"].as_str().unwrap();
+    assert_ne!(new_refresh, refresh);
+    assert_eq!(c.verify(rotated["access_token"].as_str(), false).await.0, StatusCode::OK);
+
+    // The old refresh token again: someone copied it. The whole family dies.
+    let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": new_refresh }), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the newest token of the family is revoked too");
+    assert_eq!(c.verify(Some(&access), false).await.0, StatusCode::UNAUTHORIZED, "and its access tokens");
+    assert_eq!(c.verify(rotated["access_token"].as_str(), false).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": "made-up" }), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn logout_revokes_at_once(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let (access, refresh) = c.tokens(&n).await;
+    let (other_access, _) = c.tokens(&n).await;
+    assert_eq!(c.send(reqwest::Method::POST, "/auth/logout", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.send(reqwest::Method::POST, "/auth/logout", None, Some(&access)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(c.verify(Some(&access), false).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.send(reqwest::Method::GET, "/user/profile", None, Some(&access)).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session's refresh token is revoked");
+    assert_eq!(c.verify(Some(&other_access), false).await.0, StatusCode::OK, "other sessions live on");
+}
+
+async fn profile_lifecycle(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    let user = c.register(&n).await;
+    let id = user["id"].as_str().unwrap().to_string();
+    let (token, _) = c.tokens(&n).await;
+    let (other_session, _) = c.tokens(&n).await;
+
+    // Events of this user, as another service would receive them.
+    let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let queue = unique("q.accounts-test");
+    let record = seen.clone();
+    app.shared
+        .bus
+        .consume(
+            QueueSpec::events(&queue, &["user.*"]),
+            handler(move |d: Delivery| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(d);
+                    Ok(())
+                }
+            }),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (status, me) = c.send(reqwest::Method::GET, "/user/profile", None, Some(&token)).await;
+    assert_eq!((status, me["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    assert_eq!(c.send(reqwest::Method::GET, "/user/profile", None, None).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, me) = c
+        .send(
+            reqwest::Method::PATCH,
+            "/user/profile",
+            Some(json!({ "bio": "I film birds", "avatar_url": "https://img.example/a.png" })),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!((me["bio"].as_str(), me["display_name"].as_str()), (Some("I film birds"), Some(n.as_str())));
+    let (status, me) =
+        c.send(reqwest::Method::PUT, "/user/profile", Some(json!({ "display_name": "Birder" })), Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        (me["display_name"].as_str(), me["bio"].as_str(), &me["avatar_url"]),
+        (Some("Birder"), Some(""), &Value::Null)
+    );
+    let (status, body) =
+        c.send(reqwest::Method::PATCH, "/user/profile", Some(json!({ "avatar_url": "ftp://x" })), Some(&token)).await;
+    assert_eq!((status, &body["error"]["fields"]["avatar_url"].is_string()), (StatusCode::BAD_REQUEST, &true));
+
+    // Password: the current one is required and must be right; other sessions end.
+    let (status, body) = c
+        .send(reqwest::Method::PATCH, "/user/profile", Some(json!({ "new_password": "a new password" })), Some(&token))
+        .await;
+    assert_eq!((status, body["error"]["fields"]["current_password"].is_string()), (StatusCode::BAD_REQUEST, true));
+    let (status, _) = c
+        .send(
+            reqwest::Method::PATCH,
+            "/user/profile",
+            Some(json!({ "current_password": "wrong one!", "new_password": "a new password" })),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = c
+        .send(
+            reqwest::Method::PATCH,
+            "/user/profile",
+            Some(json!({ "current_password": "correct horse battery", "new_password": "a new password" })),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(c.verify(Some(&other_session), false).await.0, StatusCode::UNAUTHORIZED, "other sessions revoked");
+    assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::OK, "this session lives on");
+    assert_eq!(c.login(&n, "correct horse battery").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.login(&n, "a new password").await.0, StatusCode::OK);
+
+    assert_eq!(c.send(reqwest::Method::DELETE, "/user/profile", None, Some(&token)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.login(&n, "a new password").await.0, StatusCode::UNAUTHORIZED);
+    let (_, list) = c.post("/user/list", json!({ "ids": [id] }), None).await;
+    assert_eq!(list["users"], json!([]));
+
+    let arrived = flick_testkit::eventually(Duration::from_secs(10), || async {
+        let types: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.envelope.subject == id)
+            .map(|d| d.envelope.r#type.clone())
+            .collect();
+        types.contains(&"user.deleted".to_string()) && types.contains(&"user.updated".to_string())
+    })
+    .await;
+    assert!(arrived, "user.updated and user.deleted reach consumers through the outbox");
+    stop.cancel();
+    let _ = app.shared.bus.delete_queues(&queue).await;
+}
+
+async fn user_list(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let (a, b) = (c.register(&name()).await, c.register(&name()).await);
+    let ids = json!([b["id"], "0195f0a2-7c1e-7d3a-9b1e-2f8c4a6d9e01", a["id"], "not-a-uuid"]);
+    let (status, body) = c.post("/user/list", json!({ "ids": ids }), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2, "unknown ids are omitted: {body}");
+    assert_eq!(users[0]["id"], b["id"], "in the order asked");
+    assert!(users[0].get("email").is_none(), "no email in public details");
+    let too_many: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    assert_eq!(c.post("/user/list", json!({ "ids": too_many }), None).await.0, StatusCode::BAD_REQUEST);
+}
+
+async fn graphql(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    let user = c.register(&n).await;
+    let id = user["id"].as_str().unwrap();
+    let me = c.graphql("{ me { id username displayName email bio } }", Some(id)).await;
+    assert_eq!(me["data"]["me"]["username"], n.as_str(), "{me}");
+    assert_eq!(me["data"]["me"]["email"], format!("{n}@example.com"));
+    assert_eq!(c.graphql("{ me { id } }", None).await["data"]["me"], Value::Null);
+    let other = c.graphql(&format!(r#"{{ user(id: "{id}") {{ username email }} }}"#), None).await;
+    assert_eq!(
+        (other["data"]["user"]["username"].as_str(), &other["data"]["user"]["email"]),
+        (Some(n.as_str()), &Value::Null)
+    );
+    let entity = c.graphql(&format!(r#"{{ _entities(representations: [{{__typename: "User", id: "{id}"}}]) {{ ... on User {{ displayName }} }} }}"#), None).await;
+    assert_eq!(entity["data"]["_entities"][0]["displayName"], n.as_str(), "{entity}");
+
+    let changed = c
+        .graphql(
+            r#"mutation { updateProfile(input: { displayName: "GraphQL Ada", bio: "hi" }) { displayName bio } }"#,
+            Some(id),
+        )
+        .await;
+    assert_eq!(changed["data"]["updateProfile"]["displayName"], "GraphQL Ada", "{changed}");
+    let anonymous = c.graphql(r#"mutation { updateProfile(input: { bio: "x" }) { bio } }"#, None).await;
+    assert_eq!(anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{anonymous}");
+    let invalid = c.graphql(r#"mutation { updateProfile(input: { displayName: "" }) { bio } }"#, Some(id)).await;
+    assert_eq!(invalid["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{invalid}");
+}
+
+async fn grpc(backend: Backend) {
+    use flick_proto::accounts::v1::{
+        GetUserRequest, GetUsersRequest, VerifyTokenRequest, accounts_service_client::AccountsServiceClient,
+    };
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    let user = c.register(&n).await;
+    let id = user["id"].as_str().unwrap().to_string();
+    let (token, _) = c.tokens(&n).await;
+    let channel = tonic::transport::Channel::from_shared(app.url("")).unwrap().connect().await.unwrap();
+    let mut grpc = AccountsServiceClient::new(channel);
+    let verified = grpc.verify_token(VerifyTokenRequest { access_token: token.clone() }).await.unwrap().into_inner();
+    assert_eq!((verified.user_id.as_str(), verified.role.as_str()), (id.as_str(), "user"));
+    let err = grpc.verify_token(VerifyTokenRequest { access_token: "bad".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let got = grpc.get_user(GetUserRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.username, n);
+    let missing = grpc.get_user(GetUserRequest { id: uuid::Uuid::now_v7().to_string() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let many = grpc.get_users(GetUsersRequest { ids: vec![id.clone(), "nope".into()] }).await.unwrap().into_inner();
+    assert_eq!(many.users.len(), 1);
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Embedded).await; })*
+        }
+        mod real {
+            use super::*;
+            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Real).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    registration,
+    login_and_verify,
+    login_throttling,
+    refresh_rotation_and_reuse,
+    logout_revokes_at_once,
+    profile_lifecycle,
+    user_list,
+    graphql,
+    grpc,
+);
+
+// ---------- replicas, outages, expiry ----------
+
+#[tokio::test]
+async fn real_logout_on_one_replica_is_seen_by_another_at_once() {
+    let infra = TestInfra::new(Backend::Real).await;
+    let replica = infra.replica();
+    let a = start(infra).await;
+    let b = start(replica).await;
+    let (ca, cb) = (client(&a), client(&b));
+    let n = name();
+    ca.register(&n).await;
+    let (token, _) = ca.tokens(&n).await;
+    assert_eq!(
+        cb.verify(Some(&token), false).await.0,
+        StatusCode::OK,
+        "b knows the signing key (shared key directory)"
+    );
+    assert_eq!(ca.send(reqwest::Method::POST, "/auth/logout", None, Some(&token)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(cb.verify(Some(&token), false).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn real_revocation_holds_while_redis_is_unreachable() {
+    let mut infra = TestInfra::new(Backend::Real).await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    infra.config.cache.url = Some(proxy.rewrite(&redis_url()));
+    let app = start(infra).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let (revoked_before, _) = c.tokens(&n).await;
+    let (revoked_during, _) = c.tokens(&n).await;
+    let (valid, _) = c.tokens(&n).await;
+    assert_eq!(
+        c.send(reqwest::Method::POST, "/auth/logout", None, Some(&revoked_before)).await.0,
+        StatusCode::NO_CONTENT
+    );
+
+    proxy.cut();
+    assert_eq!(c.verify(Some(&revoked_before), false).await.0, StatusCode::UNAUTHORIZED, "database fallback");
+    assert_eq!(c.verify(Some(&valid), false).await.0, StatusCode::OK, "valid tokens still pass");
+    assert_eq!(
+        c.send(reqwest::Method::POST, "/auth/logout", None, Some(&revoked_during)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.verify(Some(&revoked_during), false).await.0, StatusCode::UNAUTHORIZED);
+
+    proxy.restore();
+    // Right after Redis returns, before the background retry has written the revocation.
+    for _ in 0..20 {
+        assert_eq!(c.verify(Some(&revoked_during), false).await.0, StatusCode::UNAUTHORIZED, "never accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.verify(Some(&valid), false).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn embedded_expired_tokens_are_refused() {
+    let mut infra = TestInfra::new(Backend::Embedded).await;
+    infra.config.accounts.access_token_ttl_seconds = 1;
+    let app = start(infra).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let (token, refresh) = c.tokens(&n).await;
+    assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let res = c.http.get(format!("{}/user/token_verify", c.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
+    assert_eq!(status, StatusCode::OK, "the refresh token outlives the access token");
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let app = app(Backend::Embedded).await;
+    let doc: Value = reqwest::get(app.url("/auth/openapi.json")).await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/auth/login"]["post"].is_object());
+}

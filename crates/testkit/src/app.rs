@@ -1,0 +1,85 @@
+//! `TestApp`: one service built from a real configuration, bound to a free port, served in
+//! this process, stopped when dropped.
+
+use crate::{TestDatabase, amqp_url, redis_url, require};
+use flick_kit::{BoundService, Config, ServerOptions, Service};
+use flick_platform::Shared;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// Which side of every port a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files, in-memory cache, in-process bus, local objects.
+    Embedded,
+    /// PostgreSQL+pgvector, Redis, RabbitMQ (objects stay local).
+    Real,
+}
+
+/// The adapters of one test: a configuration and what must live as long as it.
+pub struct TestInfra {
+    pub config: Config,
+    _database: Option<std::sync::Arc<TestDatabase>>,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl TestInfra {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        config.telemetry.log_level = "warn".into();
+        let mut database = None;
+        if backend == Backend::Real {
+            require("Redis", &redis_url(), 6379).await;
+            require("RabbitMQ", &amqp_url(), 5672).await;
+            let db = TestDatabase::create().await;
+            config.database.url = Some(db.url.clone());
+            config.cache.url = Some(redis_url());
+            config.bus.url = Some(amqp_url());
+            database = Some(std::sync::Arc::new(db));
+        }
+        Self { config, _database: database, _dir: std::sync::Arc::new(dir) }
+    }
+
+    /// Another replica's view: the same stores, its own process-local state.
+    pub fn replica(&self) -> Self {
+        Self { config: self.config.clone(), _database: self._database.clone(), _dir: self._dir.clone() }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub shared: Shared,
+    shutdown: CancellationToken,
+    _infra: TestInfra,
+}
+
+impl TestApp {
+    /// Builds a service with `build` on `infra` and serves it on a free port.
+    pub async fn start<F, Fut>(infra: TestInfra, build: F) -> Self
+    where
+        F: FnOnce(Shared) -> Fut,
+        Fut: Future<Output = anyhow::Result<Service>>,
+    {
+        let shared = Shared::connect(infra.config.clone()).await.expect("adapters connect");
+        let service = build(shared.clone()).await.expect("service builds");
+        let bound =
+            BoundService::bind(service, "127.0.0.1:0".parse().unwrap(), ServerOptions::from(&infra.config.server))
+                .await
+                .expect("bind");
+        let addr = bound.local_addr();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(bound.run_until_stopped(shutdown.clone()));
+        Self { addr, shared, shutdown, _infra: infra }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
