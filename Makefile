@@ -45,3 +45,6 @@ supergraph-check: ## fail if the checked-in supergraph is stale or does not comp
 
 check-deploy: ## validate Compose, Helm chart, Istio policies, Prometheus rules, Grafana dashboards
 	scripts/check-deploy.sh
+
+bench: ## load figures of the quality bars (release build, wrk on loopback)
+	scripts/bench.sh

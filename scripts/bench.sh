@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make bench`: load figures of the quality bars, measured on this machine against a release
+# build, load generator (wrk) on the same machine, loopback only, bounded in time.
+#
+#   token_verify  GET /user/token_verify with a valid token, revocation checked in Redis:
+#                 wrk -t1 -c64 -d10s, three runs, median req/s and p99
+#   login         POST /auth/login (argon2id, OWASP cost): wrk -t1 -c8 -d10s
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$FLICK_ROOT"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
+RUNS=${FLICK_BENCH_RUNS:-3}
+DURATION=${FLICK_BENCH_SECONDS:-10}
+PORT=18081
+BASE=http://127.0.0.1:$PORT
+
+command -v wrk >/dev/null || { log "installing wrk (Debian)"; apt-get install -y -qq wrk >/dev/null; }
+"$FLICK_ROOT/scripts/services.sh" up >/dev/null
+log "cargo build --release -p flick"
+cargo build --release -q -p flick
+bin=$CARGO_TARGET_DIR/release/flick
+
+data=$(mktemp -d /tmp/flick-bench.XXXXXX)
+flick_env
+"${FLICK_ENV[@]}" FLICK_DATA_DIR="$data" FLICK_CACHE__URL=redis://127.0.0.1:6379/ \
+  FLICK_TELEMETRY__LOG_LEVEL=warn FLICK_SERVER__PORTS__ACCOUNTS=$PORT \
+  FLICK_ACCOUNTS__LOGIN_FAILURES_PER_ADDRESS=1000000 \
+  "$bin" serve --services accounts >"$data/flick.log" 2>&1 &
+pid=$!
+trap 'kill_pid $pid flick 10; rm -rf "$data"' EXIT
+for _ in $(seq 100); do [ "$(http_code $BASE/healthz)" = 200 ] && break; sleep 0.1; done
+
+name="bench$(date +%s)"
+curl -sf "$BASE/auth/register" -H 'content-type: application/json' \
+  -d "{\"email\":\"$name@example.com\",\"username\":\"$name\",\"password\":\"correct horse battery\",\"display_name\":\"Bench\"}" >/dev/null
+token=$(curl -sf "$BASE/auth/login" -H 'content-type: application/json' \
+  -d "{\"login\":\"$name\",\"password\":\"correct horse battery\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$BASE/user/token_verify")" = 200 ] ||
+  die "token_verify does not accept the bench token"
+
+# wrk's summary → "req/s p99_ms"
+parse() {
+  python3 -c '
+import re, sys
+text = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{rps:.0f} {p99:.2f} {errors.group(1) if errors else 0}")'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+results=()
+for i in $(seq "$RUNS"); do
+  line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$BASE/user/token_verify" | parse)
+  log "token_verify run $i: $line (req/s, p99 ms, non-2xx)"
+  results+=("$line")
+done
+rps=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
+p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
+
+cat >"$data/login.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"login":"$name","password":"correct horse battery"}'
+LUA
+login=$(wrk -t1 -c8 -d"${DURATION}s" --latency -s "$data/login.lua" "$BASE/auth/login" | parse)
+
+echo
+echo "bench: token_verify (valid token, revocation in Redis, 1 thread, 64 connections, ${DURATION}s x $RUNS)"
+echo "bench:   median ${rps} req/s, p99 ${p99} ms   [bar: >= 16000 req/s, p99 <= 2 ms]"
+echo "bench: login (argon2id m=19MiB t=2 p=1, 8 connections, ${DURATION}s)"
+echo "bench:   $(awk '{print $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$login")"
