@@ -18,8 +18,10 @@ BASE=http://127.0.0.1:$PORT
 
 command -v wrk >/dev/null || { log "installing wrk (Debian)"; apt-get install -y -qq wrk >/dev/null; }
 "$FLICK_ROOT/scripts/services.sh" up >/dev/null
-log "cargo build --release -p flick"
-cargo build --release -q -p flick
+if [ "${FLICK_BENCH_BUILD:-1}" != 0 ]; then
+  log "cargo build --release -p flick"
+  cargo build --release -q -p flick
+fi
 bin=$CARGO_TARGET_DIR/release/flick
 
 data=$(mktemp -d /tmp/flick-bench.XXXXXX)

@@ -127,6 +127,8 @@ pub struct BusOptions {
     pub confirm_timeout: Duration,
     /// Names this process's connections in the broker's management UI.
     pub connection_name: String,
+    /// Prepended to every queue name (isolates test runs or tenants sharing a broker).
+    pub queue_prefix: String,
 }
 
 impl Default for BusOptions {
@@ -138,6 +140,7 @@ impl Default for BusOptions {
             retry_base: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(10),
             connection_name: "flick".into(),
+            queue_prefix: String::new(),
         }
     }
 }
@@ -165,6 +168,17 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
+    fn options(&self) -> &BusOptions {
+        match self {
+            Bus::Memory(b) => b.options(),
+            Bus::Rabbit(b) => b.options(),
+        }
+    }
+
+    fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.options().queue_prefix)
+    }
+
     pub fn memory(options: BusOptions) -> Self {
         Bus::Memory(Arc::new(memory::MemoryBus::new(options)))
     }
@@ -189,6 +203,7 @@ impl Bus {
 
     /// Puts a job on a durable work queue; returns once the broker has confirmed it.
     pub async fn enqueue(&self, queue: &str, envelope: &Envelope) -> Result<()> {
+        let queue = &self.queue(queue);
         match self {
             Bus::Memory(b) => b.enqueue(queue, envelope),
             Bus::Rabbit(b) => b.enqueue(queue, envelope).await,
@@ -199,10 +214,11 @@ impl Bus {
     /// `shutdown`; the message in hand is finished first. Reconnects after broker outages.
     pub async fn consume(
         &self,
-        spec: QueueSpec,
+        mut spec: QueueSpec,
         handler: Handler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>> {
+        spec.name = self.queue(&spec.name);
         match self {
             Bus::Memory(b) => Ok(b.consume(spec, handler, shutdown)),
             Bus::Rabbit(b) => b.consume(spec, handler, shutdown).await,
@@ -211,6 +227,7 @@ impl Bus {
 
     /// Removes and returns up to `max` messages from `queue`'s dead-letter queue.
     pub async fn take_dead_letters(&self, queue: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        let queue = &self.queue(queue);
         match self {
             Bus::Memory(b) => Ok(b.take_dead_letters(queue, max)),
             Bus::Rabbit(b) => b.take_dead_letters(queue, max).await,
@@ -219,6 +236,7 @@ impl Bus {
 
     /// Deletes a consumed queue and its retry and dead-letter queues.
     pub async fn delete_queues(&self, queue: &str) -> Result<()> {
+        let queue = &self.queue(queue);
         match self {
             Bus::Memory(b) => {
                 b.delete_queue(queue);

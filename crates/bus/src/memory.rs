@@ -52,6 +52,10 @@ impl Drop for InFlight {
 }
 
 impl MemoryBus {
+    pub fn options(&self) -> &BusOptions {
+        &self.options
+    }
+
     pub fn new(options: BusOptions) -> Self {
         Self { options, queues: Mutex::default(), bindings: Mutex::default() }
     }

@@ -190,6 +190,10 @@ fn parse_url(raw: &str, name: &str) -> Result<OpenConnectionArguments> {
 }
 
 impl RabbitBus {
+    pub fn options(&self) -> &BusOptions {
+        &self.options
+    }
+
     pub fn new(url: &str, options: BusOptions) -> Result<Self> {
         Ok(Self {
             args: parse_url(url, &options.connection_name)?,

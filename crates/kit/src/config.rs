@@ -173,11 +173,20 @@ pub struct BusConfig {
     pub max_attempts: u32,
     /// First retry delay; each further retry doubles it.
     pub retry_base_ms: u64,
+    /// Prepended to every queue name (isolates environments sharing one broker).
+    pub queue_prefix: String,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { url: None, exchange: "flick.events".into(), prefetch: 16, max_attempts: 5, retry_base_ms: 1000 }
+        Self {
+            url: None,
+            exchange: "flick.events".into(),
+            prefetch: 16,
+            max_attempts: 5,
+            retry_base_ms: 1000,
+            queue_prefix: String::new(),
+        }
     }
 }
 

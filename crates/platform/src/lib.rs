@@ -66,6 +66,7 @@ pub fn bus_options(config: &Config) -> BusOptions {
         prefetch: config.bus.prefetch,
         max_attempts: config.bus.max_attempts,
         retry_base: Duration::from_millis(config.bus.retry_base_ms),
+        queue_prefix: config.bus.queue_prefix.clone(),
         ..BusOptions::default()
     }
 }

@@ -36,6 +36,10 @@ impl TestInfra {
             config.database.url = Some(db.url.clone());
             config.cache.url = Some(redis_url());
             config.bus.url = Some(amqp_url());
+            // A broker shared by parallel tests: each gets its own exchange and queues.
+            let run = crate::unique("t");
+            config.bus.exchange = format!("flick.{run}");
+            config.bus.queue_prefix = format!("{run}.");
             database = Some(std::sync::Arc::new(db));
         }
         Self { config, _database: database, _dir: std::sync::Arc::new(dir) }

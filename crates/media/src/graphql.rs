@@ -1,0 +1,412 @@
+//! Media's subgraph: `Video`, `Comment`, the media fields of `User`, feed, search,
+//! subscriptions feed, dashboard, and the writes. Resolvers only convert and call `Media`.
+
+use crate::domain::{self, Media, Page, VideoInput, Visibility as DomainVisibility};
+use crate::store::{CommentRow, VideoRow};
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{
+    ComplexObject, Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject,
+};
+use chrono::{DateTime, Utc};
+use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::caller;
+use flick_kit::{AppError, Caller};
+use std::collections::HashSet;
+
+pub type MediaSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema; `media` is `None` only to print the SDL offline.
+pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
+    if let Some(m) = media {
+        builder = builder.data(m);
+    }
+    builder.finish()
+}
+
+fn media<'a>(ctx: &'a Context<'_>) -> &'a Media {
+    ctx.data_unchecked::<Media>()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Visibility {
+    Public,
+    Unlisted,
+    Private,
+}
+
+impl From<Visibility> for DomainVisibility {
+    fn from(v: Visibility) -> Self {
+        match v {
+            Visibility::Public => DomainVisibility::Public,
+            Visibility::Unlisted => DomainVisibility::Unlisted,
+            Visibility::Private => DomainVisibility::Private,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum VideoStatus {
+    AwaitingUpload,
+    Processing,
+    Ready,
+    Failed,
+}
+
+/// A reference to a user; accounts resolves the profile fields.
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct User {
+    pub id: ID,
+}
+
+#[ComplexObject]
+impl User {
+    /// The user's videos: all of them for the user, public ready ones for others.
+    async fn videos(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+        let viewer = caller(ctx);
+        let page = media(ctx).user_videos(viewer, &self.id, after.as_deref(), first).await?;
+        let by_created = viewer.user_id.map(|u| u.to_string()).as_deref() == Some(self.id.as_str());
+        connection(ctx, page, after.is_some(), by_created).await
+    }
+
+    async fn subscriber_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let counts = media(ctx).subscriber_counts(std::slice::from_ref(&self.id.0)).await?;
+        Ok(counts.first().map(|(_, n)| *n as i32).unwrap_or(0))
+    }
+
+    async fn viewer_is_subscribed(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(!media(ctx).subscribed_among(caller(ctx), std::slice::from_ref(&self.id.0)).await?.is_empty())
+    }
+}
+
+fn user(id: &str) -> User {
+    User { id: ID(id.to_string()) }
+}
+
+/// A video's metadata and interactions.
+#[derive(Clone)]
+pub struct Video {
+    row: VideoRow,
+    viewer_has_liked: bool,
+}
+
+#[Object]
+impl Video {
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+    async fn title(&self) -> &str {
+        &self.row.title
+    }
+    async fn description(&self) -> &str {
+        &self.row.description
+    }
+    async fn tags(&self) -> &[String] {
+        &self.row.tags
+    }
+    async fn category(&self) -> Option<&str> {
+        self.row.category.as_deref()
+    }
+    async fn visibility(&self) -> Visibility {
+        match self.row.visibility.as_str() {
+            "PRIVATE" => Visibility::Private,
+            "UNLISTED" => Visibility::Unlisted,
+            _ => Visibility::Public,
+        }
+    }
+    async fn status(&self) -> VideoStatus {
+        match self.row.status.as_str() {
+            "PROCESSING" => VideoStatus::Processing,
+            "READY" => VideoStatus::Ready,
+            "FAILED" => VideoStatus::Failed,
+            _ => VideoStatus::AwaitingUpload,
+        }
+    }
+    /// Why processing failed (owner only).
+    async fn failure(&self, ctx: &Context<'_>) -> Option<&str> {
+        let me = caller(ctx).user_id.map(|u| u.to_string());
+        if me.as_deref() == Some(self.row.owner_id.as_str()) { self.row.failure.as_deref() } else { None }
+    }
+    async fn owner(&self) -> User {
+        user(&self.row.owner_id)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        time(self.row.created_at_ms)
+    }
+    async fn published_at(&self) -> Option<DateTime<Utc>> {
+        self.row.published_at_ms.map(time)
+    }
+    async fn like_count(&self) -> i32 {
+        self.row.like_count as i32
+    }
+    async fn viewer_has_liked(&self) -> bool {
+        self.viewer_has_liked
+    }
+    async fn comment_count(&self) -> i32 {
+        self.row.comment_count as i32
+    }
+    async fn view_count(&self) -> i32 {
+        self.row.view_count as i32
+    }
+    /// Oldest first.
+    async fn comments(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Comment, EmptyFields, EmptyFields>> {
+        let page = media(ctx).comments(&self.row.id, after.as_deref(), first).await?;
+        let mut conn = Connection::new(after.is_some(), page.has_next);
+        conn.edges.extend(
+            page.items.into_iter().map(|c| Edge::new(domain::encode_cursor(c.created_at_ms, &c.id), Comment(c))),
+        );
+        Ok(conn)
+    }
+}
+
+/// Wraps rows with the viewer's likes, fetched in one query for the page.
+async fn with_likes(ctx: &Context<'_>, rows: Vec<VideoRow>) -> Result<Vec<Video>> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let liked: HashSet<String> = media(ctx).liked_among(caller(ctx), &ids).await?.into_iter().collect();
+    Ok(rows.into_iter().map(|row| Video { viewer_has_liked: liked.contains(&row.id), row }).collect())
+}
+
+async fn one(ctx: &Context<'_>, row: VideoRow) -> Result<Video> {
+    Ok(with_likes(ctx, vec![row]).await?.remove(0))
+}
+
+async fn connection(
+    ctx: &Context<'_>,
+    page: Page<VideoRow>,
+    has_previous: bool,
+    by_created: bool,
+) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+    let mut conn = Connection::new(has_previous, page.has_next);
+    let videos = with_likes(ctx, page.items).await?;
+    conn.edges.extend(videos.into_iter().map(|v| Edge::new(Media::cursor_of(&v.row, by_created), v)));
+    Ok(conn)
+}
+
+pub struct Comment(CommentRow);
+
+#[Object]
+impl Comment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+    async fn author(&self) -> User {
+        user(&self.0.author_id)
+    }
+    async fn video_id(&self) -> ID {
+        ID(self.0.video_id.clone())
+    }
+    async fn parent_id(&self) -> Option<ID> {
+        self.0.parent_id.clone().map(ID)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        time(self.0.created_at_ms)
+    }
+    async fn edited_at(&self) -> Option<DateTime<Utc>> {
+        (self.0.updated_at_ms != self.0.created_at_ms).then(|| time(self.0.updated_at_ms))
+    }
+}
+
+/// The caller's videos with their numbers.
+pub struct Dashboard(Vec<Video>);
+
+#[Object]
+impl Dashboard {
+    /// Every video of the caller, any status or visibility, newest first (at most 100).
+    async fn videos(&self) -> &[Video] {
+        &self.0
+    }
+    async fn total_views(&self) -> i32 {
+        self.0.iter().map(|v| v.row.view_count).sum::<i64>() as i32
+    }
+    async fn total_likes(&self) -> i32 {
+        self.0.iter().map(|v| v.row.like_count).sum::<i64>() as i32
+    }
+    async fn total_comments(&self) -> i32 {
+        self.0.iter().map(|v| v.row.comment_count).sum::<i64>() as i32
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Latest public, ready videos.
+    async fn feed(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+        let page = media(ctx).feed(after.as_deref(), Some(first)).await?;
+        connection(ctx, page, after.is_some(), false).await
+    }
+
+    async fn video(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Video>> {
+        match media(ctx).video(caller(ctx), &id).await? {
+            Some(row) => Ok(Some(one(ctx, row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Public, ready videos of the channels the caller follows.
+    async fn subscriptions_feed(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+        let page = media(ctx).subscriptions_feed(caller(ctx), after.as_deref(), Some(first)).await?;
+        connection(ctx, page, after.is_some(), false).await
+    }
+
+    async fn dashboard(&self, ctx: &Context<'_>) -> Result<Dashboard> {
+        let rows = media(ctx).dashboard(caller(ctx)).await?;
+        Ok(Dashboard(with_likes(ctx, rows).await?))
+    }
+
+    #[graphql(entity)]
+    async fn find_video_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Video>> {
+        self.video(ctx, id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, id: ID) -> User {
+        User { id }
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateVideoInput {
+    pub title: String,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub category: Option<String>,
+    #[graphql(default_with = "Visibility::Public")]
+    pub visibility: Visibility,
+}
+
+#[derive(InputObject)]
+pub struct UpdateVideoInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    /// An empty string clears the category.
+    pub category: Option<String>,
+    pub visibility: Option<Visibility>,
+}
+
+/// Where to send the video's bytes (a tus upload created by the transcoder).
+#[derive(SimpleObject)]
+pub struct UploadTicket {
+    pub id: ID,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateVideoPayload {
+    pub video: Video,
+    /// Null until the transcoder service offers uploads (see ARCHITECTURE.md).
+    pub upload: Option<UploadTicket>,
+}
+
+pub struct Mutation;
+
+fn require(caller: &Caller) -> Result<(), AppError> {
+    caller.require_user().map(|_| ())
+}
+
+#[Object]
+impl Mutation {
+    async fn create_video(&self, ctx: &Context<'_>, input: CreateVideoInput) -> Result<CreateVideoPayload> {
+        let row = media(ctx)
+            .create_video(
+                caller(ctx),
+                VideoInput {
+                    title: Some(input.title),
+                    description: input.description,
+                    tags: input.tags,
+                    category: Some(input.category.filter(|c| !c.trim().is_empty())),
+                    visibility: Some(input.visibility.into()),
+                },
+            )
+            .await?;
+        Ok(CreateVideoPayload { video: one(ctx, row).await?, upload: None })
+    }
+
+    async fn update_video(&self, ctx: &Context<'_>, id: ID, input: UpdateVideoInput) -> Result<Video> {
+        let change = VideoInput {
+            title: input.title,
+            description: input.description,
+            tags: input.tags,
+            category: input.category.map(|c| Some(c).filter(|c| !c.trim().is_empty())),
+            visibility: input.visibility.map(Into::into),
+        };
+        let row = media(ctx).update_video(caller(ctx), &id, change).await?;
+        one(ctx, row).await
+    }
+
+    async fn delete_video(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        Ok(ID(media(ctx).delete_video(caller(ctx), &id).await?))
+    }
+
+    async fn like_video(&self, ctx: &Context<'_>, id: ID) -> Result<Video> {
+        let row = media(ctx).like(caller(ctx), &id).await?;
+        one(ctx, row).await
+    }
+
+    async fn unlike_video(&self, ctx: &Context<'_>, id: ID) -> Result<Video> {
+        let row = media(ctx).unlike(caller(ctx), &id).await?;
+        one(ctx, row).await
+    }
+
+    async fn add_comment(
+        &self,
+        ctx: &Context<'_>,
+        video_id: ID,
+        body: String,
+        parent_id: Option<ID>,
+    ) -> Result<Comment> {
+        let row = media(ctx).add_comment(caller(ctx), &video_id, &body, parent_id.as_ref().map(|p| p.as_str())).await?;
+        Ok(Comment(row))
+    }
+
+    async fn edit_comment(&self, ctx: &Context<'_>, id: ID, body: String) -> Result<Comment> {
+        Ok(Comment(media(ctx).edit_comment(caller(ctx), &id, &body).await?))
+    }
+
+    async fn delete_comment(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        Ok(ID(media(ctx).delete_comment(caller(ctx), &id).await?))
+    }
+
+    /// Follow a channel (a user); returns the channel.
+    async fn subscribe(&self, ctx: &Context<'_>, channel_id: ID) -> Result<User> {
+        require(caller(ctx))?;
+        media(ctx).subscribe(caller(ctx), &channel_id).await?;
+        Ok(user(&channel_id))
+    }
+
+    async fn unsubscribe(&self, ctx: &Context<'_>, channel_id: ID) -> Result<User> {
+        require(caller(ctx))?;
+        media(ctx).unsubscribe(caller(ctx), &channel_id).await?;
+        Ok(user(&channel_id))
+    }
+}

@@ -1,0 +1,66 @@
+//! gRPC `flick.media.v1.MediaService` (callers' identity from `x-user-id` metadata).
+
+use crate::domain::Media;
+use crate::store::VideoRow;
+use flick_kit::{AppError, Caller};
+use flick_proto::media::v1 as pb;
+use tonic::{Request, Response, Status};
+
+pub struct MediaGrpc(pub Media);
+
+fn to_pb(v: VideoRow) -> pb::Video {
+    pb::Video {
+        id: v.id,
+        owner_id: v.owner_id,
+        title: v.title,
+        description: v.description,
+        tags: v.tags,
+        category: v.category,
+        visibility: v.visibility,
+        status: v.status,
+        created_at_ms: v.created_at_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::media_service_server::MediaService for MediaGrpc {
+    async fn get_video(&self, request: Request<pb::GetVideoRequest>) -> Result<Response<pb::Video>, Status> {
+        let caller = Caller::from_grpc(&request);
+        let v = self
+            .0
+            .video(&caller, &request.into_inner().id)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such video"))?;
+        Ok(Response::new(to_pb(v)))
+    }
+
+    async fn get_videos(
+        &self,
+        request: Request<pb::GetVideosRequest>,
+    ) -> Result<Response<pb::GetVideosResponse>, Status> {
+        let caller = Caller::from_grpc(&request);
+        let videos = self.0.videos(&caller, &request.into_inner().ids).await?;
+        Ok(Response::new(pb::GetVideosResponse { videos: videos.into_iter().map(to_pb).collect() }))
+    }
+
+    async fn list_videos_by_owner(
+        &self,
+        request: Request<pb::ListVideosByOwnerRequest>,
+    ) -> Result<Response<pb::ListVideosByOwnerResponse>, Status> {
+        let caller = Caller::from_grpc(&request);
+        let r = request.into_inner();
+        let after = Some(r.after.as_str()).filter(|a| !a.is_empty());
+        let first = Some(if r.first == 0 { 20 } else { r.first });
+        let page = self.0.user_videos(&caller, &r.owner_id, after, first).await?;
+        let by_created = caller.user_id.map(|u| u.to_string()) == Some(r.owner_id.clone());
+        let next_cursor = if page.has_next {
+            page.items.last().map(|v| Media::cursor_of(v, by_created)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListVideosByOwnerResponse {
+            videos: page.items.into_iter().map(to_pb).collect(),
+            next_cursor,
+        }))
+    }
+}

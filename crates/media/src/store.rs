@@ -1,0 +1,520 @@
+//! Media's tables and SQL (the same text on SQLite and PostgreSQL unless marked).
+
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Statement, Value};
+use flick_platform::db::{Migration, MigrationSet, placeholders};
+
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    component: "media",
+    migrations: &[Migration {
+        version: 1,
+        name: "videos_likes_comments_subscriptions",
+        sqlite: SCHEMA,
+        postgres: SCHEMA,
+    }],
+};
+
+const SCHEMA: &str = "
+CREATE TABLE videos (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '',
+    category TEXT,
+    visibility TEXT NOT NULL,
+    status TEXT NOT NULL,
+    failure TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    published_at_ms BIGINT,
+    like_count BIGINT NOT NULL DEFAULT 0,
+    comment_count BIGINT NOT NULL DEFAULT 0,
+    view_count BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX videos_feed ON videos (published_at_ms DESC, id DESC) WHERE visibility = 'PUBLIC' AND status = 'READY';
+CREATE INDEX videos_owner ON videos (owner_id, created_at_ms DESC, id DESC);
+CREATE TABLE video_tags (
+    video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (video_id, tag)
+);
+CREATE INDEX video_tags_tag ON video_tags (tag);
+CREATE TABLE likes (
+    video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (video_id, user_id)
+);
+CREATE INDEX likes_user ON likes (user_id);
+CREATE TABLE comments (
+    id TEXT PRIMARY KEY,
+    video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+    author_id TEXT NOT NULL,
+    parent_id TEXT,
+    body TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX comments_video ON comments (video_id, created_at_ms, id);
+CREATE INDEX comments_author ON comments (author_id);
+CREATE TABLE channel_subscriptions (
+    subscriber_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (subscriber_id, channel_id)
+);
+CREATE INDEX channel_subscriptions_channel ON channel_subscriptions (channel_id);
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoRow {
+    pub id: String,
+    pub owner_id: String,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub category: Option<String>,
+    pub visibility: String,
+    pub status: String,
+    pub failure: Option<String>,
+    pub created_at_ms: i64,
+    pub published_at_ms: Option<i64>,
+    pub like_count: i64,
+    pub comment_count: i64,
+    pub view_count: i64,
+}
+
+pub const VIDEO_COLUMNS: &str = "id, owner_id, title, description, tags, category, visibility, status, failure, \
+    created_at_ms, published_at_ms, like_count, comment_count, view_count";
+
+impl VideoRow {
+    pub fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
+        let tags: String = r.try_get("", "tags")?;
+        Ok(Self {
+            id: r.try_get("", "id")?,
+            owner_id: r.try_get("", "owner_id")?,
+            title: r.try_get("", "title")?,
+            description: r.try_get("", "description")?,
+            tags: tags.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            category: r.try_get("", "category")?,
+            visibility: r.try_get("", "visibility")?,
+            status: r.try_get("", "status")?,
+            failure: r.try_get("", "failure")?,
+            created_at_ms: r.try_get("", "created_at_ms")?,
+            published_at_ms: r.try_get("", "published_at_ms")?,
+            like_count: r.try_get("", "like_count")?,
+            comment_count: r.try_get("", "comment_count")?,
+            view_count: r.try_get("", "view_count")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommentRow {
+    pub id: String,
+    pub video_id: String,
+    pub author_id: String,
+    pub parent_id: Option<String>,
+    pub body: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+const COMMENT_COLUMNS: &str = "id, video_id, author_id, parent_id, body, created_at_ms, updated_at_ms";
+
+impl CommentRow {
+    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: r.try_get("", "id")?,
+            video_id: r.try_get("", "video_id")?,
+            author_id: r.try_get("", "author_id")?,
+            parent_id: r.try_get("", "parent_id")?,
+            body: r.try_get("", "body")?,
+            created_at_ms: r.try_get("", "created_at_ms")?,
+            updated_at_ms: r.try_get("", "updated_at_ms")?,
+        })
+    }
+}
+
+pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
+    let backend = c.get_database_backend();
+    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
+}
+
+pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
+    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
+}
+
+pub async fn videos_where<C: ConnectionTrait>(c: &C, clause: &str, values: Vec<Value>) -> Result<Vec<VideoRow>, DbErr> {
+    let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos {clause}");
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+}
+
+pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<VideoRow>, DbErr> {
+    Ok(videos_where(c, "WHERE id = ?", vec![id.into()]).await?.pop())
+}
+
+pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<VideoRow>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    videos_where(c, &format!("WHERE id IN ({marks})"), ids.iter().map(|i| i.clone().into()).collect()).await
+}
+
+pub struct NewVideo<'a> {
+    pub id: &'a str,
+    pub owner_id: &'a str,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub tags: &'a [String],
+    pub category: Option<&'a str>,
+    pub visibility: &'a str,
+    pub now_ms: i64,
+}
+
+pub async fn insert_video<C: ConnectionTrait>(c: &C, v: NewVideo<'_>) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO videos (id, owner_id, title, description, tags, category, visibility, status, created_at_ms, updated_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'AWAITING_UPLOAD', ?, ?)",
+        vec![
+            v.id.into(),
+            v.owner_id.into(),
+            v.title.into(),
+            v.description.into(),
+            v.tags.join(" ").into(),
+            v.category.map(str::to_owned).into(),
+            v.visibility.into(),
+            v.now_ms.into(),
+            v.now_ms.into(),
+        ],
+    )
+    .await?;
+    set_tags(c, v.id, v.tags).await
+}
+
+pub async fn set_tags<C: ConnectionTrait>(c: &C, video_id: &str, tags: &[String]) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM video_tags WHERE video_id = ?", vec![video_id.into()]).await?;
+    for tag in tags {
+        exec(c, "INSERT INTO video_tags (video_id, tag) VALUES (?, ?)", vec![video_id.into(), tag.clone().into()])
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn update_video<C: ConnectionTrait>(c: &C, v: &VideoRow, now_ms: i64) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET title = ?, description = ?, tags = ?, category = ?, visibility = ?, published_at_ms = ?, \
+         updated_at_ms = ? WHERE id = ?",
+        vec![
+            v.title.clone().into(),
+            v.description.clone().into(),
+            v.tags.join(" ").into(),
+            v.category.clone().into(),
+            v.visibility.clone().into(),
+            v.published_at_ms.into(),
+            now_ms.into(),
+            v.id.clone().into(),
+        ],
+    )
+    .await?;
+    set_tags(c, &v.id, &v.tags).await
+}
+
+pub async fn set_status<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    status: &str,
+    failure: Option<&str>,
+    published_at_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<u64, DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET status = ?, failure = ?, published_at_ms = COALESCE(published_at_ms, ?), updated_at_ms = ? WHERE id = ?",
+        vec![status.into(), failure.map(str::to_owned).into(), published_at_ms.into(), now_ms.into(), id.into()],
+    )
+    .await
+}
+
+pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
+    for sql in [
+        "DELETE FROM video_tags WHERE video_id = ?",
+        "DELETE FROM likes WHERE video_id = ?",
+        "DELETE FROM comments WHERE video_id = ?",
+        "DELETE FROM videos WHERE id = ?",
+    ] {
+        exec(c, sql, vec![id.into()]).await?;
+    }
+    Ok(())
+}
+
+/// Keyset page of public, ready videos, newest first: `after` is `(published_at_ms, id)`.
+pub async fn feed<C: ConnectionTrait>(c: &C, after: Option<(i64, String)>, limit: u64) -> Result<Vec<VideoRow>, DbErr> {
+    let base = "WHERE visibility = 'PUBLIC' AND status = 'READY'";
+    match after {
+        None => videos_where(c, &format!("{base} ORDER BY published_at_ms DESC, id DESC LIMIT {limit}"), vec![]).await,
+        Some((t, id)) => {
+            videos_where(
+                c,
+                &format!(
+                    "{base} AND (published_at_ms < ? OR (published_at_ms = ? AND id < ?)) \
+                     ORDER BY published_at_ms DESC, id DESC LIMIT {limit}"
+                ),
+                vec![t.into(), t.into(), id.into()],
+            )
+            .await
+        }
+    }
+}
+
+/// A filter over videos for lists other than the public feed.
+pub enum Scope<'a> {
+    /// Every video of the owner (their own view).
+    Owner(&'a str),
+    /// The owner's public, ready videos (what others see).
+    OwnerPublic(&'a str),
+    /// Public, ready videos of the channels `subscriber` follows.
+    Subscriptions(&'a str),
+}
+
+/// Keyset page by `(created_at_ms, id)` (owner lists) or `(published_at_ms, id)`.
+pub async fn list<C: ConnectionTrait>(
+    c: &C,
+    scope: Scope<'_>,
+    after: Option<(i64, String)>,
+    limit: u64,
+) -> Result<Vec<VideoRow>, DbErr> {
+    let (mut clause, mut values, key): (String, Vec<Value>, &str) = match scope {
+        Scope::Owner(owner) => ("WHERE owner_id = ?".into(), vec![owner.into()], "created_at_ms"),
+        Scope::OwnerPublic(owner) => (
+            "WHERE owner_id = ? AND visibility = 'PUBLIC' AND status = 'READY'".into(),
+            vec![owner.into()],
+            "published_at_ms",
+        ),
+        Scope::Subscriptions(subscriber) => (
+            "WHERE visibility = 'PUBLIC' AND status = 'READY' AND owner_id IN \
+             (SELECT channel_id FROM channel_subscriptions WHERE subscriber_id = ?)"
+                .into(),
+            vec![subscriber.into()],
+            "published_at_ms",
+        ),
+    };
+    if let Some((t, id)) = after {
+        clause.push_str(&format!(" AND ({key} < ? OR ({key} = ? AND id < ?))"));
+        values.extend([t.into(), t.into(), id.into()]);
+    }
+    clause.push_str(&format!(" ORDER BY {key} DESC, id DESC LIMIT {limit}"));
+    videos_where(c, &clause, values).await
+}
+
+/// Adds a like; false when the user liked the video already.
+pub async fn like<C: ConnectionTrait>(c: &C, video_id: &str, user_id: &str, now_ms: i64) -> Result<bool, DbErr> {
+    let sql = match c.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            "INSERT INTO likes (video_id, user_id, created_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        }
+        _ => "INSERT OR IGNORE INTO likes (video_id, user_id, created_at_ms) VALUES (?, ?, ?)",
+    };
+    let added = exec(c, sql, vec![video_id.into(), user_id.into(), now_ms.into()]).await? == 1;
+    if added {
+        exec(c, "UPDATE videos SET like_count = like_count + 1 WHERE id = ?", vec![video_id.into()]).await?;
+    }
+    Ok(added)
+}
+
+/// Removes a like; false when there was none.
+pub async fn unlike<C: ConnectionTrait>(c: &C, video_id: &str, user_id: &str) -> Result<bool, DbErr> {
+    let removed =
+        exec(c, "DELETE FROM likes WHERE video_id = ? AND user_id = ?", vec![video_id.into(), user_id.into()]).await?
+            == 1;
+    if removed {
+        exec(c, "UPDATE videos SET like_count = like_count - 1 WHERE id = ?", vec![video_id.into()]).await?;
+    }
+    Ok(removed)
+}
+
+/// Which of `video_ids` `user_id` has liked (one query for a whole page).
+pub async fn liked_among<C: ConnectionTrait>(c: &C, user_id: &str, video_ids: &[String]) -> Result<Vec<String>, DbErr> {
+    if video_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; video_ids.len()].join(", ");
+    let mut values: Vec<Value> = vec![user_id.into()];
+    values.extend(video_ids.iter().map(|v| v.clone().into()));
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            &format!("SELECT video_id FROM likes WHERE user_id = ? AND video_id IN ({marks})"),
+            values,
+        ))
+        .await?;
+    rows.iter().map(|r| r.try_get("", "video_id")).collect()
+}
+
+pub async fn insert_comment<C: ConnectionTrait>(c: &C, row: &CommentRow) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO comments (id, video_id, author_id, parent_id, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            row.id.clone().into(),
+            row.video_id.clone().into(),
+            row.author_id.clone().into(),
+            row.parent_id.clone().into(),
+            row.body.clone().into(),
+            row.created_at_ms.into(),
+            row.updated_at_ms.into(),
+        ],
+    )
+    .await?;
+    exec(c, "UPDATE videos SET comment_count = comment_count + 1 WHERE id = ?", vec![row.video_id.clone().into()])
+        .await?;
+    Ok(())
+}
+
+pub async fn comment<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<CommentRow>, DbErr> {
+    let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE id = ?");
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.map(|r| CommentRow::from_row(&r)).transpose()
+}
+
+pub async fn edit_comment<C: ConnectionTrait>(c: &C, id: &str, body: &str, now_ms: i64) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE comments SET body = ?, updated_at_ms = ? WHERE id = ?",
+        vec![body.into(), now_ms.into(), id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes a comment and its replies; returns how many went.
+pub async fn delete_comment<C: ConnectionTrait>(c: &C, comment: &CommentRow) -> Result<u64, DbErr> {
+    let n = exec(
+        c,
+        "DELETE FROM comments WHERE id = ? OR parent_id = ?",
+        vec![comment.id.clone().into(), comment.id.clone().into()],
+    )
+    .await?;
+    exec(
+        c,
+        "UPDATE videos SET comment_count = comment_count - ? WHERE id = ?",
+        vec![(n as i64).into(), comment.video_id.clone().into()],
+    )
+    .await?;
+    Ok(n)
+}
+
+/// Oldest first; `after` is `(created_at_ms, id)`.
+pub async fn comments<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    after: Option<(i64, String)>,
+    limit: u64,
+) -> Result<Vec<CommentRow>, DbErr> {
+    let (cond, mut values): (&str, Vec<Value>) = match &after {
+        None => ("", vec![]),
+        Some((t, id)) => (
+            " AND (created_at_ms > ? OR (created_at_ms = ? AND id > ?))",
+            vec![(*t).into(), (*t).into(), id.clone().into()],
+        ),
+    };
+    values.insert(0, video_id.into());
+    let sql = format!(
+        "SELECT {COMMENT_COLUMNS} FROM comments WHERE video_id = ?{cond} ORDER BY created_at_ms, id LIMIT {limit}"
+    );
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(CommentRow::from_row).collect()
+}
+
+pub async fn subscribe<C: ConnectionTrait>(c: &C, subscriber: &str, channel: &str, now_ms: i64) -> Result<(), DbErr> {
+    let sql = match c.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            "INSERT INTO channel_subscriptions (subscriber_id, channel_id, created_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        }
+        _ => "INSERT OR IGNORE INTO channel_subscriptions (subscriber_id, channel_id, created_at_ms) VALUES (?, ?, ?)",
+    };
+    exec(c, sql, vec![subscriber.into(), channel.into(), now_ms.into()]).await?;
+    Ok(())
+}
+
+pub async fn unsubscribe<C: ConnectionTrait>(c: &C, subscriber: &str, channel: &str) -> Result<(), DbErr> {
+    exec(
+        c,
+        "DELETE FROM channel_subscriptions WHERE subscriber_id = ? AND channel_id = ?",
+        vec![subscriber.into(), channel.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Subscriber counts of `channels` (absent channels have none).
+pub async fn subscriber_counts<C: ConnectionTrait>(c: &C, channels: &[String]) -> Result<Vec<(String, i64)>, DbErr> {
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; channels.len()].join(", ");
+    let sql = format!(
+        "SELECT channel_id, COUNT(*) AS n FROM channel_subscriptions WHERE channel_id IN ({marks}) GROUP BY channel_id"
+    );
+    let rows = c.query_all_raw(stmt(c, &sql, channels.iter().map(|v| v.clone().into()).collect())).await?;
+    rows.iter().map(|r| Ok((r.try_get("", "channel_id")?, r.try_get("", "n")?))).collect()
+}
+
+/// Which of `channels` `subscriber` follows.
+pub async fn subscribed_among<C: ConnectionTrait>(
+    c: &C,
+    subscriber: &str,
+    channels: &[String],
+) -> Result<Vec<String>, DbErr> {
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; channels.len()].join(", ");
+    let mut values: Vec<Value> = vec![subscriber.into()];
+    values.extend(channels.iter().map(|v| v.clone().into()));
+    let sql =
+        format!("SELECT channel_id FROM channel_subscriptions WHERE subscriber_id = ? AND channel_id IN ({marks})");
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(|r| r.try_get("", "channel_id")).collect()
+}
+
+/// Everything of a deleted user: their videos (with what hangs off them), likes, comments
+/// and subscriptions, with the counters of other videos corrected.
+pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<Vec<String>, DbErr> {
+    let videos: Vec<String> = c
+        .query_all_raw(stmt(c, "SELECT id FROM videos WHERE owner_id = ?", vec![user_id.into()]))
+        .await?
+        .iter()
+        .map(|r| r.try_get("", "id"))
+        .collect::<Result<_, _>>()?;
+    for id in &videos {
+        delete_video(c, id).await?;
+    }
+    exec(
+        c,
+        "UPDATE videos SET like_count = like_count - 1 WHERE id IN (SELECT video_id FROM likes WHERE user_id = ?)",
+        vec![user_id.into()],
+    )
+    .await?;
+    exec(c, "DELETE FROM likes WHERE user_id = ?", vec![user_id.into()]).await?;
+    // Replies to the user's comments go with them; counts are recomputed for touched videos.
+    exec(
+        c,
+        "DELETE FROM comments WHERE parent_id IN (SELECT id FROM comments WHERE author_id = ?) OR author_id = ?",
+        vec![user_id.into(), user_id.into()],
+    )
+    .await?;
+    exec(
+        c,
+        "UPDATE videos SET comment_count = (SELECT COUNT(*) FROM comments WHERE comments.video_id = videos.id)",
+        vec![],
+    )
+    .await?;
+    exec(
+        c,
+        "DELETE FROM channel_subscriptions WHERE subscriber_id = ? OR channel_id = ?",
+        vec![user_id.into(), user_id.into()],
+    )
+    .await?;
+    Ok(videos)
+}

@@ -1,0 +1,495 @@
+//! Media through its GraphQL subgraph, gRPC and events, on both adapter sets.
+
+use flick_platform::bus::{Delivery, QueueSpec, envelope, handler};
+use flick_proto::events::v1 as events;
+use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_testkit::eventually;
+use prost::Message;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn app(backend: Backend) -> TestApp {
+    let app = TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
+    // The event consumer declares its queue as the service starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app
+}
+
+struct Gql<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+}
+
+fn gql(app: &TestApp) -> Gql<'_> {
+    Gql { app, http: reqwest::Client::new() }
+}
+
+impl Gql<'_> {
+    async fn run(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(self.app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn ok(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let res = self.run(user, query, variables).await;
+        assert!(res.get("errors").is_none(), "{res}");
+        res["data"].clone()
+    }
+
+    async fn code(&self, user: Option<&str>, query: &str, variables: Value) -> String {
+        let res = self.run(user, query, variables).await;
+        res["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error: {res}"))
+            .to_string()
+    }
+
+    async fn create(&self, owner: &str, title: &str, visibility: &str) -> String {
+        let data = self
+            .ok(
+                Some(owner),
+                "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id status visibility tags } } }",
+                json!({ "i": { "title": title, "description": format!("about {title}"), "tags": ["Birds", "birds", " Nature "], "category": "Pets", "visibility": visibility } }),
+            )
+            .await;
+        let video = &data["createVideo"]["video"];
+        assert_eq!(video["status"], "AWAITING_UPLOAD");
+        assert_eq!(video["tags"], json!(["birds", "nature"]), "tags normalised and deduplicated");
+        video["id"].as_str().unwrap().to_string()
+    }
+
+    /// Drives a video to READY the way the transcoder does: through events.
+    async fn make_ready(&self, owner: &str, id: &str) {
+        let bus = &self.app.shared.bus;
+        bus.publish(&envelope("upload.completed", id, "transcoder", vec![])).await.unwrap();
+        let payload = events::TranscodeCompleted { video_id: id.into(), duration_seconds: 12.0 }.encode_to_vec();
+        bus.publish(&envelope("transcode.completed", id, "transcoder", payload)).await.unwrap();
+        let owner_view = self.status_of(owner, id).await;
+        assert_eq!(owner_view, "READY");
+    }
+
+    /// Waits (10 s at most) for the video to be READY; returns the last status seen.
+    async fn status_of(&self, owner: &str, id: &str) -> String {
+        let query = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) { ... on Video { status } } }";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let res = self.run(Some(owner), query, json!({ "id": id })).await;
+            let status = res["data"]["_entities"][0]["status"].as_str().unwrap_or_default().to_string();
+            if status == "READY" || tokio::time::Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn user() -> String {
+    Uuid::now_v7().to_string()
+}
+
+const VIDEO: &str = "query($id: ID!) { video(id: $id) { id title status visibility likeCount viewerHasLiked commentCount owner { id } } }";
+
+async fn owner_matrix(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (owner, other) = (user(), user());
+    let id = g.create(&owner, "Owned", "PUBLIC").await;
+    assert_eq!(
+        g.code(None, "mutation { createVideo(input: {title: \"x\"}) { video { id } } }", json!({})).await,
+        "UNAUTHENTICATED"
+    );
+    // Before it is ready, the video does not exist for anyone but its owner.
+    let hidden = "mutation($id: ID!) { updateVideo(id: $id, input: {title: \"x\"}) { title } }";
+    assert_eq!(g.code(Some(&other), hidden, json!({ "id": id })).await, "NOT_FOUND");
+    g.make_ready(&owner, &id).await;
+
+    let update = "mutation($id: ID!) { updateVideo(id: $id, input: {title: \"New title\"}) { title } }";
+    assert_eq!(g.code(None, update, json!({ "id": id })).await, "UNAUTHENTICATED");
+    assert_eq!(g.code(Some(&other), update, json!({ "id": id })).await, "FORBIDDEN");
+    assert_eq!(g.ok(Some(&owner), update, json!({ "id": id })).await["updateVideo"]["title"], "New title");
+
+    let comment = g
+        .ok(Some(&other), "mutation($id: ID!) { addComment(videoId: $id, body: \"nice\") { id } }", json!({ "id": id }))
+        .await["addComment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let edit = "mutation($id: ID!) { editComment(id: $id, body: \"edited\") { body editedAt } }";
+    assert_eq!(g.code(None, edit, json!({ "id": comment })).await, "UNAUTHENTICATED");
+    assert_eq!(
+        g.code(Some(&owner), edit, json!({ "id": comment })).await,
+        "FORBIDDEN",
+        "not even the video's owner edits"
+    );
+    assert_eq!(g.ok(Some(&other), edit, json!({ "id": comment })).await["editComment"]["body"], "edited");
+    let del_comment = "mutation($id: ID!) { deleteComment(id: $id) }";
+    let third = user();
+    assert_eq!(g.code(None, del_comment, json!({ "id": comment })).await, "UNAUTHENTICATED");
+    assert_eq!(g.code(Some(&third), del_comment, json!({ "id": comment })).await, "FORBIDDEN");
+    assert_eq!(
+        g.ok(Some(&owner), del_comment, json!({ "id": comment })).await["deleteComment"],
+        comment.as_str(),
+        "the video's owner may"
+    );
+
+    for anonymous_write in [
+        "mutation($id: ID!) { likeVideo(id: $id) { id } }",
+        "mutation($id: ID!) { unlikeVideo(id: $id) { id } }",
+        "mutation($id: ID!) { addComment(videoId: $id, body: \"x\") { id } }",
+        "mutation($id: ID!) { subscribe(channelId: $id) { id } }",
+        "mutation($id: ID!) { unsubscribe(channelId: $id) { id } }",
+    ] {
+        assert_eq!(g.code(None, anonymous_write, json!({ "id": id })).await, "UNAUTHENTICATED", "{anonymous_write}");
+    }
+
+    let delete = "mutation($id: ID!) { deleteVideo(id: $id) }";
+    assert_eq!(g.code(None, delete, json!({ "id": id })).await, "UNAUTHENTICATED");
+    assert_eq!(g.code(Some(&other), delete, json!({ "id": id })).await, "FORBIDDEN");
+    assert_eq!(g.ok(Some(&owner), delete, json!({ "id": id })).await["deleteVideo"], id.as_str());
+    assert_eq!(g.ok(Some(&owner), VIDEO, json!({ "id": id })).await["video"], Value::Null);
+}
+
+async fn validation(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let owner = user();
+    let res = g
+        .run(
+            Some(&owner),
+            "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } } }",
+            json!({ "i": { "title": "", "description": "x".repeat(5001), "tags": (0..11).map(|i| format!("t{i}")).collect::<Vec<_>>(), "category": "nope" } }),
+        )
+        .await;
+    assert_eq!(res["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    for field in ["title", "description", "tags", "category"] {
+        assert!(res["errors"][0]["extensions"]["fields"][field].is_string(), "{field}: {res}");
+    }
+    assert_eq!(g.code(None, "{ feed(first: 1000) { edges { cursor } } }", json!({})).await, "BAD_USER_INPUT");
+    assert_eq!(g.code(None, "{ feed(after: \"garbage\") { edges { cursor } } }", json!({})).await, "BAD_USER_INPUT");
+}
+
+async fn visibility_and_status(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (owner, other) = (user(), user());
+    let public = g.create(&owner, "Public", "PUBLIC").await;
+    let unlisted = g.create(&owner, "Unlisted", "UNLISTED").await;
+    let private = g.create(&owner, "Private", "PRIVATE").await;
+
+    // Before processing, only the owner sees them.
+    assert_eq!(g.ok(Some(&other), VIDEO, json!({ "id": public })).await["video"], Value::Null);
+    assert_eq!(g.ok(Some(&owner), VIDEO, json!({ "id": public })).await["video"]["status"], "AWAITING_UPLOAD");
+
+    // Events from the transcoder move the status along, and publish public videos.
+    let published: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = published.clone();
+    let stop = CancellationToken::new();
+    app.shared
+        .bus
+        .consume(
+            QueueSpec::events("published-watch", &["video.published"]),
+            handler(move |d: Delivery| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(d.envelope.subject);
+                    Ok(())
+                }
+            }),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shared.bus.publish(&envelope("upload.completed", &public, "transcoder", vec![])).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            g.ok(Some(&owner), VIDEO, json!({ "id": public })).await["video"]["status"] == "PROCESSING"
+        })
+        .await
+    );
+    for id in [&public, &unlisted, &private] {
+        g.make_ready(&owner, id).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async { published.lock().unwrap().clone() == vec![public.clone()] })
+            .await,
+        "only the public video is published"
+    );
+
+    assert_eq!(g.ok(Some(&other), VIDEO, json!({ "id": public })).await["video"]["title"], "Public");
+    assert_eq!(
+        g.ok(Some(&other), VIDEO, json!({ "id": unlisted })).await["video"]["title"],
+        "Unlisted",
+        "unlisted by id"
+    );
+    assert_eq!(g.ok(Some(&other), VIDEO, json!({ "id": private })).await["video"], Value::Null, "private: owner only");
+    assert_eq!(g.ok(None, VIDEO, json!({ "id": private })).await["video"], Value::Null);
+    assert_eq!(g.ok(Some(&owner), VIDEO, json!({ "id": private })).await["video"]["title"], "Private");
+
+    let feed = g.ok(None, "{ feed(first: 50) { edges { node { id } } } }", json!({})).await;
+    let ids: Vec<&str> =
+        feed["feed"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&public.as_str()));
+    assert!(!ids.contains(&unlisted.as_str()) && !ids.contains(&private.as_str()), "never in the feed");
+
+    // Failure reaches the owner with its reason.
+    let broken = g.create(&owner, "Broken", "PUBLIC").await;
+    let failed =
+        events::TranscodeFailed { video_id: broken.clone(), reason: "not a video: text file".into() }.encode_to_vec();
+    app.shared.bus.publish(&envelope("transcode.failed", &broken, "transcoder", failed)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let v = g
+                .ok(Some(&owner), "query($id: ID!) { video(id: $id) { status failure } }", json!({ "id": broken }))
+                .await;
+            v["video"]["status"] == "FAILED" && v["video"]["failure"] == "not a video: text file"
+        })
+        .await
+    );
+    stop.cancel();
+    let _ = app.shared.bus.delete_queues("published-watch").await;
+}
+
+async fn feed_pagination(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let owner = user();
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let id = g.create(&owner, &format!("Clip {i}"), "PUBLIC").await;
+        g.make_ready(&owner, &id).await;
+        created.push(id);
+    }
+    let page = "query($after: String) { feed(first: 3, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    let mut pages = 0;
+    loop {
+        let data = g.ok(None, page, json!({ "after": after })).await;
+        let feed = &data["feed"];
+        seen.extend(feed["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap().to_string()));
+        pages += 1;
+        if pages == 1 {
+            // A video published while a client pages must not shift later pages.
+            let late = g.create(&owner, "Late", "PUBLIC").await;
+            g.make_ready(&owner, &late).await;
+        }
+        if feed["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = feed["pageInfo"]["endCursor"].clone();
+    }
+    let expected: Vec<String> = created.iter().rev().cloned().collect();
+    assert_eq!(seen, expected, "newest first, no duplicates, nothing skipped");
+    assert_eq!(pages, 3);
+}
+
+async fn likes(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (owner, fan) = (user(), user());
+    let id = g.create(&owner, "Likeable", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    let like = "mutation($id: ID!) { likeVideo(id: $id) { likeCount viewerHasLiked } }";
+    for _ in 0..2 {
+        let v = g.ok(Some(&fan), like, json!({ "id": id })).await;
+        assert_eq!(v["likeVideo"], json!({ "likeCount": 1, "viewerHasLiked": true }), "idempotent");
+    }
+    g.ok(Some(&owner), like, json!({ "id": id })).await;
+    let v = g.ok(Some(&owner), VIDEO, json!({ "id": id })).await;
+    assert_eq!((v["video"]["likeCount"].as_i64(), v["video"]["viewerHasLiked"].as_bool()), (Some(2), Some(true)));
+    let anon = g.ok(None, VIDEO, json!({ "id": id })).await;
+    assert_eq!(anon["video"]["viewerHasLiked"], false);
+    let unlike = "mutation($id: ID!) { unlikeVideo(id: $id) { likeCount viewerHasLiked } }";
+    for _ in 0..2 {
+        let v = g.ok(Some(&fan), unlike, json!({ "id": id })).await;
+        assert_eq!(v["unlikeVideo"], json!({ "likeCount": 1, "viewerHasLiked": false }));
+    }
+    let private = g.create(&owner, "Hidden", "PRIVATE").await;
+    assert_eq!(
+        g.code(Some(&fan), like, json!({ "id": private })).await,
+        "NOT_FOUND",
+        "cannot like what you cannot see"
+    );
+}
+
+async fn comments(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (owner, a, b) = (user(), user(), user());
+    let id = g.create(&owner, "Discussed", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    let add = "mutation($id: ID!, $body: String!, $parent: ID) { addComment(videoId: $id, body: $body, parentId: $parent) { id parentId author { id } } }";
+    let first = g.ok(Some(&a), add, json!({ "id": id, "body": "first!" })).await["addComment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = g.ok(Some(&b), add, json!({ "id": id, "body": "reply", "parent": first })).await;
+    assert_eq!(reply["addComment"]["parentId"], first.as_str());
+    for i in 0..3 {
+        g.ok(Some(&b), add, json!({ "id": id, "body": format!("more {i}") })).await;
+    }
+    assert_eq!(g.code(Some(&a), add, json!({ "id": id, "body": "   " })).await, "BAD_USER_INPUT");
+    assert_eq!(
+        g.code(Some(&a), add, json!({ "id": id, "body": "x", "parent": Uuid::now_v7().to_string() })).await,
+        "BAD_USER_INPUT"
+    );
+
+    let list = "query($id: ID!, $after: String) { video(id: $id) { commentCount comments(first: 2, after: $after) { edges { node { body } } pageInfo { hasNextPage endCursor } } } }";
+    let mut bodies = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let v = g.ok(None, list, json!({ "id": id, "after": after })).await;
+        assert_eq!(v["video"]["commentCount"], 5);
+        let conn = &v["video"]["comments"];
+        bodies
+            .extend(conn["edges"].as_array().unwrap().iter().map(|e| e["node"]["body"].as_str().unwrap().to_string()));
+        if conn["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(bodies, ["first!", "reply", "more 0", "more 1", "more 2"], "oldest first across pages");
+
+    // Deleting a comment takes its replies along.
+    g.ok(Some(&a), "mutation($id: ID!) { deleteComment(id: $id) }", json!({ "id": first })).await;
+    assert_eq!(g.ok(None, list, json!({ "id": id, "after": Value::Null })).await["video"]["commentCount"], 3);
+}
+
+async fn channels_and_dashboard(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (creator, fan) = (user(), user());
+    let ready = g.create(&creator, "Channel clip", "PUBLIC").await;
+    g.make_ready(&creator, &ready).await;
+    let _pending = g.create(&creator, "Still uploading", "PUBLIC").await;
+    let secret = g.create(&creator, "Secret", "PRIVATE").await;
+    g.make_ready(&creator, &secret).await;
+
+    let sub = "mutation($c: ID!) { subscribe(channelId: $c) { id subscriberCount viewerIsSubscribed } }";
+    for _ in 0..2 {
+        let s = g.ok(Some(&fan), sub, json!({ "c": creator })).await;
+        assert_eq!(s["subscribe"], json!({ "id": creator, "subscriberCount": 1, "viewerIsSubscribed": true }));
+    }
+    assert_eq!(g.code(Some(&creator), sub, json!({ "c": creator })).await, "BAD_USER_INPUT");
+    let feed = g.ok(Some(&fan), "{ subscriptionsFeed { edges { node { id } } } }", json!({})).await;
+    assert_eq!(feed["subscriptionsFeed"]["edges"], json!([{ "node": { "id": ready } }]));
+    assert_eq!(g.code(None, "{ subscriptionsFeed { edges { cursor } } }", json!({})).await, "UNAUTHENTICATED");
+
+    // A user's videos: everything for the user, public ready ones for others.
+    let videos = "query($u: ID!) { _entities(representations: [{__typename: \"User\", id: $u}]) { ... on User { videos { edges { node { title } } } } } }";
+    let mine = g.ok(Some(&creator), videos, json!({ "u": creator })).await;
+    assert_eq!(mine["_entities"][0]["videos"]["edges"].as_array().unwrap().len(), 3);
+    let theirs = g.ok(Some(&fan), videos, json!({ "u": creator })).await;
+    assert_eq!(theirs["_entities"][0]["videos"]["edges"], json!([{ "node": { "title": "Channel clip" } }]));
+
+    g.ok(Some(&fan), "mutation($id: ID!) { likeVideo(id: $id) { id } }", json!({ "id": ready })).await;
+    let dash = g
+        .ok(Some(&creator), "{ dashboard { totalLikes totalComments videos { title status visibility } } }", json!({}))
+        .await;
+    assert_eq!(dash["dashboard"]["videos"].as_array().unwrap().len(), 3, "private and unprocessed included: {dash}");
+    assert_eq!(dash["dashboard"]["totalLikes"], 1);
+    assert_eq!(g.code(None, "{ dashboard { totalLikes } }", json!({})).await, "UNAUTHENTICATED");
+
+    let un = g
+        .ok(
+            Some(&fan),
+            "mutation($c: ID!) { unsubscribe(channelId: $c) { subscriberCount viewerIsSubscribed } }",
+            json!({ "c": creator }),
+        )
+        .await;
+    assert_eq!(un["unsubscribe"], json!({ "subscriberCount": 0, "viewerIsSubscribed": false }));
+}
+
+async fn deleted_users_leave_nothing(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let (leaver, other) = (user(), user());
+    let theirs = g.create(&leaver, "Leaving", "PUBLIC").await;
+    let mine = g.create(&other, "Staying", "PUBLIC").await;
+    g.make_ready(&leaver, &theirs).await;
+    g.make_ready(&other, &mine).await;
+    g.ok(Some(&leaver), "mutation($id: ID!) { likeVideo(id: $id) { id } }", json!({ "id": mine })).await;
+    g.ok(Some(&leaver), "mutation($id: ID!) { addComment(videoId: $id, body: \"bye\") { id } }", json!({ "id": mine }))
+        .await;
+    g.ok(Some(&leaver), "mutation($c: ID!) { subscribe(channelId: $c) { id } }", json!({ "c": other })).await;
+
+    let deleted = events::UserDeleted { user_id: leaver.clone() }.encode_to_vec();
+    let event = envelope("user.deleted", &leaver, "accounts", deleted);
+    app.shared.bus.publish(&event).await.unwrap();
+    app.shared.bus.publish(&event).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            g.ok(Some(&leaver), VIDEO, json!({ "id": theirs })).await["video"].is_null()
+        })
+        .await
+    );
+    let v = g.ok(Some(&other), VIDEO, json!({ "id": mine })).await;
+    assert_eq!((v["video"]["likeCount"].as_i64(), v["video"]["commentCount"].as_i64()), (Some(0), Some(0)), "{v}");
+    let s = g.ok(None, "query($u: ID!) { _entities(representations: [{__typename: \"User\", id: $u}]) { ... on User { subscriberCount } } }", json!({ "u": other })).await;
+    assert_eq!(s["_entities"][0]["subscriberCount"], 0);
+}
+
+async fn grpc(backend: Backend) {
+    use flick_proto::media::v1::{
+        GetVideoRequest, GetVideosRequest, ListVideosByOwnerRequest, media_service_client::MediaServiceClient,
+    };
+    let app = app(backend).await;
+    let g = gql(&app);
+    let owner = user();
+    let public = g.create(&owner, "Over gRPC", "PUBLIC").await;
+    g.make_ready(&owner, &public).await;
+    let private = g.create(&owner, "Private gRPC", "PRIVATE").await;
+    let channel = tonic::transport::Channel::from_shared(app.url("")).unwrap().connect().await.unwrap();
+    let mut client = MediaServiceClient::new(channel);
+    let v = client.get_video(GetVideoRequest { id: public.clone() }).await.unwrap().into_inner();
+    assert_eq!((v.title.as_str(), v.status.as_str(), v.owner_id.as_str()), ("Over gRPC", "READY", owner.as_str()));
+    let hidden = client.get_video(GetVideoRequest { id: private.clone() }).await.unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    let mut as_owner = tonic::Request::new(GetVideoRequest { id: private.clone() });
+    as_owner.metadata_mut().insert("x-user-id", owner.parse().unwrap());
+    assert_eq!(client.get_video(as_owner).await.unwrap().into_inner().title, "Private gRPC");
+    let many = client
+        .get_videos(GetVideosRequest { ids: vec![private.clone(), public.clone(), "bad".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(many.videos.len(), 1);
+    let listed = client
+        .list_videos_by_owner(ListVideosByOwnerRequest { owner_id: owner.clone(), first: 10, after: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.videos.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), vec![public.as_str()]);
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Embedded).await; })*
+        }
+        mod real {
+            use super::*;
+            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Real).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    owner_matrix,
+    validation,
+    visibility_and_status,
+    feed_pagination,
+    likes,
+    comments,
+    channels_and_dashboard,
+    deleted_users_leave_nothing,
+    grpc,
+);
