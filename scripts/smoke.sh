@@ -56,6 +56,18 @@ me=$(curl -s -m 5 "$EDGE/graphql" -H 'content-type: application/json' -H "Author
 if [ "$me" = "{\"data\":{\"me\":{\"id\":\"$user_id\"}}}" ]; then ok "a valid token reaches the subgraph as X-User-Id"; else
   fail "me with a valid token: got ${me:-nothing}"; fi
 
+# A write through the edge, then a query joining media and accounts in the router.
+created=$(curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' -H "Authorization: Bearer $access" \
+  -d '{"query":"mutation { createVideo(input: {title: \"Smoke clip\", tags: [\"Smoke\"]}) { video { id status } } }"}' || true)
+if grep -q '"status":"AWAITING_UPLOAD"' <<<"$created"; then ok "createVideo through the edge"; else fail "createVideo: ${created:-nothing}"; fi
+dash=$(curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' -H "Authorization: Bearer $access" \
+  -d '{"query":"{ dashboard { videos { title owner { id displayName } } } }"}' || true)
+if [ "$dash" = "{\"data\":{\"dashboard\":{\"videos\":[{\"title\":\"Smoke clip\",\"owner\":{\"id\":\"$user_id\",\"displayName\":\"Smoke\"}}]}}}" ]; then
+  ok "media and accounts joined by the router (owner { displayName })"; else fail "dashboard across subgraphs: ${dash:-nothing}"; fi
+feed=$(curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' \
+  -d '{"query":"{ feed(first: 5) { edges { node { id title owner { displayName } likeCount } } } }"}' || true)
+if grep -q '"feed":{"edges":' <<<"$feed"; then ok "feed query through the edge"; else fail "feed: ${feed:-nothing}"; fi
+
 for internal in /user/token_verify /user/list; do
   code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE$internal" -H "Authorization: Bearer $access" || true)
   if [ "$code" = 403 ]; then ok "internal $internal is closed at the edge"; else fail "$internal from outside: HTTP $code"; fi
