@@ -252,10 +252,10 @@ impl Query {
     async fn feed(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
-        let page = media(ctx).feed(after.as_deref(), Some(first)).await?;
+        let page = media(ctx).feed(after.as_deref(), first).await?;
         connection(ctx, page, after.is_some(), false).await
     }
 
@@ -266,14 +266,38 @@ impl Query {
         }
     }
 
+    /// Public, ready videos matching words (title first, then tags, then description;
+    /// tolerant of small typos), tags and a category.
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        query: Option<String>,
+        tags: Option<Vec<String>>,
+        category: Option<String>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+        let offset = domain::decode_cursor(after.as_deref())?.map(|(n, _)| n).unwrap_or(0);
+        let page = media(ctx).search(query.as_deref(), tags, category.as_deref(), after.as_deref(), first).await?;
+        let mut conn = Connection::new(after.is_some(), page.has_next);
+        let videos = with_likes(ctx, page.items).await?;
+        conn.edges.extend(
+            videos
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Edge::new(domain::encode_cursor(offset + i as i64 + 1, "search"), v)),
+        );
+        Ok(conn)
+    }
+
     /// Public, ready videos of the channels the caller follows.
     async fn subscriptions_feed(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
-        let page = media(ctx).subscriptions_feed(caller(ctx), after.as_deref(), Some(first)).await?;
+        let page = media(ctx).subscriptions_feed(caller(ctx), after.as_deref(), first).await?;
         connection(ctx, page, after.is_some(), false).await
     }
 

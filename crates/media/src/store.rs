@@ -5,13 +5,41 @@ use flick_platform::db::{Migration, MigrationSet, placeholders};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "media",
-    migrations: &[Migration {
-        version: 1,
-        name: "videos_likes_comments_subscriptions",
-        sqlite: SCHEMA,
-        postgres: SCHEMA,
-    }],
+    migrations: &[
+        Migration { version: 1, name: "videos_likes_comments_subscriptions", sqlite: SCHEMA, postgres: SCHEMA },
+        Migration { version: 2, name: "search", sqlite: SEARCH_SQLITE, postgres: SEARCH_POSTGRES },
+    ],
 };
+
+/// Full-text search: weighted title > tags > description, plus trigram similarity on titles
+/// for typos. Extensions go to `public` so every service's search path sees them.
+const SEARCH_POSTGRES: &str = "
+CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+ALTER TABLE videos ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    setweight(to_tsvector('simple', title), 'A') ||
+    setweight(to_tsvector('simple', tags), 'B') ||
+    setweight(to_tsvector('simple', description), 'C')) STORED;
+CREATE INDEX videos_search ON videos USING GIN (search);
+CREATE INDEX videos_title_trgm ON videos USING GIN (lower(title) public.gin_trgm_ops);
+";
+
+/// FTS5 over the same columns, kept in step by triggers (typos are handled in Rust).
+const SEARCH_SQLITE: &str = "
+CREATE VIRTUAL TABLE videos_fts USING fts5(title, tags, description, content='videos', content_rowid='rowid');
+INSERT INTO videos_fts (rowid, title, tags, description) SELECT rowid, title, tags, description FROM videos;
+CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos BEGIN
+    INSERT INTO videos_fts (rowid, title, tags, description) VALUES (new.rowid, new.title, new.tags, new.description);
+END;
+CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos BEGIN
+    INSERT INTO videos_fts (videos_fts, rowid, title, tags, description)
+    VALUES ('delete', old.rowid, old.title, old.tags, old.description);
+END;
+CREATE TRIGGER videos_fts_update AFTER UPDATE OF title, tags, description ON videos BEGIN
+    INSERT INTO videos_fts (videos_fts, rowid, title, tags, description)
+    VALUES ('delete', old.rowid, old.title, old.tags, old.description);
+    INSERT INTO videos_fts (rowid, title, tags, description) VALUES (new.rowid, new.title, new.tags, new.description);
+END;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE videos (
@@ -517,4 +545,89 @@ pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<Vec
     )
     .await?;
     Ok(videos)
+}
+
+/// Search filters; `words` are the query's words (letters and digits only, lower-case).
+pub struct SearchFilter<'a> {
+    pub words: &'a [String],
+    pub tags: &'a [String],
+    pub category: Option<&'a str>,
+}
+
+fn filter_clause(f: &SearchFilter<'_>, values: &mut Vec<Value>, column_prefix: &str) -> String {
+    let mut clause = format!("{column_prefix}visibility = 'PUBLIC' AND {column_prefix}status = 'READY'");
+    for tag in f.tags {
+        clause.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM video_tags t WHERE t.video_id = {column_prefix}id AND t.tag = ?)"
+        ));
+        values.push(tag.clone().into());
+    }
+    if let Some(c) = f.category {
+        clause.push_str(&format!(" AND {column_prefix}category = ?"));
+        values.push(c.into());
+    }
+    clause
+}
+
+/// PostgreSQL: ranked full-text matches or titles similar to the query, best first.
+pub async fn search_postgres<C: ConnectionTrait>(
+    c: &C,
+    f: &SearchFilter<'_>,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<VideoRow>, DbErr> {
+    let mut values: Vec<Value> = Vec::new();
+    if f.words.is_empty() {
+        let filters = filter_clause(f, &mut values, "");
+        let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
+        return videos_where(c, &sql, values).await;
+    }
+    values.push(f.words.join(" ").into());
+    let filters = filter_clause(f, &mut values, "videos.");
+    let sql = format!(
+        "SELECT {VIDEO_COLUMNS} FROM ( \
+           SELECT videos.*, ts_rank(search, query) * 4 + public.word_similarity(q.text, lower(title)) AS rank \
+           FROM videos, (SELECT CAST(? AS text) AS text) q, websearch_to_tsquery('simple', q.text) query \
+           WHERE {filters} AND (search @@ query OR q.text OPERATOR(public.<%) lower(title)) \
+         ) ranked ORDER BY rank DESC, published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}"
+    );
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+}
+
+/// SQLite: FTS5 matches (every word, as a prefix), ranked by bm25 with title > tags >
+/// description. `limit` rows from `offset`.
+pub async fn search_sqlite<C: ConnectionTrait>(
+    c: &C,
+    f: &SearchFilter<'_>,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<VideoRow>, DbErr> {
+    let mut values: Vec<Value> = Vec::new();
+    if f.words.is_empty() {
+        let filters = filter_clause(f, &mut values, "");
+        let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
+        return videos_where(c, &sql, values).await;
+    }
+    // Words are letters and digits only, quoted: nothing in them is FTS5 syntax.
+    let matcher = f.words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" ");
+    values.push(matcher.into());
+    let filters = filter_clause(f, &mut values, "v.");
+    let columns = VIDEO_COLUMNS.split(", ").map(|c| format!("v.{c}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT {columns} FROM videos_fts JOIN videos v ON v.rowid = videos_fts.rowid \
+         WHERE videos_fts MATCH ? AND {filters} \
+         ORDER BY bm25(videos_fts, 10.0, 4.0, 1.0), v.published_at_ms DESC, v.id DESC LIMIT {limit} OFFSET {offset}"
+    );
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+}
+
+/// SQLite typo fallback: recent public videos passing the filters, for scoring in Rust.
+pub async fn search_candidates<C: ConnectionTrait>(
+    c: &C,
+    f: &SearchFilter<'_>,
+    max: u64,
+) -> Result<Vec<VideoRow>, DbErr> {
+    let mut values: Vec<Value> = Vec::new();
+    let filters = filter_clause(f, &mut values, "");
+    videos_where(c, &format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {max}"), values).await
 }

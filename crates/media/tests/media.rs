@@ -469,6 +469,111 @@ async fn grpc(backend: Backend) {
     assert_eq!(listed.videos.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), vec![public.as_str()]);
 }
 
+async fn search(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let owner = user();
+    let create = "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } } }";
+    let make = |title: &'static str, description: &'static str, tags: Vec<&'static str>, category: &'static str| {
+        let g = &g;
+        let owner = owner.clone();
+        async move {
+            let data = g
+                .ok(
+                    Some(&owner),
+                    create,
+                    json!({ "i": { "title": title, "description": description, "tags": tags, "category": category } }),
+                )
+                .await;
+            let id = data["createVideo"]["video"]["id"].as_str().unwrap().to_string();
+            g.make_ready(&owner, &id).await;
+            id
+        }
+    };
+    let in_title = make("Flamingo courtship dance", "Filmed at dawn on the lake", vec!["birds"], "pets").await;
+    let in_description =
+        make("Morning at the lake", "A flamingo walks past the camera", vec!["nature"], "travel").await;
+    let in_tags = make("Pink birds", "Slow motion", vec!["flamingo"], "pets").await;
+    let _other = make("Cooking pasta", "Carbonara, the real way", vec!["food"], "howto").await;
+    let private =
+        g.ok(Some(&owner), create, json!({ "i": { "title": "Flamingo secret", "visibility": "PRIVATE" } })).await;
+    let private = private["createVideo"]["video"]["id"].as_str().unwrap().to_string();
+    g.make_ready(&owner, &private).await;
+
+    let q = "query($q: String, $tags: [String!], $c: String, $after: String, $first: Int) { search(query: $q, tags: $tags, category: $c, after: $after, first: $first) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
+    let ids = |v: &Value| -> Vec<String> {
+        v["search"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap().to_string()).collect()
+    };
+    let hits = ids(&g.ok(None, q, json!({ "q": "flamingo" })).await);
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert_eq!(hits[0], in_title, "a title match ranks first");
+    assert_eq!(hits.last().unwrap(), &in_description, "a description match ranks last");
+    assert!(!hits.contains(&private), "private videos are never found");
+
+    assert!(
+        ids(&g.ok(None, q, json!({ "q": "flamngo courtship" })).await).contains(&in_title),
+        "a one-letter typo still finds the title"
+    );
+    assert_eq!(
+        ids(&g.ok(None, q, json!({ "q": "flamingo", "c": "pets", "tags": ["birds"] })).await),
+        vec![in_title.clone()],
+        "filters combine"
+    );
+    assert_eq!(ids(&g.ok(None, q, json!({ "tags": ["flamingo"] })).await), vec![in_tags.clone()]);
+
+    let first_page = g.ok(None, q, json!({ "q": "flamingo", "first": 2 })).await;
+    assert_eq!(first_page["search"]["pageInfo"]["hasNextPage"], true);
+    let rest = g
+        .ok(None, q, json!({ "q": "flamingo", "first": 2, "after": first_page["search"]["pageInfo"]["endCursor"] }))
+        .await;
+    let mut paged = ids(&first_page);
+    paged.extend(ids(&rest));
+    assert_eq!(paged, hits, "pages follow the ranking");
+
+    // Hostile and random queries never error.
+    let mut hostile: Vec<String> = [
+        "",
+        " ",
+        "\"",
+        "'",
+        "''; DROP TABLE videos; --",
+        "*",
+        "AND OR NOT",
+        "NEAR(",
+        "title:",
+        "\\",
+        "%_%",
+        "😀🎬",
+        "((((",
+        "-",
+        "a\u{0}b",
+        "${jndi:ldap://x}",
+        "<script>alert(1)</script>",
+        "select * from videos",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut seed: u64 = 0x9E3779B97F4A7C15;
+    for _ in 0..300 {
+        let len = (seed % 40) as usize;
+        let text: String = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from_u32((seed % 0x2FF) as u32 + 0x20).unwrap_or('?')
+            })
+            .collect();
+        hostile.push(text);
+    }
+    for text in hostile {
+        let res = g.run(None, q, json!({ "q": text })).await;
+        assert!(res.get("errors").is_none(), "query {text:?} failed: {res}");
+    }
+    assert_eq!(g.code(None, q, json!({ "c": "nonsense" })).await, "BAD_USER_INPUT");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod embedded {
@@ -492,4 +597,5 @@ on_both_backends!(
     channels_and_dashboard,
     deleted_users_leave_nothing,
     grpc,
+    search,
 );

@@ -65,6 +65,17 @@ impl TestApp {
         F: FnOnce(Shared) -> Fut,
         Fut: Future<Output = anyhow::Result<Service>>,
     {
+        // TEST_LOG=1 shows the service's logs (hidden by default, like zero-to-production).
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = flick_kit::telemetry::init(
+                &flick_kit::config::TelemetryConfig {
+                    log_format: flick_kit::config::LogFormat::Pretty,
+                    log_level: "info".into(),
+                    otlp_endpoint: None,
+                },
+                "test",
+            );
+        }
         let shared = Shared::connect(infra.config.clone()).await.expect("adapters connect");
         let service = build(shared.clone()).await.expect("service builds");
         let bound =
