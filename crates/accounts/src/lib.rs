@@ -7,6 +7,7 @@ mod graphql;
 mod grpc;
 mod password;
 mod rest;
+mod seed;
 mod store;
 mod tokens;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use domain::{Accounts, Limits};
 pub use graphql::{AccountsSchema, schema};
+pub use seed::{SEED_PASSWORD, seed_users};
 pub use tokens::Keyring;
 
 pub const NAME: &str = "accounts";

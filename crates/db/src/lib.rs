@@ -78,7 +78,8 @@ pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<D
             std::fs::create_dir_all(dir)
                 .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
         }
-        let conn = Database::connect(options).await?;
+        let mut conn = Database::connect(options).await?;
+        count_queries(&mut conn, service);
         // WAL lets readers proceed during writes; the busy timeout absorbs short lock waits.
         for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
             conn.execute_unprepared(pragma).await?;
@@ -94,7 +95,20 @@ pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<D
     txn.commit().await?;
     bootstrap.close().await?;
     options.set_schema_search_path(format!("\"{service}\",public"));
-    Ok(Database::connect(options).await?)
+    let mut conn = Database::connect(options).await?;
+    count_queries(&mut conn, service);
+    Ok(conn)
+}
+
+/// `db_queries_total{service}` and `db_query_duration_seconds{service}`: how many statements a
+/// request costs is visible in production, and tests can catch N+1 patterns with it.
+fn count_queries(conn: &mut DatabaseConnection, service: &str) {
+    let service = service.to_string();
+    conn.set_metric_callback(move |info| {
+        metrics::counter!("db_queries_total", "service" => service.clone()).increment(1);
+        metrics::histogram!("db_query_duration_seconds", "service" => service.clone())
+            .record(info.elapsed.as_secs_f64());
+    });
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -38,6 +38,13 @@ enum Command {
     Config,
     /// Print a service's GraphQL subgraph SDL.
     Sdl { service: String },
+    /// Fill the configured databases with demo data (users can log in with the seed password).
+    Seed {
+        #[arg(long, default_value_t = 1000)]
+        videos: usize,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+    },
 }
 
 fn selected(services: &[String]) -> anyhow::Result<Vec<&'static str>> {
@@ -80,6 +87,10 @@ fn main() -> anyhow::Result<()> {
             let services = selected(&services)?;
             runtime()?.block_on(migrate(config, services))
         }
+        Command::Seed { videos, users } => {
+            let config = Config::load(cli.config.as_deref())?;
+            runtime()?.block_on(seed(config, users, videos))
+        }
         Command::Serve { services } => {
             let config = Config::load(cli.config.as_deref())?;
             let services = selected(&services)?;
@@ -111,6 +122,24 @@ async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<
             println!("  {m}");
         }
     }
+    Ok(())
+}
+
+async fn seed(config: Config, users: usize, videos: usize) -> anyhow::Result<()> {
+    let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-seed")?;
+    let accounts = flick_platform::connect_db(&config, "accounts").await?;
+    flick_platform::db::migrate(&accounts, flick_accounts::MIGRATIONS).await?;
+    let media = flick_platform::connect_db(&config, "media").await?;
+    flick_platform::db::migrate(&media, flick_media::MIGRATIONS).await?;
+    let started = std::time::Instant::now();
+    let owners = flick_accounts::seed_users(&accounts, users.max(1)).await?;
+    let added = flick_media::seed_videos(&media, &owners, videos).await?;
+    println!(
+        "seeded {} users (password {:?}) and {added} videos in {:.1}s",
+        owners.len(),
+        flick_accounts::SEED_PASSWORD,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -108,7 +108,16 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
     let anonymous: serde_json::Value =
         client.post(app.url(0, "/graphql")).json(&query).send().await.unwrap().json().await.unwrap();
     assert_eq!(anonymous["data"]["me"], serde_json::Value::Null);
-    let user = "0195f0a2-7c1e-7d3a-9b1e-2f8c4a6d9e01";
+    let registered: serde_json::Value = client
+        .post(app.url(0, "/auth/register"))
+        .json(&serde_json::json!({ "email": "mesh@example.com", "username": "mesh", "password": "correct horse battery", "display_name": "Mesh" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = registered["id"].as_str().unwrap();
     let me: serde_json::Value = client
         .post(app.url(0, "/graphql"))
         .header("x-user-id", user)
@@ -224,7 +233,43 @@ async fn migrate_applies_pending_migrations_once() {
     let dir = tempfile::tempdir().unwrap();
     let run = || flick().args(["migrate", "--services", "media"]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
     let first = String::from_utf8(run().stdout).unwrap();
-    assert!(first.contains("media: 1 migration(s) applied"), "{first}");
+    assert!(first.contains("media: ") && !first.contains("media: 0 migration(s)"), "{first}");
+    assert!(first.contains("media/0001_videos_likes_comments_subscriptions"), "{first}");
     let second = String::from_utf8(run().stdout).unwrap();
     assert!(second.contains("media: 0 migration(s) applied"), "{second}");
+}
+
+#[tokio::test]
+async fn seed_fills_the_embedded_databases_with_ready_public_videos() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flick()
+        .args(["seed", "--videos", "45", "--users", "3"])
+        .env("FLICK_DATA_DIR", dir.path())
+        .env("FLICK_TELEMETRY__LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("seeded 3 users"));
+    let app = serve(dir.path()).await;
+    let feed: serde_json::Value = reqwest::Client::new()
+        .post(app.url(1, "/graphql"))
+        .json(&serde_json::json!({ "query": "{ feed(first: 20) { edges { node { title owner { id } } } pageInfo { hasNextPage } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["data"]["feed"]["edges"].as_array().unwrap().len(), 20, "{feed}");
+    assert_eq!(feed["data"]["feed"]["pageInfo"]["hasNextPage"], true);
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(app.url(0, "/auth/login"))
+        .json(&serde_json::json!({ "login": "seed_0", "password": "flick-demo-password" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(login["access_token"].is_string(), "seeded users can log in: {login}");
 }

@@ -5,6 +5,7 @@
 mod domain;
 mod graphql;
 mod grpc;
+mod seed;
 mod store;
 
 use flick_kit::Service;
@@ -14,6 +15,7 @@ use flick_platform::db::MigrationSet;
 
 pub use domain::Media;
 pub use graphql::{MediaSchema, schema};
+pub use seed::seed_videos;
 
 pub const NAME: &str = "media";
 

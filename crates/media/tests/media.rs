@@ -574,6 +574,41 @@ async fn search(backend: Backend) {
     assert_eq!(g.code(None, q, json!({ "c": "nonsense" })).await, "BAD_USER_INPUT");
 }
 
+/// Statements media has run so far, from its own `/metrics`.
+async fn media_queries(app: &TestApp) -> u64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("db_queries_total{service=\"media\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let viewer = user();
+    for i in 0..22 {
+        let owner = user();
+        let id = g.create(&owner, &format!("N+1 probe {i}"), "PUBLIC").await;
+        g.make_ready(&owner, &id).await;
+        if i % 2 == 0 {
+            g.ok(Some(&viewer), "mutation($id: ID!) { likeVideo(id: $id) { id } }", json!({ "id": id })).await;
+        }
+    }
+    let query =
+        "{ feed(first: 20) { edges { node { id title owner { id } likeCount viewerHasLiked commentCount } } } }";
+    let before = media_queries(&app).await;
+    let data = g.ok(Some(&viewer), query, json!({})).await;
+    let after = media_queries(&app).await;
+    assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
+    assert!(
+        after - before <= 2,
+        "a 20-item feed took {} statements (page + the viewer's likes expected)",
+        after - before
+    );
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod embedded {
@@ -598,4 +633,5 @@ on_both_backends!(
     deleted_users_leave_nothing,
     grpc,
     search,
+    feed_costs_a_fixed_number_of_queries,
 );

@@ -76,6 +76,7 @@ impl TestApp {
                 "test",
             );
         }
+        flick_kit::telemetry::metrics_handle();
         let shared = Shared::connect(infra.config.clone()).await.expect("adapters connect");
         let service = build(shared.clone()).await.expect("service builds");
         let bound =
