@@ -72,7 +72,11 @@ p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
 
 fixed=$("$OHA" -z "${DURATION}s" -c 64 -q 16000 --latency-correction --no-tui --output-format json \
   -H "Authorization: Bearer $token" "$BASE/user/token_verify" |
-  python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"summary\"][\"requestsPerSec\"]:.0f} {d[\"latencyPercentiles\"][\"p99\"]*1000:.2f} {d[\"summary\"][\"successRate\"]*100:.1f}")')
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+s, p = d["summary"], d["latencyPercentiles"]
+print("%.0f %.2f %.1f" % (s["requestsPerSec"], p["p99"] * 1000, s["successRate"] * 100))')
 log "token_verify at 16000 req/s: $fixed (req/s, p99 ms, success %)"
 
 cat >"$data/login.lua" <<LUA
@@ -99,8 +103,12 @@ export FLICK_CACHE__URL=redis://127.0.0.1:6379/ FLICK_TELEMETRY__LOG_LEVEL=warn
 "${FLICK_ENV[@]}" "$bin" seed --videos "${FLICK_BENCH_VIDEOS:-10000}" --users 200 | sed 's/^/bench: /'
 FLICK_BIN=$bin FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data/dev scripts/dev.sh >"$data/dev.log" 2>&1 &
 dev=$!
-trap 'kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 600); do [ "$(http_code http://127.0.0.1:8090/ping)" = 200 ] && break; sleep 0.2; done
+trap 'rc=$?; kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$data"; exit $rc' EXIT
+edge_ready() {
+  curl -s -m 2 http://127.0.0.1:8080/graphql -H 'content-type: application/json' -d '{"query":"{ __typename }"}' |
+    grep -q '"__typename":"Query"'
+}
+for _ in $(seq 600); do edge_ready && break; sleep 0.2; done
 cat >"$data/feed.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

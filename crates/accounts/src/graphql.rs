@@ -1,9 +1,11 @@
 //! Accounts' subgraph: the `User` entity's profile fields, `me`, `user(id)`, `updateProfile`.
 
 use crate::domain::{Accounts, ProfileChange, PublicUser};
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema, SimpleObject};
 use flick_kit::config::GraphqlConfig;
 use flick_kit::graphql::caller;
+use std::collections::HashMap;
 
 pub type AccountsSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -11,9 +13,23 @@ pub type AccountsSchema = Schema<Query, Mutation, EmptySubscription>;
 pub fn schema(cfg: &GraphqlConfig, accounts: Option<Accounts>) -> AccountsSchema {
     let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
     if let Some(a) = accounts {
-        builder = builder.data(a);
+        // The router resolves a page's owners in one `_entities` call: one query for all.
+        builder = builder.data(DataLoader::new(UserLoader(a.clone()), tokio::spawn).max_batch_size(100)).data(a);
     }
     builder.finish()
+}
+
+/// Batches user lookups of one moment into one `IN` query.
+pub struct UserLoader(Accounts);
+
+impl Loader<String> for UserLoader {
+    type Value = PublicUser;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, PublicUser>, Self::Error> {
+        let users = self.0.users(keys).await?;
+        Ok(users.into_iter().map(|u| (u.id.clone(), u)).collect())
+    }
 }
 
 /// A Flick user.
@@ -88,7 +104,7 @@ impl Query {
 
     #[graphql(entity)]
     async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
-        Ok(accounts(ctx).user(&id).await?.map(User::from))
+        Ok(ctx.data_unchecked::<DataLoader<UserLoader>>().load_one(id.0).await?.map(User::from))
     }
 }
 

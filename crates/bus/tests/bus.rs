@@ -269,3 +269,23 @@ async fn rabbitmq_publish_fails_fast_while_the_broker_is_unreachable_and_recover
     proxy.restore();
     bus.publish(&envelope("test.ping", "x", "test", vec![])).await.unwrap();
 }
+
+#[tokio::test]
+async fn rabbitmq_queue_prefixes_keep_environments_apart() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let prefixed =
+        |p: &str| Bus::connect(Some(&amqp_url()), BusOptions { queue_prefix: format!("{p}."), ..options() }).unwrap();
+    let (a, b) = (prefixed(&unique("env")), prefixed(&unique("env")));
+    let (seen_a, seen_b): (Seen, Seen) = (Arc::default(), Arc::default());
+    let stop = CancellationToken::new();
+    a.consume(QueueSpec::work("jobs"), recorder(&seen_a, 0, false), stop.clone()).await.unwrap();
+    b.consume(QueueSpec::work("jobs"), recorder(&seen_b, 0, false), stop.clone()).await.unwrap();
+    settle().await;
+    a.enqueue("jobs", &envelope("job", "for-a", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen_a, 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen_b.lock().unwrap().is_empty(), "the same queue name in another environment stays apart");
+    stop.cancel();
+    a.delete_queues("jobs").await.unwrap();
+    b.delete_queues("jobs").await.unwrap();
+}
