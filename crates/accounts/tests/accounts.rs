@@ -442,20 +442,12 @@ async fn entities_batch_into_one_query(backend: Backend) {
         "{{ _entities(representations: [{}]) {{ ... on User {{ id displayName }} }} }}",
         representations.join(", ")
     );
-    let count = || async {
-        let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-        text.lines()
-            .find(|l| l.starts_with("db_queries_total{service=\"accounts\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
     // The outbox relay polls in the background; the least of three runs is the request's cost.
     let mut costs = Vec::new();
     for _ in 0..3 {
-        let before = count().await;
+        let before = app.db_queries("accounts").await;
         let res = c.graphql(&query, None).await;
-        costs.push(count().await - before);
+        costs.push(app.db_queries("accounts").await - before);
         let got: Vec<&str> =
             res["data"]["_entities"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
         assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>(), "{res}");
@@ -463,20 +455,7 @@ async fn entities_batch_into_one_query(backend: Backend) {
     assert_eq!(costs.iter().min(), Some(&1), "five owners, one query: {costs:?}");
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Embedded).await; })*
-        }
-        mod real {
-            use super::*;
-            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Real).await; })*
-        }
-    };
-}
-
-on_both_backends!(
+flick_testkit::on_both_backends!(
     registration,
     login_and_verify,
     login_throttling,

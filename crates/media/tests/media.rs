@@ -574,16 +574,6 @@ async fn search(backend: Backend) {
     assert_eq!(g.code(None, q, json!({ "c": "nonsense" })).await, "BAD_USER_INPUT");
 }
 
-/// Statements media has run so far, from its own `/metrics`.
-async fn media_queries(app: &TestApp) -> u64 {
-    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("db_queries_total{service=\"media\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
 async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
     let app = app(backend).await;
     let g = gql(&app);
@@ -598,9 +588,9 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
     }
     let query =
         "{ feed(first: 20) { edges { node { id title owner { id } likeCount viewerHasLiked commentCount } } } }";
-    let before = media_queries(&app).await;
+    let before = app.db_queries("media").await;
     let data = g.ok(Some(&viewer), query, json!({})).await;
-    let after = media_queries(&app).await;
+    let after = app.db_queries("media").await;
     assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
     assert!(
         after - before <= 2,
@@ -609,20 +599,7 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
     );
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Embedded).await; })*
-        }
-        mod real {
-            use super::*;
-            $(#[tokio::test] async fn $scenario() { super::$scenario(Backend::Real).await; })*
-        }
-    };
-}
-
-on_both_backends!(
+flick_testkit::on_both_backends!(
     owner_matrix,
     validation,
     visibility_and_status,

@@ -92,6 +92,32 @@ impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// Statements `service` has run so far (`db_queries_total` of the app's `/metrics`).
+    pub async fn db_queries(&self, service: &str) -> u64 {
+        let metrics = flick_kit::telemetry::metrics_handle().render();
+        let prefix = format!("db_queries_total{{service=\"{service}\"}}");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    }
+}
+
+/// Runs each scenario `async fn name(backend: Backend)` twice: `embedded::name` on SQLite + the
+/// in-memory cache + the in-process bus, `real::name` on PostgreSQL + Redis + RabbitMQ.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $scenario() { super::$scenario($crate::app::Backend::Embedded).await; })*
+        }
+        mod real {
+            $(#[tokio::test] async fn $scenario() { super::$scenario($crate::app::Backend::Real).await; })*
+        }
+    };
 }
 
 impl Drop for TestApp {
