@@ -53,6 +53,8 @@ struct Inner {
     local: moka::sync::Cache<String, Entry>,
     /// Identifies this replica's own invalidation messages.
     origin: String,
+    /// Prepended to every key (isolates environments sharing one Redis).
+    prefix: String,
 }
 
 enum Backend {
@@ -108,12 +110,17 @@ return {n, ttl}
 impl Cache {
     /// The embedded default: everything in this process's memory (64 MiB at most).
     pub fn memory() -> Self {
-        Self::from_backend(Backend::Memory(MemoryState::default()), 64 * 1024 * 1024)
+        Self::from_backend(Backend::Memory(MemoryState::default()), 64 * 1024 * 1024, "")
     }
 
     /// `memory://` or empty for the embedded cache, `redis://…` for Redis. Redis connects
     /// lazily and fails fast, so an outage degrades callers instead of stalling them.
     pub async fn connect(url: Option<&str>) -> Result<Self> {
+        Self::connect_with_prefix(url, "").await
+    }
+
+    /// Like [`Cache::connect`], with every key prefixed by `prefix`.
+    pub async fn connect_with_prefix(url: Option<&str>, prefix: &str) -> Result<Self> {
         match url {
             None | Some("memory://") | Some("") => Ok(Self::memory()),
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
@@ -124,7 +131,7 @@ impl Cache {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                let cache = Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024);
+                let cache = Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024, prefix);
                 cache.spawn_invalidation_listener(client);
                 Ok(cache)
             }
@@ -132,8 +139,19 @@ impl Cache {
         }
     }
 
-    fn from_backend(backend: Backend, capacity: u64) -> Self {
-        Self { inner: Arc::new(Inner { backend, local: local_tier(capacity), origin: uuid_like() }) }
+    fn from_backend(backend: Backend, capacity: u64, prefix: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                local: local_tier(capacity),
+                origin: uuid_like(),
+                prefix: prefix.to_string(),
+            }),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.prefix)
     }
 
     pub fn is_redis(&self) -> bool {
@@ -180,6 +198,7 @@ impl Cache {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = &self.key(key);
         if let Some(entry) = self.inner.local.get(key) {
             return Ok(Some(entry.value.to_vec()));
         }
@@ -202,6 +221,7 @@ impl Cache {
 
     /// Stores `value` for `ttl` and drops every replica's stale copy.
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let key = &self.key(key);
         let ttl = ttl.max(Duration::from_millis(1));
         match &self.inner.backend {
             Backend::Memory(_) => {
@@ -226,6 +246,7 @@ impl Cache {
 
     /// Removes `key` here, in the shared store, and from every replica's near cache.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
+        let key = &self.key(key);
         self.inner.local.invalidate(key);
         match &self.inner.backend {
             Backend::Memory(_) => Ok(()),
@@ -246,6 +267,7 @@ impl Cache {
 
     /// Atomically adds `by` to a counter (created at 0) and returns the new value.
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
                 let mut counters = m.counters.lock().expect("counter lock");
@@ -259,6 +281,7 @@ impl Cache {
 
     /// Current value of a counter, `None` if it was never set (or was invalidated).
     pub async fn counter(&self, key: &str) -> Result<Option<i64>> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.counters.lock().expect("counter lock").get(key).copied()),
             Backend::Redis(conn, _) => Ok(conn.clone().get(key).await?),
@@ -267,6 +290,7 @@ impl Cache {
 
     /// Sets a counter (e.g. recomputed from the database after an outage).
     pub async fn set_counter(&self, key: &str, value: i64) -> Result<()> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
                 m.counters.lock().expect("counter lock").insert(key.to_string(), value);
@@ -277,6 +301,7 @@ impl Cache {
     }
 
     pub async fn delete_counter(&self, key: &str) -> Result<()> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
                 m.counters.lock().expect("counter lock").remove(key);
@@ -288,6 +313,7 @@ impl Cache {
 
     /// Fixed-window limiter: at most `limit` attempts per `window` for `key`.
     pub async fn rate_limit(&self, key: &str, limit: u64, window: Duration) -> Result<RateDecision> {
+        let key = &self.key(key);
         let (count, reset_after) = match &self.inner.backend {
             Backend::Memory(m) => {
                 let now = Instant::now();
@@ -317,6 +343,7 @@ impl Cache {
 
     /// Attempts counted so far in `key`'s current rate-limit window, without counting one.
     pub async fn rate_count(&self, key: &str) -> Result<(u64, Duration)> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
                 let now = Instant::now();
@@ -338,6 +365,7 @@ impl Cache {
 
     /// Forgets `key`'s rate-limit window (e.g. after a successful login).
     pub async fn rate_reset(&self, key: &str) -> Result<()> {
+        let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
                 m.windows.lock().expect("window lock").remove(key);
@@ -350,6 +378,9 @@ impl Cache {
     /// True if any of `keys` holds a value (one round trip; positive answers stay in the
     /// near cache, absences are always asked).
     pub async fn exists_any(&self, keys: &[&str]) -> Result<bool> {
+        let owned: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let keys = keys.as_slice();
         if keys.iter().any(|k| self.inner.local.contains_key(*k)) {
             return Ok(true);
         }
@@ -381,7 +412,11 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(_) => self.clone(),
             Backend::Redis(conn, client) => {
-                let replica = Self::from_backend(Backend::Redis(conn.clone(), client.clone()), 32 * 1024 * 1024);
+                let replica = Self::from_backend(
+                    Backend::Redis(conn.clone(), client.clone()),
+                    32 * 1024 * 1024,
+                    &self.inner.prefix,
+                );
                 replica.spawn_invalidation_listener(client.clone());
                 replica
             }

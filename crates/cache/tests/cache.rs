@@ -131,3 +131,15 @@ async fn redis_outage_fails_fast_and_recovers() {
         "the cache reconnects when Redis is back"
     );
 }
+
+#[tokio::test]
+async fn redis_key_prefixes_keep_environments_apart() {
+    require("Redis", &redis_url(), 6379).await;
+    let a = Cache::connect_with_prefix(Some(&redis_url()), &format!("{}:", unique("env"))).await.unwrap();
+    let b = Cache::connect_with_prefix(Some(&redis_url()), &format!("{}:", unique("env"))).await.unwrap();
+    a.incr("hits", 5).await.unwrap();
+    assert_eq!(b.counter("hits").await.unwrap(), None);
+    assert!(a.rate_limit("login", 1, Duration::from_secs(5)).await.unwrap().allowed);
+    assert!(b.rate_limit("login", 1, Duration::from_secs(5)).await.unwrap().allowed, "separate windows");
+    a.delete_counter("hits").await.unwrap();
+}

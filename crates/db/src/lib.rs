@@ -78,12 +78,17 @@ pub async fn connect(url: &str, service: &str, max_connections: u32) -> Result<D
             std::fs::create_dir_all(dir)
                 .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
         }
+        // SQLite has one writer: with several pooled connections, concurrent transactions fail
+        // with SQLITE_BUSY(_SNAPSHOT) instead of queueing. One connection per service makes
+        // every statement wait its turn; WAL, the busy timeout and foreign keys are set on it.
+        options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+        });
         let mut conn = Database::connect(options).await?;
         count_queries(&mut conn, service);
-        // WAL lets readers proceed during writes; the busy timeout absorbs short lock waits.
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
-            conn.execute_unprepared(pragma).await?;
-        }
         return Ok(conn);
     }
     // Create the schema first (search_path must name an existing one), under the migration

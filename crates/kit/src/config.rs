@@ -157,6 +157,8 @@ pub struct CacheConfig {
     /// `memory://` (default) or `redis://host:port/db`.
     #[serde(serialize_with = "redact_url_password")]
     pub url: Option<String>,
+    /// Prepended to every key (isolates environments sharing one Redis).
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

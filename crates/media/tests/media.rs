@@ -588,15 +588,15 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
     }
     let query =
         "{ feed(first: 20) { edges { node { id title owner { id } likeCount viewerHasLiked commentCount } } } }";
-    let before = app.db_queries("media").await;
-    let data = g.ok(Some(&viewer), query, json!({})).await;
-    let after = app.db_queries("media").await;
-    assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
-    assert!(
-        after - before <= 2,
-        "a 20-item feed took {} statements (page + the viewer's likes expected)",
-        after - before
-    );
+    // The outbox relay polls in the background; the least of three runs is the request's cost.
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        let before = app.db_queries("media").await;
+        let data = g.ok(Some(&viewer), query, json!({})).await;
+        costs.push(app.db_queries("media").await - before);
+        assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
+    }
+    assert_eq!(costs.iter().min(), Some(&2), "a 20-item feed: the page and the viewer's likes, {costs:?}");
 }
 
 flick_testkit::on_both_backends!(

@@ -29,7 +29,7 @@ pub struct Shared {
 
 impl Shared {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let cache = Cache::connect(config.cache.url.as_deref()).await?;
+        let cache = Cache::connect_with_prefix(config.cache.url.as_deref(), &config.cache.key_prefix).await?;
         let bus = Bus::connect(config.bus.url.as_deref(), bus_options(&config))?;
         let storage = ObjectStorage::open(&storage_options(&config))?;
         tracing::info!(

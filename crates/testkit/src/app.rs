@@ -40,6 +40,7 @@ impl TestInfra {
             let run = crate::unique("t");
             config.bus.exchange = format!("flick.{run}");
             config.bus.queue_prefix = format!("{run}.");
+            config.cache.key_prefix = format!("{run}:");
             database = Some(std::sync::Arc::new(db));
         }
         Self { config, _database: database, _dir: std::sync::Arc::new(dir) }
