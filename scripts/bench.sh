@@ -19,7 +19,10 @@ DURATION=${FLICK_BENCH_SECONDS:-10}
 PORT=18081
 BASE=http://127.0.0.1:$PORT
 
-command -v wrk >/dev/null || { log "installing wrk (Debian)"; apt-get install -y -qq wrk >/dev/null; }
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (Debian)"
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
 OHA=$FLICK_TOOLS_DIR/bin/oha
 [ -x "$OHA" ] || { log "installing oha 1.16.0 (crates.io)"; cargo install -q oha --version 1.16.0 --locked --root "$FLICK_TOOLS_DIR"; }
 "$FLICK_ROOT/scripts/services.sh" up >/dev/null
