@@ -273,3 +273,27 @@ async fn seed_fills_the_embedded_databases_with_ready_public_videos() {
         .unwrap();
     assert!(login["access_token"].is_string(), "seeded users can log in: {login}");
 }
+
+#[tokio::test]
+async fn malformed_or_oversize_graphql_requests_get_graphql_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(dir.path()).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(app.url(1, "/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+
+    let huge = serde_json::json!({ "query": format!("{{ {} }}", "a".repeat(2 * 1024 * 1024)) }).to_string();
+    let res =
+        client.post(app.url(1, "/graphql")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    assert_eq!(res.status(), 413);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+}

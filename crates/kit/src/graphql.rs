@@ -6,7 +6,7 @@ use crate::config::GraphqlConfig;
 use crate::identity::Caller;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -50,8 +50,36 @@ pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
     router
 }
 
-async fn execute<E: Executor>(State(executor): State<E>, caller: Caller, request: GraphQLRequest) -> GraphQLResponse {
-    executor.execute(request.into_inner().data(caller)).await.into()
+/// Reads the body under the server's body limit (413 past it) and answers malformed requests
+/// with a GraphQL error (`extensions.code`), never with a parser's debug text.
+async fn execute<E: Executor>(
+    State(executor): State<E>,
+    caller: Caller,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return request_error(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "request body too large",
+            );
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(e) => {
+            let message = format!("malformed GraphQL request: {e}");
+            return request_error(axum::http::StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message);
+        }
+    };
+    GraphQLResponse::from(executor.execute(request.data(caller)).await).into_response()
+}
+
+fn request_error(status: axum::http::StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn graphiql() -> impl IntoResponse {
