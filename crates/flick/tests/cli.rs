@@ -90,6 +90,10 @@ async fn serve_with_no_configuration_creates_its_data_and_answers_health_and_met
     assert_eq!(missing.status(), 404);
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let wrong_method = reqwest::get(app.url(0, "/auth/login")).await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let body: serde_json::Value = wrong_method.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
 
     let metrics = reqwest::get(app.url(1, "/metrics")).await.unwrap().text().await.unwrap();
     assert!(

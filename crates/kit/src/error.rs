@@ -26,6 +26,7 @@ pub enum ErrorCode {
     Conflict,
     RateLimited,
     PayloadTooLarge,
+    MethodNotAllowed,
     Unavailable,
     Internal,
 }
@@ -40,6 +41,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::RateLimited => "RATE_LIMITED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -54,6 +56,7 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::Conflict => tonic::Code::AlreadyExists,
             Self::RateLimited => tonic::Code::ResourceExhausted,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
+            Self::MethodNotAllowed => tonic::Code::Unimplemented,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }

@@ -216,6 +216,9 @@ async fn app_router(
     .merge(ops)
     .merge(grpc.into_axum_router())
     .fallback(|| async { AppError::not_found("no such route") })
+    .method_not_allowed_fallback(|| async {
+        AppError::new(crate::error::ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    })
     .layer(DefaultBodyLimit::max(options.max_body_bytes))
     .layer(axum::middleware::from_fn_with_state(name, telemetry::track_requests))
     .layer(
