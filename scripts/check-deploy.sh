@@ -146,7 +146,26 @@ compose_check() {
   for f in deploy/compose/traefik.yml deploy/compose/traefik-dynamic.yml deploy/compose/router.yaml; do
     "$PY" -c 'import sys,yaml; yaml.safe_load(open(sys.argv[1]))' "$f" || { echo "bad YAML: $f"; return 1; }
   done
-  echo "docker-compose $(docker-compose version --short) config: $n services; traefik/router YAML parse"
+  # Every service's FLICK_* environment must be a configuration flick accepts (unknown keys
+  # are errors at start-up), checked with the built binary when there is one.
+  local bin=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick} checked="not checked (no flick binary)"
+  if [ -x "$bin" ]; then
+    docker-compose -f docker-compose.yml config 2>/dev/null | "$PY" -c '
+import os, subprocess, sys, yaml
+bad = 0
+for name, svc in yaml.safe_load(sys.stdin)["services"].items():
+    env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+    if not any(k.startswith("FLICK_") for k in env):
+        continue
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_")}
+    r = subprocess.run([sys.argv[1], "config"], env={**clean, **env}, capture_output=True, text=True)
+    if r.returncode:
+        bad += 1
+        print(f"{name}: flick rejects its environment: {r.stderr.strip()[:300]}")
+sys.exit(1 if bad else 0)' "$bin" || return 1
+    checked="flick accepts every service's environment"
+  fi
+  echo "docker-compose $(docker-compose version --short) config: $n services; traefik/router YAML parse; $checked"
 }
 
 prometheus_check() {
