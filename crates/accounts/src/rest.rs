@@ -160,44 +160,53 @@ fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option
     Ok(Some(Option::deserialize(d)?))
 }
 
-/// PUT replaces the editable fields: absent ones are cleared (display name is required).
+impl ProfileBody {
+    /// PUT (`replace`) clears absent fields (the display name is then required); PATCH keeps them.
+    fn into_change(self, replace: bool) -> ProfileChange {
+        let (display_name, bio, avatar_url) = if replace {
+            (
+                Some(self.display_name.unwrap_or_default()),
+                Some(self.bio.unwrap_or_default()),
+                Some(self.avatar_url.flatten()),
+            )
+        } else {
+            (self.display_name, self.bio, self.avatar_url)
+        };
+        ProfileChange {
+            display_name,
+            bio,
+            avatar_url,
+            current_password: self.current_password,
+            new_password: self.new_password,
+        }
+    }
+}
+
+async fn update_profile(accounts: &Accounts, headers: &HeaderMap, change: ProfileChange) -> Response {
+    match authenticate(accounts, headers).await {
+        Ok(token) => accounts
+            .update_profile(&token.user_id, Some(&token.claims.sid), change)
+            .await
+            .map(axum::Json)
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn replace_profile(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
     Json(body): Json<ProfileBody>,
 ) -> Response {
-    let token = match authenticate(&accounts, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let change = ProfileChange {
-        display_name: Some(body.display_name.unwrap_or_default()),
-        bio: Some(body.bio.unwrap_or_default()),
-        avatar_url: Some(body.avatar_url.flatten()),
-        current_password: body.current_password,
-        new_password: body.new_password,
-    };
-    accounts.update_profile(&token.user_id, Some(&token.claims.sid), change).await.map(axum::Json).into_response()
+    update_profile(&accounts, &headers, body.into_change(true)).await
 }
 
-/// PATCH changes only the fields present.
 async fn patch_profile(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
     Json(body): Json<ProfileBody>,
 ) -> Response {
-    let token = match authenticate(&accounts, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let change = ProfileChange {
-        display_name: body.display_name,
-        bio: body.bio,
-        avatar_url: body.avatar_url,
-        current_password: body.current_password,
-        new_password: body.new_password,
-    };
-    accounts.update_profile(&token.user_id, Some(&token.claims.sid), change).await.map(axum::Json).into_response()
+    update_profile(&accounts, &headers, body.into_change(false)).await
 }
 
 async fn delete_profile(State(accounts): State<Accounts>, headers: HeaderMap) -> Response {

@@ -68,6 +68,11 @@ async fn serve(data_dir: &std::path::Path) -> Running {
     running
 }
 
+/// POSTs `body` as JSON and returns the JSON answer.
+async fn post_json(url: String, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new().post(url).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn serve_with_no_configuration_creates_its_data_and_answers_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,18 +114,9 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
     let app = serve(dir.path()).await;
     let client = reqwest::Client::new();
     let query = serde_json::json!({ "query": "{ me { id } }" });
-    let anonymous: serde_json::Value =
-        client.post(app.url(0, "/graphql")).json(&query).send().await.unwrap().json().await.unwrap();
+    let anonymous: serde_json::Value = post_json(app.url(0, "/graphql"), query.clone()).await;
     assert_eq!(anonymous["data"]["me"], serde_json::Value::Null);
-    let registered: serde_json::Value = client
-        .post(app.url(0, "/auth/register"))
-        .json(&serde_json::json!({ "email": "mesh@example.com", "username": "mesh", "password": "correct horse battery", "display_name": "Mesh" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered: serde_json::Value = post_json(app.url(0, "/auth/register"), serde_json::json!({ "email": "mesh@example.com", "username": "mesh", "password": "correct horse battery", "display_name": "Mesh" })).await;
     let user = registered["id"].as_str().unwrap();
     let me: serde_json::Value = client
         .post(app.url(0, "/graphql"))
@@ -134,15 +130,8 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
         .unwrap();
     assert_eq!(me["data"]["me"]["id"], user);
 
-    let sdl: serde_json::Value = client
-        .post(app.url(1, "/graphql"))
-        .json(&serde_json::json!({ "query": "{ _service { sdl } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sdl: serde_json::Value =
+        post_json(app.url(1, "/graphql"), serde_json::json!({ "query": "{ _service { sdl } }" })).await;
     assert!(sdl["data"]["_service"]["sdl"].as_str().unwrap().contains("@key(fields: \"id\")"));
 
     // 16 levels of selection, past the default limit of 12.
@@ -151,15 +140,7 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
         "ofType {".repeat(12),
         "}".repeat(12)
     );
-    let limited: serde_json::Value = client
-        .post(app.url(1, "/graphql"))
-        .json(&serde_json::json!({ "query": too_deep }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let limited: serde_json::Value = post_json(app.url(1, "/graphql"), serde_json::json!({ "query": too_deep })).await;
     assert!(limited["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{limited}");
 }
 
@@ -255,26 +236,14 @@ async fn seed_fills_the_embedded_databases_with_ready_public_videos() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8(out.stdout).unwrap().contains("seeded 3 users"));
     let app = serve(dir.path()).await;
-    let feed: serde_json::Value = reqwest::Client::new()
-        .post(app.url(1, "/graphql"))
-        .json(&serde_json::json!({ "query": "{ feed(first: 20) { edges { node { title owner { id } } } pageInfo { hasNextPage } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: serde_json::Value = post_json(app.url(1, "/graphql"), serde_json::json!({ "query": "{ feed(first: 20) { edges { node { title owner { id } } } pageInfo { hasNextPage } } }" })).await;
     assert_eq!(feed["data"]["feed"]["edges"].as_array().unwrap().len(), 20, "{feed}");
     assert_eq!(feed["data"]["feed"]["pageInfo"]["hasNextPage"], true);
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(app.url(0, "/auth/login"))
-        .json(&serde_json::json!({ "login": "seed_0", "password": "flick-demo-password" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: serde_json::Value = post_json(
+        app.url(0, "/auth/login"),
+        serde_json::json!({ "login": "seed_0", "password": "flick-demo-password" }),
+    )
+    .await;
     assert!(login["access_token"].is_string(), "seeded users can log in: {login}");
 }
 
