@@ -545,11 +545,9 @@ impl Media {
         store::subscriber_counts(&self.db, channels).await.map_err(db_error)
     }
 
-    pub async fn subscribed_among(&self, viewer: &Caller, channels: &[String]) -> Result<Vec<String>, AppError> {
-        match viewer.user_id {
-            None => Ok(Vec::new()),
-            Some(me) => store::subscribed_among(&self.db, &me.to_string(), channels).await.map_err(db_error),
-        }
+    /// Which of `channels` the user `viewer` follows.
+    pub async fn followed_by(&self, viewer: &str, channels: &[String]) -> Result<Vec<String>, AppError> {
+        store::subscribed_among(&self.db, viewer, channels).await.map_err(db_error)
     }
 
     /// Ranked search of public, ready videos: words in the title count most, then tags, then

@@ -4,6 +4,7 @@
 use crate::domain::{self, Media, Page, VideoInput, Visibility as DomainVisibility};
 use crate::store::{CommentRow, VideoRow};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{
     ComplexObject, Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject,
 };
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
 use flick_kit::graphql::caller;
 use flick_kit::{AppError, Caller};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub type MediaSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -19,9 +20,49 @@ pub type MediaSchema = Schema<Query, Mutation, EmptySubscription>;
 pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
     let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
     if let Some(m) = media {
-        builder = builder.data(m);
+        // Users in a list (owners of a page) ask for their counts together: one query each.
+        builder = builder
+            .data(DataLoader::new(SubscriberCounts(m.clone()), tokio::spawn).max_batch_size(100))
+            .data(DataLoader::new(Subscribed(m.clone()), tokio::spawn).max_batch_size(100))
+            .data(m);
     }
     builder.finish()
+}
+
+/// Subscriber counts of the channels asked for at one moment, in one query.
+pub struct SubscriberCounts(Media);
+
+impl Loader<String> for SubscriberCounts {
+    type Value = i64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, channels: &[String]) -> Result<HashMap<String, i64>, Self::Error> {
+        Ok(self.0.subscriber_counts(channels).await?.into_iter().collect())
+    }
+}
+
+/// Whether a viewer follows each channel asked for, one query per viewer.
+pub struct Subscribed(Media);
+
+impl Loader<(String, String)> for Subscribed {
+    type Value = bool;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[(String, String)]) -> Result<HashMap<(String, String), bool>, Self::Error> {
+        let mut by_viewer: HashMap<&str, Vec<String>> = HashMap::new();
+        for (viewer, channel) in keys {
+            by_viewer.entry(viewer).or_default().push(channel.clone());
+        }
+        let mut answers = HashMap::new();
+        for (viewer, channels) in by_viewer {
+            let followed: HashSet<String> = self.0.followed_by(viewer, &channels).await?.into_iter().collect();
+            for channel in channels {
+                let yes = followed.contains(&channel);
+                answers.insert((viewer.to_string(), channel), yes);
+            }
+        }
+        Ok(answers)
+    }
 }
 
 fn media<'a>(ctx: &'a Context<'_>) -> &'a Media {
@@ -80,12 +121,14 @@ impl User {
     }
 
     async fn subscriber_count(&self, ctx: &Context<'_>) -> Result<i32> {
-        let counts = media(ctx).subscriber_counts(std::slice::from_ref(&self.id.0)).await?;
-        Ok(counts.first().map(|(_, n)| *n as i32).unwrap_or(0))
+        let count = ctx.data_unchecked::<DataLoader<SubscriberCounts>>().load_one(self.id.0.clone()).await?;
+        Ok(count.unwrap_or(0) as i32)
     }
 
     async fn viewer_is_subscribed(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(!media(ctx).subscribed_among(caller(ctx), std::slice::from_ref(&self.id.0)).await?.is_empty())
+        let Some(viewer) = caller(ctx).user_id else { return Ok(false) };
+        let loader = ctx.data_unchecked::<DataLoader<Subscribed>>();
+        Ok(loader.load_one((viewer.to_string(), self.id.0.clone())).await?.unwrap_or(false))
     }
 }
 

@@ -586,8 +586,8 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
             g.ok(Some(&viewer), "mutation($id: ID!) { likeVideo(id: $id) { id } }", json!({ "id": id })).await;
         }
     }
-    let query =
-        "{ feed(first: 20) { edges { node { id title owner { id } likeCount viewerHasLiked commentCount } } } }";
+    let query = "{ feed(first: 20) { edges { node { id title likeCount viewerHasLiked commentCount \
+                 owner { id subscriberCount viewerIsSubscribed } } } } }";
     // The outbox relay polls in the background; the least of three runs is the request's cost.
     let mut costs = Vec::new();
     for _ in 0..3 {
@@ -596,7 +596,11 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
         costs.push(app.db_queries("media").await - before);
         assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
     }
-    assert_eq!(costs.iter().min(), Some(&2), "a 20-item feed: the page and the viewer's likes, {costs:?}");
+    assert_eq!(
+        costs.iter().min(),
+        Some(&4),
+        "a 20-item feed: the page, the viewer's likes, the owners' subscriber counts and the viewer's subscriptions, {costs:?}"
+    );
 }
 
 flick_testkit::on_both_backends!(
