@@ -38,6 +38,11 @@ enum Command {
     Config,
     /// Print a service's GraphQL subgraph SDL.
     Sdl { service: String },
+    /// Accounts' signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Fill the configured databases with demo data (users can log in with the seed password).
     Seed {
         #[arg(long, default_value_t = 1000)]
@@ -45,6 +50,14 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         users: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key (it signs from the next start; older keys still verify).
+    Rotate,
+    /// List the key ids; the last one signs.
+    List,
 }
 
 fn selected(services: &[String]) -> anyhow::Result<Vec<&'static str>> {
@@ -86,6 +99,23 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             let services = selected(&services)?;
             runtime()?.block_on(migrate(config, services))
+        }
+        Command::Keys { action } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let dir = config.accounts.jwt_keys_dir.clone().unwrap_or_else(|| config.data_dir.join("keys"));
+            if let KeysAction::Rotate = action {
+                let (kid, _) = flick_accounts::Keyring::generate_key_file(&dir)?;
+                println!("added signing key {kid} in {}; restart accounts to sign with it", dir.display());
+            }
+            let mut kids: Vec<String> = std::fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok()?.path().file_stem()?.to_str().map(str::to_owned))
+                .collect();
+            kids.sort();
+            for kid in &kids {
+                println!("{kid}");
+            }
+            Ok(())
         }
         Command::Seed { videos, users } => {
             let config = Config::load(cli.config.as_deref())?;

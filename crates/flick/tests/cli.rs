@@ -270,3 +270,20 @@ async fn malformed_or_oversize_graphql_requests_get_graphql_errors() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
 }
+
+#[test]
+fn keys_rotate_adds_a_key_that_sorts_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |action: &str| {
+        let out = flick().args(["keys", action]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run("rotate");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let out = run("rotate");
+    let kids: Vec<&str> = out.lines().filter(|l| l.starts_with('k')).collect();
+    assert_eq!(kids.len(), 2, "{out}");
+    assert!(out.contains(&format!("added signing key {}", kids[1])), "the new key sorts last: {out}");
+    assert_eq!(run("list").lines().count(), 2);
+}
