@@ -616,3 +616,73 @@ flick_testkit::on_both_backends!(
     search,
     feed_costs_a_fixed_number_of_queries,
 );
+
+/// Quality bar: with the broker down, user writes still succeed; their events arrive once it
+/// is back (outbox).
+#[tokio::test]
+async fn real_writes_succeed_while_rabbitmq_is_down_and_their_events_follow() {
+    use flick_platform::bus::{Bus, BusOptions};
+    use flick_testkit::{TcpProxy, amqp_url};
+    let mut infra = TestInfra::new(Backend::Real).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    infra.config.bus.url = Some(proxy.rewrite(&amqp_url()));
+    let exchange = infra.config.bus.exchange.clone();
+    let app = TestApp::start(infra, |s| async move { flick_media::build(&s).await }).await;
+    let g = gql(&app);
+
+    // Another service's view of the events, connected to the broker directly.
+    let watcher = Bus::connect(Some(&amqp_url()), BusOptions { exchange, ..BusOptions::default() }).unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let stop = CancellationToken::new();
+    let queue = format!("watch-{}", Uuid::now_v7().simple());
+    watcher
+        .consume(
+            QueueSpec::events(&queue, &["video.*", "comment.*"]),
+            handler(move |d: Delivery| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(d.envelope.r#type);
+                    Ok(())
+                }
+            }),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let owner = user();
+    let id = g.create(&owner, "Made during an outage", "UNLISTED").await;
+    proxy.cut();
+    // Status events cannot arrive now; the owner still sees and changes the video.
+    g.ok(
+        Some(&owner),
+        "mutation($id: ID!) { updateVideo(id: $id, input: {title: \"Still works\"}) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    for i in 0..3 {
+        g.ok(
+            Some(&owner),
+            "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } } }",
+            json!({ "i": { "title": format!("offline {i}") } }),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = seen.lock().unwrap().len();
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let s = seen.lock().unwrap();
+            s.iter().filter(|t| *t == "video.created").count() == 4 && s.iter().any(|t| t == "video.updated")
+        })
+        .await,
+        "every event arrives after the broker returns: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(during <= 1, "nothing but the first create went out during the outage ({during})");
+    stop.cancel();
+    let _ = watcher.delete_queues(&queue).await;
+}
