@@ -585,13 +585,15 @@ impl Media {
             return Err(AppError::bad_input("unknown category").with_field("category", "is not a known category"));
         }
         let filter = store::SearchFilter { words: &words, tags: &tags, category: category.as_deref() };
-        let rows = if self.db.get_database_backend() == flick_platform::db::sea_orm::DatabaseBackend::Postgres {
+        let rows = if words.is_empty() {
+            store::filtered(&self.db, &filter, offset, limit + 1).await.map_err(db_error)?
+        } else if self.db.get_database_backend() == flick_platform::db::sea_orm::DatabaseBackend::Postgres {
             store::search_postgres(&self.db, &filter, offset, limit + 1).await.map_err(db_error)?
         } else {
             let mut ranked = store::search_sqlite(&self.db, &filter, 0, offset + limit + 1).await.map_err(db_error)?;
-            if !words.is_empty() && (ranked.len() as u64) < offset + limit + 1 {
+            if (ranked.len() as u64) < offset + limit + 1 {
                 // FTS5 has no typo tolerance: add close titles and tags, after the exact hits.
-                let candidates = store::search_candidates(&self.db, &filter, 5000).await.map_err(db_error)?;
+                let candidates = store::filtered(&self.db, &filter, 0, 5000).await.map_err(db_error)?;
                 let known: std::collections::HashSet<String> = ranked.iter().map(|v| v.id.clone()).collect();
                 ranked.extend(candidates.into_iter().filter(|v| !known.contains(&v.id) && fuzzy_match(&words, v)));
             }

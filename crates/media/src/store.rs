@@ -569,7 +569,8 @@ fn filter_clause(f: &SearchFilter<'_>, values: &mut Vec<Value>, column_prefix: &
     clause
 }
 
-/// PostgreSQL: ranked full-text matches or titles similar to the query, best first.
+/// PostgreSQL: ranked full-text matches or titles similar to the query, best first (`words`
+/// must not be empty).
 pub async fn search_postgres<C: ConnectionTrait>(
     c: &C,
     f: &SearchFilter<'_>,
@@ -577,11 +578,6 @@ pub async fn search_postgres<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<VideoRow>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
-    if f.words.is_empty() {
-        let filters = filter_clause(f, &mut values, "");
-        let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
-        return videos_where(c, &sql, values).await;
-    }
     values.push(f.words.join(" ").into());
     let filters = filter_clause(f, &mut values, "videos.");
     let sql = format!(
@@ -595,7 +591,7 @@ pub async fn search_postgres<C: ConnectionTrait>(
 }
 
 /// SQLite: FTS5 matches (every word, as a prefix), ranked by bm25 with title > tags >
-/// description. `limit` rows from `offset`.
+/// description. `limit` rows from `offset` (`words` must not be empty).
 pub async fn search_sqlite<C: ConnectionTrait>(
     c: &C,
     f: &SearchFilter<'_>,
@@ -603,11 +599,6 @@ pub async fn search_sqlite<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<VideoRow>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
-    if f.words.is_empty() {
-        let filters = filter_clause(f, &mut values, "");
-        let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
-        return videos_where(c, &sql, values).await;
-    }
     // Words are letters and digits only, quoted: nothing in them is FTS5 syntax.
     let matcher = f.words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" ");
     values.push(matcher.into());
@@ -621,13 +612,16 @@ pub async fn search_sqlite<C: ConnectionTrait>(
     c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
 }
 
-/// SQLite typo fallback: recent public videos passing the filters, for scoring in Rust.
-pub async fn search_candidates<C: ConnectionTrait>(
+/// Public, ready videos passing the filters, newest first: the search without words, and the
+/// candidates SQLite's typo fallback scores in Rust.
+pub async fn filtered<C: ConnectionTrait>(
     c: &C,
     f: &SearchFilter<'_>,
-    max: u64,
+    offset: u64,
+    limit: u64,
 ) -> Result<Vec<VideoRow>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
     let filters = filter_clause(f, &mut values, "");
-    videos_where(c, &format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {max}"), values).await
+    let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
+    videos_where(c, &sql, values).await
 }
