@@ -42,6 +42,9 @@ impl From<amqprs::error::Error> for BusError {
 
 pub type Result<T> = std::result::Result<T, BusError>;
 
+/// Transient messages a slow local subscriber may fall behind by before it loses the oldest.
+pub(crate) const TRANSIENT_BUFFER: usize = 1024;
+
 /// Builds an event envelope with a fresh time-ordered id.
 pub fn envelope(event_type: &str, subject: &str, producer: &str, payload: Vec<u8>) -> Envelope {
     Envelope {
@@ -107,14 +110,35 @@ pub struct DeadLetter {
 pub struct QueueSpec {
     pub name: String,
     pub bindings: Vec<String>,
+    /// Unacknowledged messages one consumer holds (default: `BusOptions::prefetch`). Long jobs
+    /// want 1, so an idle worker is not starved by a busy one.
+    pub prefetch: Option<u16>,
+    /// Attempts before dead-lettering (default: `BusOptions::max_attempts`).
+    pub max_attempts: Option<u32>,
 }
 
 impl QueueSpec {
     pub fn work(name: &str) -> Self {
-        Self { name: name.to_string(), bindings: Vec::new() }
+        Self { name: name.to_string(), bindings: Vec::new(), prefetch: None, max_attempts: None }
     }
     pub fn events(name: &str, patterns: &[&str]) -> Self {
-        Self { name: name.to_string(), bindings: patterns.iter().map(|p| p.to_string()).collect() }
+        Self {
+            name: name.to_string(),
+            bindings: patterns.iter().map(|p| p.to_string()).collect(),
+            prefetch: None,
+            max_attempts: None,
+        }
+    }
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+    pub(crate) fn attempts(&self, options: &BusOptions) -> u32 {
+        self.max_attempts.unwrap_or(options.max_attempts).max(1)
     }
 }
 
@@ -243,6 +267,24 @@ impl Bus {
                 Ok(())
             }
             Bus::Rabbit(b) => b.delete_queues(queue).await,
+        }
+    }
+
+    /// Publishes a transient message (progress) to every process's [`Bus::subscribe_transient`]:
+    /// not persisted, not queued for absent subscribers, at most once.
+    pub async fn publish_transient(&self, envelope: &Envelope) -> Result<()> {
+        match self {
+            Bus::Memory(b) => b.publish_transient(envelope),
+            Bus::Rabbit(b) => b.publish_transient(envelope).await,
+        }
+    }
+
+    /// Transient messages from every producer, from now on. One broker subscription per
+    /// process, fanned out locally; a lagging receiver loses the oldest messages.
+    pub fn subscribe_transient(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
+        match self {
+            Bus::Memory(b) => b.subscribe_transient(),
+            Bus::Rabbit(b) => b.subscribe_transient(),
         }
     }
 

@@ -31,6 +31,7 @@ impl Queue {
 
 pub struct MemoryBus {
     options: BusOptions,
+    transient: tokio::sync::broadcast::Sender<Envelope>,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     bindings: Mutex<Vec<(String, String)>>,
 }
@@ -57,7 +58,18 @@ impl MemoryBus {
     }
 
     pub fn new(options: BusOptions) -> Self {
-        Self { options, queues: Mutex::default(), bindings: Mutex::default() }
+        let (transient, _) = tokio::sync::broadcast::channel(crate::TRANSIENT_BUFFER);
+        Self { options, transient, queues: Mutex::default(), bindings: Mutex::default() }
+    }
+
+    pub fn publish_transient(&self, envelope: &Envelope) -> crate::Result<()> {
+        // No subscriber is not an error: transient messages are for whoever listens now.
+        let _ = self.transient.send(envelope.clone());
+        Ok(())
+    }
+
+    pub fn subscribe_transient(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
+        self.transient.subscribe()
     }
 
     fn queue(&self, name: &str) -> Arc<Queue> {
@@ -98,6 +110,7 @@ impl MemoryBus {
                 }
             }
         }
+        let max_attempts = spec.attempts(&self.options);
         let options = self.options.clone();
         tokio::spawn(async move {
             loop {
@@ -119,7 +132,7 @@ impl MemoryBus {
                 let message = in_flight.message.take().expect("message in flight");
                 match outcome {
                     Ok(()) => {}
-                    Err(HandlerError::Retry(e)) if message.attempt < options.max_attempts => {
+                    Err(HandlerError::Retry(e)) if message.attempt < max_attempts => {
                         tracing::warn!(queue = %spec.name, attempt = message.attempt, error = %e, "handler failed; will retry");
                         let delay = options.backoff(message.attempt);
                         let queue = queue.clone();

@@ -35,6 +35,9 @@ pub struct RabbitBus {
     publisher: tokio::sync::Mutex<Option<Confirmed>>,
     /// Work queues this process has declared already (enqueue declares on first use).
     declared: Mutex<HashSet<String>>,
+    /// Local fan-out of the transient exchange; its broker consumer starts on first subscribe.
+    transient: tokio::sync::broadcast::Sender<Envelope>,
+    transient_started: std::sync::Once,
 }
 
 /// A channel in confirm mode with its outstanding publishes.
@@ -200,7 +203,70 @@ impl RabbitBus {
             options,
             publisher: tokio::sync::Mutex::new(None),
             declared: Mutex::new(HashSet::new()),
+            transient: tokio::sync::broadcast::channel(crate::TRANSIENT_BUFFER).0,
+            transient_started: std::sync::Once::new(),
         })
+    }
+
+    /// The non-durable topic exchange of transient messages (progress), beside the events one.
+    fn transient_exchange(&self) -> String {
+        format!("{}.transient", self.options.exchange)
+    }
+
+    pub async fn publish_transient(&self, envelope: &Envelope) -> Result<()> {
+        let props = BasicProperties::default()
+            .with_persistence(false)
+            .with_content_type(CONTENT_TYPE)
+            .with_message_id(&envelope.id)
+            .with_message_type(&envelope.r#type)
+            .finish();
+        self.publish_raw(&self.transient_exchange(), &envelope.r#type, props, envelope.encode_to_vec(), None).await
+    }
+
+    pub fn subscribe_transient(self: &Arc<Self>) -> tokio::sync::broadcast::Receiver<Envelope> {
+        let rx = self.transient.subscribe();
+        self.transient_started.call_once(|| {
+            let bus = self.clone();
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    match bus.forward_transient().await {
+                        Ok(()) => backoff = Duration::from_millis(200),
+                        Err(e) => tracing::warn!(error = %e, "transient subscription lost; reconnecting"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            });
+        });
+        rx
+    }
+
+    /// Consumes a server-named exclusive queue bound to the transient exchange until the
+    /// connection drops, forwarding every message to the local subscribers.
+    async fn forward_transient(&self) -> Result<()> {
+        let connection = tokio::time::timeout(Duration::from_secs(5), Connection::open(&self.args))
+            .await
+            .map_err(|_| BusError::Unavailable("connecting to RabbitMQ timed out".into()))??;
+        let channel = connection.open_channel(None).await?;
+        let exchange = self.transient_exchange();
+        channel.exchange_declare(ExchangeDeclareArguments::new(&exchange, "topic").durable(false).finish()).await?;
+        let (queue, _, _) = channel
+            .queue_declare(QueueDeclareArguments::exclusive_server_named())
+            .await?
+            .ok_or_else(|| BusError::Unavailable("no queue name from the broker".into()))?;
+        channel.queue_bind(QueueBindArguments::new(&queue, &exchange, "#")).await?;
+        let (_, mut rx) =
+            channel.basic_consume_rx(BasicConsumeArguments::new(&queue, "").manual_ack(false).finish()).await?;
+        while let Some(message) = rx.recv().await {
+            if let Some(content) = message.content
+                && let Ok(envelope) = Envelope::decode(content.as_slice())
+            {
+                let _ = self.transient.send(envelope);
+            }
+        }
+        let _ = connection.close().await;
+        Err(BusError::Unavailable("transient consumer channel closed".into()))
     }
 
     /// Publishes through the shared confirm channel, reopening it after a failure.
@@ -222,6 +288,12 @@ impl RabbitBus {
                     .channel
                     .exchange_declare(
                         ExchangeDeclareArguments::new(&self.options.exchange, "topic").durable(true).finish(),
+                    )
+                    .await?;
+                fresh
+                    .channel
+                    .exchange_declare(
+                        ExchangeDeclareArguments::new(&self.transient_exchange(), "topic").durable(false).finish(),
                     )
                     .await?;
                 self.declared.lock().expect("declared lock").clear();
@@ -282,7 +354,7 @@ impl RabbitBus {
         for pattern in &spec.bindings {
             channel.queue_bind(QueueBindArguments::new(&spec.name, &self.options.exchange, pattern)).await?;
         }
-        for attempt in 1..self.options.max_attempts.max(1) {
+        for attempt in 1..spec.attempts(&self.options) {
             let delay = self.options.backoff(attempt);
             let mut args = FieldTable::new();
             args.insert("x-message-ttl".try_into().expect("name"), FieldValue::l(delay.as_millis() as i64));
@@ -335,7 +407,7 @@ impl RabbitBus {
         channel.register_callback(ConfirmCallback(confirms.clone())).await?;
         channel.confirm_select(ConfirmSelectArguments::new(false)).await?;
         self.declare(&channel, spec).await?;
-        channel.basic_qos(BasicQosArguments::new(0, self.options.prefetch, false)).await?;
+        channel.basic_qos(BasicQosArguments::new(0, spec.prefetch.unwrap_or(self.options.prefetch), false)).await?;
         let side = Confirmed { connection, channel, confirms };
         let (tag, mut rx) =
             side.channel.basic_consume_rx(BasicConsumeArguments::new(&spec.name, "").manual_ack(true).finish()).await?;
@@ -388,7 +460,7 @@ impl RabbitBus {
         let (envelope, result) = outcome;
         let republish = match result {
             Ok(()) => None,
-            Err(HandlerError::Retry(e)) if attempt < self.options.max_attempts => {
+            Err(HandlerError::Retry(e)) if attempt < spec.attempts(&self.options) => {
                 let delay = self.options.backoff(attempt);
                 tracing::warn!(queue = %spec.name, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
                 let envelope = envelope.expect("retried messages decoded");

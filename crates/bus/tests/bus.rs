@@ -289,3 +289,62 @@ async fn rabbitmq_queue_prefixes_keep_environments_apart() {
     a.delete_queues("jobs").await.unwrap();
     b.delete_queues("jobs").await.unwrap();
 }
+
+/// A queue may allow fewer attempts than the bus default (transcode jobs: 3 of 5).
+async fn a_queue_with_its_own_attempt_limit_dead_letters_after_it(bus: Bus) {
+    let queue = unique("q.limit");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let spec = QueueSpec::work(&queue).with_max_attempts(2).with_prefetch(1);
+    bus.consume(spec, recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
+    settle().await;
+    bus.enqueue(&queue, &envelope("job", "twice", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen, 2).await);
+    let dead = dead_letters(&bus, &queue).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "the queue's own limit, not the bus's 3");
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+/// Transient messages reach every current subscriber, none are queued for later ones.
+async fn transient_messages_reach_every_current_subscriber(bus: Bus) {
+    let mut first = bus.subscribe_transient();
+    let mut second = bus.subscribe_transient();
+    settle().await;
+    let subject = unique("v");
+    let progress = envelope("transcode.progress", &subject, "test", b"50%".to_vec());
+    bus.publish_transient(&progress).await.unwrap();
+    for rx in [&mut first, &mut second] {
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let e = rx.recv().await.unwrap();
+                if e.subject == subject {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the message arrives");
+        assert_eq!(got, progress);
+    }
+}
+
+#[tokio::test]
+async fn memory_queue_with_its_own_attempt_limit_dead_letters_after_it() {
+    a_queue_with_its_own_attempt_limit_dead_letters_after_it(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_queue_with_its_own_attempt_limit_dead_letters_after_it() {
+    a_queue_with_its_own_attempt_limit_dead_letters_after_it(rabbit().await).await;
+}
+#[tokio::test]
+async fn memory_transient_messages_reach_every_current_subscriber() {
+    transient_messages_reach_every_current_subscriber(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_transient_messages_reach_every_current_subscriber() {
+    transient_messages_reach_every_current_subscriber(rabbit().await).await;
+}

@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use hmac::{Hmac, Mac};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
@@ -229,6 +230,90 @@ impl ObjectStorage {
         Ok(keys.len())
     }
 
+    /// Starts a multipart upload whose state lives with the caller (ids, not a handle), so
+    /// it can be continued by another process or after a restart. Returns its id.
+    pub async fn multipart_start(&self, key: &str) -> Result<String> {
+        let path = key_path(key)?;
+        match &self.backend {
+            Backend::S3 { s3 } => Ok(s3.create_multipart(&path).await?),
+            Backend::Local { root, .. } => {
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                tokio::fs::create_dir_all(local_parts_dir(root, &id))
+                    .await
+                    .map_err(|e| StorageError::Source(format!("creating a multipart directory: {e}")))?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Uploads part `index` (0-based; all but the last must be ≥ 5 MiB on S3). Uploading the
+    /// same index again replaces it. Returns the part's id for [`Self::multipart_complete`].
+    pub async fn multipart_put(&self, key: &str, upload_id: &str, index: usize, data: Bytes) -> Result<String> {
+        let path = key_path(key)?;
+        match &self.backend {
+            Backend::S3 { s3 } => {
+                Ok(s3.put_part(&path, &upload_id.to_string(), index, PutPayload::from(data)).await?.content_id)
+            }
+            Backend::Local { root, .. } => {
+                let dir = local_parts_dir(root, &local_id(upload_id)?);
+                let part = dir.join(format!("{index:06}"));
+                let tmp = dir.join(format!("{index:06}.tmp"));
+                let io = |e: std::io::Error| StorageError::Source(format!("writing part {index}: {e}"));
+                tokio::fs::write(&tmp, &data).await.map_err(io)?;
+                tokio::fs::rename(&tmp, &part).await.map_err(io)?;
+                Ok(format!("{index:06}"))
+            }
+        }
+    }
+
+    /// Joins the parts, in the order given, into the object `key`.
+    pub async fn multipart_complete(&self, key: &str, upload_id: &str, parts: &[String]) -> Result<()> {
+        let path = key_path(key)?;
+        match &self.backend {
+            Backend::S3 { s3 } => {
+                let parts = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+                s3.complete_multipart(&path, &upload_id.to_string(), parts).await?;
+                Ok(())
+            }
+            Backend::Local { root, .. } => {
+                let dir = local_parts_dir(root, &local_id(upload_id)?);
+                let target = root.join(key);
+                let io = |e: std::io::Error| StorageError::Source(format!("joining parts: {e}"));
+                if let Some(parent) = target.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(io)?;
+                }
+                let tmp = dir.join("joined.tmp");
+                let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+                for part in parts {
+                    let mut input = tokio::fs::File::open(dir.join(part)).await.map_err(io)?;
+                    tokio::io::copy(&mut input, &mut out).await.map_err(io)?;
+                }
+                out.sync_all().await.map_err(io)?;
+                tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+                tokio::fs::remove_dir_all(&dir).await.map_err(io)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops a multipart upload and its parts (an unknown id is already gone).
+    pub async fn multipart_abort(&self, key: &str, upload_id: &str) -> Result<()> {
+        let path = key_path(key)?;
+        match &self.backend {
+            Backend::S3 { s3 } => match s3.abort_multipart(&path, &upload_id.to_string()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Backend::Local { root, .. } => {
+                match tokio::fs::remove_dir_all(local_parts_dir(root, &local_id(upload_id)?)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(StorageError::Source(format!("removing parts: {e}"))),
+                }
+            }
+        }
+    }
+
     /// A URL that lets anyone GET `key` until it expires.
     pub async fn presigned_get(&self, key: &str, expires_in: Duration) -> Result<String> {
         let path = key_path(key)?;
@@ -265,6 +350,21 @@ impl ObjectStorage {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Parts of local multipart uploads live beside the object root, never inside it, so they
+/// are not listed as objects.
+fn local_parts_dir(root: &std::path::Path, upload_id: &str) -> PathBuf {
+    let mut dir = root.as_os_str().to_owned();
+    dir.push(".multipart");
+    PathBuf::from(dir).join(upload_id)
+}
+
+fn local_id(upload_id: &str) -> Result<String> {
+    if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(StorageError::InvalidKey(upload_id.to_string()));
+    }
+    Ok(upload_id.to_string())
 }
 
 fn sign(key: &[u8], object_key: &str, expires: i64) -> String {

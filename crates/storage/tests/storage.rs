@@ -64,6 +64,44 @@ async fn a_failing_source_leaves_no_object(store: ObjectStorage) {
     assert!(store.head(&key).await.unwrap().is_none());
 }
 
+/// A multipart upload started by one handle is continued and completed by another (a
+/// restarted server), with a part replaced on the way; aborting another leaves nothing.
+async fn multipart_uploads_continue_across_handles(first: ObjectStorage, second: ObjectStorage) {
+    let key = format!("{}/source", unique("mp"));
+    let data = pattern();
+    let (a, rest) = data.split_at(8 * 1024 * 1024);
+    let (b, c) = rest.split_at(8 * 1024 * 1024);
+    let id = first.multipart_start(&key).await.unwrap();
+    let p0 = first.multipart_put(&key, &id, 0, Bytes::copy_from_slice(a)).await.unwrap();
+    let _stale = first.multipart_put(&key, &id, 1, Bytes::from(vec![7u8; 8 * 1024 * 1024])).await.unwrap();
+    let p1 = second.multipart_put(&key, &id, 1, Bytes::copy_from_slice(b)).await.unwrap();
+    let p2 = second.multipart_put(&key, &id, 2, Bytes::copy_from_slice(c)).await.unwrap();
+    assert!(second.head(&key).await.unwrap().is_none(), "nothing is visible before completion");
+    second.multipart_complete(&key, &id, &[p0, p1, p2]).await.unwrap();
+    assert_eq!(second.get(&key).await.unwrap().as_ref(), &data[..]);
+
+    let gone = format!("{}/abandoned", unique("mp"));
+    let id = first.multipart_start(&gone).await.unwrap();
+    first.multipart_put(&gone, &id, 0, Bytes::from(vec![1u8; 1024])).await.unwrap();
+    second.multipart_abort(&gone, &id).await.unwrap();
+    second.multipart_abort(&gone, &id).await.unwrap();
+    assert!(second.head(&gone).await.unwrap().is_none());
+    first.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn local_multipart_uploads_continue_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    multipart_uploads_continue_across_handles(local(dir.path()), local(dir.path())).await;
+    let leftovers = std::fs::read_dir(dir.path().join("objects.multipart")).unwrap().count();
+    assert_eq!(leftovers, 0, "completed and aborted uploads leave no parts behind");
+}
+
+#[tokio::test]
+async fn s3_multipart_uploads_continue_across_handles() {
+    multipart_uploads_continue_across_handles(real_s3().await, real_s3().await).await;
+}
+
 #[tokio::test]
 async fn local_streams_multipart_and_reads_ranges() {
     let dir = tempfile::tempdir().unwrap();
