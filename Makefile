@@ -15,6 +15,7 @@ dev: ## build flick, install Traefik + hive-router on first run, serve the platf
 	scripts/dev.sh
 
 test: services ## start the real test services if needed, then run every test
+	scripts/tools.sh ffmpeg
 	cargo build -p flick --bin flick
 	scripts/e2e.sh
 	cargo nextest run --workspace --no-fail-fast

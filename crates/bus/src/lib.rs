@@ -234,6 +234,19 @@ impl Bus {
         }
     }
 
+    /// Declares the queue with its bindings, retry and dead-letter queues, without consuming:
+    /// a producer calls it so that messages published before any consumer runs are kept.
+    pub async fn declare(&self, mut spec: QueueSpec) -> Result<()> {
+        spec.name = self.queue(&spec.name);
+        match self {
+            Bus::Memory(b) => {
+                b.declare(&spec);
+                Ok(())
+            }
+            Bus::Rabbit(b) => b.declare_queue(&spec).await,
+        }
+    }
+
     /// Declares the queue (and its retry and dead-letter queues) and consumes it until
     /// `shutdown`; the message in hand is finished first. Reconnects after broker outages.
     pub async fn consume(

@@ -16,7 +16,7 @@ struct Message {
     redelivered: bool,
 }
 
-struct Queue {
+pub(crate) struct Queue {
     tx: mpsc::UnboundedSender<Message>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
     dead: Mutex<Vec<DeadLetter>>,
@@ -99,17 +99,21 @@ impl MemoryBus {
         Ok(())
     }
 
-    pub fn consume(&self, spec: QueueSpec, handler: Handler, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// Creates the queue and its bindings, so events published from now on are kept for it.
+    pub(crate) fn declare(&self, spec: &QueueSpec) -> Arc<Queue> {
         let queue = self.queue(&spec.name);
-        {
-            let mut bindings = self.bindings.lock().expect("bindings lock");
-            for pattern in &spec.bindings {
-                let binding = (pattern.clone(), spec.name.clone());
-                if !bindings.contains(&binding) {
-                    bindings.push(binding);
-                }
+        let mut bindings = self.bindings.lock().expect("bindings lock");
+        for pattern in &spec.bindings {
+            let binding = (pattern.clone(), spec.name.clone());
+            if !bindings.contains(&binding) {
+                bindings.push(binding);
             }
         }
+        queue
+    }
+
+    pub fn consume(&self, spec: QueueSpec, handler: Handler, shutdown: CancellationToken) -> JoinHandle<()> {
+        let queue = self.declare(&spec);
         let max_attempts = spec.attempts(&self.options);
         let options = self.options.clone();
         tokio::spawn(async move {

@@ -345,6 +345,18 @@ impl RabbitBus {
         Ok(())
     }
 
+    /// Declares `spec`'s topology on a short-lived connection.
+    pub async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
+        let connection = tokio::time::timeout(Duration::from_secs(5), Connection::open(&self.args))
+            .await
+            .map_err(|_| BusError::Unavailable("connecting to RabbitMQ timed out".into()))??;
+        let channel = connection.open_channel(None).await?;
+        let declared = self.declare(&channel, spec).await;
+        let _ = channel.close().await;
+        let _ = connection.close().await;
+        declared
+    }
+
     /// Declares `spec`'s queue with its retry and dead-letter queues.
     async fn declare(&self, channel: &Channel, spec: &QueueSpec) -> Result<()> {
         channel

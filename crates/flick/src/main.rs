@@ -9,6 +9,8 @@ use flick_platform::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod upload;
+
 const SERVICES: &[&str] = &["accounts", "media", "transcoder", "recommender"];
 
 #[derive(Parser)]
@@ -29,6 +31,17 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         services: Vec<String>,
     },
+    /// Upload a video file through the edge (resumes an interrupted upload of the same file).
+    Upload(upload::UploadArgs),
+    /// Run transcode workers only: they take jobs from the queue (scale them out on its depth).
+    Worker {
+        /// Jobs this process transcodes at once (default: transcoder.workers, at least 1).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Address of the worker's /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
     /// Apply pending database migrations and exit.
     Migrate {
         #[arg(long, value_delimiter = ',')]
@@ -43,12 +56,28 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Recommender maintenance.
+    Recommender {
+        #[command(subcommand)]
+        action: RecommenderAction,
+    },
     /// Fill the configured databases with demo data (users can log in with the seed password).
     Seed {
         #[arg(long, default_value_t = 1000)]
         videos: usize,
         #[arg(long, default_value_t = 50)]
         users: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecommenderAction {
+    /// Embed every public video media lists again (over gRPC) and index it; safe beside a
+    /// running recommender.
+    Backfill {
+        /// Media's gRPC address (default: this configuration's media port on server.host).
+        #[arg(long)]
+        media_url: Option<String>,
     },
 }
 
@@ -121,6 +150,15 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             runtime()?.block_on(seed(config, users, videos))
         }
+        Command::Upload(args) => runtime()?.block_on(upload::run(args)),
+        Command::Worker { jobs, listen } => {
+            let config = Config::load(cli.config.as_deref())?;
+            runtime()?.block_on(worker(config, jobs, listen))
+        }
+        Command::Recommender { action: RecommenderAction::Backfill { media_url } } => {
+            let config = Config::load(cli.config.as_deref())?;
+            runtime()?.block_on(recommender_backfill(config, media_url))
+        }
         Command::Serve { services } => {
             let config = Config::load(cli.config.as_deref())?;
             let services = selected(&services)?;
@@ -155,6 +193,21 @@ async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<
     Ok(())
 }
 
+async fn recommender_backfill(config: Config, media_url: Option<String>) -> anyhow::Result<()> {
+    let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-recommender-backfill")?;
+    let media_url = media_url.unwrap_or_else(|| format!("http://{}:{}", config.server.host, config.server.ports.media));
+    let db = flick_platform::connect_db(&config, "recommender").await?;
+    flick_platform::db::migrate(&db, flick_recommender::MIGRATIONS).await?;
+    let recommender = flick_recommender::recommender(db, &config.recommender);
+    let started = std::time::Instant::now();
+    let done = flick_recommender::backfill(&recommender, &media_url, 100, |p| {
+        println!("{} listed, {} indexed ({:.0}s)", p.listed, p.indexed, started.elapsed().as_secs_f64());
+    })
+    .await?;
+    println!("backfill done: {} public videos listed by media, {} indexed", done.listed, done.indexed);
+    Ok(())
+}
+
 async fn seed(config: Config, users: usize, videos: usize) -> anyhow::Result<()> {
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-seed")?;
     let accounts = flick_platform::connect_db(&config, "accounts").await?;
@@ -173,7 +226,44 @@ async fn seed(config: Config, users: usize, videos: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn serve(config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+async fn worker(config: Config, jobs: Option<usize>, listen: SocketAddr) -> anyhow::Result<()> {
+    let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-worker")?;
+    flick_kit::identity::require_mesh_secret(config.identity.mesh_secret.expose());
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let shutdown = flick_kit::shutdown::on_signal();
+    let jobs = jobs.unwrap_or(config.transcoder.workers).max(1);
+    let shared = Shared::connect(config.clone()).await?;
+    let service = flick_transcoder::build_worker(&shared, jobs).await.context("starting the transcode worker")?;
+    let bound = BoundService::bind(service, listen, ServerOptions::from(&config.server)).await?;
+    tracing::info!(jobs, addr = %bound.local_addr(), "transcode worker ready");
+    bound.run_until_stopped(shutdown).await
+}
+
+/// Fills in the gRPC endpoint of every service this process runs, unless configured.
+fn local_endpoints(config: &mut Config, services: &[&'static str]) {
+    let host = match config.server.host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    for service in services {
+        let url = Some(format!("http://{host}:{}", config.server.ports.of(service).expect("known service")));
+        let slot = match *service {
+            "accounts" => &mut config.endpoints.accounts,
+            "media" => &mut config.endpoints.media,
+            "transcoder" => &mut config.endpoints.transcoder,
+            _ => &mut config.endpoints.recommender,
+        };
+        if slot.is_none() {
+            *slot = url;
+        }
+    }
+}
+
+async fn serve(mut config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+    local_endpoints(&mut config, &services);
+    flick_kit::identity::require_mesh_secret(config.identity.mesh_secret.expose());
     let name = if services.len() == 1 { format!("flick-{}", services[0]) } else { "flick".to_string() };
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, &name)?;
     std::fs::create_dir_all(&config.data_dir)

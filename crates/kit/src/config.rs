@@ -26,6 +26,10 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub documents: DocumentsConfig,
     pub accounts: AccountsConfig,
+    pub transcoder: TranscoderConfig,
+    pub recommender: RecommenderConfig,
+    pub endpoints: EndpointsConfig,
+    pub identity: IdentityConfig,
 }
 
 impl Default for Config {
@@ -41,6 +45,10 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             documents: DocumentsConfig::default(),
             accounts: AccountsConfig::default(),
+            transcoder: TranscoderConfig::default(),
+            endpoints: EndpointsConfig::default(),
+            identity: IdentityConfig::default(),
+            recommender: RecommenderConfig::default(),
         }
     }
 }
@@ -76,6 +84,116 @@ impl Default for AccountsConfig {
             login_failures_per_address: 30,
             login_failure_window_seconds: 900,
         }
+    }
+}
+
+/// How services know a request's identity headers come from the mesh.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Shared by the edge, the router and the services: `x-user-id` counts only beside
+    /// `x-flick-mesh` with this value. Empty: trusted by network position alone.
+    pub mesh_secret: Secret,
+}
+
+/// Where services reach each other over gRPC (`http://transcoder:8083`). Empty: `flick serve`
+/// fills in the local port of each service it runs; a service that is neither is not called.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointsConfig {
+    pub accounts: Option<String>,
+    pub media: Option<String>,
+    pub transcoder: Option<String>,
+    pub recommender: Option<String>,
+}
+
+/// Uploads, transcode workers and playback.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscoderConfig {
+    /// Largest accepted upload (`Tus-Max-Size`).
+    pub max_upload_bytes: u64,
+    /// Bytes of uploads (in progress and kept sources) one user may hold.
+    pub user_quota_bytes: u64,
+    /// An upload not finished within this time expires and its parts are dropped.
+    pub upload_expiry_seconds: u64,
+    /// Jobs one process transcodes at once (`flick worker` and `flick serve`); 0: no worker.
+    pub workers: usize,
+    /// Attempts of a failing job before it is dead-lettered.
+    pub job_attempts: u32,
+    pub ffmpeg: String,
+    pub ffprobe: String,
+    /// x264 preset of every rung.
+    pub preset: String,
+    pub segment_seconds: u32,
+    pub audio_bitrate_kbps: u32,
+    /// A job whose encode runs longer than this is killed and retried.
+    pub job_timeout_seconds: u64,
+    /// Where workers keep a job's source and outputs while they work; empty: the system's.
+    pub work_dir: Option<PathBuf>,
+    /// The ladder: rungs above the source's size are skipped (never upscaled).
+    pub rungs: Vec<RungConfig>,
+    /// Public origin that playback URLs start with (the edge).
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    pub name: String,
+    pub height: u32,
+    pub video_bitrate_kbps: u32,
+    pub max_bitrate_kbps: u32,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        let rung = |name: &str, height, video_bitrate_kbps, max_bitrate_kbps| RungConfig {
+            name: name.into(),
+            height,
+            video_bitrate_kbps,
+            max_bitrate_kbps,
+        };
+        Self {
+            max_upload_bytes: 10 * 1024 * 1024 * 1024,
+            user_quota_bytes: 50 * 1024 * 1024 * 1024,
+            upload_expiry_seconds: 24 * 3600,
+            workers: 1,
+            job_attempts: 3,
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+            preset: "veryfast".into(),
+            segment_seconds: 4,
+            audio_bitrate_kbps: 128,
+            job_timeout_seconds: 3600,
+            work_dir: None,
+            rungs: vec![
+                rung("1080p", 1080, 5000, 5350),
+                rung("720p", 720, 2800, 3000),
+                rung("480p", 480, 1400, 1500),
+                rung("360p", 360, 800, 856),
+                rung("240p", 240, 400, 428),
+            ],
+            public_base_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// Text embeddings and recommendations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecommenderConfig {
+    /// all-MiniLM-L6-v2's `model.safetensors`, `tokenizer.json` and `config.json`, as
+    /// `scripts/models.sh` installs them; empty: `$FLICK_TOOLS_DIR/models/all-MiniLM-L6-v2`
+    /// (`/var/cache/flick/tools/...` when `FLICK_TOOLS_DIR` is unset).
+    pub model_dir: Option<PathBuf>,
+    /// Most texts embedded in one forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for RecommenderConfig {
+    fn default() -> Self {
+        Self { model_dir: None, batch_size: 32 }
     }
 }
 

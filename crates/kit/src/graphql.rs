@@ -3,7 +3,7 @@
 //! graphql-ws subscriptions on `/ws`.
 
 use crate::config::GraphqlConfig;
-use crate::identity::Caller;
+use crate::identity::{Caller, TokenVerifier};
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
@@ -40,7 +40,17 @@ where
 
 /// `POST /graphql` (queries, mutations), `GET /graphql` (GraphiQL), `GET /ws` (graphql-ws).
 pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
-    let mut router = Router::new().route("/ws", get(subscriptions::<E>)).with_state(executor.clone());
+    routes_with(executor, cfg, None)
+}
+
+/// [`routes`], with WebSocket connections that carry an `authorization` bearer token in their
+/// `connection_init` payload identified by `verifier` (the router passes a client's token
+/// there; it cannot pass the edge's headers over a WebSocket).
+pub fn routes_with<E: Executor>(executor: E, cfg: &GraphqlConfig, verifier: Option<TokenVerifier>) -> Router {
+    let ws = get(move |state: State<E>, headers: HeaderMap, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade| {
+        subscriptions::<E>(state, headers, protocol, upgrade, verifier)
+    });
+    let mut router = Router::new().route("/ws", ws).with_state(executor.clone());
     let post = axum::routing::post(execute::<E>);
     router = if cfg.graphiql {
         router.route("/graphql", post.get(graphiql).with_state(executor))
@@ -96,6 +106,7 @@ async fn subscriptions<E: Executor>(
     headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
+    verifier: Option<TokenVerifier>,
 ) -> Response {
     let from_upgrade = Caller::from_headers(&headers);
     upgrade
@@ -103,7 +114,13 @@ async fn subscriptions<E: Executor>(
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, executor, protocol)
                 .on_connection_init(move |payload| async move {
-                    let caller = caller_from_init_payload(&payload).unwrap_or(from_upgrade);
+                    // A token is checked with accounts; a bad one closes the connection.
+                    let caller = match (bearer_from_init_payload(&payload), verifier) {
+                        (Some(token), Some(verifier)) => {
+                            verifier.verify(&token).await.map_err(|e| async_graphql::Error::new(e.message()))?
+                        }
+                        _ => caller_from_init_payload(&payload).unwrap_or(from_upgrade),
+                    };
                     let mut data = Data::default();
                     data.insert(caller);
                     Ok(data)
@@ -113,14 +130,32 @@ async fn subscriptions<E: Executor>(
         .into_response()
 }
 
+fn init_headers(payload: &serde_json::Value) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())
+}
+
+/// `authorization: Bearer <token>` from a `connection_init` payload.
+fn bearer_from_init_payload(payload: &serde_json::Value) -> Option<String> {
+    init_headers(payload)?.iter().find_map(|(k, v)| {
+        let v = v.as_str()?;
+        (k.eq_ignore_ascii_case("authorization"))
+            .then(|| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .flatten()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    })
+}
+
 /// Reads `x-user-id`/`x-user-role` from a `connection_init` payload, at the top level or under
 /// `headers`, with any key case.
 fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
-    let object = payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())?;
+    let object = init_headers(payload)?;
     let mut headers = HeaderMap::new();
     for (key, value) in object {
         let key = key.to_ascii_lowercase();
-        if (key == crate::identity::USER_ID_HEADER || key == crate::identity::USER_ROLE_HEADER)
+        if (key == crate::identity::USER_ID_HEADER
+            || key == crate::identity::USER_ROLE_HEADER
+            || key == crate::identity::MESH_HEADER)
             && let (Ok(name), Some(Ok(value))) = (
                 axum::http::HeaderName::from_bytes(key.as_bytes()),
                 value.as_str().map(axum::http::HeaderValue::from_str),
@@ -152,5 +187,15 @@ mod tests {
         assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
         assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
         assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
+    }
+
+    #[test]
+    fn init_payload_bearer_tokens_are_found_in_any_case() {
+        let nested = serde_json::json!({ "headers": { "Authorization": "Bearer abc.def" } });
+        assert_eq!(bearer_from_init_payload(&nested).as_deref(), Some("abc.def"));
+        let top = serde_json::json!({ "authorization": "bearer xyz" });
+        assert_eq!(bearer_from_init_payload(&top).as_deref(), Some("xyz"));
+        assert_eq!(bearer_from_init_payload(&serde_json::json!({ "authorization": "Basic xyz" })), None);
+        assert_eq!(bearer_from_init_payload(&serde_json::json!({})), None);
     }
 }

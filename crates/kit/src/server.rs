@@ -49,6 +49,9 @@ pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static
 pub struct Service {
     pub name: &'static str,
     pub http: Router,
+    /// Routes exempt from the request timeout (long uploads and downloads); they still
+    /// get metrics, traces and panic catching.
+    pub streaming_http: Router,
     pub grpc: tonic::service::Routes,
     /// Fully-qualified gRPC service names, reported SERVING by gRPC health.
     pub grpc_services: Vec<&'static str>,
@@ -61,6 +64,7 @@ impl Service {
         Self {
             name,
             http: Router::new(),
+            streaming_http: Router::new(),
             grpc: tonic::service::Routes::default(),
             grpc_services: Vec::new(),
             checks: Vec::new(),
@@ -69,6 +73,10 @@ impl Service {
     }
     pub fn http(mut self, router: Router) -> Self {
         self.http = self.http.merge(router);
+        self
+    }
+    pub fn streaming_http(mut self, router: Router) -> Self {
+        self.streaming_http = self.streaming_http.merge(router);
         self
     }
     pub fn grpc<S>(mut self, name: &'static str, svc: S) -> Self
@@ -139,9 +147,17 @@ impl BoundService {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { service, listener, options } = self;
         let name = service.name;
-        let app =
-            app_router(service.http, service.grpc, &service.grpc_services, service.checks, name, &shutdown, &options)
-                .await;
+        let app = app_router(
+            service.http,
+            service.streaming_http,
+            service.grpc,
+            &service.grpc_services,
+            service.checks,
+            name,
+            &shutdown,
+            &options,
+        )
+        .await;
 
         let tasks: Vec<_> = service.tasks.into_iter().map(|task| tokio::spawn(task(shutdown.clone()))).collect();
         tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
@@ -170,8 +186,10 @@ impl BoundService {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "the parts of one service, assembled in one place")]
 async fn app_router(
     http: Router,
+    streaming_http: Router,
     grpc: tonic::service::Routes,
     grpc_services: &[&'static str],
     checks: Vec<ReadyCheck>,
@@ -213,6 +231,7 @@ async fn app_router(
         StatusCode::GATEWAY_TIMEOUT,
         options.request_timeout,
     ))
+    .merge(streaming_http)
     .merge(ops)
     .merge(grpc.into_axum_router())
     .fallback(|| async { AppError::not_found("no such route") })

@@ -180,11 +180,31 @@ fn page<T>(mut rows: Vec<T>, limit: u64) -> Page<T> {
 pub struct Media {
     db: DatabaseConnection,
     relay: Relay,
+    /// The transcoder, when one is configured (`endpoints.transcoder`).
+    uploads: Option<crate::uploads::Uploads>,
 }
 
 impl Media {
     pub fn new(db: DatabaseConnection, relay: Relay) -> Self {
-        Self { db, relay }
+        Self { db, relay, uploads: None }
+    }
+
+    pub fn with_uploads(mut self, uploads: crate::uploads::Uploads) -> Self {
+        self.uploads = Some(uploads);
+        self
+    }
+
+    /// Opens the upload of a video just created. A transcoder that is down or absent leaves
+    /// the video without a ticket (logged): the owner can start one at `/video/upload`.
+    pub async fn open_upload(&self, caller: &Caller, v: &VideoRow) -> Option<crate::uploads::Ticket> {
+        let uploads = self.uploads.as_ref()?;
+        match uploads.create(caller, &v.id, &v.visibility).await {
+            Ok(ticket) => Some(ticket),
+            Err(e) => {
+                tracing::warn!(video.id = %v.id, error = %e.message(), code = ?e.code(), "no upload ticket: the transcoder did not answer");
+                None
+            }
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -607,10 +627,12 @@ impl Media {
     pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<(), DbErr> {
         let now = now_ms();
         match e.r#type.as_str() {
-            "upload.completed" => {
+            // A new source or a retry: processing again (also after a failure).
+            "upload.completed" | "transcode.requested" => {
                 store::exec(
                     txn,
-                    "UPDATE videos SET status = 'PROCESSING', updated_at_ms = ? WHERE id = ? AND status = 'AWAITING_UPLOAD'",
+                    "UPDATE videos SET status = 'PROCESSING', failure = NULL, updated_at_ms = ?
+                     WHERE id = ? AND status IN ('AWAITING_UPLOAD', 'FAILED')",
                     vec![now.into(), e.subject.clone().into()],
                 )
                 .await?;

@@ -391,7 +391,8 @@ pub struct UploadTicket {
 #[derive(SimpleObject)]
 pub struct CreateVideoPayload {
     pub video: Video,
-    /// Null until the transcoder service offers uploads (see ARCHITECTURE.md).
+    /// A tus upload already created (PATCH from offset 0). Null only when the transcoder
+    /// could not be reached; then start one with `POST /video/upload` (metadata `videoId`).
     pub upload: Option<UploadTicket>,
 }
 
@@ -416,7 +417,12 @@ impl Mutation {
                 },
             )
             .await?;
-        Ok(CreateVideoPayload { video: one(ctx, row).await?, upload: None })
+        let upload = media(ctx).open_upload(caller(ctx), &row).await.map(|t| UploadTicket {
+            id: ID(t.id),
+            url: t.url,
+            expires_at: DateTime::from_timestamp_millis(t.expires_at_ms).unwrap_or_default(),
+        });
+        Ok(CreateVideoPayload { video: one(ctx, row).await?, upload })
     }
 
     async fn update_video(&self, ctx: &Context<'_>, id: ID, input: UpdateVideoInput) -> Result<Video> {

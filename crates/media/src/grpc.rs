@@ -63,4 +63,21 @@ impl pb::media_service_server::MediaService for MediaGrpc {
             next_cursor,
         }))
     }
+
+    async fn list_public_videos(
+        &self,
+        request: Request<pb::ListPublicVideosRequest>,
+    ) -> Result<Response<pb::ListPublicVideosResponse>, Status> {
+        let r = request.into_inner();
+        let after = Some(r.after.as_str()).filter(|a| !a.is_empty());
+        let page = self.0.feed(after, Some(if r.first == 0 { 20 } else { r.first })).await?;
+        let next_cursor = match page.items.last() {
+            Some(v) if page.has_next => Media::cursor_of(v, false),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListPublicVideosResponse {
+            videos: page.items.into_iter().map(to_pb).collect(),
+            next_cursor,
+        }))
+    }
 }

@@ -7,6 +7,7 @@ mod graphql;
 mod grpc;
 mod seed;
 mod store;
+mod uploads;
 
 use flick_kit::Service;
 use flick_platform::Shared;
@@ -23,7 +24,8 @@ pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, st
 
 /// Events media follows, on its own durable queue.
 pub const EVENTS_QUEUE: &str = "media.events";
-const EVENT_PATTERNS: &[&str] = &["upload.completed", "transcode.completed", "transcode.failed", "user.deleted"];
+const EVENT_PATTERNS: &[&str] =
+    &["upload.completed", "transcode.requested", "transcode.completed", "transcode.failed", "user.deleted"];
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
@@ -32,7 +34,10 @@ pub fn sdl() -> String {
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let media = Media::new(infra.db.clone(), infra.relay.clone());
+    let mut media = Media::new(infra.db.clone(), infra.relay.clone());
+    if let Some(url) = &shared.config.endpoints.transcoder {
+        media = media.with_uploads(uploads::Uploads::connect_lazy(url)?);
+    }
     let consumer = media.clone();
     let bus = shared.bus.clone();
     let mut service = Service::new(NAME)

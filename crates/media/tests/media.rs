@@ -68,7 +68,8 @@ impl Gql<'_> {
     async fn make_ready(&self, owner: &str, id: &str) {
         let bus = &self.app.shared.bus;
         bus.publish(&envelope("upload.completed", id, "transcoder", vec![])).await.unwrap();
-        let payload = events::TranscodeCompleted { video_id: id.into(), duration_seconds: 12.0 }.encode_to_vec();
+        let payload = events::TranscodeCompleted { video_id: id.into(), duration_seconds: 12.0, ..Default::default() }
+            .encode_to_vec();
         bus.publish(&envelope("transcode.completed", id, "transcoder", payload)).await.unwrap();
         let owner_view = self.status_of(owner, id).await;
         assert_eq!(owner_view, "READY");

@@ -1,51 +1,112 @@
-//! The recommender service. Foundation state: a minimal subgraph contributing the `Video` entity,
-//! served with health, readiness, metrics and its outbox relay.
+//! The recommender service: embeds public videos' title, tags and description with
+//! all-MiniLM-L6-v2 (candle, on the CPU), indexes them in pgvector (HNSW, cosine) or, on the
+//! embedded default, SQLite with an exact search, and answers `Video.related` and
+//! `Query.recommendedForMe` (GraphQL subgraph) and `RecommenderService` (gRPC). It follows
+//! media through events: publications, edits, deletions and likes.
 
-use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject};
+mod backfill;
+mod domain;
+mod graphql;
+mod grpc;
+pub mod model;
+pub mod store;
+
 use flick_kit::Service;
-use flick_kit::config::GraphqlConfig;
+use flick_kit::config::RecommenderConfig;
 use flick_platform::Shared;
+use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
 use flick_platform::db::MigrationSet;
+use flick_platform::db::sea_orm::DatabaseConnection;
+
+pub use backfill::{Progress, backfill};
+pub use domain::{MAX_FIRST, Recommender, video_text};
+pub use graphql::{RecommenderSchema, schema};
+pub use model::{Embedder, Model, ModelError};
 
 pub const NAME: &str = "recommender";
 
-pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS];
+pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, store::MIGRATIONS];
 
-pub type RecommenderSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-
-pub fn schema(cfg: &GraphqlConfig) -> RecommenderSchema {
-    flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg).finish()
-}
+/// Events the recommender follows, on its own durable queue.
+pub const EVENTS_QUEUE: &str = "recommender.events";
+pub const EVENT_PATTERNS: &[&str] =
+    &["video.published", "video.updated", "video.deleted", "video.liked", "video.unliked", "user.deleted"];
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&GraphqlConfig::default()))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+}
+
+/// The model as configured (not loaded until first used).
+pub fn model(cfg: &RecommenderConfig) -> Model {
+    Model::new(cfg.model_dir.clone().unwrap_or_else(model::default_dir), cfg.batch_size)
+}
+
+/// The domain on an open database (the service, `flick recommender backfill`, benches).
+pub fn recommender(db: DatabaseConnection, cfg: &RecommenderConfig) -> Recommender {
+    Recommender::new(db, model(cfg))
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
+    let recommender = recommender(infra.db.clone(), &shared.config.recommender);
+    if let Err(e) = model::check_files(recommender.model().dir()) {
+        // Still serves what is indexed; embeddings wait in their queue until the files exist.
+        tracing::error!(error = %e, "recommender starts without its embedding model");
+    }
+    let consumer = recommender.clone();
+    let embedder = recommender.clone();
+    let checked = recommender.model().clone();
+    let bus = shared.bus.clone();
     let mut service = Service::new(NAME)
-        .http(flick_kit::graphql::routes(schema(&shared.config.graphql), &shared.config.graphql))
-        .task(infra.relay_task());
+        .http(flick_kit::graphql::routes(
+            schema(&shared.config.graphql, Some(recommender.clone())),
+            &shared.config.graphql,
+        ))
+        .grpc(
+            "flick.recommender.v1.RecommenderService",
+            flick_proto::recommender::v1::recommender_service_server::RecommenderServiceServer::new(
+                grpc::RecommenderGrpc(recommender),
+            ),
+        )
+        .task(infra.relay_task())
+        .task(Box::new(move |shutdown| Box::pin(embedder.run_embedder(shutdown))))
+        .task(Box::new(move |shutdown| {
+            Box::pin(async move {
+                // Each event is applied once (inbox), whatever the broker redelivers.
+                let h = handler(move |d: Delivery| {
+                    let recommender = consumer.clone();
+                    async move {
+                        let db = recommender.db().clone();
+                        let envelope = d.envelope;
+                        let applier = recommender.clone();
+                        let applied = flick_platform::outbox::apply_once(&db, NAME, &envelope.id.clone(), move |txn| {
+                            Box::pin(async move { applier.apply(txn, &envelope).await })
+                        })
+                        .await;
+                        match applied {
+                            Ok(_) => {
+                                recommender.wake_embedder();
+                                Ok(())
+                            }
+                            Err(e) => Err(HandlerError::Retry(e.to_string())),
+                        }
+                    }
+                });
+                match bus.consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h, shutdown.clone()).await {
+                    Ok(task) => {
+                        let _ = task.await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "recommender cannot consume events"),
+                }
+            })
+        }))
+        .check(flick_kit::ReadyCheck::new("model", move || {
+            let model = checked.clone();
+            async move { model.check().await }
+        }));
     for check in infra.checks() {
         service = service.check(check);
     }
     Ok(service)
-}
-
-/// A video, by id; its fields arrive with the recommender issue.
-#[derive(SimpleObject)]
-#[graphql(shareable)]
-pub struct Video {
-    pub id: ID,
-}
-
-pub struct Query;
-
-#[Object]
-impl Query {
-    #[graphql(entity)]
-    async fn find_video_by_id(&self, id: ID) -> Video {
-        Video { id }
-    }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub enum Backend {
     /// SQLite files, in-memory cache, in-process bus, local objects.
     Embedded,
-    /// PostgreSQL+pgvector, Redis, RabbitMQ (objects stay local).
+    /// PostgreSQL+pgvector, Redis, RabbitMQ, the S3 server.
     Real,
 }
 
@@ -36,6 +36,12 @@ impl TestInfra {
             config.database.url = Some(db.url.clone());
             config.cache.url = Some(redis_url());
             config.bus.url = Some(amqp_url());
+            let s3 = crate::s3();
+            require("the S3 server", &s3.endpoint, 9000).await;
+            config.storage.url = Some(format!("s3://{}", s3.bucket));
+            config.storage.s3.endpoint = Some(s3.endpoint);
+            config.storage.s3.access_key_id = Some(s3.access_key);
+            config.storage.s3.secret_access_key = flick_kit::config::Secret::new(s3.secret_key);
             // A broker shared by parallel tests: each gets its own exchange and queues.
             let run = crate::unique("t");
             config.bus.exchange = format!("flick.{run}");

@@ -1,0 +1,256 @@
+//! `flick worker` as a separate process on real infrastructure (PostgreSQL, RabbitMQ, S3):
+//! workers killed with SIGKILL in the middle of a job lose nothing. The job goes back to the
+//! queue, the next worker finishes it, and it completes exactly once with every output in
+//! place.
+
+use flick_platform::db::sea_orm::{ConnectionTrait, Database, Statement};
+use flick_platform::storage::{ObjectStorage, StorageOptions};
+use flick_testkit::{TestDatabase, amqp_url, require, s3, unique};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flick");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A flick process with the shared configuration; killed with its process group on drop.
+struct Process(Child);
+
+impl Process {
+    /// SIGKILL to the process and its children (ffmpeg), as when a container is killed.
+    fn kill_group(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+struct Stack {
+    env: Vec<(String, String)>,
+    port: u16,
+    _dir: tempfile::TempDir,
+    db_url: String,
+    _db: TestDatabase,
+}
+
+impl Stack {
+    async fn new() -> Self {
+        require("RabbitMQ", &amqp_url(), 5672).await;
+        let s3 = s3();
+        require("the S3 server", &s3.endpoint, 9000).await;
+        let db = TestDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let run = unique("w");
+        let port = free_port();
+        let env = vec![
+            ("FLICK_DATA_DIR", dir.path().to_string_lossy().into_owned()),
+            ("FLICK_DATABASE__URL", db.url.clone()),
+            ("FLICK_DATABASE__MIGRATE_ON_START", "true".into()),
+            ("FLICK_BUS__URL", amqp_url()),
+            ("FLICK_BUS__EXCHANGE", format!("flick.{run}")),
+            ("FLICK_BUS__QUEUE_PREFIX", format!("{run}.")),
+            ("FLICK_BUS__RETRY_BASE_MS", "200".into()),
+            ("FLICK_STORAGE__URL", format!("s3://{}", s3.bucket)),
+            ("FLICK_STORAGE__S3__ENDPOINT", s3.endpoint),
+            ("FLICK_STORAGE__S3__ACCESS_KEY_ID", s3.access_key),
+            ("FLICK_STORAGE__S3__SECRET_ACCESS_KEY", s3.secret_key),
+            ("FLICK_SERVER__PORTS__TRANSCODER", port.to_string()),
+            ("FLICK_TRANSCODER__PRESET", "ultrafast".into()),
+            ("FLICK_TELEMETRY__LOG_LEVEL", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Self { env, port, _dir: dir, db_url: db.url.clone(), _db: db }
+    }
+
+    fn spawn(&self, args: &[&str], extra: &[(&str, &str)]) -> Process {
+        let mut cmd = Command::new(BIN);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("FLICK_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.envs(extra.iter().copied());
+        let quiet = std::env::var_os("TEST_LOG").is_none();
+        if quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        // Its own process group, so a kill takes its ffmpeg child along.
+        Process(cmd.process_group(0).spawn().unwrap())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let db = Database::connect(&self.db_url).await.unwrap();
+        let row = db
+            .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_string()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+}
+
+async fn state(http: &reqwest::Client, stack: &Stack, owner: &str, id: &str) -> serde_json::Value {
+    match http.get(stack.url(&format!("/video/{id}"))).header("x-user-id", owner).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once() {
+    let stack = Stack::new().await;
+    // The service without workers: uploads, playback, the relay.
+    let _service = stack.spawn(&["serve", "--services", "transcoder"], &[("FLICK_TRANSCODER__WORKERS", "0")]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http.get(stack.url("/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "the transcoder did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A clip long enough that a kill lands mid-encode.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("long.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine", "-t", "40", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let data = std::fs::read(&clip).unwrap();
+
+    let owner = uuid::Uuid::now_v7().to_string();
+    let video_id = uuid::Uuid::now_v7().to_string();
+    let channel = tonic::transport::Endpoint::from_shared(stack.url("")).unwrap().connect().await.unwrap();
+    let mut grpc = flick_proto::transcoder::v1::transcoder_service_client::TranscoderServiceClient::new(channel);
+    let mut request = tonic::Request::new(flick_proto::transcoder::v1::CreateUploadRequest {
+        video_id: video_id.clone(),
+        size_bytes: data.len() as i64,
+        visibility: "PUBLIC".into(),
+    });
+    request.metadata_mut().insert("x-user-id", owner.parse().unwrap());
+    let upload = grpc.create_upload(request).await.unwrap().into_inner();
+    let path = upload.url.trim_start_matches("http://127.0.0.1:8080").to_string();
+    let res = http
+        .patch(stack.url(&path))
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("x-user-id", &owner)
+        .header("upload-offset", "0")
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
+    // Two workers die mid-job, one after the other; a third finishes.
+    for victim in 0..2 {
+        let mut worker = stack.spawn(&["worker"], &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = state(&http, &stack, &owner, &video_id).await;
+            if v["state"] == "PROCESSING" {
+                break;
+            }
+            assert_ne!(v["state"], "READY", "worker {victim} finished before it could be killed");
+            assert!(Instant::now() < deadline, "worker {victim} never started the job: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        worker.kill_group();
+        let v = state(&http, &stack, &owner, &video_id).await;
+        assert_eq!(v["state"], "PROCESSING", "killed mid-job (worker {victim}): {v}");
+    }
+    let _last = stack.spawn(&["worker"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let view = loop {
+        let v = state(&http, &stack, &owner, &video_id).await;
+        if v["state"] == "READY" || v["state"] == "FAILED" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the job never completed: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(view["state"], "READY", "{view}");
+
+    // Exactly once: one completion event, no failure.
+    let completed = stack
+        .count(&format!(
+            "SELECT COUNT(*) FROM transcoder.outbox WHERE event_type = 'transcode.completed' AND subject = '{video_id}'"
+        ))
+        .await;
+    let failed = stack
+        .count(&format!(
+            "SELECT COUNT(*) FROM transcoder.outbox WHERE event_type = 'transcode.failed' AND subject = '{video_id}'"
+        ))
+        .await;
+    assert_eq!((completed, failed), (1, 0));
+
+    // Every segment each playlist names is there, and nothing else is.
+    let get = |p: String| {
+        let http = http.clone();
+        let url = stack.url(&format!("/video/{video_id}/hls/{p}"));
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let master = get("master.m3u8".into()).await.text().await.unwrap();
+    let mut expected = vec!["master.m3u8".to_string()];
+    for playlist in master
+        .lines()
+        .filter(|l| l.ends_with("index.m3u8") && !l.starts_with('#'))
+        .map(str::to_owned)
+        .chain(master.lines().filter_map(|l| l.split("URI=\"").nth(1)).map(|u| u.trim_end_matches('"').to_string()))
+    {
+        let rung = playlist.split('/').next().unwrap().to_string();
+        let text = get(playlist.clone()).await.text().await.unwrap();
+        expected.push(playlist.clone());
+        for name in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            expected.push(format!("{rung}/{name}"));
+        }
+        let init = text.lines().find_map(|l| l.split("URI=\"").nth(1)).map(|u| u.trim_end_matches('"').to_string());
+        expected.extend(init.map(|i| format!("{rung}/{i}")));
+    }
+    expected.sort();
+    expected.dedup();
+    for file in &expected {
+        assert_eq!(get(file.clone()).await.status(), 200, "{file} is stored");
+    }
+    // And the store holds exactly those playlists and segments: no duplicates, no leftovers.
+    let s3 = s3();
+    let store = ObjectStorage::open(&StorageOptions {
+        url: Some(format!("s3://{}", s3.bucket)),
+        s3_endpoint: Some(s3.endpoint),
+        s3_region: "us-east-1".into(),
+        s3_access_key_id: Some(s3.access_key),
+        s3_secret_access_key: Some(s3.secret_key),
+        ..Default::default()
+    })
+    .unwrap();
+    let prefix = format!("videos/{video_id}/media/");
+    let stored: Vec<String> = store
+        .list(&format!("videos/{video_id}/media"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.trim_start_matches(&prefix).to_string())
+        .filter(|k| k.ends_with(".m4s") || k.ends_with(".m3u8") || k.ends_with(".mp4"))
+        .collect();
+    assert_eq!(stored, expected, "stored playlists and segments are exactly the referenced ones");
+    let segments = expected.iter().filter(|f| f.ends_with(".m4s")).count();
+    assert!(segments >= 4 * 10, "40 s in 4 s segments for 4 video rungs and audio: {segments}");
+}

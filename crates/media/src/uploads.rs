@@ -1,0 +1,43 @@
+//! The transcoder as media's `createVideo` sees it: a gRPC client that registers the new
+//! video and creates its tus upload, so the client gets where to send the bytes.
+
+use flick_kit::Caller;
+use flick_proto::transcoder::v1 as pb;
+use pb::transcoder_service_client::TranscoderServiceClient;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where to upload a new video's bytes.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub id: String,
+    pub url: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Uploads {
+    client: TranscoderServiceClient<Channel>,
+}
+
+impl Uploads {
+    /// A client that connects on first use (the transcoder may start after media).
+    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10));
+        Ok(Self { client: TranscoderServiceClient::new(endpoint.connect_lazy()) })
+    }
+
+    /// Registers `video_id` for `caller` and opens its upload (length deferred to the client).
+    pub async fn create(&self, caller: &Caller, video_id: &str, visibility: &str) -> Result<Ticket, tonic::Status> {
+        let mut request = tonic::Request::new(pb::CreateUploadRequest {
+            video_id: video_id.into(),
+            size_bytes: 0,
+            visibility: visibility.into(),
+        });
+        caller.to_grpc(&mut request);
+        let upload = self.client.clone().create_upload(request).await?.into_inner();
+        Ok(Ticket { id: upload.id, url: upload.url, expires_at_ms: upload.expires_at_ms })
+    }
+}

@@ -1,0 +1,398 @@
+//! The recommender's domain logic, written once for GraphQL, gRPC, the event consumer, the
+//! embedding task and `flick recommender backfill`.
+//!
+//! Events only change tables (in the inbox transaction): a public, ready video's text is
+//! queued in `pending_embeddings`; the embedding task drains that queue in batches of up to
+//! `recommender.batch_size` texts per forward pass, so a burst of events costs few passes and
+//! a missing model delays embeddings instead of dead-lettering events.
+
+use crate::model::{Model, ModelError};
+use crate::store::{self, Filter, VideoText};
+use flick_kit::{AppError, ErrorCode};
+use flick_platform::bus::Envelope;
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use flick_proto::events::v1 as events;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Largest `first` of `related` and `recommendedForMe`.
+pub const MAX_FIRST: usize = 100;
+/// Likes that make up a preference vector: the user's most recent ones.
+pub const PREFERENCE_LIKES: u64 = 100;
+/// A like's weight in the preference halves every 30 days (relative to the newest like).
+pub const PREFERENCE_HALF_LIFE_MS: f64 = 30.0 * 86_400_000.0;
+/// "Recent" for the popular fallback.
+pub const POPULAR_WINDOW_MS: i64 = 30 * 86_400_000;
+/// Preferences refreshed when a liked video is (re)embedded or removed: its latest likers.
+const LIKERS_REFRESHED: u64 = 200;
+/// Characters of a video's text that are tokenized (the model keeps 256 tokens anyway).
+const MAX_TEXT_CHARS: usize = 2_000;
+/// Texts one `Embed` call may ask for, and their length.
+pub const MAX_EMBED_TEXTS: usize = 64;
+pub const MAX_EMBED_TEXT_CHARS: usize = 10_000;
+/// How often the embedding task looks at the queue without being woken.
+const POLL: Duration = Duration::from_secs(2);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn db_error(e: DbErr) -> AppError {
+    AppError::internal(format!("recommender database: {e}"))
+}
+
+fn model_error(e: ModelError) -> AppError {
+    tracing::warn!(error = %e, "embedding model unavailable");
+    AppError::new(ErrorCode::Unavailable, "the embedding model is not available; see the service's logs")
+}
+
+/// What is embedded for a video: its title, tags and description.
+pub fn video_text(title: &str, tags: &[String], description: &str) -> String {
+    let mut parts: Vec<String> = vec![title.trim().to_string()];
+    if !tags.is_empty() {
+        parts.push(tags.join(", "));
+    }
+    if !description.trim().is_empty() {
+        parts.push(description.trim().to_string());
+    }
+    parts.join(". ").chars().take(MAX_TEXT_CHARS).collect()
+}
+
+/// `first` as a count: the default when absent, `BAD_USER_INPUT` outside 0..=100.
+pub fn page_size(first: Option<i32>, default: usize) -> Result<usize, AppError> {
+    match first {
+        None => Ok(default),
+        Some(n) if n >= 0 && n as usize <= MAX_FIRST => Ok(n as usize),
+        Some(_) => {
+            Err(AppError::bad_input(format!("first must be between 0 and {MAX_FIRST}"))
+                .with_field("first", "out of range"))
+        }
+    }
+}
+
+/// Weighted mean of liked videos' embeddings (newest first), normalised: a like's weight
+/// halves every 30 days before the newest.
+pub fn preference(liked: &[(i64, Vec<f32>)]) -> Option<Vec<f32>> {
+    let newest = liked.iter().map(|(t, _)| *t).max()?;
+    let dims = liked.first()?.1.len();
+    let mut mean = vec![0f64; dims];
+    for (t, v) in liked {
+        let w = 0.5f64.powf((newest - t) as f64 / PREFERENCE_HALF_LIFE_MS);
+        for (m, x) in mean.iter_mut().zip(v) {
+            *m += w * f64::from(*x);
+        }
+    }
+    Some(store::normalised(mean.into_iter().map(|x| x as f32).collect()))
+}
+
+#[derive(Clone)]
+pub struct Recommender {
+    db: DatabaseConnection,
+    model: Model,
+    wake: Arc<Notify>,
+}
+
+impl Recommender {
+    pub fn new(db: DatabaseConnection, model: Model) -> Self {
+        Self { db, model, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    // ---------- events ----------
+
+    /// Applies an event inside `txn` (the consumer's inbox transaction); returns whether it
+    /// queued a text to embed. Unknown, malformed or stale events change nothing.
+    pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<bool, DbErr> {
+        let at = e.occurred_at_ms;
+        match e.r#type.as_str() {
+            "video.published" | "video.updated" => {
+                let Ok(v) = events::VideoChanged::decode(e.payload.as_slice()) else {
+                    tracing::warn!(event.id = %e.id, "undecodable VideoChanged payload; ignored");
+                    return Ok(false);
+                };
+                let id = if v.video_id.is_empty() { e.subject.clone() } else { v.video_id.clone() };
+                if v.visibility == "PUBLIC" && v.status == "READY" {
+                    let text = VideoText {
+                        text: video_text(&v.title, &v.tags, &v.description),
+                        video_id: id,
+                        owner_id: v.owner_id,
+                        published_at_ms: at,
+                        event_ms: at,
+                    };
+                    self.index(txn, text).await
+                } else {
+                    self.remove(txn, &id, at, false).await?;
+                    Ok(false)
+                }
+            }
+            "video.deleted" => {
+                self.remove(txn, &e.subject, at, true).await?;
+                Ok(false)
+            }
+            "video.liked" | "video.unliked" => {
+                let Ok(l) = events::VideoLiked::decode(e.payload.as_slice()) else {
+                    tracing::warn!(event.id = %e.id, "undecodable VideoLiked payload; ignored");
+                    return Ok(false);
+                };
+                let changed = if e.r#type == "video.liked" {
+                    store::like(txn, &l.user_id, &l.video_id, at).await?
+                } else {
+                    store::unlike(txn, &l.user_id, &l.video_id).await?
+                };
+                if changed {
+                    refresh_preference(txn, &l.user_id).await?;
+                }
+                Ok(false)
+            }
+            "user.deleted" => {
+                let user = events::UserDeleted::decode(e.payload.as_slice())
+                    .ok()
+                    .map(|d| d.user_id)
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| e.subject.clone());
+                for video in store::videos_of(txn, &user).await? {
+                    self.remove(txn, &video, at, true).await?;
+                }
+                store::forget_user(txn, &user).await?;
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Queues a public, ready video's text unless a newer change is known; an unchanged text
+    /// is not embedded again. Keeps the first publication time seen.
+    async fn index<C: ConnectionTrait>(&self, txn: &C, mut v: VideoText) -> Result<bool, DbErr> {
+        store::lock_video(txn, &v.video_id).await?;
+        if store::known_version(txn, &v.video_id).await?.is_some_and(|known| known > v.event_ms) {
+            return Ok(false);
+        }
+        if let Some(published) = store::published_at(txn, &v.video_id).await? {
+            v.published_at_ms = published;
+        }
+        if store::embedded_text(txn, &v.video_id).await?.as_deref() == Some(v.text.as_str()) {
+            store::touch(txn, &v).await?;
+            return Ok(false);
+        }
+        store::queue(txn, &v, now_ms()).await?;
+        Ok(true)
+    }
+
+    /// Takes a video out (deleted, or no longer public) unless a newer change is known; the
+    /// preferences of those who liked it no longer count it.
+    async fn remove<C: ConnectionTrait>(&self, txn: &C, video_id: &str, at: i64, deleted: bool) -> Result<(), DbErr> {
+        store::lock_video(txn, video_id).await?;
+        if store::known_version(txn, video_id).await?.is_some_and(|known| known > at) {
+            return Ok(());
+        }
+        let likers = store::likers(txn, video_id, LIKERS_REFRESHED).await?;
+        store::remove(txn, video_id, at).await?;
+        if deleted {
+            store::forget_video_likes(txn, video_id).await?;
+        }
+        for user in likers {
+            refresh_preference(txn, &user).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues videos read from media (backfill; their `event_ms` is when they were read):
+    /// every text is embedded again.
+    pub async fn queue_videos(&self, mut videos: Vec<VideoText>) -> Result<usize, DbErr> {
+        videos.sort_by(|a, b| a.video_id.cmp(&b.video_id));
+        let txn = self.db.begin().await?;
+        let mut queued = 0;
+        for mut v in videos {
+            store::lock_video(&txn, &v.video_id).await?;
+            if store::known_version(&txn, &v.video_id).await?.is_some_and(|known| known > v.event_ms) {
+                continue;
+            }
+            if let Some(published) = store::published_at(&txn, &v.video_id).await? {
+                v.published_at_ms = published;
+            }
+            store::queue(&txn, &v, now_ms()).await?;
+            queued += 1;
+        }
+        txn.commit().await?;
+        self.wake_embedder();
+        Ok(queued)
+    }
+
+    /// Tells the embedding task that texts are waiting.
+    pub fn wake_embedder(&self) {
+        self.wake.notify_one();
+    }
+
+    // ---------- embedding ----------
+
+    /// Embeds what is queued, a batch per forward pass, until the queue is empty; returns
+    /// how many videos were indexed.
+    pub async fn embed_pending(&self) -> anyhow::Result<usize> {
+        let mut indexed = 0;
+        loop {
+            let mut batch = store::pending(&self.db, self.model.batch_size() as u64).await?;
+            if batch.is_empty() {
+                return Ok(indexed);
+            }
+            // Locks are taken in id order (see `store::lock_video`).
+            batch.sort_by(|a, b| a.video_id.cmp(&b.video_id));
+            let vectors = self.model.embed(batch.iter().map(|v| v.text.clone()).collect()).await?;
+            metrics::histogram!("recommender_embed_batch_size").record(batch.len() as f64);
+            let txn = self.db.begin().await?;
+            let now = now_ms();
+            let mut stored = 0;
+            for (v, embedding) in batch.iter().zip(&vectors) {
+                if store::store_embedding(&txn, v, embedding, now).await? {
+                    stored += 1;
+                    for user in store::likers(&txn, &v.video_id, LIKERS_REFRESHED).await? {
+                        refresh_preference(&txn, &user).await?;
+                    }
+                }
+            }
+            txn.commit().await?;
+            indexed += stored;
+            metrics::counter!("recommender_videos_indexed_total").increment(stored as u64);
+        }
+    }
+
+    /// The embedding task: drains the queue when woken (and every few seconds); while the
+    /// model or the database fails it says so once and retries with backoff.
+    pub async fn run_embedder(self, shutdown: CancellationToken) {
+        let mut failing: Option<String> = None;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            match self.embed_pending().await {
+                Ok(n) => {
+                    if failing.take().is_some() {
+                        tracing::info!(indexed = n, "embedding works again");
+                    }
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        tracing::error!(error = %text, "cannot embed queued videos; will retry");
+                        failing = Some(text);
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    // ---------- queries ----------
+
+    /// Public videos nearest to `video_id`, without itself; videos of the same owner only
+    /// when there are not enough others. Empty for a video that is not indexed.
+    pub async fn related(&self, video_id: &str, first: Option<i32>) -> Result<Vec<String>, AppError> {
+        let limit = page_size(first, 10)?;
+        if limit == 0 || Uuid::parse_str(video_id).is_err() {
+            return Ok(Vec::new());
+        }
+        let Some((owner, v)) = store::embedding_of(&self.db, video_id).await.map_err(db_error)? else {
+            return Ok(Vec::new());
+        };
+        let others = Filter { exclude_video: Some(video_id), exclude_owner: Some(&owner), ..Default::default() };
+        let mut ids = store::nearest(&self.db, &v, &others, limit as u64).await.map_err(db_error)?;
+        if ids.len() < limit {
+            let same = Filter { exclude_video: Some(video_id), only_owner: Some(&owner), ..Default::default() };
+            let more = store::nearest(&self.db, &v, &same, (limit - ids.len()) as u64).await.map_err(db_error)?;
+            ids.extend(more);
+        }
+        Ok(ids)
+    }
+
+    /// Videos for `user`: nearest to their preference vector, without their own or liked
+    /// videos, filled with recent popular ones; only those for new users and anonymous callers.
+    pub async fn for_user(&self, user: Option<Uuid>, first: Option<i32>) -> Result<Vec<String>, AppError> {
+        let limit = page_size(first, 20)?;
+        let since = now_ms() - POPULAR_WINDOW_MS;
+        let Some(user) = user else {
+            return store::popular(&self.db, &Filter::default(), since, limit as u64).await.map_err(db_error);
+        };
+        let me = user.to_string();
+        let mine = Filter { exclude_owner: Some(&me), exclude_liked_by: Some(&me), ..Default::default() };
+        let mut ids = match store::preference(&self.db, &me).await.map_err(db_error)? {
+            Some(p) => store::nearest(&self.db, &p, &mine, limit as u64).await.map_err(db_error)?,
+            None => Vec::new(),
+        };
+        if ids.len() < limit {
+            let fill = Filter { exclude_ids: &ids, ..mine.clone() };
+            let more = store::popular(&self.db, &fill, since, (limit - ids.len()) as u64).await.map_err(db_error)?;
+            ids.extend(more);
+        }
+        Ok(ids)
+    }
+
+    /// Embeddings of arbitrary texts (gRPC `Embed`).
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, AppError> {
+        if texts.len() > MAX_EMBED_TEXTS {
+            return Err(AppError::bad_input(format!("at most {MAX_EMBED_TEXTS} texts")).with_field("texts", "too many"));
+        }
+        if texts.iter().any(|t| t.chars().count() > MAX_EMBED_TEXT_CHARS) {
+            return Err(AppError::bad_input(format!("texts are at most {MAX_EMBED_TEXT_CHARS} characters"))
+                .with_field("texts", "too long"));
+        }
+        self.model.embed(texts).await.map_err(model_error)
+    }
+}
+
+/// Recomputes a user's preference vector from their latest liked, indexed videos (none:
+/// the user is new again).
+async fn refresh_preference<C: ConnectionTrait>(txn: &C, user: &str) -> Result<(), DbErr> {
+    let liked = store::liked_embeddings(txn, user, PREFERENCE_LIKES).await?;
+    let p = preference(&liked);
+    store::set_preference(txn, user, p.as_deref().map(|v| (v, liked.len())), now_ms()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preference_leans_towards_recent_likes() {
+        let day = 86_400_000;
+        let liked = vec![(100 * day, vec![1.0, 0.0]), (40 * day, vec![0.0, 1.0])];
+        let p = preference(&liked).unwrap();
+        // 60 days older: a quarter of the weight.
+        assert!((p[0] / p[1] - 4.0).abs() < 1e-4, "{p:?}");
+        assert!((store::dot(&p, &p) - 1.0).abs() < 1e-6);
+        assert_eq!(preference(&[]), None);
+    }
+
+    #[test]
+    fn first_is_bounded() {
+        assert_eq!(page_size(None, 10).unwrap(), 10);
+        assert_eq!(page_size(Some(100), 10).unwrap(), 100);
+        assert!(page_size(Some(101), 10).is_err());
+        assert!(page_size(Some(-1), 10).is_err());
+    }
+
+    #[test]
+    fn a_video_text_is_title_tags_and_description() {
+        let tags = vec!["cats".to_string(), "music".to_string()];
+        assert_eq!(video_text(" Cat piano ", &tags, " A cat plays. "), "Cat piano. cats, music. A cat plays.");
+        assert_eq!(video_text("Only", &[], ""), "Only");
+    }
+}

@@ -1,0 +1,471 @@
+//! The recommender through its events, GraphQL subgraph and gRPC, on both adapter sets, with
+//! the real model (installed by `scripts/models.sh`).
+
+use flick_platform::bus::{Envelope, envelope};
+use flick_proto::events::v1 as events;
+use flick_proto::recommender::v1 as pb;
+use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_testkit::eventually;
+use prost::Message;
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Fails with the setup command when the weights are missing (never skips).
+fn require_model() {
+    if let Err(e) = flick_recommender::model::check_files(&flick_recommender::model::default_dir()) {
+        panic!("{e}");
+    }
+}
+
+async fn app(backend: Backend) -> TestApp {
+    require_model();
+    let app =
+        TestApp::start(TestInfra::new(backend).await, |s| async move { flick_recommender::build(&s).await }).await;
+    // The event consumer declares its queue as the service starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app
+}
+
+fn id() -> String {
+    Uuid::now_v7().to_string()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+const MINUTE: i64 = 60_000;
+
+struct Catalogue<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+}
+
+fn catalogue(app: &TestApp) -> Catalogue<'_> {
+    Catalogue { app, http: reqwest::Client::new() }
+}
+
+impl Catalogue<'_> {
+    async fn send(&self, e: &Envelope) {
+        self.app.shared.bus.publish(e).await.unwrap();
+    }
+
+    /// An event as media emits it, `minutes_ago` in the past.
+    fn video_event(kind: &str, video: &str, owner: &str, title: &str, visibility: &str, minutes_ago: i64) -> Envelope {
+        let payload = events::VideoChanged {
+            video_id: video.into(),
+            owner_id: owner.into(),
+            title: title.into(),
+            description: String::new(),
+            tags: vec![],
+            category: String::new(),
+            visibility: visibility.into(),
+            status: "READY".into(),
+        };
+        let mut e = envelope(kind, video, "media", payload.encode_to_vec());
+        e.occurred_at_ms = now_ms() - minutes_ago * MINUTE;
+        e
+    }
+
+    /// Publishes a public video `minutes_ago`; returns its id.
+    async fn publish(&self, owner: &str, title: &str, minutes_ago: i64) -> String {
+        let video = id();
+        self.send(&Self::video_event("video.published", &video, owner, title, "PUBLIC", minutes_ago)).await;
+        video
+    }
+
+    fn like_event(kind: &str, user: &str, video: &str) -> Envelope {
+        let payload = events::VideoLiked { video_id: video.into(), user_id: user.into() };
+        envelope(kind, video, "media", payload.encode_to_vec())
+    }
+
+    async fn like(&self, user: &str, video: &str) {
+        self.send(&Self::like_event("video.liked", user, video)).await;
+    }
+
+    async fn gql(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(self.app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        let res: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(res.get("errors").is_none(), "{res}");
+        res["data"].clone()
+    }
+
+    fn ids(list: &Value) -> Vec<String> {
+        list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    async fn related(&self, video: &str, first: i32) -> Vec<String> {
+        let query = "query($id: ID!, $first: Int!) { _entities(representations: [{__typename: \"Video\", id: $id}]) { ... on Video { related(first: $first) { id } } } }";
+        let data = self.gql(None, query, json!({ "id": video, "first": first })).await;
+        Self::ids(&data["_entities"][0]["related"])
+    }
+
+    async fn for_me(&self, user: Option<&str>, first: i32) -> Vec<String> {
+        let data = self
+            .gql(user, "query($first: Int!) { recommendedForMe(first: $first) { id } }", json!({ "first": first }))
+            .await;
+        Self::ids(&data["recommendedForMe"])
+    }
+
+    /// Every indexed video, most liked first (what an anonymous caller is recommended).
+    async fn indexed(&self) -> Vec<String> {
+        self.for_me(None, 100).await
+    }
+
+    /// Waits (15 s at most) until `check` holds for the indexed videos; returns them.
+    async fn until(&self, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let ok = eventually(Duration::from_secs(15), || async { check(&self.indexed().await) }).await;
+        let now = self.indexed().await;
+        assert!(ok, "{what}: indexed {now:?}");
+        now
+    }
+
+    async fn until_indexed(&self, videos: &[&String]) {
+        self.until("all indexed", |now| videos.iter().all(|v| now.contains(v))).await;
+    }
+}
+
+async fn the_same_event_delivered_twice_is_applied_once(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let owner = id();
+    let older = c.publish(&owner, "Sourdough bread at home", 10).await;
+    let published = Catalogue::video_event("video.published", &id(), &owner, "Baguettes step by step", "PUBLIC", 5);
+    let newer = published.subject.clone();
+    c.send(&published).await;
+    c.send(&published).await;
+    // One like on the newer video, delivered twice; two distinct likes on the older one.
+    let like = Catalogue::like_event("video.liked", &id(), &newer);
+    c.send(&like).await;
+    c.send(&like).await;
+    c.like(&id(), &older).await;
+    c.like(&id(), &older).await;
+    // Events are consumed in order: once a later video is indexed, the likes are applied.
+    let marker = c.publish(&owner, "Pretzels", 60 * 24 * 365).await;
+    let now = c.until("marker indexed", |now| now.contains(&marker)).await;
+    // Counted twice, the newer video would tie and win on recency.
+    assert_eq!(now, vec![older.clone(), newer.clone(), marker], "one row per video, one like per event");
+}
+
+async fn deleted_videos_leave_the_index(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (a, b) = (id(), id());
+    let cat = c.publish(&a, "cat playing the piano", 3).await;
+    let kitten = c.publish(&b, "kitten plays a keyboard", 2).await;
+    let bread = c.publish(&b, "baking bread", 1).await;
+    c.until_indexed(&[&cat, &kitten, &bread]).await;
+    assert_eq!(c.related(&cat, 10).await[0], kitten);
+
+    c.send(&Catalogue::video_event("video.deleted", &kitten, &b, "kitten plays a keyboard", "PUBLIC", 0)).await;
+    c.until("deleted", |now| !now.contains(&kitten)).await;
+    assert_eq!(c.related(&cat, 10).await, vec![bread.clone()]);
+    assert!(c.related(&kitten, 10).await.is_empty(), "a deleted video has no related videos");
+}
+
+async fn a_video_made_private_leaves_the_index_and_returns_when_public_again(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let owner = id();
+    let video = c.publish(&owner, "Mountain biking in the Alps", 10).await;
+    let other = c.publish(&id(), "Road cycling tips", 9).await;
+    c.until_indexed(&[&video, &other]).await;
+
+    c.send(&Catalogue::video_event("video.updated", &video, &owner, "Mountain biking in the Alps", "PRIVATE", 5)).await;
+    c.until("private", |now| !now.contains(&video)).await;
+    // An older event arriving late (a redelivery) does not bring it back.
+    c.send(&Catalogue::video_event("video.updated", &video, &owner, "Mountain biking in the Alps", "PUBLIC", 8)).await;
+    c.send(&Catalogue::video_event("video.updated", &other, &owner, "Road cycling tips", "UNLISTED", 1)).await;
+    c.until("unlisted", |now| !now.contains(&other)).await;
+    assert!(!c.indexed().await.contains(&video), "stale event ignored");
+
+    c.send(&Catalogue::video_event("video.updated", &video, &owner, "Mountain biking in the Alps", "PUBLIC", 0)).await;
+    c.until("public again", |now| now.contains(&video)).await;
+}
+
+async fn new_and_anonymous_callers_get_recent_popular_videos(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let newcomer = id();
+    let old_hit = c.publish(&id(), "Classic guitar solo", 60 * 24 * 90).await;
+    let quiet = c.publish(&id(), "Quiet morning", 3).await;
+    let popular = c.publish(&id(), "Funny dogs compilation", 5).await;
+    let newest = c.publish(&id(), "Street food tour", 1).await;
+    let own = c.publish(&newcomer, "My first video", 2).await;
+    for _ in 0..5 {
+        c.like(&id(), &old_hit).await;
+    }
+    c.like(&id(), &popular).await;
+    c.like(&id(), &popular).await;
+    c.like(&id(), &own).await;
+    let expected = vec![popular.clone(), own.clone(), newest.clone(), quiet.clone(), old_hit.clone()];
+    c.until("popular first", |now| now == expected).await;
+    // Recent videos by likes, then recency; older ones after them, however liked.
+    assert_eq!(c.for_me(None, 2).await, vec![popular.clone(), own.clone()]);
+    assert_eq!(
+        c.for_me(Some(&newcomer), 20).await,
+        vec![popular.clone(), newest.clone(), quiet.clone(), old_hit.clone()],
+        "a new user: the same, without their own videos"
+    );
+}
+
+async fn related_leaves_out_the_video_and_its_owners_others_while_enough_remain(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (owner, other) = (id(), id());
+    let piano = c.publish(&owner, "cat playing the piano", 6).await;
+    let same_owner = c.publish(&owner, "my cat plays the piano again", 5).await;
+    let kitten = c.publish(&other, "kitten plays a keyboard", 4).await;
+    let tyre = c.publish(&other, "how to change a car tyre", 3).await;
+    let stocks = c.publish(&id(), "stock market news today", 2).await;
+    c.until_indexed(&[&piano, &same_owner, &kitten, &tyre, &stocks]).await;
+
+    let two = c.related(&piano, 2).await;
+    assert_eq!(two[0], kitten);
+    assert!(!two.contains(&same_owner) && !two.contains(&piano), "{two:?}");
+    // Only when the others run out do the owner's other videos come, nearest first.
+    let all = c.related(&piano, 10).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[3], same_owner);
+    assert!(!all.contains(&piano));
+    assert!(c.related(&id(), 10).await.is_empty(), "unknown video");
+}
+
+async fn recommended_for_me_follows_likes_without_own_or_liked_videos(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let me = id();
+    let (cats, others) = (id(), id());
+    let liked = c.publish(&cats, "cat playing the piano", 10).await;
+    let kitten = c.publish(&cats, "kitten plays a keyboard", 9).await;
+    let cat_guitar = c.publish(&others, "a cat sings along to a guitar", 8).await;
+    let stocks = c.publish(&others, "stock market news today", 7).await;
+    let curry = c.publish(&others, "chicken curry recipe", 6).await;
+    let mine = c.publish(&me, "cats and pianos, my own take", 5).await;
+    c.until_indexed(&[&liked, &kitten, &cat_guitar, &stocks, &curry, &mine]).await;
+    // Popular for the cold start: curry is liked by others.
+    c.like(&id(), &curry).await;
+    c.until("curry liked", |now| now.first() == Some(&curry)).await;
+    assert_eq!(c.for_me(Some(&me), 1).await, vec![curry.clone()], "cold start");
+
+    c.like(&me, &liked).await;
+    let ok =
+        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 2).await.first() != Some(&curry) }).await;
+    assert!(ok, "a preference after the first like");
+    let picks = c.for_me(Some(&me), 10).await;
+    assert!(!picks.contains(&liked) && !picks.contains(&mine), "{picks:?}");
+    assert_eq!(picks.len(), 4, "the rest, nearest first: {picks:?}");
+    let mut top: Vec<_> = picks[..2].to_vec();
+    top.sort();
+    let mut cat_ones = vec![kitten.clone(), cat_guitar.clone()];
+    cat_ones.sort();
+    assert_eq!(top, cat_ones, "{picks:?}");
+
+    c.send(&Catalogue::like_event("video.unliked", &me, &liked)).await;
+    let ok =
+        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await == vec![curry.clone()] }).await;
+    assert!(ok, "unliking the only like makes a new user again");
+}
+
+async fn related_ranks_cat_and_music_titles_above_unrelated_ones(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let query = c.publish(&id(), "cat playing the piano", 20).await;
+    let mut related = Vec::new();
+    for title in [
+        "kitten plays a tiny keyboard",
+        "my cat sings along to the guitar",
+        "piano lesson for beginners",
+        "cats meowing to music",
+    ] {
+        related.push(c.publish(&id(), title, 10).await);
+    }
+    let mut unrelated = Vec::new();
+    for title in [
+        "how to change a car tyre",
+        "stock market news today",
+        "chicken curry recipe",
+        "football highlights of the week",
+        "fixing a leaking kitchen tap",
+    ] {
+        unrelated.push(c.publish(&id(), title, 10).await);
+    }
+    c.until("catalogue indexed", |now| now.len() == 10).await;
+    let ranked = c.related(&query, 9).await;
+    assert_eq!(ranked.len(), 9);
+    let mut top: Vec<String> = ranked[..4].to_vec();
+    top.sort();
+    related.sort();
+    assert_eq!(top, related, "cat and music titles first: {ranked:?}");
+}
+
+async fn grpc_serves_related_for_user_and_embed(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (a, b) =
+        (c.publish(&id(), "cat playing the piano", 2).await, c.publish(&id(), "kitten plays a keyboard", 1).await);
+    c.until_indexed(&[&a, &b]).await;
+    let mut client = pb::recommender_service_client::RecommenderServiceClient::connect(app.url("")).await.unwrap();
+    let related = client.related(pb::RelatedRequest { video_id: a.clone(), first: 0 }).await.unwrap().into_inner();
+    assert_eq!(related.ids, vec![b.clone()]);
+    let for_user = client.for_user(pb::ForUserRequest { user_id: String::new(), first: 1 }).await.unwrap().into_inner();
+    assert_eq!(for_user.ids, vec![b.clone()], "anonymous: newest first among equals");
+    let bad = client.for_user(pb::ForUserRequest { user_id: "nobody".into(), first: 1 }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let too_many = client.related(pb::RelatedRequest { video_id: a.clone(), first: 101 }).await.unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+
+    let texts = vec!["cat playing the piano".to_string(), "stock market news".to_string()];
+    let embedded = client.embed(pb::EmbedRequest { texts }).await.unwrap().into_inner().embeddings;
+    assert_eq!(embedded.len(), 2);
+    for e in &embedded {
+        assert_eq!(e.values.len(), 384);
+        assert!((e.values.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    let over = client.embed(pb::EmbedRequest { texts: vec!["x".into(); 65] }).await.unwrap_err();
+    assert_eq!(over.code(), tonic::Code::InvalidArgument);
+}
+
+async fn graphql_limits_first_and_answers_anonymous_callers(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let res: Value = c
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ recommendedForMe(first: 101) { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{res}");
+    assert_eq!(c.for_me(None, 20).await, Vec::<String>::new(), "empty catalogue");
+    let ready: Value = reqwest::get(app.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["model"], "ok", "{ready}");
+}
+
+async fn deleted_users_take_their_videos_and_likes_with_them(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (gone, stays) = (id(), id());
+    let theirs = c.publish(&gone, "cat playing the piano", 3).await;
+    let liked = c.publish(&stays, "kitten plays a keyboard", 2).await;
+    let other = c.publish(&stays, "chicken curry recipe", 1).await;
+    c.like(&gone, &liked).await;
+    c.until("liked first", |now| now.len() == 3 && now[0] == liked && now.contains(&theirs)).await;
+    let payload = events::UserDeleted { user_id: gone.clone() }.encode_to_vec();
+    c.send(&envelope("user.deleted", &gone, "accounts", payload)).await;
+    c.until("user forgotten", |now| now == [other.clone(), liked.clone()]).await;
+}
+
+/// A sample of the process's metrics (`name` exactly, any labels).
+fn metric(name: &str) -> f64 {
+    let text = flick_kit::telemetry::metrics_handle().render();
+    text.lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn a_burst_of_publications_is_embedded_in_batches(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let mut videos = Vec::new();
+    for i in 0..64 {
+        let video = id();
+        let e = Catalogue::video_event("video.published", &video, &id(), &format!("video number {i}"), "PUBLIC", 1);
+        c.send(&e).await;
+        videos.push(video);
+    }
+    c.until("all 64 indexed", |now| now.len() == 64).await;
+    let (texts, passes) = (metric("recommender_texts_embedded_total"), metric("recommender_embed_batch_seconds_count"));
+    assert_eq!(texts, 64.0);
+    assert!(passes <= 32.0, "{passes} forward passes for 64 texts");
+}
+
+/// `flick recommender backfill`: everything media lists (over gRPC, in pages) is indexed.
+async fn backfill_indexes_every_public_video_media_lists(backend: Backend) {
+    require_model();
+    let media = TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let owner = id();
+    let mut public = Vec::new();
+    for (title, visibility) in [
+        ("cat playing the piano", "PUBLIC"),
+        ("kitten plays a keyboard", "PUBLIC"),
+        ("secret cat", "PRIVATE"),
+        ("chicken curry", "PUBLIC"),
+    ] {
+        let res: Value = http
+            .post(media.url("/graphql"))
+            .header("x-user-id", &owner)
+            .json(&json!({ "query": "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } } }", "variables": { "i": { "title": title, "visibility": visibility, "tags": ["cats"] } } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let video = res["data"]["createVideo"]["video"]["id"].as_str().unwrap_or_else(|| panic!("{res}")).to_string();
+        media.shared.bus.publish(&envelope("upload.completed", &video, "transcoder", vec![])).await.unwrap();
+        let done = events::TranscodeCompleted { video_id: video.clone(), duration_seconds: 3.0, ..Default::default() };
+        media
+            .shared
+            .bus
+            .publish(&envelope("transcode.completed", &video, "transcoder", done.encode_to_vec()))
+            .await
+            .unwrap();
+        if visibility == "PUBLIC" {
+            public.push(video);
+        }
+    }
+    let feed = "{ feed(first: 10) { edges { node { id } } } }";
+    let ready = eventually(Duration::from_secs(15), || async {
+        let res: Value = http
+            .post(media.url("/graphql"))
+            .json(&json!({ "query": feed }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        res["data"]["feed"]["edges"].as_array().is_some_and(|e| e.len() == 3)
+    })
+    .await;
+    assert!(ready, "media published the public videos");
+
+    let infra = TestInfra::new(backend).await;
+    let db = flick_platform::connect_db(&infra.config, "recommender").await.unwrap();
+    flick_platform::db::migrate(&db, flick_recommender::MIGRATIONS).await.unwrap();
+    let recommender = flick_recommender::recommender(db, &infra.config.recommender);
+    let mut pages = 0;
+    let done = flick_recommender::backfill(&recommender, &media.url(""), 2, |_| pages += 1).await.unwrap();
+    assert_eq!((done.listed, done.indexed, pages), (3, 3, 2));
+    let mut indexed = recommender.for_user(None, Some(100)).await.unwrap();
+    indexed.sort();
+    public.sort();
+    assert_eq!(indexed, public);
+    assert_eq!(recommender.related(&public[0], Some(1)).await.unwrap().len(), 1);
+}
+
+flick_testkit::on_both_backends!(
+    the_same_event_delivered_twice_is_applied_once,
+    deleted_videos_leave_the_index,
+    a_video_made_private_leaves_the_index_and_returns_when_public_again,
+    new_and_anonymous_callers_get_recent_popular_videos,
+    related_leaves_out_the_video_and_its_owners_others_while_enough_remain,
+    recommended_for_me_follows_likes_without_own_or_liked_videos,
+    related_ranks_cat_and_music_titles_above_unrelated_ones,
+    grpc_serves_related_for_user_and_embed,
+    graphql_limits_first_and_answers_anonymous_callers,
+    deleted_users_take_their_videos_and_likes_with_them,
+    backfill_indexes_every_public_video_media_lists,
+    a_burst_of_publications_is_embedded_in_batches,
+);

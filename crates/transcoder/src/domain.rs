@@ -1,0 +1,280 @@
+//! The transcoder's operations, once, for every transport: videos' processing state and
+//! playback, retry and deletion, and media's events. Uploads are in `uploads`, the job in
+//! `worker`.
+
+use crate::store::{self, VideoRow};
+use flick_kit::config::TranscoderConfig;
+use flick_kit::{AppError, Caller};
+use flick_platform::bus::{Bus, Envelope, envelope};
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use flick_platform::outbox::{self, Relay};
+use flick_platform::storage::{ObjectStorage, StorageError};
+use flick_proto::events::v1 as events;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn db_error(e: DbErr) -> AppError {
+    AppError::internal(format!("transcoder database: {e}"))
+}
+
+pub(crate) fn storage_error(e: StorageError) -> AppError {
+    match e {
+        StorageError::NotFound(_) => AppError::not_found("no such object"),
+        other => AppError::unavailable(format!("object storage: {other}")),
+    }
+}
+
+/// The playback description of a READY video, kept as JSON in `videos.playback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Playback {
+    pub duration_seconds: f64,
+    pub renditions: Vec<Rendition>,
+    pub has_audio: bool,
+    /// Paths under the video's media prefix.
+    pub poster: Option<String>,
+    pub storyboard: Option<String>,
+    pub storyboard_vtt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate: u64,
+}
+
+/// What clients see of a video's processing and playback.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VideoView {
+    pub id: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub hls_url: Option<String>,
+    pub dash_url: Option<String>,
+    pub thumbnail_url: Option<String>,
+    pub storyboard_url: Option<String>,
+    pub storyboard_vtt_url: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub renditions: Vec<Rendition>,
+}
+
+/// Where a video's renditions and thumbnails live in the object store.
+pub fn media_prefix(video_id: &str) -> String {
+    format!("videos/{video_id}/media")
+}
+
+#[derive(Clone)]
+pub struct Transcoder {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) storage: ObjectStorage,
+    pub(crate) bus: Bus,
+    pub(crate) relay: Relay,
+    pub(crate) config: Arc<TranscoderConfig>,
+    /// One PATCH at a time per upload in this process (the database guards across replicas).
+    pub(crate) upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Transcoder {
+    pub fn new(
+        db: DatabaseConnection,
+        storage: ObjectStorage,
+        bus: Bus,
+        relay: Relay,
+        config: TranscoderConfig,
+    ) -> Self {
+        Self { db, storage, bus, relay, config: Arc::new(config), upload_locks: Arc::default() }
+    }
+
+    pub fn config(&self) -> &TranscoderConfig {
+        &self.config
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub fn storage(&self) -> &ObjectStorage {
+        &self.storage
+    }
+
+    /// The video, if the caller owns it: NOT_FOUND when it does not exist or is not theirs
+    /// and private (no existence leak), FORBIDDEN when visible but someone else's.
+    pub async fn owned_video(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {
+        let me = caller.require_user()?;
+        let not_found = || AppError::not_found("no such video (create it with createVideo first)");
+        if Uuid::parse_str(id).is_err() {
+            return Err(not_found());
+        }
+        let video = store::video(&self.db, id).await.map_err(db_error)?.ok_or_else(not_found)?;
+        if video.owner_id != me.to_string() {
+            return Err(if video.visibility == "PRIVATE" {
+                not_found()
+            } else {
+                AppError::forbidden("only the owner may do this")
+            });
+        }
+        Ok(video)
+    }
+
+    /// The video if `caller` may watch it: its owner always; others when it is public or
+    /// unlisted (by id) and ready.
+    pub async fn watchable(&self, caller: &Caller, id: &str) -> Result<Option<VideoRow>, AppError> {
+        if Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        let Some(video) = store::video(&self.db, id).await.map_err(db_error)? else { return Ok(None) };
+        Ok(Self::may_watch(&video, caller).then_some(video))
+    }
+
+    pub fn may_watch(video: &VideoRow, caller: &Caller) -> bool {
+        let owner = caller.user_id.map(|u| u.to_string()).as_deref() == Some(video.owner_id.as_str());
+        owner || (video.visibility != "PRIVATE" && video.state == "READY")
+    }
+
+    /// What a client sees of the video: processing state for everyone allowed to see it,
+    /// the error only for its owner.
+    pub fn view(&self, video: &VideoRow, caller: &Caller) -> VideoView {
+        let owner = caller.user_id.map(|u| u.to_string()).as_deref() == Some(video.owner_id.as_str());
+        let playback: Option<Playback> =
+            video.playback.as_deref().and_then(|p| serde_json::from_str(p).ok()).filter(|_| video.state == "READY");
+        let base = format!("{}/video/{}", self.config.public_base_url.trim_end_matches('/'), video.id);
+        let url = |path: &Option<String>| path.as_ref().map(|p| format!("{base}/hls/{p}"));
+        VideoView {
+            id: video.id.clone(),
+            state: video.state.clone(),
+            error: if owner {
+                video.error.clone()
+            } else {
+                video.error.as_ref().map(|_| "processing failed".to_string())
+            },
+            hls_url: playback.as_ref().map(|_| format!("{base}/hls/master.m3u8")),
+            dash_url: playback.as_ref().map(|_| format!("{base}/dash/manifest.mpd")),
+            thumbnail_url: playback.as_ref().and_then(|p| url(&p.poster)),
+            storyboard_url: playback.as_ref().and_then(|p| url(&p.storyboard)),
+            storyboard_vtt_url: playback.as_ref().and_then(|p| url(&p.storyboard_vtt)),
+            duration_seconds: playback.as_ref().map(|p| p.duration_seconds),
+            renditions: playback.map(|p| p.renditions).unwrap_or_default(),
+        }
+    }
+
+    pub async fn videos_by_ids(&self, ids: &[String]) -> Result<Vec<VideoRow>, AppError> {
+        store::videos_by_ids(&self.db, ids).await.map_err(db_error)
+    }
+
+    /// Registers a video for uploads (gRPC `CreateUpload` from media, before its event).
+    pub async fn register_video(&self, caller: &Caller, video_id: &str, visibility: &str) -> Result<(), AppError> {
+        let me = caller.require_user()?;
+        if Uuid::parse_str(video_id).is_err() {
+            return Err(AppError::bad_input("video_id is not a UUID"));
+        }
+        let visibility = match visibility {
+            "" => "PRIVATE",
+            v @ ("PUBLIC" | "UNLISTED" | "PRIVATE") => v,
+            _ => return Err(AppError::bad_input("visibility must be PUBLIC, UNLISTED or PRIVATE")),
+        };
+        if let Some(existing) = store::video(&self.db, video_id).await.map_err(db_error)?
+            && existing.owner_id != me.to_string()
+        {
+            return Err(AppError::forbidden("the video belongs to someone else"));
+        }
+        store::upsert_video(&self.db, video_id, &me.to_string(), visibility, now_ms()).await.map_err(db_error)
+    }
+
+    /// Retries a failed transcode of the current source (REST `PATCH /video/{id}`).
+    pub async fn retry(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {
+        let video = self.owned_video(caller, id).await?;
+        if video.state != "FAILED" {
+            return Err(AppError::conflict(format!("only a failed video can be retried; this one is {}", video.state)));
+        }
+        let (Some(job), Some(_)) = (&video.job_id, &video.source_key) else {
+            return Err(AppError::conflict("the video has no uploaded source to transcode; upload one"));
+        };
+        let txn = self.db.begin().await.map_err(db_error)?;
+        store::set_state(&txn, &video.id, job, "QUEUED", None, None, now_ms()).await.map_err(db_error)?;
+        let payload = events::TranscodeRequested { video_id: video.id.clone(), job_id: job.clone() };
+        outbox::record(&txn, &envelope("transcode.requested", &video.id, crate::NAME, payload.encode_to_vec()))
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        self.relay.notify();
+        store::video(&self.db, id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
+    }
+
+    /// Removes the video's renditions, thumbnails and sources (REST `DELETE /video/{id}`).
+    /// The metadata stays with media; the video goes back to awaiting an upload.
+    pub async fn delete_media(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
+        let video = self.owned_video(caller, id).await?;
+        self.remove_everything(&video.id).await?;
+        store::exec(
+            &self.db,
+            "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_bytes = NULL,
+             job_id = NULL, playback = NULL, updated_at_ms = ? WHERE id = ?",
+            vec![now_ms().into(), video.id.clone().into()],
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Drops every object of the video and its unfinished uploads.
+    async fn remove_everything(&self, video_id: &str) -> Result<(), AppError> {
+        let uploads =
+            store::uploads_where(&self.db, "WHERE video_id = ?", vec![video_id.into()]).await.map_err(db_error)?;
+        for upload in &uploads {
+            if upload.state == "UPLOADING" {
+                self.drop_upload(upload, "TERMINATED").await?;
+            }
+            store::delete_upload(&self.db, &upload.id).await.map_err(db_error)?;
+        }
+        self.storage.delete_prefix(&format!("videos/{video_id}")).await.map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// Media's events: a created or updated video's owner and visibility; a deleted video's
+    /// files; a deleted user's videos.
+    pub async fn apply_event(&self, e: &Envelope) -> Result<(), AppError> {
+        match e.r#type.as_str() {
+            "video.created" | "video.updated" | "video.published" => {
+                let v = events::VideoChanged::decode(e.payload.as_slice())
+                    .map_err(|err| AppError::bad_input(format!("undecodable {}: {err}", e.r#type)))?;
+                store::upsert_video(&self.db, &v.video_id, &v.owner_id, &v.visibility, now_ms()).await.map_err(db_error)
+            }
+            "video.deleted" => {
+                self.remove_everything(&e.subject).await?;
+                store::delete_video(&self.db, &e.subject).await.map_err(db_error)
+            }
+            "user.deleted" => {
+                let owned: Vec<String> = self
+                    .db
+                    .query_all_raw(store::stmt(
+                        &self.db,
+                        "SELECT id FROM videos WHERE owner_id = ?",
+                        vec![e.subject.clone().into()],
+                    ))
+                    .await
+                    .map_err(db_error)?
+                    .iter()
+                    .filter_map(|r| r.try_get::<String>("", "id").ok())
+                    .collect();
+                for id in owned {
+                    self.remove_everything(&id).await?;
+                    store::delete_video(&self.db, &id).await.map_err(db_error)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The transcoder subgraph: `Video.playback`, `Video.processing` and
+//! `Subscription.videoProgress`. Resolvers convert; the domain decides.
+
+use crate::domain::{Transcoder, VideoView};
+use crate::store::VideoRow;
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{ComplexObject, Context, EmptyMutation, ID, Object, Result, Schema, SimpleObject, Subscription};
+use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::caller;
+use flick_proto::events::v1 as events;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use std::collections::HashMap;
+
+pub type TranscoderSchema = Schema<Query, EmptyMutation, SubscriptionRoot>;
+
+pub fn schema(cfg: &GraphqlConfig, transcoder: Option<Transcoder>) -> TranscoderSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, SubscriptionRoot), cfg);
+    if let Some(t) = transcoder {
+        builder = builder.data(DataLoader::new(Rows(t.clone()), tokio::spawn)).data(t);
+    }
+    builder.finish()
+}
+
+/// Batches the rows of a page of videos into one query.
+struct Rows(Transcoder);
+
+impl Loader<String> for Rows {
+    type Value = VideoRow;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, VideoRow>, Self::Error> {
+        let rows = self.0.videos_by_ids(keys).await.map_err(|e| e.into_graphql())?;
+        Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+    }
+}
+
+/// A video, by id; media owns its metadata.
+#[derive(SimpleObject)]
+#[graphql(complex, shareable)]
+pub struct Video {
+    pub id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct Playback {
+    pub hls_url: String,
+    pub dash_url: Option<String>,
+    pub duration_seconds: f64,
+    pub renditions: Vec<Rendition>,
+    pub thumbnail_url: Option<String>,
+    pub storyboard_url: Option<String>,
+    /// WebVTT cues mapping times to tiles of the storyboard sprite.
+    pub storyboard_vtt_url: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Rendition {
+    pub name: String,
+    pub width: i32,
+    pub height: i32,
+    pub bitrate: i32,
+}
+
+/// Where the video is between upload and playback.
+#[derive(SimpleObject)]
+pub struct Processing {
+    /// AWAITING_UPLOAD, QUEUED, PROCESSING, READY or FAILED.
+    pub state: String,
+    /// Why it failed (owner only).
+    pub error: Option<String>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct VideoProgress {
+    pub video_id: ID,
+    /// queued, downloading, probing, encoding, thumbnails, uploading, ready, failed
+    pub stage: String,
+    pub percent: f64,
+    pub rendition: Option<String>,
+    pub fps: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl From<VideoView> for Option<Playback> {
+    fn from(v: VideoView) -> Self {
+        Some(Playback {
+            hls_url: v.hls_url?,
+            dash_url: v.dash_url,
+            duration_seconds: v.duration_seconds.unwrap_or_default(),
+            renditions: v
+                .renditions
+                .into_iter()
+                .map(|r| Rendition {
+                    name: r.name,
+                    width: r.width as i32,
+                    height: r.height as i32,
+                    bitrate: r.bitrate.min(i32::MAX as u64) as i32,
+                })
+                .collect(),
+            thumbnail_url: v.thumbnail_url,
+            storyboard_url: v.storyboard_url,
+            storyboard_vtt_url: v.storyboard_vtt_url,
+        })
+    }
+}
+
+async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<VideoRow>> {
+    let loader = ctx.data::<DataLoader<Rows>>()?;
+    let row = loader.load_one(id.to_string()).await?;
+    Ok(row.filter(|r| Transcoder::may_watch(r, caller(ctx))))
+}
+
+#[ComplexObject]
+impl Video {
+    /// HLS and DASH URLs, renditions, thumbnails and duration; null until READY.
+    async fn playback(&self, ctx: &Context<'_>) -> Result<Option<Playback>> {
+        let t = ctx.data::<Transcoder>()?;
+        Ok(row(ctx, &self.id).await?.and_then(|r| t.view(&r, caller(ctx)).into()))
+    }
+
+    /// The processing state; null for videos the transcoder has not heard of.
+    async fn processing(&self, ctx: &Context<'_>) -> Result<Option<Processing>> {
+        let t = ctx.data::<Transcoder>()?;
+        Ok(row(ctx, &self.id).await?.map(|r| {
+            let view = t.view(&r, caller(ctx));
+            Processing { state: view.state, error: view.error }
+        }))
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    #[graphql(entity)]
+    async fn find_video_by_id(&self, id: ID) -> Video {
+        Video { id }
+    }
+}
+
+pub struct SubscriptionRoot;
+
+fn progress_of(p: events::TranscodeProgress) -> VideoProgress {
+    VideoProgress {
+        video_id: ID(p.video_id),
+        stage: p.stage,
+        percent: p.percent,
+        rendition: p.rendition,
+        fps: p.fps,
+        eta_seconds: p.eta_seconds,
+        error: p.error,
+    }
+}
+
+// Named `Subscription`: composition only maps the root type of that name.
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// The owner's view of a video's upload and transcode: the current state first, then
+    /// live progress at least once a second while it runs; ends at ready or failed.
+    async fn video_progress(
+        &self,
+        ctx: &Context<'_>,
+        video_id: ID,
+    ) -> Result<impl Stream<Item = VideoProgress> + use<>> {
+        let t = ctx.data::<Transcoder>()?.clone();
+        let caller = caller(ctx).clone();
+        // Subscribe before reading the state, so nothing between the two is missed.
+        let live = tokio_stream::wrappers::BroadcastStream::new(t.bus().subscribe_transient());
+        let video = t.owned_video(&caller, &video_id).await.map_err(|e| e.into_graphql())?;
+        let view = t.view(&video, &caller);
+        let (stage, percent) = match view.state.as_str() {
+            "READY" => ("ready", 100.0),
+            "FAILED" => ("failed", 0.0),
+            "AWAITING_UPLOAD" => ("awaiting_upload", 0.0),
+            "QUEUED" => ("queued", 0.0),
+            _ => ("processing", 0.0),
+        };
+        let first = VideoProgress {
+            video_id: video_id.clone(),
+            stage: stage.into(),
+            percent,
+            rendition: None,
+            fps: None,
+            eta_seconds: None,
+            error: view.error,
+        };
+        let finished = matches!(stage, "ready" | "failed");
+        let id = video_id.to_string();
+        let updates = live
+            .filter_map(move |m| {
+                let id = id.clone();
+                async move {
+                    let e = m.ok()?;
+                    (e.r#type == "transcode.progress" && e.subject == id)
+                        .then(|| events::TranscodeProgress::decode(e.payload.as_slice()).ok())
+                        .flatten()
+                        .map(progress_of)
+                }
+            })
+            .scan(false, |done, p| {
+                // Stop after the final message.
+                if *done {
+                    return futures::future::ready(None);
+                }
+                *done = matches!(p.stage.as_str(), "ready" | "failed");
+                futures::future::ready(Some(p))
+            });
+        let stream = futures::stream::once(async move { first });
+        Ok(if finished { stream.boxed() } else { stream.chain(updates).boxed() })
+    }
+}

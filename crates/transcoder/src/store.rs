@@ -1,0 +1,317 @@
+//! The transcoder's tables and SQL (the same text on SQLite and PostgreSQL).
+//!
+//! - `videos`: the transcoder's view of media's videos (owner and visibility, from events or
+//!   `CreateUpload`) with the processing state and, once ready, the playback description.
+//! - `uploads`: tus uploads. Bytes go to an object-store multipart upload whose id and
+//!   finished parts are recorded here; bytes after the last full part wait in a tail object.
+//!   So an upload continues on any replica and after a restart.
+
+use flick_platform::db::sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement, Value};
+use flick_platform::db::{Migration, MigrationSet, placeholders};
+
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    component: "transcoder",
+    migrations: &[Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA }],
+};
+
+const SCHEMA: &str = "
+CREATE TABLE videos (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL,
+    visibility TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    source_key TEXT,
+    source_bytes BIGINT,
+    job_id TEXT,
+    playback TEXT,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX videos_owner ON videos (owner_id);
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    length BIGINT,
+    upload_offset BIGINT NOT NULL DEFAULT 0,
+    metadata TEXT NOT NULL DEFAULT '',
+    object_key TEXT NOT NULL,
+    multipart_id TEXT NOT NULL,
+    parts TEXT NOT NULL DEFAULT '[]',
+    tail_key TEXT,
+    tail_bytes BIGINT NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    completed_at_ms BIGINT
+);
+CREATE INDEX uploads_owner ON uploads (owner_id, state);
+CREATE INDEX uploads_video ON uploads (video_id);
+CREATE INDEX uploads_expiry ON uploads (state, expires_at_ms);
+";
+
+pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
+    let backend = c.get_database_backend();
+    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
+}
+
+pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
+    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoRow {
+    pub id: String,
+    pub owner_id: String,
+    pub visibility: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub source_key: Option<String>,
+    pub source_bytes: Option<i64>,
+    pub job_id: Option<String>,
+    /// JSON of [`crate::domain::Playback`] once READY.
+    pub playback: Option<String>,
+}
+
+const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback";
+
+impl VideoRow {
+    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: r.try_get("", "id")?,
+            owner_id: r.try_get("", "owner_id")?,
+            visibility: r.try_get("", "visibility")?,
+            state: r.try_get("", "state")?,
+            error: r.try_get("", "error")?,
+            source_key: r.try_get("", "source_key")?,
+            source_bytes: r.try_get("", "source_bytes")?,
+            job_id: r.try_get("", "job_id")?,
+            playback: r.try_get("", "playback")?,
+        })
+    }
+}
+
+pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<VideoRow>, DbErr> {
+    let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos WHERE id = ?");
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(VideoRow::from_row).transpose()
+}
+
+pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<VideoRow>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos WHERE id IN ({marks})");
+    c.query_all_raw(stmt(c, &sql, ids.iter().map(|i| i.clone().into()).collect()))
+        .await?
+        .iter()
+        .map(VideoRow::from_row)
+        .collect()
+}
+
+/// Records a video media told us about; an existing row keeps its processing state.
+pub async fn upsert_video<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    owner_id: &str,
+    visibility: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO videos (id, owner_id, visibility, state, updated_at_ms) VALUES (?, ?, ?, 'AWAITING_UPLOAD', ?)
+         ON CONFLICT (id) DO UPDATE SET visibility = excluded.visibility, updated_at_ms = excluded.updated_at_ms",
+        vec![id.into(), owner_id.into(), visibility.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM videos WHERE id = ?", vec![id.into()]).await?;
+    Ok(())
+}
+
+/// Moves the video to `state` for job `job_id`; only a row still on that job changes, so a
+/// superseded job cannot overwrite a newer one's outcome. Returns whether it changed.
+pub async fn set_state<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    job_id: &str,
+    state: &str,
+    error: Option<&str>,
+    playback: Option<&str>,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE videos SET state = ?, error = ?, playback = COALESCE(?, playback), updated_at_ms = ?
+         WHERE id = ? AND job_id = ?",
+        vec![
+            state.into(),
+            error.map(str::to_owned).into(),
+            playback.map(str::to_owned).into(),
+            now.into(),
+            id.into(),
+            job_id.into(),
+        ],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Points the video at a new source (a completed upload) and queues it.
+pub async fn queue_source<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    job_id: &str,
+    source_key: &str,
+    source_bytes: i64,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_bytes = ?, job_id = ?, updated_at_ms = ?
+         WHERE id = ?",
+        vec![source_key.into(), source_bytes.into(), job_id.into(), now.into(), id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRow {
+    pub id: String,
+    pub video_id: String,
+    pub owner_id: String,
+    pub length: Option<i64>,
+    pub offset: i64,
+    pub metadata: String,
+    pub object_key: String,
+    pub multipart_id: String,
+    pub parts: Vec<String>,
+    pub tail_key: Option<String>,
+    pub tail_bytes: i64,
+    pub state: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+const UPLOAD_COLUMNS: &str = "id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts, \
+    tail_key, tail_bytes, state, created_at_ms, expires_at_ms";
+
+impl UploadRow {
+    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
+        let parts: String = r.try_get("", "parts")?;
+        Ok(Self {
+            id: r.try_get("", "id")?,
+            video_id: r.try_get("", "video_id")?,
+            owner_id: r.try_get("", "owner_id")?,
+            length: r.try_get("", "length")?,
+            offset: r.try_get("", "upload_offset")?,
+            metadata: r.try_get("", "metadata")?,
+            object_key: r.try_get("", "object_key")?,
+            multipart_id: r.try_get("", "multipart_id")?,
+            parts: serde_json::from_str(&parts).map_err(|e| DbErr::Custom(format!("upload parts: {e}")))?,
+            tail_key: r.try_get("", "tail_key")?,
+            tail_bytes: r.try_get("", "tail_bytes")?,
+            state: r.try_get("", "state")?,
+            created_at_ms: r.try_get("", "created_at_ms")?,
+            expires_at_ms: r.try_get("", "expires_at_ms")?,
+        })
+    }
+}
+
+pub async fn upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<UploadRow>, DbErr> {
+    let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?");
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(UploadRow::from_row).transpose()
+}
+
+pub async fn uploads_where<C: ConnectionTrait>(
+    c: &C,
+    clause: &str,
+    values: Vec<Value>,
+) -> Result<Vec<UploadRow>, DbErr> {
+    let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads {clause}");
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(UploadRow::from_row).collect()
+}
+
+pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &UploadRow) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO uploads (id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts,
+            tail_key, tail_bytes, state, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            u.id.clone().into(),
+            u.video_id.clone().into(),
+            u.owner_id.clone().into(),
+            u.length.into(),
+            u.offset.into(),
+            u.metadata.clone().into(),
+            u.object_key.clone().into(),
+            u.multipart_id.clone().into(),
+            serde_json::to_string(&u.parts).expect("strings serialise").into(),
+            u.tail_key.clone().into(),
+            u.tail_bytes.into(),
+            u.state.clone().into(),
+            u.created_at_ms.into(),
+            u.expires_at_ms.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records appended bytes, if nobody else moved the offset meanwhile (optimistic lock:
+/// two PATCHes of one upload, on any replicas, cannot both win). Returns whether it did.
+pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &UploadRow, from_offset: i64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE uploads SET upload_offset = ?, length = ?, parts = ?, tail_key = ?, tail_bytes = ?, state = ?
+         WHERE id = ? AND upload_offset = ? AND state = 'UPLOADING'",
+        vec![
+            u.offset.into(),
+            u.length.into(),
+            serde_json::to_string(&u.parts).expect("strings serialise").into(),
+            u.tail_key.clone().into(),
+            u.tail_bytes.into(),
+            u.state.clone().into(),
+            u.id.clone().into(),
+            from_offset.into(),
+        ],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn set_upload_state<C: ConnectionTrait>(c: &C, id: &str, state: &str, now: i64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE uploads SET state = ?, completed_at_ms = ? WHERE id = ? AND state = 'UPLOADING'",
+        vec![state.into(), now.into(), id.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn delete_upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM uploads WHERE id = ?", vec![id.into()]).await?;
+    Ok(())
+}
+
+/// Bytes a user holds in uploads: the declared length of unfinished ones, the size of kept
+/// sources (finished uploads still the source of a video).
+pub async fn bytes_held_by<C: ConnectionTrait>(c: &C, owner_id: &str) -> Result<i64, DbErr> {
+    let row = c
+        .query_one_raw(stmt(
+            c,
+            "SELECT CAST(COALESCE(SUM(COALESCE(length, upload_offset)), 0) AS BIGINT) AS held FROM uploads
+             WHERE owner_id = ? AND state IN ('UPLOADING', 'COMPLETED')",
+            vec![owner_id.into()],
+        ))
+        .await?;
+    match row {
+        Some(r) => r.try_get::<i64>("", "held").or_else(|_| r.try_get::<i32>("", "held").map(i64::from)),
+        None => Ok(0),
+    }
+}

@@ -1,0 +1,455 @@
+//! Resumable uploads (the domain behind tus): creation with size and quota checks, appending
+//! bytes straight into an object-store multipart upload, completion, termination, expiry.
+//!
+//! Memory stays flat: bytes are cut into 8 MiB parts as they arrive (at most two part
+//! uploads in flight); what is left after the last full part is kept as a small tail object,
+//! so the offset survives a restart and any replica can take the next PATCH.
+
+use crate::domain::{Transcoder, db_error, now_ms, storage_error};
+use crate::pipeline::sniff;
+use crate::store::{self, UploadRow};
+use bytes::{Bytes, BytesMut};
+use flick_kit::identity::Caller;
+use flick_kit::{AppError, ErrorCode};
+use flick_platform::bus::envelope;
+use flick_platform::db::sea_orm::TransactionTrait;
+use flick_platform::outbox;
+use flick_platform::storage::PART_SIZE;
+use flick_proto::events::v1 as events;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use sha2::Digest as _;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Bytes looked at to tell a media container from anything else (MPEG-TS needs a few
+/// 188-byte packets to be told apart; shorter files are sniffed whole at completion).
+const SNIFF_BYTES: usize = 512;
+/// Part uploads running while the next part is read from the client.
+const PARTS_IN_FLIGHT: usize = 2;
+
+pub struct NewUpload<'a> {
+    pub video_id: &'a str,
+    /// `None`: deferred until a PATCH says it (tus creation-defer-length).
+    pub length: Option<i64>,
+    /// The raw `Upload-Metadata` header, echoed back on HEAD.
+    pub metadata: &'a str,
+}
+
+/// A checksum the client sent for one PATCH body (tus checksum extension).
+#[derive(Debug, Clone)]
+pub struct Checksum {
+    pub algorithm: ChecksumAlgorithm,
+    pub expected: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ChecksumAlgorithm {
+    Sha1,
+    Sha256,
+}
+
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+
+impl Checksum {
+    /// Parses `Upload-Checksum: <algorithm> <base64>`.
+    pub fn parse(header: &str) -> Result<Self, AppError> {
+        use base64::Engine as _;
+        let (name, value) =
+            header.trim().split_once(' ').ok_or_else(|| AppError::bad_input("malformed Upload-Checksum"))?;
+        let algorithm = match name {
+            "sha1" => ChecksumAlgorithm::Sha1,
+            "sha256" => ChecksumAlgorithm::Sha256,
+            other => {
+                return Err(AppError::bad_input(format!(
+                    "unsupported checksum algorithm {other:?}; use {CHECKSUM_ALGORITHMS}"
+                )));
+            }
+        };
+        let expected = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| AppError::bad_input("Upload-Checksum is not base64"))?;
+        Ok(Self { algorithm, expected })
+    }
+}
+
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm {
+            ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            ChecksumAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+pub fn source_key(video_id: &str, upload_id: &str) -> String {
+    format!("videos/{video_id}/source/{upload_id}")
+}
+
+impl Transcoder {
+    /// Starts an upload for a video the caller owns (tus creation).
+    pub async fn create_upload(&self, caller: &Caller, new: NewUpload<'_>) -> Result<UploadRow, AppError> {
+        let me = caller.require_user()?;
+        let video = self.owned_video(caller, new.video_id).await?;
+        if let Some(length) = new.length {
+            self.check_size(&me.to_string(), length).await?;
+        }
+        let id = Uuid::now_v7().to_string();
+        let object_key = source_key(&video.id, &id);
+        let multipart_id = self.storage.multipart_start(&object_key).await.map_err(storage_error)?;
+        let now = now_ms();
+        let row = UploadRow {
+            id,
+            video_id: video.id,
+            owner_id: me.to_string(),
+            length: new.length,
+            offset: 0,
+            metadata: new.metadata.to_string(),
+            object_key,
+            multipart_id,
+            parts: Vec::new(),
+            tail_key: None,
+            tail_bytes: 0,
+            state: "UPLOADING".into(),
+            created_at_ms: now,
+            expires_at_ms: now + self.config.upload_expiry_seconds as i64 * 1000,
+        };
+        store::insert_upload(&self.db, &row).await.map_err(db_error)?;
+        tracing::info!(upload.id = %row.id, video.id = %row.video_id, "upload created");
+        Ok(row)
+    }
+
+    /// Refuses a length over the maximum or over what is left of the owner's quota.
+    async fn check_size(&self, owner: &str, length: i64) -> Result<(), AppError> {
+        if length <= 0 {
+            return Err(AppError::new(ErrorCode::UnsupportedMediaType, "an empty file is not a video"));
+        }
+        let max = self.config.max_upload_bytes;
+        if length as u64 > max {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the file is {length} bytes; the largest upload accepted is {max} bytes"),
+            ));
+        }
+        let held = store::bytes_held_by(&self.db, owner).await.map_err(db_error)? as u64;
+        let quota = self.config.user_quota_bytes;
+        if held + length as u64 > quota {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "upload quota exceeded: {held} of {quota} bytes are in use and this file needs {length}; \
+                     delete videos or finish pending uploads first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The upload, for its owner (tus HEAD), refusing terminated and expired ones.
+    pub async fn upload_for_owner(&self, caller: &Caller, id: &str) -> Result<UploadRow, AppError> {
+        let me = caller.require_user()?;
+        let not_found = || AppError::not_found("no such upload");
+        if Uuid::parse_str(id).is_err() {
+            return Err(not_found());
+        }
+        let upload = store::upload(&self.db, id).await.map_err(db_error)?.ok_or_else(not_found)?;
+        if upload.owner_id != me.to_string() {
+            return Err(AppError::forbidden("only the uploader may use this upload"));
+        }
+        match upload.state.as_str() {
+            "UPLOADING" if upload.expires_at_ms < now_ms() => Err(AppError::new(ErrorCode::Gone, "the upload expired")),
+            "UPLOADING" | "COMPLETED" => Ok(upload),
+            "REJECTED" => Err(AppError::new(ErrorCode::Gone, "the upload was refused: it is not a video file")),
+            _ => Err(AppError::new(ErrorCode::Gone, "the upload was terminated or expired")),
+        }
+    }
+
+    /// Appends `body` at `offset` (tus PATCH). On an interrupted body the bytes that arrived
+    /// are kept (unless a checksum was given: then the whole PATCH is discarded).
+    pub async fn append<S, E>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        offset: i64,
+        declared_length: Option<i64>,
+        checksum: Option<Checksum>,
+        body: S,
+    ) -> Result<UploadRow, AppError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        let mut upload = self.upload_for_owner(caller, id).await?;
+        if offset != upload.offset {
+            return Err(AppError::conflict(format!(
+                "Upload-Offset is {offset} but the upload is at {}",
+                upload.offset
+            )));
+        }
+        match (upload.length, declared_length) {
+            (Some(a), Some(b)) if a != b => return Err(AppError::bad_input("Upload-Length cannot change")),
+            (None, Some(length)) => {
+                if length < upload.offset {
+                    return Err(AppError::bad_input("Upload-Length is below the bytes already received"));
+                }
+                self.check_size(&upload.owner_id, length).await?;
+                upload.length = Some(length);
+            }
+            _ => {}
+        }
+        if upload.state == "COMPLETED" {
+            return Ok(upload);
+        }
+
+        let start_offset = upload.offset;
+        let mut buffer = BytesMut::with_capacity(PART_SIZE + 64 * 1024);
+        if let Some(tail) = &upload.tail_key {
+            buffer.extend_from_slice(&self.storage.get(tail).await.map_err(storage_error)?);
+        }
+        let mut hasher = checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let mut received: i64 = 0;
+        let mut sniffed = start_offset > 0;
+        let mut parts: JoinSet<Result<(usize, String), AppError>> = JoinSet::new();
+        let mut new_parts: Vec<(usize, String)> = Vec::new();
+        let mut next_index = upload.parts.len();
+        let mut interrupted = None;
+        futures::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    interrupted = Some(e.to_string());
+                    break;
+                }
+            };
+            if let Some(length) = upload.length
+                && start_offset + received + chunk.len() as i64 > length
+            {
+                parts.abort_all();
+                return Err(AppError::bad_input("the body goes past Upload-Length"));
+            }
+            if upload.length.is_none()
+                && (start_offset + received + chunk.len() as i64) as u64 > self.config.max_upload_bytes
+            {
+                parts.abort_all();
+                return Err(AppError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the upload is larger than the maximum accepted",
+                ));
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            received += chunk.len() as i64;
+            buffer.extend_from_slice(&chunk);
+            if !sniffed && buffer.len() >= SNIFF_BYTES {
+                sniffed = true;
+                self.refuse_unless_media(&upload, &buffer).await?;
+            }
+            while buffer.len() >= PART_SIZE {
+                let part = buffer.split_to(PART_SIZE).freeze();
+                while parts.len() >= PARTS_IN_FLIGHT {
+                    new_parts.push(join_part(&mut parts).await?);
+                }
+                self.spawn_part(&mut parts, &upload, next_index, part);
+                next_index += 1;
+            }
+        }
+        while !parts.is_empty() {
+            new_parts.push(join_part(&mut parts).await?);
+        }
+        if let (Some(c), Some(h)) = (&checksum, hasher) {
+            if interrupted.is_some() {
+                return Err(AppError::bad_input("the body was interrupted; with a checksum it is discarded"));
+            }
+            if h.finish() != c.expected {
+                return Err(AppError::new(ErrorCode::ChecksumMismatch, "the body does not match Upload-Checksum"));
+            }
+        }
+        new_parts.sort_by_key(|(i, _)| *i);
+        upload.parts.extend(new_parts.into_iter().map(|(_, id)| id));
+        upload.offset = start_offset + received;
+        let complete = upload.length == Some(upload.offset);
+        if complete && !sniffed {
+            self.refuse_unless_media(&upload, &buffer).await?;
+        }
+        let old_tail = upload.tail_key.take();
+        if complete {
+            if !buffer.is_empty() || upload.parts.is_empty() {
+                let index = upload.parts.len();
+                let id = self
+                    .storage
+                    .multipart_put(&upload.object_key, &upload.multipart_id, index, buffer.freeze())
+                    .await
+                    .map_err(storage_error)?;
+                upload.parts.push(id);
+            }
+            self.storage
+                .multipart_complete(&upload.object_key, &upload.multipart_id, &upload.parts)
+                .await
+                .map_err(storage_error)?;
+            upload.tail_bytes = 0;
+            upload.state = "COMPLETED".into();
+        } else {
+            upload.tail_bytes = buffer.len() as i64;
+            if !buffer.is_empty() {
+                let key = format!("uploads/{}/tail-{}", upload.id, upload.offset);
+                self.storage.put(&key, buffer.freeze()).await.map_err(storage_error)?;
+                upload.tail_key = Some(key);
+            }
+        }
+        self.commit_append(&upload, start_offset, complete).await?;
+        if let Some(old) = old_tail
+            && Some(&old) != upload.tail_key.as_ref()
+        {
+            let _ = self.storage.delete(&old).await;
+        }
+        if let Some(reason) = interrupted {
+            tracing::info!(upload.id = %upload.id, offset = upload.offset, reason = %reason, "upload body interrupted; kept what arrived");
+        }
+        Ok(upload)
+    }
+
+    fn spawn_part(
+        &self,
+        parts: &mut JoinSet<Result<(usize, String), AppError>>,
+        upload: &UploadRow,
+        index: usize,
+        part: Bytes,
+    ) {
+        let storage = self.storage.clone();
+        let (key, multipart) = (upload.object_key.clone(), upload.multipart_id.clone());
+        parts.spawn(async move {
+            let id = storage.multipart_put(&key, &multipart, index, part).await.map_err(storage_error)?;
+            Ok((index, id))
+        });
+    }
+
+    /// Records the new offset; a completed upload also becomes the video's source and its
+    /// transcode job (`upload.completed`), in the same transaction.
+    async fn commit_append(&self, upload: &UploadRow, from_offset: i64, complete: bool) -> Result<(), AppError> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        if !store::advance_upload(&txn, upload, from_offset).await.map_err(db_error)? {
+            return Err(AppError::conflict("the upload moved on meanwhile (a concurrent PATCH)"));
+        }
+        if complete {
+            let now = now_ms();
+            let size = upload.offset;
+            store::queue_source(&txn, &upload.video_id, &upload.id, &upload.object_key, size, now)
+                .await
+                .map_err(db_error)?;
+            let payload = events::UploadCompleted {
+                video_id: upload.video_id.clone(),
+                upload_id: upload.id.clone(),
+                size_bytes: size,
+            };
+            let event = envelope("upload.completed", &upload.video_id, crate::NAME, payload.encode_to_vec());
+            outbox::record(&txn, &event).await.map_err(db_error)?;
+            // Older sources of this video are replaced by this one.
+            for old in store::uploads_where(
+                &txn,
+                "WHERE video_id = ? AND state = 'COMPLETED' AND id <> ?",
+                vec![upload.video_id.clone().into(), upload.id.clone().into()],
+            )
+            .await
+            .map_err(db_error)?
+            {
+                store::exec(&txn, "UPDATE uploads SET state = 'REPLACED' WHERE id = ?", vec![old.id.clone().into()])
+                    .await
+                    .map_err(db_error)?;
+                let _ = self.storage.delete(&old.object_key).await;
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+        if complete {
+            self.relay.notify();
+            tracing::info!(upload.id = %upload.id, video.id = %upload.video_id, bytes = upload.offset, "upload completed");
+        }
+        Ok(())
+    }
+
+    /// Sniffs the first bytes; a file that is no media container is refused and dropped.
+    async fn refuse_unless_media(&self, upload: &UploadRow, head: &[u8]) -> Result<(), AppError> {
+        if sniff(head).is_some() {
+            return Ok(());
+        }
+        self.drop_upload(upload, "REJECTED").await?;
+        Err(AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "this file is not a video: its first bytes match no known video container (MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, Ogg)",
+        ))
+    }
+
+    /// Terminates the upload (tus termination): its parts and tail are removed.
+    pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        let upload = self.upload_for_owner(caller, id).await?;
+        if upload.state == "COMPLETED" {
+            return Err(AppError::conflict("the upload is complete; delete the video instead"));
+        }
+        self.drop_upload(&upload, "TERMINATED").await
+    }
+
+    /// Aborts the multipart upload, deletes the tail and marks the row.
+    pub(crate) async fn drop_upload(&self, upload: &UploadRow, state: &str) -> Result<(), AppError> {
+        self.storage.multipart_abort(&upload.object_key, &upload.multipart_id).await.map_err(storage_error)?;
+        if let Some(tail) = &upload.tail_key {
+            self.storage.delete(tail).await.map_err(storage_error)?;
+        }
+        store::set_upload_state(&self.db, &upload.id, state, now_ms()).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Expires unfinished uploads past their deadline; returns how many.
+    pub async fn expire_uploads(&self) -> Result<usize, AppError> {
+        let due = store::uploads_where(
+            &self.db,
+            "WHERE state = 'UPLOADING' AND expires_at_ms < ? ORDER BY expires_at_ms LIMIT 100",
+            vec![now_ms().into()],
+        )
+        .await
+        .map_err(db_error)?;
+        for upload in &due {
+            let lock = self.upload_lock(&upload.id);
+            let _held = lock.lock().await;
+            self.drop_upload(upload, "EXPIRED").await?;
+            tracing::info!(upload.id = %upload.id, "upload expired; its parts were dropped");
+        }
+        Ok(due.len())
+    }
+
+    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.upload_locks.lock().expect("upload locks");
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.to_string()).or_default().clone()
+    }
+}
+
+async fn join_part(parts: &mut JoinSet<Result<(usize, String), AppError>>) -> Result<(usize, String), AppError> {
+    match parts.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(AppError::internal(format!("part upload task: {e}"))),
+        None => Err(AppError::internal("no part upload in flight")),
+    }
+}

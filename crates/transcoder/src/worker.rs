@@ -1,0 +1,345 @@
+//! The transcode job: from `upload.completed` (or a retry) to renditions in the object store
+//! and `transcode.completed`, or `transcode.failed` with a readable reason.
+//!
+//! A job is acknowledged only after its outputs are stored and its completion committed, so
+//! a worker killed mid-job loses nothing: the broker hands the job to another worker, which
+//! writes the same keys again. Broken input fails at once (and goes to the dead-letter
+//! queue); other failures are retried with backoff, up to `job_attempts`.
+
+use crate::domain::{Playback, Rendition, Transcoder, media_prefix, now_ms};
+use crate::pipeline::{self, EncodeSettings, MediaError, RungSpec, Tools};
+use crate::store;
+use flick_platform::bus::{Delivery, HandlerError, envelope};
+use flick_platform::db::sea_orm::TransactionTrait;
+use flick_platform::outbox;
+use flick_proto::events::v1 as events;
+use prost::Message as _;
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The durable work queue of transcode jobs, fed by these events.
+pub const JOBS_QUEUE: &str = "transcoder.jobs";
+pub const JOB_EVENTS: &[&str] = &["upload.completed", "transcode.requested"];
+
+/// Why a job did not finish.
+enum JobError {
+    /// The input cannot be transcoded: fail the video now, dead-letter the job.
+    Invalid(String),
+    /// Anything else: retry; fail the video when attempts run out.
+    Transient(String),
+}
+
+impl From<MediaError> for JobError {
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Invalid(reason) => JobError::Invalid(reason),
+            other => JobError::Transient(other.to_string()),
+        }
+    }
+}
+
+fn transient(context: &str) -> impl Fn(String) -> JobError + '_ {
+    move |e| JobError::Transient(format!("{context}: {e}"))
+}
+
+impl Transcoder {
+    /// Handles one job delivery from the queue.
+    pub async fn handle_job(&self, delivery: Delivery, shutdown: CancellationToken) -> Result<(), HandlerError> {
+        let e = &delivery.envelope;
+        let (video_id, job_id) = match e.r#type.as_str() {
+            "upload.completed" => {
+                let p = events::UploadCompleted::decode(e.payload.as_slice())
+                    .map_err(|err| HandlerError::Reject(format!("undecodable job: {err}")))?;
+                (p.video_id, p.upload_id)
+            }
+            "transcode.requested" => {
+                let p = events::TranscodeRequested::decode(e.payload.as_slice())
+                    .map_err(|err| HandlerError::Reject(format!("undecodable job: {err}")))?;
+                (p.video_id, p.job_id)
+            }
+            other => return Err(HandlerError::Reject(format!("not a transcode job: {other}"))),
+        };
+        let Some(video) = store::video(&self.db, &video_id).await.map_err(|e| HandlerError::Retry(e.to_string()))?
+        else {
+            tracing::info!(video.id = %video_id, "job for a deleted video; dropped");
+            return Ok(());
+        };
+        if video.job_id.as_deref() != Some(job_id.as_str()) {
+            tracing::info!(video.id = %video_id, job.id = %job_id, "job superseded by a newer upload; dropped");
+            return Ok(());
+        }
+        if video.state == "READY" {
+            tracing::info!(video.id = %video_id, job.id = %job_id, "job already completed; nothing to do");
+            return Ok(());
+        }
+        let Some(source_key) = video.source_key.clone() else {
+            return Err(HandlerError::Reject("the video has no source".into()));
+        };
+        store::set_state(&self.db, &video_id, &job_id, "PROCESSING", None, None, now_ms())
+            .await
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let started = Instant::now();
+        let outcome = self.transcode(&video_id, &video.owner_id, &source_key, shutdown).await;
+        let attempts = self.config.job_attempts.max(1);
+        match outcome {
+            Ok(playback) => {
+                self.complete(&video_id, &job_id, &playback).await.map_err(HandlerError::Retry)?;
+                tracing::info!(video.id = %video_id, duration_ms = started.elapsed().as_millis() as u64, "transcode completed");
+                Ok(())
+            }
+            Err(JobError::Invalid(reason)) => {
+                self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
+                Err(HandlerError::Reject(reason))
+            }
+            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
+                let reason = format!("transcoding failed {attempts} times; last error: {error}");
+                self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
+                Err(HandlerError::Retry(error))
+            }
+            Err(JobError::Transient(error)) => {
+                self.progress(&video_id, &video.owner_id, "queued", 0.0, None, Some(&error));
+                Err(HandlerError::Retry(error))
+            }
+        }
+    }
+
+    /// Downloads, probes, encodes and stores; returns the playback description.
+    async fn transcode(
+        &self,
+        video_id: &str,
+        owner_id: &str,
+        source_key: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Playback, JobError> {
+        let work = match &self.config.work_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| transient("work dir")(e.to_string()))?;
+                tempfile::Builder::new().prefix("flick-job-").tempdir_in(dir)
+            }
+            None => tempfile::Builder::new().prefix("flick-job-").tempdir(),
+        }
+        .map_err(|e| transient("work dir")(e.to_string()))?;
+        let source = work.path().join("source");
+        let out = work.path().join("out");
+        std::fs::create_dir_all(&out).map_err(|e| transient("work dir")(e.to_string()))?;
+
+        self.progress(video_id, owner_id, "downloading", 0.0, None, None);
+        self.download(source_key, &source).await?;
+        let tools = Tools { ffmpeg: self.config.ffmpeg.clone().into(), ffprobe: self.config.ffprobe.clone().into() };
+        self.progress(video_id, owner_id, "probing", 0.0, None, None);
+        let info = pipeline::probe(&tools, &source).await?;
+        let specs: Vec<RungSpec> = self
+            .config
+            .rungs
+            .iter()
+            .map(|r| RungSpec {
+                name: r.name.clone(),
+                height: r.height,
+                video_bitrate_kbps: r.video_bitrate_kbps,
+                max_bitrate_kbps: r.max_bitrate_kbps,
+            })
+            .collect();
+        let rungs = pipeline::ladder(&info, &specs);
+        let settings = EncodeSettings {
+            preset: self.config.preset.clone(),
+            segment_seconds: self.config.segment_seconds,
+            audio_bitrate_kbps: self.config.audio_bitrate_kbps,
+            timeout: Duration::from_secs(self.config.job_timeout_seconds),
+        };
+        let ladder_names = rungs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+        let reporter = self.clone();
+        let (vid, owner) = (video_id.to_string(), owner_id.to_string());
+        let packaged = pipeline::encode(
+            &tools,
+            &source,
+            &info,
+            &rungs,
+            &settings,
+            &out,
+            move |p| {
+                // Encoding is 90% of the job; thumbnails and uploading share the rest.
+                let rendition = Some(ladder_names.as_str());
+                reporter.progress_full(
+                    &vid,
+                    &owner,
+                    "encoding",
+                    p.percent * 0.9,
+                    rendition,
+                    p.fps,
+                    p.eta_seconds,
+                    None,
+                );
+            },
+            shutdown.child_token(),
+        )
+        .await?;
+        self.progress(video_id, owner_id, "thumbnails", 90.0, None, None);
+        let thumbs = pipeline::thumbnails(&tools, &source, &info, &out).await?;
+        self.progress(video_id, owner_id, "uploading", 95.0, None, None);
+        self.store_outputs(video_id, &out).await?;
+        let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
+        Ok(Playback {
+            duration_seconds: packaged.duration_seconds,
+            renditions: packaged
+                .renditions
+                .iter()
+                .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
+                .collect(),
+            has_audio: info.has_audio,
+            poster: Some(path(&thumbs.poster)),
+            storyboard: Some(path(&thumbs.storyboard)),
+            storyboard_vtt: Some(path(&thumbs.storyboard_vtt)),
+        })
+    }
+
+    async fn download(&self, key: &str, to: &Path) -> Result<(), JobError> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream =
+            self.storage.get_stream(key).await.map_err(|e| transient("reading the source")(e.to_string()))?;
+        let mut file = tokio::fs::File::create(to).await.map_err(|e| transient("writing the source")(e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transient("reading the source")(e.to_string()))?;
+            file.write_all(&chunk).await.map_err(|e| transient("writing the source")(e.to_string()))?;
+        }
+        file.flush().await.map_err(|e| transient("writing the source")(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Uploads every output under the video's media prefix (same keys on every run), then
+    /// removes keys a previous run left that this one did not write.
+    async fn store_outputs(&self, video_id: &str, out: &Path) -> Result<(), JobError> {
+        let prefix = media_prefix(video_id);
+        let mut written = HashSet::new();
+        let mut stack = vec![out.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut entries =
+                tokio::fs::read_dir(&dir).await.map_err(|e| transient("listing outputs")(e.to_string()))?;
+            while let Some(entry) =
+                entries.next_entry().await.map_err(|e| transient("listing outputs")(e.to_string()))?
+            {
+                let path = entry.path();
+                if entry.file_type().await.map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(out).expect("under out").to_string_lossy().replace('\\', "/");
+                let key = format!("{prefix}/{relative}");
+                let data = tokio::fs::read(&path).await.map_err(|e| transient("reading an output")(e.to_string()))?;
+                self.storage.put(&key, data.into()).await.map_err(|e| transient("storing an output")(e.to_string()))?;
+                written.insert(key);
+            }
+        }
+        for stale in self.storage.list(&prefix).await.map_err(|e| transient("listing stored outputs")(e.to_string()))? {
+            if !written.contains(&stale) {
+                self.storage.delete(&stale).await.map_err(|e| transient("removing a stale output")(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records READY with the playback description and `transcode.completed`, atomically.
+    async fn complete(&self, video_id: &str, job_id: &str, playback: &Playback) -> Result<(), String> {
+        let json = serde_json::to_string(playback).map_err(|e| e.to_string())?;
+        let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if !store::set_state(&txn, video_id, job_id, "READY", None, Some(&json), now_ms())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            // Superseded meanwhile (a newer upload or a deletion): its own job takes over.
+            return Ok(());
+        }
+        let base = format!("/video/{video_id}");
+        let payload = events::TranscodeCompleted {
+            video_id: video_id.to_string(),
+            duration_seconds: playback.duration_seconds,
+            renditions: playback
+                .renditions
+                .iter()
+                .map(|r| events::Rendition {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bitrate: r.bitrate,
+                })
+                .collect(),
+            hls_path: format!("{base}/hls/master.m3u8"),
+            dash_path: format!("{base}/dash/manifest.mpd"),
+            thumbnail_path: playback.poster.as_ref().map(|p| format!("{base}/hls/{p}")).unwrap_or_default(),
+            storyboard_path: playback.storyboard.as_ref().map(|p| format!("{base}/hls/{p}")).unwrap_or_default(),
+        };
+        outbox::record(&txn, &envelope("transcode.completed", video_id, crate::NAME, payload.encode_to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+        txn.commit().await.map_err(|e| e.to_string())?;
+        self.relay.notify();
+        let owner = store::video(&self.db, video_id).await.ok().flatten().map(|v| v.owner_id).unwrap_or_default();
+        self.progress(video_id, &owner, "ready", 100.0, None, None);
+        Ok(())
+    }
+
+    /// Records FAILED with the reason and `transcode.failed`, atomically.
+    async fn fail(&self, video_id: &str, owner_id: &str, job_id: &str, reason: &str) -> Result<(), String> {
+        tracing::warn!(video.id = %video_id, reason = %reason, "transcode failed");
+        let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if store::set_state(&txn, video_id, job_id, "FAILED", Some(reason), None, now_ms())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let payload = events::TranscodeFailed { video_id: video_id.to_string(), reason: reason.to_string() };
+            outbox::record(&txn, &envelope("transcode.failed", video_id, crate::NAME, payload.encode_to_vec()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        txn.commit().await.map_err(|e| e.to_string())?;
+        self.relay.notify();
+        self.progress(video_id, owner_id, "failed", 0.0, None, Some(reason));
+        Ok(())
+    }
+
+    fn progress(
+        &self,
+        video_id: &str,
+        owner_id: &str,
+        stage: &str,
+        percent: f64,
+        rendition: Option<&str>,
+        error: Option<&str>,
+    ) {
+        self.progress_full(video_id, owner_id, stage, percent, rendition, None, None, error);
+    }
+
+    /// Publishes a progress message on the transient exchange, without waiting for it.
+    #[expect(clippy::too_many_arguments, reason = "the fields of one progress message")]
+    fn progress_full(
+        &self,
+        video_id: &str,
+        owner_id: &str,
+        stage: &str,
+        percent: f64,
+        rendition: Option<&str>,
+        fps: Option<f64>,
+        eta_seconds: Option<f64>,
+        error: Option<&str>,
+    ) {
+        let payload = events::TranscodeProgress {
+            video_id: video_id.to_string(),
+            owner_id: owner_id.to_string(),
+            stage: stage.to_string(),
+            percent: (percent * 10.0).round() / 10.0,
+            rendition: rendition.map(str::to_owned),
+            fps,
+            eta_seconds,
+            error: error.map(str::to_owned),
+        };
+        let message = envelope("transcode.progress", video_id, crate::NAME, payload.encode_to_vec());
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish_transient(&message).await {
+                tracing::debug!(error = %e, "progress not published");
+            }
+        });
+    }
+}

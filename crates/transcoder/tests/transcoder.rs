@@ -1,0 +1,449 @@
+//! The transcoder through its tus routes, gRPC, playback routes and its worker with the real
+//! ffmpeg, on both adapter sets (SQLite + local objects + in-process bus; PostgreSQL + S3 +
+//! RabbitMQ).
+
+use flick_platform::bus::envelope;
+use flick_proto::events::v1 as events;
+use flick_proto::transcoder::v1 as pb;
+use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_testkit::eventually;
+use prost::Message;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTET: (&str, &str) = ("content-type", "application/offset+octet-stream");
+
+async fn app_with(infra: TestInfra) -> TestApp {
+    let app = TestApp::start(infra, |s| async move { flick_transcoder::build(&s).await }).await;
+    // Consumers declare their queues as the service starts.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app
+}
+
+async fn infra(backend: Backend) -> TestInfra {
+    let mut infra = TestInfra::new(backend).await;
+    infra.config.transcoder.public_base_url = "http://edge.test".into();
+    infra.config.transcoder.preset = "ultrafast".into();
+    infra.config.bus.retry_base_ms = 100;
+    infra
+}
+
+/// A short clip made by ffmpeg: `seconds` of testsrc2 at `size` with a sine tone.
+fn clip(dir: &std::path::Path, name: &str, size: &str, seconds: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg is installed (scripts/services.sh installs it)");
+    assert!(status.success(), "ffmpeg made the test clip");
+    path
+}
+
+struct Client<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+}
+
+impl<'a> Client<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self { app, http: reqwest::Client::new() }
+    }
+
+    /// Registers a video for `owner` and opens its upload, as media's createVideo does.
+    async fn create_upload(&self, owner: &str, visibility: &str) -> (String, pb::Upload) {
+        let video_id = Uuid::now_v7().to_string();
+        let channel = tonic::transport::Endpoint::from_shared(self.app.url("")).unwrap().connect().await.unwrap();
+        let mut grpc = pb::transcoder_service_client::TranscoderServiceClient::new(channel);
+        let mut request = tonic::Request::new(pb::CreateUploadRequest {
+            video_id: video_id.clone(),
+            size_bytes: 0,
+            visibility: visibility.into(),
+        });
+        request.metadata_mut().insert("x-user-id", owner.parse().unwrap());
+        let upload = grpc.create_upload(request).await.unwrap().into_inner();
+        (video_id, upload)
+    }
+
+    fn path(url: &str) -> String {
+        url.trim_start_matches("http://edge.test").to_string()
+    }
+
+    async fn head(&self, user: &str, upload_path: &str) -> reqwest::Response {
+        self.http.head(self.app.url(upload_path)).header(TUS.0, TUS.1).header("x-user-id", user).send().await.unwrap()
+    }
+
+    async fn patch(
+        &self,
+        user: &str,
+        upload_path: &str,
+        offset: u64,
+        length: Option<u64>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .patch(self.app.url(upload_path))
+            .header(TUS.0, TUS.1)
+            .header(OCTET.0, OCTET.1)
+            .header("x-user-id", user)
+            .header("upload-offset", offset.to_string());
+        if let Some(l) = length {
+            req = req.header("upload-length", l.to_string());
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    async fn offset(&self, user: &str, upload_path: &str) -> u64 {
+        let res = self.head(user, upload_path).await;
+        assert_eq!(res.status(), 200);
+        res.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+    }
+
+    async fn video(&self, user: Option<&str>, id: &str) -> (u16, Value) {
+        let mut req = self.http.get(self.app.url(&format!("/video/{id}")));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits for the video to leave QUEUED/PROCESSING; returns its view.
+    async fn settled(&self, owner: &str, id: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (_, v) = self.video(Some(owner), id).await;
+            if v["state"] == "READY" || v["state"] == "FAILED" || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn user() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// The upload flow a tus client follows: a deferred length given with the first PATCH,
+/// several chunks, one interrupted mid-body (the bytes that arrived are kept), then the
+/// worker transcodes and playback is served with ranges and content types.
+async fn chunked_upload_with_an_interruption_resumes_and_becomes_playable(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 3)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (video_id, upload) = c.create_upload(&owner, "PUBLIC").await;
+    assert!(upload.url.starts_with("http://edge.test/video/upload/"), "{}", upload.url);
+    let path = Client::path(&upload.url);
+    let total = source.len() as u64;
+    assert_eq!(c.offset(&owner, &path).await, 0);
+
+    let first = source.len() / 3;
+    assert_eq!(c.patch(&owner, &path, 0, Some(total), source[..first].to_vec()).await.status(), 204);
+    assert_eq!(c.offset(&owner, &path).await, first as u64);
+
+    // A body that breaks off after some bytes: the server keeps what arrived.
+    let cut = first + 1000;
+    let chunk = bytes::Bytes::copy_from_slice(&source[first..cut]);
+    let broken = futures::stream::iter(vec![Ok(chunk), Err(std::io::Error::other("connection lost"))]);
+    let _ = c
+        .http
+        .patch(app.url(&path))
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("x-user-id", &owner)
+        .header("upload-offset", first.to_string())
+        .body(reqwest::Body::wrap_stream(broken))
+        .send()
+        .await;
+    let resumed = c.offset(&owner, &path).await;
+    assert!(resumed >= first as u64 && resumed <= cut as u64, "offset {resumed} after the interruption");
+
+    // A stale offset is refused; the right one continues.
+    assert_eq!(c.patch(&owner, &path, 0, None, vec![0; 10]).await.status(), 409);
+    let res = c.patch(&owner, &path, resumed, None, source[resumed as usize..].to_vec()).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["upload-offset"].to_str().unwrap(), total.to_string());
+
+    let v = c.settled(&owner, &video_id, Duration::from_secs(120)).await;
+    assert_eq!(v["state"], "READY", "{v}");
+    assert_eq!(v["hls_url"], format!("http://edge.test/video/{video_id}/hls/master.m3u8"));
+    let names: Vec<&str> = v["renditions"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["360p", "240p"], "a 360p source is never upscaled");
+    assert!((v["duration_seconds"].as_f64().unwrap() - 3.0).abs() < 0.5, "{v}");
+
+    // Anyone may play a public video: playlists, segments with ranges, thumbnails.
+    let master = c.http.get(app.url(&format!("/video/{video_id}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(master.headers()["content-type"], "application/vnd.apple.mpegurl");
+    let master = master.text().await.unwrap();
+    assert!(master.contains("360p/index.m3u8"), "{master}");
+    let init = c
+        .http
+        .get(app.url(&format!("/video/{video_id}/dash/360p/init_360p.mp4")))
+        .header("range", "bytes=0-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 206);
+    assert!(init.headers()["content-range"].to_str().unwrap().starts_with("bytes 0-7/"));
+    assert_eq!(&init.bytes().await.unwrap()[4..8], b"ftyp", "an fMP4 init segment");
+    let mpd = c.http.get(app.url(&format!("/video/{video_id}/dash/manifest.mpd"))).send().await.unwrap();
+    assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
+    let poster = c
+        .http
+        .get(v["thumbnail_url"].as_str().unwrap().replace("http://edge.test", &app.url("")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
+}
+
+/// Creation-with-upload, checksums (a mismatch loses nothing already stored) and
+/// termination.
+async fn checksums_creation_with_upload_and_termination(backend: Backend) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "c.mp4", "320x240", 1)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (video_id, _) = c.create_upload(&owner, "PRIVATE").await;
+    let meta = format!("videoId {},filename {}", b64(&video_id), b64("c.mp4"));
+    let head = &source[..4096];
+    let res = c
+        .http
+        .post(app.url("/video/upload"))
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("x-user-id", &owner)
+        .header("upload-length", source.len().to_string())
+        .header("upload-metadata", &meta)
+        .header(
+            "upload-checksum",
+            format!("sha1 {}", base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(head))),
+        )
+        .body(head.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["upload-offset"], "4096");
+    assert!(res.headers().contains_key("upload-expires"));
+    let path = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(c.head(&owner, &path).await.headers()["upload-metadata"].to_str().unwrap(), meta);
+
+    let wrong = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"something else"));
+    let res = c
+        .http
+        .patch(app.url(&path))
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("x-user-id", &owner)
+        .header("upload-offset", "4096")
+        .header("upload-checksum", format!("sha256 {wrong}"))
+        .body(source[4096..8192].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 460);
+    assert_eq!(c.offset(&owner, &path).await, 4096, "a chunk failing its checksum is discarded");
+
+    let other = user();
+    assert_eq!(c.head(&other, &path).await.status(), 403, "only the uploader");
+    assert_eq!(c.patch(&other, &path, 4096, None, vec![1]).await.status(), 403);
+    let anon = c.http.head(app.url(&path)).header(TUS.0, TUS.1).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let no_tus = c.http.patch(app.url(&path)).header("x-user-id", &owner).body(vec![1]).send().await.unwrap();
+    assert_eq!(no_tus.status(), 412, "tus requests must say Tus-Resumable");
+
+    let del = c.http.delete(app.url(&path)).header(TUS.0, TUS.1).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    assert_eq!(c.head(&owner, &path).await.status(), 410, "a terminated upload is gone");
+
+    let options = c.http.request(reqwest::Method::OPTIONS, app.url("/video/upload")).send().await.unwrap();
+    assert_eq!(options.status(), 204);
+    let ext = options.headers()["tus-extension"].to_str().unwrap();
+    for e in ["creation", "creation-with-upload", "termination", "expiration", "checksum"] {
+        assert!(ext.split(',').any(|x| x == e), "{e} in {ext}");
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Limits: the maximum size and the per-user quota answer 413 with a message; a file that
+/// is no video is refused from its first bytes (415) and its upload is dropped.
+async fn oversize_over_quota_and_non_media_uploads_are_refused(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.max_upload_bytes = 1_000_000;
+    infra.config.transcoder.user_quota_bytes = 1_500_000;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let res = c.patch(&owner, &path, 0, Some(2_000_000), vec![]).await;
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(body["error"]["message"].as_str().unwrap().contains("largest upload"), "{body}");
+
+    let create = |length: u64| {
+        c.http
+            .post(app.url("/video/upload"))
+            .header(TUS.0, TUS.1)
+            .header("x-user-id", &owner)
+            .header("upload-length", length.to_string())
+            .header("upload-metadata", format!("videoId {}", b64(&video_id)))
+            .send()
+    };
+    assert_eq!(create(900_000).await.unwrap().status(), 201);
+    let res = create(900_000).await.unwrap();
+    assert_eq!(res.status(), 413, "the second file would pass the quota");
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("quota"), "{body}");
+
+    let text = b"#!/bin/sh\necho this is a shell script, not a video at all, sorry\n".repeat(4);
+    let res = c.patch(&owner, &path, 0, Some(text.len() as u64), text.clone()).await;
+    assert_eq!(res.status(), 415);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a video"), "{body}");
+    assert_eq!(c.head(&owner, &path).await.status(), 410);
+    let (_, v) = c.video(Some(&owner), &video_id).await;
+    assert_eq!(v["state"], "AWAITING_UPLOAD", "nothing was queued");
+}
+
+/// The offset survives a restart: another process (a replica on the same stores) continues.
+async fn an_upload_resumes_on_a_restarted_server(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "r.mp4", "320x240", 1)).unwrap();
+    let infra = infra(backend).await;
+    let replica = infra.replica();
+    let owner = user();
+    let (video_id, path) = {
+        let app = app_with(infra).await;
+        let c = Client::new(&app);
+        let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+        let path = Client::path(&ticket.url);
+        assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source[..5000].to_vec()).await.status(), 204);
+        (video_id, path)
+    };
+    let app = app_with(replica).await;
+    let c = Client::new(&app);
+    assert_eq!(c.offset(&owner, &path).await, 5000);
+    assert_eq!(c.patch(&owner, &path, 5000, None, source[5000..].to_vec()).await.status(), 204);
+    let v = c.settled(&owner, &video_id, Duration::from_secs(120)).await;
+    assert_eq!(v["state"], "READY", "{v}");
+}
+
+/// Broken input ends FAILED with a readable reason, its job lands in the dead-letter
+/// queue, and the worker goes on to transcode the next video. A retry re-queues it.
+async fn a_broken_video_fails_with_a_reason_and_the_worker_survives(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(clip(dir.path(), "g.mp4", "320x240", 1)).unwrap();
+    // A valid MP4 header followed by garbage: it passes sniffing, not probing.
+    let mut broken = good[..64].to_vec();
+    broken.extend(std::iter::repeat_n(0x5au8, 20_000));
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (bad_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(broken.len() as u64), broken).await.status(), 204);
+    let v = c.settled(&owner, &bad_id, Duration::from_secs(60)).await;
+    assert_eq!(v["state"], "FAILED", "{v}");
+    let reason = v["error"].as_str().unwrap();
+    assert!(!reason.is_empty() && !reason.contains("internal"), "a readable reason: {reason}");
+    assert_eq!(c.video(Some(&user()), &bad_id).await.0, 404, "a video that never became ready is the owner's business");
+
+    let bus = &app.shared.bus;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let seen = seen.clone();
+            let bad_id = bad_id.clone();
+            async move {
+                let got = bus.take_dead_letters(flick_transcoder::JOBS_QUEUE, 10).await.unwrap();
+                let mut seen = seen.lock().unwrap();
+                seen.extend(got);
+                seen.iter().any(|d| d.envelope.as_ref().is_some_and(|e| e.subject == bad_id))
+            }
+        })
+        .await,
+        "the failed job is dead-lettered"
+    );
+
+    let (good_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(good.len() as u64), good).await.status(), 204);
+    assert_eq!(c.settled(&owner, &good_id, Duration::from_secs(120)).await["state"], "READY", "the worker survived");
+
+    let retry = c.http.patch(app.url(&format!("/video/{bad_id}"))).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(retry.status(), 202);
+    let v = c.settled(&owner, &bad_id, Duration::from_secs(60)).await;
+    assert_eq!(v["state"], "FAILED", "the same broken source fails again");
+    let other = c.http.patch(app.url(&format!("/video/{good_id}"))).header("x-user-id", &user()).send().await.unwrap();
+    assert_eq!(other.status(), 403, "only the owner retries");
+}
+
+/// Visibility: a private video plays for its owner only; deleting removes every object.
+async fn private_videos_play_for_their_owner_only_and_deletion_removes_every_object(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "p.mp4", "320x240", 1)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PRIVATE").await;
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    assert_eq!(c.settled(&owner, &id, Duration::from_secs(120)).await["state"], "READY");
+    let master = format!("/video/{id}/hls/master.m3u8");
+    let get = |u: Option<String>| {
+        let mut r = c.http.get(app.url(&master));
+        if let Some(u) = u {
+            r = r.header("x-user-id", u);
+        }
+        r.send()
+    };
+    assert_eq!(get(Some(owner.clone())).await.unwrap().status(), 200);
+    assert_eq!(get(Some(user())).await.unwrap().status(), 404);
+    assert_eq!(get(None).await.unwrap().status(), 404);
+    assert_eq!(c.video(None, &id).await.0, 404);
+
+    let storage = &app.shared.storage;
+    assert!(!storage.list(&format!("videos/{id}")).await.unwrap().is_empty());
+    let del = c.http.delete(app.url(&format!("/video/{id}"))).header("x-user-id", user()).send().await.unwrap();
+    assert_eq!(del.status(), 404, "someone else's private video does not exist for them");
+    let del = c.http.delete(app.url(&format!("/video/{id}"))).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    assert!(storage.list(&format!("videos/{id}")).await.unwrap().is_empty(), "renditions and source are gone");
+    assert_eq!(get(Some(owner.clone())).await.unwrap().status(), 404);
+
+    // Media deleting the video removes the transcoder's record too.
+    let (gone, _) = c.create_upload(&owner, "PUBLIC").await;
+    let payload = events::VideoChanged { video_id: gone.clone(), owner_id: owner.clone(), ..Default::default() };
+    app.shared.bus.publish(&envelope("video.deleted", &gone, "media", payload.encode_to_vec())).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { c.video(Some(&owner), &gone).await.0 == 404 }).await);
+}
+
+flick_testkit::on_both_backends!(
+    chunked_upload_with_an_interruption_resumes_and_becomes_playable,
+    checksums_creation_with_upload_and_termination,
+    oversize_over_quota_and_non_media_uploads_are_refused,
+    an_upload_resumes_on_a_restarted_server,
+    a_broken_video_fails_with_a_reason_and_the_worker_survives,
+    private_videos_play_for_their_owner_only_and_deletion_removes_every_object,
+);

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Upload to playback through a running dev stack's edge (Traefik -> hive-router -> subgraphs).
+
+usage: scripts/e2e_upload.py ACCESS_TOKEN      (scripts/smoke.sh runs it; stdlib only)
+
+Creates a video with GraphQL, uploads a generated 10 s 720p clip with tus in several
+chunks (one interrupted mid-body, then resumed from the server's offset), follows
+`videoProgress` over a WebSocket through the router until READY, then fetches the HLS
+master playlist and a segment through the edge and checks each rendition with ffprobe.
+Prints one `ok`/`FAIL` line per check; exits 1 if any failed.
+"""
+
+import base64
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+EDGE = os.environ.get("FLICK_EDGE_URL", "http://127.0.0.1:8080")
+HOST = urllib.parse.urlparse(EDGE).hostname
+PORT = urllib.parse.urlparse(EDGE).port or 80
+failed = 0
+
+
+def ok(msg):
+    print(f"ok    {msg}", flush=True)
+
+
+def fail(msg):
+    global failed
+    failed += 1
+    print(f"FAIL  {msg}", flush=True)
+
+
+def request(method, path, body=None, headers=None, timeout=30):
+    conn = http.client.HTTPConnection(HOST, PORT, timeout=timeout)
+    conn.request(method, path, body=body, headers=headers or {})
+    res = conn.getresponse()
+    data = res.read()
+    conn.close()
+    return res.status, dict((k.lower(), v) for k, v in res.getheaders()), data
+
+
+def graphql(token, query, variables=None):
+    body = json.dumps({"query": query, "variables": variables or {}})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    _, _, data = request("POST", "/graphql", body, headers)
+    return json.loads(data)
+
+
+class WebSocket:
+    """Just enough of RFC 6455 for graphql-transport-ws: text frames, client masking."""
+
+    def __init__(self, path, protocol):
+        self.sock = socket.create_connection((HOST, PORT), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise ConnectionError(head.decode(errors="replace").split("\r\n")[0])
+
+    def send(self, obj):
+        data = json.dumps(obj).encode()
+        mask = os.urandom(4)
+        header = bytes([0x81])
+        n = len(data)
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 65536:
+            header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            header += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def _exact(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("closed")
+            out += chunk
+        return out
+
+    def recv(self):
+        while True:
+            b1, b2 = self._exact(2)
+            n = b2 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self._exact(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self._exact(8), "big")
+            payload = self._exact(n)
+            op = b1 & 0x0F
+            if op == 0x8:
+                raise ConnectionError(f"closed by the server: {payload[2:].decode(errors='replace')}")
+            if op == 0x9:  # ping: answer pong
+                self.sock.sendall(bytes([0x8A, 0x80]) + os.urandom(4))
+                continue
+            if op == 0x1:
+                return json.loads(payload)
+
+
+def follow_progress(token, video_id, seen, done):
+    """Subscribes to videoProgress through the edge and the router; records every message."""
+    try:
+        ws = WebSocket("/graphql", "graphql-transport-ws")
+        ws.send({"type": "connection_init", "payload": {"headers": {"authorization": f"Bearer {token}"}}})
+        ack = ws.recv()
+        if ack.get("type") != "connection_ack":
+            seen.append({"error": f"no connection_ack: {ack}"})
+            return
+        ws.send(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {
+                    "query": "subscription($id: ID!) { videoProgress(videoId: $id) { stage percent rendition etaSeconds error } }",
+                    "variables": {"id": video_id},
+                },
+            }
+        )
+        ws.sock.settimeout(180)
+        while True:
+            m = ws.recv()
+            if m.get("type") == "next":
+                p = (m.get("payload", {}).get("data") or {}).get("videoProgress")
+                seen.append(p if p else {"error": m.get("payload")})
+                if p and p["stage"] in ("ready", "failed"):
+                    return
+            elif m.get("type") in ("error", "complete"):
+                seen.append({"error": m})
+                return
+    except Exception as e:  # the main thread reports what was seen
+        seen.append({"error": repr(e)})
+    finally:
+        done.set()
+
+
+def interrupted_patch(path, token, offset, body, send_bytes):
+    """Sends a PATCH that declares the whole body but breaks off after send_bytes."""
+    sock = socket.create_connection((HOST, PORT), timeout=10)
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\nAuthorization: Bearer {token}\r\n"
+        f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: {offset}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[:send_bytes])
+    time.sleep(0.5)
+    sock.close()
+
+
+def main():
+    token = sys.argv[1]
+    work = tempfile.mkdtemp(prefix="flick-e2e-upload-")
+    clip = os.path.join(work, "clip.mp4")
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "10", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", clip],
+        check=True,
+    )
+    data = open(clip, "rb").read()
+
+    created = graphql(
+        token,
+        "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id status } upload { id url } } }",
+        {"i": {"title": "E2E upload", "tags": ["e2e"], "visibility": "PUBLIC"}},
+    )
+    try:
+        video_id = created["data"]["createVideo"]["video"]["id"]
+        upload_url = created["data"]["createVideo"]["upload"]["url"]
+        ok("createVideo returns an upload ticket")
+    except (KeyError, TypeError):
+        fail(f"createVideo with an upload ticket: {created}")
+        return
+    path = urllib.parse.urlparse(upload_url).path
+
+    seen, done = [], threading.Event()
+    threading.Thread(target=follow_progress, args=(token, video_id, seen, done), daemon=True).start()
+    time.sleep(1.0)
+
+    auth = {"authorization": f"Bearer {token}", "tus-resumable": "1.0.0"}
+    patch = dict(auth, **{"content-type": "application/offset+octet-stream"})
+    chunk = len(data) // 4 + 1
+    status, h, _ = request("PATCH", path, data[:chunk], dict(patch, **{"upload-offset": "0", "upload-length": str(len(data))}))
+    if status != 204:
+        fail(f"first tus PATCH through the edge: HTTP {status}")
+        return
+    offset = int(h["upload-offset"])
+    interrupted_patch(path, token, offset, data[offset:offset + chunk], chunk // 2)
+    _, h, _ = request("HEAD", path, None, auth)
+    resumed = int(h.get("upload-offset", "-1"))
+    if offset <= resumed <= offset + chunk:
+        ok(f"an interrupted PATCH keeps what arrived (offset {offset} -> {resumed})")
+    else:
+        fail(f"offset after the interruption: {resumed}")
+    offset = resumed
+    while offset < len(data):
+        status, h, body = request("PATCH", path, data[offset:offset + chunk], dict(patch, **{"upload-offset": str(offset)}))
+        if status != 204:
+            fail(f"tus PATCH at {offset}: HTTP {status} {body[:200]}")
+            return
+        offset = int(h["upload-offset"])
+    ok(f"tus upload of {len(data)} bytes in chunks through the edge")
+
+    done.wait(180)
+    stages = [p.get("stage") for p in seen if isinstance(p, dict)]
+    errors = [p["error"] for p in seen if isinstance(p, dict) and p.get("error") and not p.get("stage")]
+    if stages and stages[-1] == "ready" and "encoding" in stages and not errors:
+        percents = [p["percent"] for p in seen if p.get("stage") == "encoding"]
+        ok(f"videoProgress over a WebSocket through the router: {len(seen)} messages, encoding {min(percents):.0f}..{max(percents):.0f}%, then ready")
+    else:
+        fail(f"videoProgress over the WebSocket: {seen[-5:]}")
+
+    deadline = time.time() + 120
+    while True:
+        status, _, body = request("GET", f"/video/{video_id}", None, {"authorization": f"Bearer {token}"})
+        view = json.loads(body) if status == 200 else {}
+        if view.get("state") in ("READY", "FAILED") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if view.get("state") == "READY" and view.get("hls_url"):
+        ok("GET /video/{id} through the edge: READY with playback URLs")
+    else:
+        fail(f"GET /video/{video_id}: HTTP {status} {body[:300]}")
+        return
+
+    status, h, master = request("GET", f"/video/{video_id}/hls/master.m3u8")
+    lines = master.decode().splitlines()
+    # Video variants: the URI after each EXT-X-STREAM-INF that has a RESOLUTION.
+    variants = [uri for inf, uri in zip(lines, lines[1:]) if inf.startswith("#EXT-X-STREAM-INF") and "RESOLUTION=" in inf]
+    if status == 200 and h.get("content-type") == "application/vnd.apple.mpegurl" and len(variants) == 4:
+        ok(f"HLS master playlist through the edge lists {len(variants)} renditions")
+    else:
+        fail(f"master playlist: HTTP {status} {h.get('content-type')} {master[:300]}")
+    status, _, playlist = request("GET", f"/video/{video_id}/hls/{variants[0]}")
+    segment = next((line for line in playlist.decode().splitlines() if line.endswith(".m4s")), None)
+    rung = variants[0].split("/")[0]
+    status, h, seg = request("GET", f"/video/{video_id}/hls/{rung}/{segment}", None, {"range": "bytes=0-1023"})
+    if status == 206 and len(seg) == 1024 and h.get("content-type") == "video/iso.segment":
+        ok("a segment through the edge with a range request (206)")
+    else:
+        fail(f"segment {segment}: HTTP {status} {len(seg)} bytes {h.get('content-type')}")
+
+    want = {"720p": (1280, 720), "480p": (854, 480), "360p": (640, 360), "240p": (426, 240)}
+    for variant in variants:
+        name = variant.split("/")[0]
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height:format=duration",
+             "-of", "json", f"{EDGE}/video/{video_id}/hls/{variant}"],
+            capture_output=True, text=True,
+        )
+        try:
+            info = json.loads(probe.stdout)
+            size = (info["streams"][0]["width"], info["streams"][0]["height"])
+            duration = float(info["format"]["duration"])
+        except (ValueError, KeyError, IndexError):
+            fail(f"ffprobe {name}: {probe.stderr[-300:]}")
+            continue
+        if size == want.get(name) and abs(duration - 10.0) < 0.6:
+            ok(f"ffprobe {name}: {size[0]}x{size[1]}, {duration:.2f} s")
+        else:
+            fail(f"ffprobe {name}: {size}, {duration} s; want {want.get(name)}, 10 s")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(1 if failed else 0)
