@@ -279,6 +279,57 @@ def main():
             fail(f"ffprobe {name}: {size}, {duration} s; want {want.get(name)}, 10 s")
 
 
+def cli_upload_resumes(token):
+    """`flick upload` killed mid-way, then run again: it resumes the same upload."""
+    flick = os.environ.get("FLICK_BIN")
+    if not flick:
+        fail("flick upload: FLICK_BIN is not set")
+        return
+    work = tempfile.mkdtemp(prefix="flick-e2e-cli-")
+    clip = os.path.join(work, "cli clip.mp4")
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine", "-t", "20", "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "12M",
+         "-c:a", "aac", clip],
+        check=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_")}
+    env.update({"FLICK_TOKEN": token, "FLICK_URL": EDGE})
+    first = subprocess.Popen([flick, "upload", clip, "--title", "CLI upload"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Kill it as soon as the first chunk is acknowledged (its progress line says so).
+    progress = b""
+    while b"%" not in progress:
+        byte = first.stderr.read(1)
+        if not byte:
+            break
+        progress += byte
+    first.kill()
+    first.wait()
+    if not os.path.exists(clip + ".flick-upload"):
+        fail(f"flick upload killed mid-way left no resume state: {progress.decode(errors='replace')[-200:]}")
+        return
+    again = subprocess.run([flick, "upload", clip], env=env, capture_output=True, text=True, timeout=300)
+    video_id = again.stdout.strip()
+    if again.returncode == 0 and "resuming" in again.stderr and video_id:
+        ok("flick upload resumes after being killed mid-way")
+    else:
+        fail(f"flick upload resume: rc={again.returncode} {again.stderr[-300:]}")
+        return
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        status, _, body = request("GET", f"/video/{video_id}", None, {"authorization": f"Bearer {token}"})
+        state = json.loads(body).get("state") if status == 200 else None
+        if state in ("READY", "FAILED"):
+            break
+        time.sleep(0.5)
+    if state == "READY":
+        ok("the CLI's upload was transcoded")
+    else:
+        fail(f"the CLI's upload ended {state}")
+
+
 if __name__ == "__main__":
     main()
+    cli_upload_resumes(sys.argv[1])
     sys.exit(1 if failed else 0)

@@ -6,6 +6,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 EDGE=${FLICK_EDGE_URL:-http://127.0.0.1:8080}
+# The CLI under test (`flick upload`): the dev stack's binary.
+export FLICK_BIN=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick}
 SUBGRAPHS=(accounts:8081 media:8082 transcoder:8083 recommender:8084)
 passed=0
 failed=0

@@ -129,6 +129,9 @@ pub struct TranscoderConfig {
     pub audio_bitrate_kbps: u32,
     /// A job whose encode runs longer than this is killed and retried.
     pub job_timeout_seconds: u64,
+    /// Videos at least this long play before their ladder finishes: finished segments are
+    /// published as they come (a growing playlist). 0: only when the ladder is done.
+    pub early_playback_min_seconds: u32,
     /// Where workers keep a job's source and outputs while they work; empty: the system's.
     pub work_dir: Option<PathBuf>,
     /// The ladder: rungs above the source's size are skipped (never upscaled).
@@ -166,6 +169,7 @@ impl Default for TranscoderConfig {
             segment_seconds: 4,
             audio_bitrate_kbps: 128,
             job_timeout_seconds: 3600,
+            early_playback_min_seconds: 60,
             work_dir: None,
             rungs: vec![
                 rung("1080p", 1080, 5000, 5350),

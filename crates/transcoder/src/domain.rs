@@ -57,8 +57,10 @@ pub struct VideoView {
     pub id: String,
     pub state: String,
     pub error: Option<String>,
+    /// Set once the video plays: at READY, or earlier for long videos (a growing playlist).
     pub hls_url: Option<String>,
     pub dash_url: Option<String>,
+    pub playable: bool,
     pub thumbnail_url: Option<String>,
     pub storyboard_url: Option<String>,
     pub storyboard_vtt_url: Option<String>,
@@ -140,7 +142,12 @@ impl Transcoder {
 
     pub fn may_watch(video: &VideoRow, caller: &Caller) -> bool {
         let owner = caller.user_id.map(|u| u.to_string()).as_deref() == Some(video.owner_id.as_str());
-        owner || (video.visibility != "PRIVATE" && video.state == "READY")
+        owner || (video.visibility != "PRIVATE" && Self::playable(video))
+    }
+
+    /// Ready, or far enough into processing that its first segments play (long videos).
+    pub fn playable(video: &VideoRow) -> bool {
+        video.state == "READY" || (video.state == "PROCESSING" && video.playable_at_ms.is_some())
     }
 
     /// What a client sees of the video: processing state for everyone allowed to see it,
@@ -159,7 +166,8 @@ impl Transcoder {
             } else {
                 video.error.as_ref().map(|_| "processing failed".to_string())
             },
-            hls_url: playback.as_ref().map(|_| format!("{base}/hls/master.m3u8")),
+            hls_url: Self::playable(video).then(|| format!("{base}/hls/master.m3u8")),
+            playable: Self::playable(video),
             dash_url: playback.as_ref().map(|_| format!("{base}/dash/manifest.mpd")),
             thumbnail_url: playback.as_ref().and_then(|p| url(&p.poster)),
             storyboard_url: playback.as_ref().and_then(|p| url(&p.storyboard)),
@@ -220,7 +228,7 @@ impl Transcoder {
         store::exec(
             &self.db,
             "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_bytes = NULL,
-             job_id = NULL, playback = NULL, updated_at_ms = ? WHERE id = ?",
+             job_id = NULL, playback = NULL, playable_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
             vec![now_ms().into(), video.id.clone().into()],
         )
         .await

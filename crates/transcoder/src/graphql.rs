@@ -69,6 +69,9 @@ pub struct Processing {
     pub state: String,
     /// Why it failed (owner only).
     pub error: Option<String>,
+    /// Whether it plays yet: at READY, or earlier for long videos whose first segments are
+    /// stored (`playback` stays null until READY; the REST view has the growing playlist).
+    pub playable: bool,
 }
 
 #[derive(SimpleObject, Clone)]
@@ -85,6 +88,9 @@ pub struct VideoProgress {
 
 impl From<VideoView> for Option<Playback> {
     fn from(v: VideoView) -> Self {
+        if v.state != "READY" {
+            return None;
+        }
         Some(Playback {
             hls_url: v.hls_url?,
             dash_url: v.dash_url,
@@ -125,7 +131,7 @@ impl Video {
         let t = ctx.data::<Transcoder>()?;
         Ok(row(ctx, &self.id).await?.map(|r| {
             let view = t.view(&r, caller(ctx));
-            Processing { state: view.state, error: view.error }
+            Processing { state: view.state, error: view.error, playable: view.playable }
         }))
     }
 }

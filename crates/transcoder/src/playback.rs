@@ -72,7 +72,7 @@ async fn file(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let video = t.watchable(&caller, &id).await?.ok_or_else(|| AppError::not_found("no such video"))?;
-    if video.state != "READY" {
+    if !Transcoder::playable(&video) {
         return Err(AppError::not_found("the video is not ready yet"));
     }
     if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
@@ -87,8 +87,14 @@ async fn file(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Segments never change for a given source; playlists may when a video is re-encoded.
     let playlist = path.ends_with(".m3u8") || path.ends_with(".mpd");
+    // While a long video is still encoding its playlists grow: players must refetch them.
+    let growing = playlist && video.state != "READY";
     let scope = if video.visibility == "PRIVATE" { "private" } else { "public" };
-    let cache = if playlist { format!("{scope}, max-age=10") } else { format!("{scope}, max-age=86400") };
+    let cache = match (growing, playlist) {
+        (true, _) => "no-cache".to_string(),
+        (false, true) => format!("{scope}, max-age=10"),
+        (false, false) => format!("{scope}, max-age=86400"),
+    };
     out.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache).expect("ascii"));
     if let Some(tag) = &etag
         && let Ok(v) = HeaderValue::from_str(tag)

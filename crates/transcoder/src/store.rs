@@ -11,7 +11,10 @@ use flick_platform::db::{Migration, MigrationSet, placeholders};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "transcoder",
-    migrations: &[Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA }],
+    migrations: &[
+        Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA },
+        Migration { version: 2, name: "early_playback", sqlite: EARLY, postgres: EARLY },
+    ],
 };
 
 const SCHEMA: &str = "
@@ -50,6 +53,9 @@ CREATE INDEX uploads_video ON uploads (video_id);
 CREATE INDEX uploads_expiry ON uploads (state, expires_at_ms);
 ";
 
+/// When a long video's first segments became playable, before its ladder finished.
+const EARLY: &str = "ALTER TABLE videos ADD COLUMN playable_at_ms BIGINT;";
+
 pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
     let backend = c.get_database_backend();
     Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
@@ -71,9 +77,12 @@ pub struct VideoRow {
     pub job_id: Option<String>,
     /// JSON of [`crate::domain::Playback`] once READY.
     pub playback: Option<String>,
+    /// Set while PROCESSING once the renditions' first segments can be played.
+    pub playable_at_ms: Option<i64>,
 }
 
-const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback";
+const VIDEO_COLUMNS: &str =
+    "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms";
 
 impl VideoRow {
     fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
@@ -87,6 +96,7 @@ impl VideoRow {
             source_bytes: r.try_get("", "source_bytes")?,
             job_id: r.try_get("", "job_id")?,
             playback: r.try_get("", "playback")?,
+            playable_at_ms: r.try_get("", "playable_at_ms")?,
         })
     }
 }
@@ -143,10 +153,14 @@ pub async fn set_state<C: ConnectionTrait>(
     playback: Option<&str>,
     now: i64,
 ) -> Result<bool, DbErr> {
+    // Early playback belongs to a running job: any other state ends it.
+    let early = if state == "PROCESSING" { "" } else { ", playable_at_ms = NULL" };
     let n = exec(
         c,
-        "UPDATE videos SET state = ?, error = ?, playback = COALESCE(?, playback), updated_at_ms = ?
-         WHERE id = ? AND job_id = ?",
+        &format!(
+            "UPDATE videos SET state = ?, error = ?, playback = COALESCE(?, playback), updated_at_ms = ?{early}
+             WHERE id = ? AND job_id = ?"
+        ),
         vec![
             state.into(),
             error.map(str::to_owned).into(),
@@ -155,6 +169,17 @@ pub async fn set_state<C: ConnectionTrait>(
             id.into(),
             job_id.into(),
         ],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Marks the job's video playable before its ladder finished (first segments stored).
+pub async fn set_playable<C: ConnectionTrait>(c: &C, id: &str, job_id: &str, now: i64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE videos SET playable_at_ms = ?, updated_at_ms = ? WHERE id = ? AND job_id = ? AND state = 'PROCESSING'",
+        vec![now.into(), now.into(), id.into(), job_id.into()],
     )
     .await?;
     Ok(n > 0)
@@ -171,8 +196,8 @@ pub async fn queue_source<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     exec(
         c,
-        "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_bytes = ?, job_id = ?, updated_at_ms = ?
-         WHERE id = ?",
+        "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_bytes = ?, job_id = ?,
+         playable_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
         vec![source_key.into(), source_bytes.into(), job_id.into(), now.into(), id.into()],
     )
     .await?;

@@ -81,7 +81,7 @@ impl Transcoder {
             .await
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let started = Instant::now();
-        let outcome = self.transcode(&video_id, &video.owner_id, &source_key, shutdown).await;
+        let outcome = self.transcode(&video_id, &video.owner_id, &job_id, &source_key, shutdown).await;
         let attempts = self.config.job_attempts.max(1);
         match outcome {
             Ok(playback) => {
@@ -110,6 +110,7 @@ impl Transcoder {
         &self,
         video_id: &str,
         owner_id: &str,
+        job_id: &str,
         source_key: &str,
         shutdown: CancellationToken,
     ) -> Result<Playback, JobError> {
@@ -151,7 +152,7 @@ impl Transcoder {
         let ladder_names = rungs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
         let reporter = self.clone();
         let (vid, owner) = (video_id.to_string(), owner_id.to_string());
-        let packaged = pipeline::encode(
+        let encode = pipeline::encode(
             &tools,
             &source,
             &info,
@@ -173,12 +174,41 @@ impl Transcoder {
                 );
             },
             shutdown.child_token(),
-        )
-        .await?;
+        );
+        let min_early = f64::from(self.config.early_playback_min_seconds);
+        let mut early = (min_early > 0.0 && info.duration_seconds >= min_early).then(|| {
+            let mut tracks: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();
+            if info.has_audio {
+                tracks.push("audio".into());
+            }
+            Early {
+                video_id: video_id.to_string(),
+                job_id: job_id.to_string(),
+                out: out.clone(),
+                tracks,
+                ..Early::default()
+            }
+        });
+        tokio::pin!(encode);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let packaged = loop {
+            tokio::select! {
+                done = &mut encode => break done?,
+                _ = tick.tick(), if early.is_some() => {
+                    if let Some(e) = early.as_mut()
+                        && let Err(err) = e.sync(self).await
+                    {
+                        // Early playback is a bonus: the job goes on and stores everything at the end.
+                        tracing::warn!(video.id = %video_id, error = %err, "early playback paused");
+                    }
+                }
+            }
+        };
         self.progress(video_id, owner_id, "thumbnails", 90.0, None, None);
         let thumbs = pipeline::thumbnails(&tools, &source, &info, &out).await?;
         self.progress(video_id, owner_id, "uploading", 95.0, None, None);
-        self.store_outputs(video_id, &out).await?;
+        let already = early.map(|e| e.uploaded).unwrap_or_default();
+        self.store_outputs(video_id, &out, &already).await?;
         let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
         Ok(Playback {
             duration_seconds: packaged.duration_seconds,
@@ -210,7 +240,7 @@ impl Transcoder {
 
     /// Uploads every output under the video's media prefix (same keys on every run), then
     /// removes keys a previous run left that this one did not write.
-    async fn store_outputs(&self, video_id: &str, out: &Path) -> Result<(), JobError> {
+    async fn store_outputs(&self, video_id: &str, out: &Path, already: &HashSet<String>) -> Result<(), JobError> {
         let prefix = media_prefix(video_id);
         let mut written = HashSet::new();
         let mut stack = vec![out.to_path_buf()];
@@ -227,8 +257,15 @@ impl Transcoder {
                 }
                 let relative = path.strip_prefix(out).expect("under out").to_string_lossy().replace('\\', "/");
                 let key = format!("{prefix}/{relative}");
-                let data = tokio::fs::read(&path).await.map_err(|e| transient("reading an output")(e.to_string()))?;
-                self.storage.put(&key, data.into()).await.map_err(|e| transient("storing an output")(e.to_string()))?;
+                // Segments published early are final; playlists are rewritten at the end.
+                if !already.contains(&relative) {
+                    let data =
+                        tokio::fs::read(&path).await.map_err(|e| transient("reading an output")(e.to_string()))?;
+                    self.storage
+                        .put(&key, data.into())
+                        .await
+                        .map_err(|e| transient("storing an output")(e.to_string()))?;
+                }
                 written.insert(key);
             }
         }
@@ -341,5 +378,71 @@ impl Transcoder {
                 tracing::debug!(error = %e, "progress not published");
             }
         });
+    }
+}
+
+/// A long video's segments, published while ffmpeg still encodes: each finished segment is
+/// stored once, then each track's growing (EVENT) playlist as it stood when read, so a
+/// playlist never names a segment that is not stored yet; the master goes up once every
+/// track has a segment, and the video becomes playable.
+#[derive(Default)]
+struct Early {
+    video_id: String,
+    job_id: String,
+    out: std::path::PathBuf,
+    tracks: Vec<String>,
+    /// Paths relative to `out` that are stored already.
+    uploaded: HashSet<String>,
+    published: bool,
+}
+
+impl Early {
+    async fn sync(&mut self, t: &Transcoder) -> Result<(), String> {
+        let prefix = media_prefix(&self.video_id);
+        let mut playlists = Vec::new();
+        for track in &self.tracks {
+            let relative = format!("{track}/index.m3u8");
+            let Ok(text) = tokio::fs::read_to_string(self.out.join(&relative)).await else {
+                return Ok(());
+            };
+            let mut files = Vec::new();
+            for line in text.lines().map(str::trim) {
+                if let Some(uri) = line.split("URI=\"").nth(1) {
+                    files.push(format!("{track}/{}", uri.trim_end_matches('"')));
+                } else if !line.is_empty() && !line.starts_with('#') {
+                    files.push(format!("{track}/{line}"));
+                }
+            }
+            if !files.iter().any(|f| f.ends_with(".m4s")) {
+                return Ok(());
+            }
+            for file in files {
+                if self.uploaded.contains(&file) {
+                    continue;
+                }
+                let data = tokio::fs::read(self.out.join(&file)).await.map_err(|e| format!("reading {file}: {e}"))?;
+                t.storage.put(&format!("{prefix}/{file}"), data.into()).await.map_err(|e| e.to_string())?;
+                self.uploaded.insert(file);
+            }
+            playlists.push((relative, text));
+        }
+        for (relative, text) in playlists {
+            t.storage
+                .put(&format!("{prefix}/{relative}"), text.into_bytes().into())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if !self.published {
+            let master =
+                tokio::fs::read(self.out.join("master.m3u8")).await.map_err(|e| format!("reading master.m3u8: {e}"))?;
+            t.storage.put(&format!("{prefix}/master.m3u8"), master.into()).await.map_err(|e| e.to_string())?;
+            store::set_playable(&t.db, &self.video_id, &self.job_id, now_ms()).await.map_err(|e| e.to_string())?;
+            self.published = true;
+            tracing::info!(video.id = %self.video_id, "playable before the ladder finished");
+            let owner =
+                store::video(&t.db, &self.video_id).await.ok().flatten().map(|v| v.owner_id).unwrap_or_default();
+            t.progress(&self.video_id, &owner, "playable", 50.0, None, None);
+        }
+        Ok(())
     }
 }

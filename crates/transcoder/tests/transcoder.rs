@@ -439,7 +439,140 @@ async fn private_videos_play_for_their_owner_only_and_deletion_removes_every_obj
     assert!(eventually(Duration::from_secs(10), || async { c.video(Some(&owner), &gone).await.0 == 404 }).await);
 }
 
+/// A long video plays before its ladder is done: finished segments and growing playlists
+/// are published while ffmpeg still encodes; at READY the playlists are complete.
+async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "long.mp4", "640x360", 30)).unwrap();
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.early_playback_min_seconds = 10;
+    // Slow enough that the encode outlasts a few publishing rounds.
+    infra.config.transcoder.preset = "medium".into();
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let early = loop {
+        let (_, v) = c.video(Some(&owner), &id).await;
+        if v["state"] == "PROCESSING" && v["hls_url"].is_string() {
+            break v;
+        }
+        assert_ne!(v["state"], "READY", "the ladder finished before anything was published early");
+        assert!(tokio::time::Instant::now() < deadline, "never playable: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(early["playable"], true);
+    let (status, anyone) = c.video(None, &id).await;
+    assert_eq!((status, anyone["playable"].clone()), (200, Value::Bool(true)), "a public video plays for anyone");
+    let master = c.http.get(app.url(&format!("/video/{id}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(master.headers()["cache-control"], "no-cache", "a growing playlist is refetched");
+    let playlist =
+        c.http.get(app.url(&format!("/video/{id}/hls/240p/index.m3u8"))).send().await.unwrap().text().await.unwrap();
+    assert!(!playlist.contains("#EXT-X-ENDLIST"), "still growing: {playlist}");
+    let first = playlist.lines().find(|l| l.ends_with(".m4s")).expect("a finished segment is listed");
+    let segment = c.http.get(app.url(&format!("/video/{id}/hls/240p/{first}"))).send().await.unwrap();
+    assert_eq!(segment.status(), 200, "every listed segment is stored");
+
+    let v = c.settled(&owner, &id, Duration::from_secs(180)).await;
+    assert_eq!(v["state"], "READY", "{v}");
+    let playlist =
+        c.http.get(app.url(&format!("/video/{id}/hls/240p/index.m3u8"))).send().await.unwrap().text().await.unwrap();
+    assert!(playlist.contains("#EXT-X-ENDLIST"), "complete at READY: {playlist}");
+}
+
+/// An upload not finished in time expires (410); the sweeper drops its parts.
+async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.upload_expiry_seconds = 1;
+    let data_dir = infra.config.data_dir.clone();
+    let replica = infra.replica();
+    let owner = user();
+    let path = {
+        let app = app_with(infra).await;
+        let c = Client::new(&app);
+        let (_, ticket) = c.create_upload(&owner, "PUBLIC").await;
+        let path = Client::path(&ticket.url);
+        let head = c.head(&owner, &path).await;
+        assert!(head.headers()["upload-expires"].to_str().unwrap().ends_with(" GMT"), "an HTTP date");
+        let mut start = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "e.mp4", "320x240", 1)).unwrap();
+        start.truncate(2000);
+        assert_eq!(c.patch(&owner, &path, 0, Some(1_000_000), start).await.status(), 204);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(c.head(&owner, &path).await.status(), 410, "expired");
+        assert_eq!(c.patch(&owner, &path, 2000, None, vec![0; 10]).await.status(), 410);
+        path
+    };
+    // A restarted service sweeps at once.
+    let app = app_with(replica).await;
+    let c = Client::new(&app);
+    assert_eq!(c.head(&owner, &path).await.status(), 410);
+    if backend == Backend::Embedded {
+        let parts = data_dir.join("objects.multipart");
+        let left = std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "the multipart upload was aborted");
+    }
+    let upload_id = path.rsplit('/').next().unwrap();
+    assert!(app.shared.storage.list(&format!("uploads/{upload_id}")).await.unwrap().is_empty(), "the tail is gone");
+}
+
+/// The same state through GraphQL (`Video.playback`, `Video.processing`, as the router
+/// asks for entities) and gRPC (`GetProcessing`, `RetryJob`), with the visibility rules.
+async fn graphql_and_grpc_report_processing_and_playback(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "q.mp4", "320x240", 1)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "UNLISTED").await;
+    let query = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) {
+        ... on Video { processing { state playable } playback { hlsUrl dashUrl durationSeconds thumbnailUrl renditions { name width height bitrate } } } } }";
+    let gql = |viewer: Option<String>| {
+        let mut req =
+            c.http.post(app.url("/graphql")).json(&serde_json::json!({ "query": query, "variables": { "id": id } }));
+        if let Some(v) = viewer {
+            req = req.header("x-user-id", v);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let before = gql(Some(owner.clone())).await;
+    assert_eq!(before["data"]["_entities"][0]["processing"]["state"], "AWAITING_UPLOAD", "{before}");
+    assert!(before["data"]["_entities"][0]["playback"].is_null());
+    let stranger = gql(Some(user())).await;
+    assert!(stranger["data"]["_entities"][0]["processing"].is_null(), "not ready: nothing for others: {stranger}");
+
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    assert_eq!(c.settled(&owner, &id, Duration::from_secs(120)).await["state"], "READY");
+    let after = gql(None).await;
+    let video = &after["data"]["_entities"][0];
+    assert_eq!(video["processing"]["state"], "READY", "{after}");
+    assert_eq!(video["playback"]["hlsUrl"], format!("http://edge.test/video/{id}/hls/master.m3u8"));
+    assert_eq!(video["playback"]["dashUrl"], format!("http://edge.test/video/{id}/dash/manifest.mpd"));
+    assert_eq!(video["playback"]["renditions"][0]["height"], 240, "an unlisted video plays by id for anyone");
+    assert!(video["playback"]["renditions"][0]["bitrate"].as_i64().unwrap() > 0);
+    assert!(video["playback"]["thumbnailUrl"].as_str().unwrap().ends_with(".jpg"));
+
+    let channel = tonic::transport::Endpoint::from_shared(app.url("")).unwrap().connect().await.unwrap();
+    let mut grpc = pb::transcoder_service_client::TranscoderServiceClient::new(channel);
+    let processing = grpc.get_processing(pb::GetProcessingRequest { video_id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!((processing.stage.as_str(), processing.percent), ("READY", 100.0));
+    assert!(processing.hls_url.unwrap().ends_with("/hls/master.m3u8"));
+    let mut retry = tonic::Request::new(pb::RetryJobRequest { video_id: id.clone() });
+    retry.metadata_mut().insert("x-user-id", owner.parse().unwrap());
+    let refused = grpc.retry_job(retry).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "a ready video has nothing to retry: {refused:?}");
+    let anonymous = grpc.retry_job(pb::RetryJobRequest { video_id: id.clone() }).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+}
+
 flick_testkit::on_both_backends!(
+    graphql_and_grpc_report_processing_and_playback,
+    abandoned_uploads_expire_and_their_parts_are_dropped,
+    a_long_video_plays_before_its_ladder_finishes,
     chunked_upload_with_an_interruption_resumes_and_becomes_playable,
     checksums_creation_with_upload_and_termination,
     oversize_over_quota_and_non_media_uploads_are_refused,
