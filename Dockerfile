@@ -2,7 +2,8 @@
 #
 # Flick: one image, one binary. The role is chosen by the command:
 #   flick serve --services accounts|media|transcoder|recommender
-#   flick worker        (transcoder workers, RabbitMQ consumers)
+#   flick worker --listen 0.0.0.0:8083   (transcode workers: RabbitMQ consumers running
+#                                         ffmpeg; /healthz /readyz /metrics on --listen)
 #   flick migrate       (one-shot schema migrations)
 # Each service listens on its one-process port in containers too (accounts 8081, media 8082,
 # transcoder 8083, recommender 8084; FLICK_SERVER__PORTS__<SERVICE>): HTTP + gRPC + GraphQL
@@ -15,13 +16,9 @@ ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
-# ffmpeg-next links FFmpeg's libraries and runs bindgen (libclang); protox needs no protoc.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-      pkg-config clang libclang-dev \
-      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-      libavfilter-dev libavdevice-dev \
- && rm -rf /var/lib/apt/lists/*
+# No extra packages: flick links no FFmpeg libraries (workers run the ffmpeg binary as a child
+# process), protox compiles the protos without protoc, and the few C parts (ring, the bundled
+# SQLite, esaxx-rs) build with the C/C++ toolchain the rust image already has.
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binary is copied out of
@@ -34,8 +31,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# ffmpeg brings the same libav* runtime libraries the builder linked against.
-# curl is only for container healthchecks (docker-compose.yml).
+# ffmpeg/ffprobe: the transcode workers run them as child processes (libx264, AAC); the binary
+# itself links no FFmpeg library. curl is only for container healthchecks (docker-compose.yml).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates ffmpeg curl \
  && rm -rf /var/lib/apt/lists/* \

@@ -236,7 +236,8 @@ helm_check() {
   "$HELM" template flick charts/flick --namespace flick \
     --set router.existingSupergraphConfigMap=my-supergraph --set serviceMonitor.enabled=true \
     --set worker.autoscaling.enabled=false --set secrets.s3.name= --set preStopSleepSeconds=0 \
-    --set config.otlpEndpoint=http://otel-collector:4317 > "$WORK/chart-alt.yaml" || return 1
+    --set config.otlpEndpoint=http://otel-collector:4317 --set config.publicBaseUrl=https://flick.example.com \
+    --set identity.existingSecret=flick-mesh-external > "$WORK/chart-alt.yaml" || return 1
   # ServiceMonitor is a CRD kubernetes-validate has no schema for (it only warns)
   "$KV" --strict --quiet --no-warn "$WORK/chart.yaml" "$WORK/chart-alt.yaml" || return 1
   local n; n="$(grep -c '^kind:' "$WORK/chart.yaml")"

@@ -84,9 +84,15 @@ spec:
                 name: {{ include "flick.fullname" $root }}-config
           env:
             {{- include "flick.secretEnv" $root | nindent 12 }}
+            {{- include "flick.meshEnv" $root | nindent 12 }}
             {{- if eq .component "accounts" }}
             - name: FLICK_ACCOUNTS__JWT_KEYS_DIR
               value: {{ $v.secrets.jwtKeys.mountPath | quote }}
+            {{- end }}
+            {{- /* dedicated workers transcode: none in the transcoder's own process */}}
+            {{- if and (eq .component "transcoder") $v.worker.enabled (not (hasKey $spec.env "FLICK_TRANSCODER__WORKERS")) }}
+            - name: FLICK_TRANSCODER__WORKERS
+              value: "0"
             {{- end }}
             {{- range $k, $val := $spec.env }}
             - name: {{ $k }}

@@ -72,6 +72,19 @@ FLICK_DATA_DIR: "/tmp/flick"
 FLICK_DATABASE__MIGRATE_ON_START: "false"
 FLICK_GRAPHQL__GRAPHIQL: {{ .Values.config.graphiql | quote }}
 FLICK_TELEMETRY__LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+# gRPC between services (media → transcoder, transcoder → accounts, recommender → media)
+{{- range $name, $svc := .Values.services }}
+{{- if $svc.enabled }}
+FLICK_ENDPOINTS__{{ upper $name }}: {{ include "flick.serviceUrl" (dict "root" $ "component" $name "port" $svc.port) | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.publicBaseUrl }}
+FLICK_TRANSCODER__PUBLIC_BASE_URL: {{ . | quote }}
+{{- end }}
+FLICK_TRANSCODER__MAX_UPLOAD_BYTES: {{ .Values.config.transcoder.maxUploadBytes | int64 | quote }}
+FLICK_TRANSCODER__USER_QUOTA_BYTES: {{ .Values.config.transcoder.userQuotaBytes | int64 | quote }}
+# transcode workers' scratch space, on the pod's /tmp emptyDir
+FLICK_TRANSCODER__WORK_DIR: "/tmp/transcode"
 {{- with .Values.config.otlpEndpoint }}
 FLICK_TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
@@ -86,6 +99,30 @@ RUST_LOG: {{ .Values.config.rustLog | quote }}
 {{- range $k, $v := .Values.config.extraEnv }}
 {{ $k }}: {{ $v | quote }}
 {{- end }}
+{{- end }}
+
+{{/* In-cluster URL of a component's Service: (dict "root" $ "component" NAME "port" PORT). */}}
+{{- define "flick.serviceUrl" -}}
+{{- printf "http://%s.%s.svc.cluster.local:%d" (include "flick.componentName" .) .root.Release.Namespace (int .port) }}
+{{- end }}
+
+{{/* The Secret holding the mesh secret: an existing one, or the chart's <fullname>-mesh. */}}
+{{- define "flick.meshSecretName" -}}
+{{- default (printf "%s-mesh" (include "flick.fullname" .)) .Values.identity.existingSecret }}
+{{- end }}
+
+{{- define "flick.meshSecretKey" -}}
+{{- if .Values.identity.existingSecret }}{{ .Values.identity.existingSecretKey }}{{ else }}mesh-secret{{ end }}
+{{- end }}
+
+{{/* FLICK_IDENTITY__MESH_SECRET for every Flick Deployment (not the migrate hook: it runs
+before the chart's Secret exists and needs no identity). */}}
+{{- define "flick.meshEnv" -}}
+- name: FLICK_IDENTITY__MESH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flick.meshSecretName" . }}
+      key: {{ include "flick.meshSecretKey" . }}
 {{- end }}
 
 {{/* Environment read from existing Secrets (never rendered as values). */}}

@@ -74,6 +74,9 @@ pub enum HandlerError {
     Retry(String),
     /// The message itself is bad: straight to the dead-letter queue.
     Reject(String),
+    /// Not this consumer's failure (it is shutting down): back on the queue as it was, for
+    /// another consumer, without counting an attempt.
+    Requeue(String),
 }
 
 impl std::fmt::Display for HandlerError {
@@ -81,6 +84,7 @@ impl std::fmt::Display for HandlerError {
         match self {
             HandlerError::Retry(e) => write!(f, "retryable: {e}"),
             HandlerError::Reject(e) => write!(f, "rejected: {e}"),
+            HandlerError::Requeue(e) => write!(f, "requeued: {e}"),
         }
     }
 }

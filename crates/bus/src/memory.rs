@@ -136,6 +136,10 @@ impl MemoryBus {
                 let message = in_flight.message.take().expect("message in flight");
                 match outcome {
                     Ok(()) => {}
+                    Err(HandlerError::Requeue(reason)) => {
+                        tracing::info!(queue = %spec.name, attempt = message.attempt, reason = %reason, "message requeued");
+                        let _ = queue.tx.send(Message { redelivered: true, ..message });
+                    }
                     Err(HandlerError::Retry(e)) if message.attempt < max_attempts => {
                         tracing::warn!(queue = %spec.name, attempt = message.attempt, error = %e, "handler failed; will retry");
                         let delay = options.backoff(message.attempt);

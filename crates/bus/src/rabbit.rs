@@ -470,6 +470,11 @@ impl RabbitBus {
         outcome: (Option<Envelope>, std::result::Result<(), HandlerError>),
     ) -> Result<()> {
         let (envelope, result) = outcome;
+        if let Err(HandlerError::Requeue(reason)) = &result {
+            tracing::info!(queue = %spec.name, attempt, reason = %reason, "message requeued");
+            side.channel.basic_nack(BasicNackArguments::new(tag, false, true)).await?;
+            return Ok(());
+        }
         let republish = match result {
             Ok(()) => None,
             Err(HandlerError::Retry(e)) if attempt < spec.attempts(&self.options) => {

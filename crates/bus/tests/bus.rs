@@ -348,3 +348,41 @@ async fn memory_transient_messages_reach_every_current_subscriber() {
 async fn rabbitmq_transient_messages_reach_every_current_subscriber() {
     transient_messages_reach_every_current_subscriber(rabbit().await).await;
 }
+
+/// A consumer that gives a message back (it is stopping) does not spend an attempt.
+async fn a_requeued_message_comes_back_without_spending_an_attempt(bus: Bus) {
+    let queue = unique("q.requeue");
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let record = seen.clone();
+    let h = handler(move |d: Delivery| {
+        let seen = record.clone();
+        async move {
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(d);
+                seen.len() == 1
+            };
+            if first { Err(HandlerError::Requeue("stopping".into())) } else { Ok(()) }
+        }
+    });
+    bus.consume(QueueSpec::work(&queue).with_max_attempts(1), h, stop.clone()).await.unwrap();
+    settle().await;
+    bus.enqueue(&queue, &envelope("job", "again", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen, 2).await);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[1].attempt, 1, "still the first attempt");
+    assert!(seen[1].redelivered);
+    assert!(dead_letters(&bus, &queue).await.is_empty(), "a limit of 1 attempt was not spent");
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_requeued_message_comes_back_without_spending_an_attempt() {
+    a_requeued_message_comes_back_without_spending_an_attempt(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_requeued_message_comes_back_without_spending_an_attempt() {
+    a_requeued_message_comes_back_without_spending_an_attempt(rabbit().await).await;
+}

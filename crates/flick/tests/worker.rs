@@ -1,7 +1,7 @@
 //! `flick worker` as a separate process on real infrastructure (PostgreSQL, RabbitMQ, S3):
-//! workers killed with SIGKILL in the middle of a job lose nothing. The job goes back to the
-//! queue, the next worker finishes it, and it completes exactly once with every output in
-//! place.
+//! workers stopped (SIGTERM) or killed (SIGKILL) in the middle of a job lose nothing. The job
+//! goes back to the queue without spending an attempt, the next worker finishes it, and it
+//! completes exactly once with every output in place.
 
 use flick_platform::db::sea_orm::{ConnectionTrait, Database, Statement};
 use flick_platform::storage::{ObjectStorage, StorageOptions};
@@ -159,9 +159,11 @@ async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once(
         .unwrap();
     assert_eq!(res.status(), 204);
 
-    // Two workers die mid-job, one after the other; a third finishes.
+    // One worker gets SIGTERM mid-job (a deploy), the next SIGKILL (a crash), a third
+    // finishes. Workers may spend a single attempt: neither stop may count as one.
+    let one_attempt = [("FLICK_TRANSCODER__JOB_ATTEMPTS", "1")];
     for victim in 0..2 {
-        let mut worker = stack.spawn(&["worker"], &[]);
+        let mut worker = stack.spawn(&["worker"], &one_attempt);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let v = state(&http, &stack, &owner, &video_id).await;
@@ -173,11 +175,23 @@ async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        worker.kill_group();
-        let v = state(&http, &stack, &owner, &video_id).await;
-        assert_eq!(v["state"], "PROCESSING", "killed mid-job (worker {victim}): {v}");
+        if victim == 0 {
+            let _ = Command::new("kill").args(["-TERM", &worker.0.id().to_string()]).status();
+            let stopped = tokio::task::spawn_blocking(move || {
+                let status = worker.0.wait();
+                (worker, status)
+            });
+            let (_worker, status) = tokio::time::timeout(Duration::from_secs(30), stopped).await.unwrap().unwrap();
+            assert!(status.unwrap().success(), "a worker stops cleanly on SIGTERM");
+            let v = state(&http, &stack, &owner, &video_id).await;
+            assert_eq!(v["state"], "QUEUED", "the job went back to the queue: {v}");
+        } else {
+            worker.kill_group();
+            let v = state(&http, &stack, &owner, &video_id).await;
+            assert_eq!(v["state"], "PROCESSING", "killed mid-job: {v}");
+        }
     }
-    let _last = stack.spawn(&["worker"], &[]);
+    let _last = stack.spawn(&["worker"], &one_attempt);
     let deadline = Instant::now() + Duration::from_secs(240);
     let view = loop {
         let v = state(&http, &stack, &owner, &video_id).await;

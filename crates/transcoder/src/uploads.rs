@@ -319,6 +319,10 @@ impl Transcoder {
             }
         }
         self.commit_append(&upload, start_offset, complete).await?;
+        metrics::counter!("upload_bytes_total").increment(received as u64);
+        if complete {
+            metrics::counter!("uploads_completed_total").increment(1);
+        }
         if let Some(old) = old_tail
             && Some(&old) != upload.tail_key.as_ref()
         {

@@ -81,8 +81,21 @@ impl Transcoder {
             .await
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let started = Instant::now();
-        let outcome = self.transcode(&video_id, &video.owner_id, &job_id, &source_key, shutdown).await;
+        let outcome = self.transcode(&video_id, &video.owner_id, &job_id, &source_key, shutdown.clone()).await;
+        if shutdown.is_cancelled() && outcome.is_err() {
+            // Stopped by a deploy, not failed: the next worker starts it again, uncounted.
+            let _ = store::set_state(&self.db, &video_id, &job_id, "QUEUED", None, None, now_ms()).await;
+            return Err(HandlerError::Requeue("the worker is shutting down".into()));
+        }
         let attempts = self.config.job_attempts.max(1);
+        let outcome_label = match &outcome {
+            Ok(_) => "completed",
+            Err(JobError::Invalid(_)) => "invalid",
+            Err(JobError::Transient(_)) => "retried",
+        };
+        metrics::counter!("transcode_jobs_total", "outcome" => outcome_label).increment(1);
+        metrics::histogram!("transcode_job_duration_seconds", "outcome" => outcome_label)
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(playback) => {
                 self.complete(&video_id, &job_id, &playback).await.map_err(HandlerError::Retry)?;
