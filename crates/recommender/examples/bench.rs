@@ -233,6 +233,18 @@ async fn main() -> anyhow::Result<()> {
         p50s.push(p50.as_secs_f64() * 1e3);
         p99s.push(p99.as_secs_f64() * 1e3);
     }
+    // The searches went through the HNSW index (not a sequential scan): its scan count.
+    tokio::time::sleep(Duration::from_secs(2)).await; // statistics are flushed about once a second
+    let scans = db
+        .query_one_raw(flick_platform::db::sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT idx_scan AS n FROM pg_stat_user_indexes WHERE indexrelname = 'video_embeddings_hnsw'",
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    println!("HNSW index scans: {scans} for {} related() calls", picks.len() * runs + 20);
     let mut hits = 0;
     let mut real_hits = (0, 0);
     for (&i, ids) in picks.iter().zip(&found) {

@@ -494,9 +494,12 @@ pub async fn nearest(
            WHERE {clause} ORDER BY distance LIMIT {limit}) \
          SELECT video_id FROM hits ORDER BY distance, video_id"
     );
+    // A generic plan (chosen after five runs of a prepared statement) does not know the query
+    // vector and may prefer a sequential scan: plan each search for its own vector.
     let txn = db.begin().await?;
     txn.execute_unprepared(&format!(
-        "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order",
+        "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order; \
+         SET LOCAL plan_cache_mode = force_custom_plan",
         HNSW_EF_SEARCH.max(limit as u32)
     ))
     .await?;
