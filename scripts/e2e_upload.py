@@ -277,6 +277,28 @@ def main():
             ok(f"ffprobe {name}: {size[0]}x{size[1]}, {duration:.2f} s")
         else:
             fail(f"ffprobe {name}: {size}, {duration} s; want {want.get(name)}, 10 s")
+    return video_id
+
+
+def related_across_subgraphs(token, first_id, second_id):
+    """Both uploads are public and ready: the recommender indexed them, and the router joins
+    its `related`/`recommendedForMe` with media's fields."""
+    query = "query($id: ID!) { video(id: $id) { title related(first: 5) { id title owner { displayName } } } recommendedForMe(first: 5) { id title } }"
+    deadline = time.time() + 60
+    while True:
+        res = graphql(token, query, {"id": first_id})
+        related = ((res.get("data") or {}).get("video") or {}).get("related") or []
+        if any(v["id"] == second_id for v in related) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if "errors" not in res and any(v["id"] == second_id and v["title"] for v in related):
+        ok("video { related { title owner } } joins recommender, media and accounts through the edge")
+    else:
+        fail(f"related through the edge: {json.dumps(res)[:400]}")
+    if "errors" not in res and isinstance(res["data"]["recommendedForMe"], list):
+        ok(f"recommendedForMe through the edge ({len(res['data']['recommendedForMe'])} videos)")
+    else:
+        fail(f"recommendedForMe through the edge: {json.dumps(res)[:400]}")
 
 
 def cli_upload_resumes(token):
@@ -327,9 +349,12 @@ def cli_upload_resumes(token):
         ok("the CLI's upload was transcoded")
     else:
         fail(f"the CLI's upload ended {state}")
+    return video_id
 
 
 if __name__ == "__main__":
-    main()
-    cli_upload_resumes(sys.argv[1])
+    uploaded = main()
+    from_cli = cli_upload_resumes(sys.argv[1])
+    if uploaded and from_cli:
+        related_across_subgraphs(sys.argv[1], uploaded, from_cli)
     sys.exit(1 if failed else 0)
