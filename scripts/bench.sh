@@ -8,6 +8,8 @@
 #   login         POST /auth/login (argon2id, OWASP cost): wrk -t1 -c8 -d10s
 #   feed          the api.md feed query through Traefik + hive-router + flick on PostgreSQL +
 #                 Redis with 10,000 seeded videos: wrk -t1 -c64, three runs, median
+#   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
+#   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -130,3 +132,11 @@ rps=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
 p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections: median ${rps} req/s, p99 ${p99} ms   [bar: >= 1500 req/s, p99 <= 25 ms]"
+
+# ---------- transcoder: ladder vs ffmpeg baselines, 1 GiB tus upload vs direct multipart ----------
+kill -TERM "$dev" 2>/dev/null || true # the dev stack is not needed
+wait "$dev" 2>/dev/null || true
+scripts/bench-transcode.sh
+
+# ---------- recommender: embedding throughput, related() latency and recall with 100k vectors ----------
+scripts/bench-recommender.sh

@@ -218,7 +218,7 @@ impl Transcoder {
             }
         };
         self.progress(video_id, owner_id, "thumbnails", 90.0, None, None);
-        let thumbs = pipeline::thumbnails(&tools, &source, &info, &out).await?;
+        let thumbs = self.thumbnails(&tools, &source, &info, &out, &packaged).await?;
         self.progress(video_id, owner_id, "uploading", 95.0, None, None);
         let already = early.map(|e| e.uploaded).unwrap_or_default();
         self.store_outputs(video_id, &out, &already).await?;
@@ -235,6 +235,38 @@ impl Transcoder {
             storyboard: Some(path(&thumbs.storyboard)),
             storyboard_vtt: Some(path(&thumbs.storyboard_vtt)),
         })
+    }
+
+    /// Poster, stills and storyboard from the renditions just made (no third decode of the
+    /// source); from the source if that fails.
+    async fn thumbnails(
+        &self,
+        tools: &Tools,
+        source: &Path,
+        info: &pipeline::SourceInfo,
+        out: &Path,
+        packaged: &pipeline::Packaged,
+    ) -> Result<pipeline::Thumbnails, JobError> {
+        if let (Some(top), Some(low)) = (packaged.renditions.first(), packaged.renditions.last()) {
+            let rendition = pipeline::SourceInfo { video_stream: 0, ..info.clone() };
+            // Beside `out`, never in it: these are scratch files, not outputs.
+            let scratch = out.parent().unwrap_or(out);
+            let joined = async {
+                let pictures = join_fragments(out, &top.name, &scratch.join("pictures.mp4")).await?;
+                let tiles = join_fragments(out, &low.name, &scratch.join("tiles.mp4")).await?;
+                Ok::<_, std::io::Error>((pictures, tiles))
+            };
+            match joined.await {
+                Ok((pictures, tiles)) => {
+                    match pipeline::thumbnails_from(tools, &pictures, &tiles, &rendition, out).await {
+                        Ok(t) => return Ok(t),
+                        Err(e) => tracing::warn!(error = %e, "thumbnails from the renditions failed; from the source"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "joining a rendition failed; thumbnails from the source"),
+            }
+        }
+        Ok(pipeline::thumbnails(tools, source, info, out).await?)
     }
 
     async fn download(&self, key: &str, to: &Path) -> Result<(), JobError> {
@@ -458,4 +490,22 @@ impl Early {
         }
         Ok(())
     }
+}
+
+/// One rendition as a single fragmented MP4 (its init segment, then its media segments in
+/// playlist order): a file ffmpeg seeks in cheaply, unlike 5.1's HLS reader over fMP4.
+async fn join_fragments(out: &Path, rung: &str, to: &Path) -> std::io::Result<std::path::PathBuf> {
+    use tokio::io::AsyncWriteExt as _;
+    let playlist = tokio::fs::read_to_string(out.join(rung).join("index.m3u8")).await?;
+    let mut file = tokio::fs::File::create(to).await?;
+    for line in playlist.lines().map(str::trim) {
+        let name = match line.split("URI=\"").nth(1) {
+            Some(uri) => uri.trim_end_matches('"'),
+            None if !line.is_empty() && !line.starts_with('#') => line,
+            None => continue,
+        };
+        file.write_all(&tokio::fs::read(out.join(rung).join(name)).await?).await?;
+    }
+    file.flush().await?;
+    Ok(to.to_path_buf())
 }

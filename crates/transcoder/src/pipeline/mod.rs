@@ -43,7 +43,7 @@ pub use probe::{
     probe,
 };
 pub use sniff::sniff;
-pub use thumbs::{STILL_COUNT, Thumbnails, thumbnails};
+pub use thumbs::{STILL_COUNT, Thumbnails, thumbnails, thumbnails_from};
 
 /// Where the ffmpeg and ffprobe binaries are.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,21 @@ pub async fn thumbnails(
     source: &SourceInfo,
     out_dir: &Path,
 ) -> Result<Thumbnails, MediaError> {
+    thumbnails_from(tools, input, input, source, out_dir).await
+}
+
+/// [`thumbnails`] with the poster and stills taken from `pictures` and the storyboard from
+/// `tiles`: after an encode, the top rendition (keyframes every segment: cheap seeks) and the
+/// lowest (a tenth of the pixels to decode), instead of decoding the source once more. Both
+/// are read as the video stream 0 of a file of `source`'s display size and duration.
+pub async fn thumbnails_from(
+    tools: &Tools,
+    pictures: &Path,
+    tiles: &Path,
+    source: &SourceInfo,
+    out_dir: &Path,
+) -> Result<Thumbnails, MediaError> {
+    let input = pictures;
     let dir = PathBuf::from("thumbs");
     tokio::fs::create_dir_all(out_dir.join(&dir)).await?;
     let d = source.duration_seconds;
@@ -70,7 +85,7 @@ pub async fn thumbnails(
         }
     }
 
-    let board = storyboard(tools, input, source, out_dir, &dir).await?;
+    let board = storyboard(tools, tiles, source, out_dir, &dir).await?;
     Ok(Thumbnails { poster, stills, ..board })
 }
 

@@ -1,0 +1,702 @@
+#!/usr/bin/env python3
+"""The transcoder's quality-bar figures (scripts/bench-transcode.sh runs it; stdlib only).
+
+usage: scripts/bench_transcode.py --flick BIN --multipart-put BIN
+
+transcode  a 60 s 720p30 testsrc2 + sine clip (H.264/AAC, made once, cached) into the
+           720/480/360/240 ladder three ways, wall and CPU (user+sys, children included):
+             flick     `flick serve --services media,transcoder` on SQLite + in-process bus +
+                       the S3 server: createVideo (GraphQL), tus upload, then from job pickup
+                       (state PROCESSING) to READY (renditions in S3); CPU from /proc/<pid>/stat
+                       (utime+stime+cutime+cstime: ffmpeg runs as flick's reaped child). Also
+                       time to first playable (hls_url non-null) and a per-stage breakdown
+                       from videoProgress over the transcoder's WebSocket.
+             naive     one ffmpeg, split filter, the audio encoded again with every rung
+             per-rung  one ffmpeg per rung, in sequence (sum)
+           Same x264 settings as crates/transcoder/src/pipeline/encode.rs.
+upload     a FLICK_BENCH_UPLOAD_MIB file (an MP4's first bytes + random bytes) with tus in
+           8 MiB chunks into the transcoder on the S3 server (no worker), flick's RSS sampled
+           every 50 ms and VmHWM; vs a direct multipart upload of the same file to the same
+           server (crates/storage/examples/multipart_put.rs: put_stream, 8 MiB parts, 4 in
+           flight).
+
+env: FLICK_BENCH_SOURCE (camera: High profile 8 Mbit/s + stereo AAC, like a phone's file;
+     ultrafast: the cheapest H.264 to decode), FLICK_BENCH_TRANSCODE_RUNS (1), FLICK_BENCH_UPLOAD_RUNS (3), FLICK_BENCH_CLIP_SECONDS (60),
+     FLICK_BENCH_UPLOAD_MIB (1024), FLICK_BENCH_CHUNK_MIB (8), FLICK_BENCH_PRESET (veryfast),
+     FLICK_BENCH_SECTIONS (transcode,upload), FLICK_BENCH_PORT_BASE (18180: ports +1..+4),
+     FLICK_BENCH_CACHE (/var/cache/flick/bench: the clip), FLICK_BENCH_KEEP=1 keeps the work dir,
+     FLICK_BENCH_S3_ENDPOINT (http://127.0.0.1:9000), FLICK_BENCH_S3_BUCKET (flick-test).
+"""
+
+import argparse
+import base64
+import http.client as http_client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+ENV = os.environ.get
+TRANSCODE_RUNS = int(ENV("FLICK_BENCH_TRANSCODE_RUNS", "1"))
+UPLOAD_RUNS = int(ENV("FLICK_BENCH_UPLOAD_RUNS", "3"))
+CLIP_SECONDS = int(ENV("FLICK_BENCH_CLIP_SECONDS", "60"))
+UPLOAD_MIB = int(ENV("FLICK_BENCH_UPLOAD_MIB", "1024"))
+CHUNK = int(ENV("FLICK_BENCH_CHUNK_MIB", "8")) * 1024 * 1024
+PRESET = ENV("FLICK_BENCH_PRESET", "veryfast")
+SOURCE = ENV("FLICK_BENCH_SOURCE", "camera")
+if SOURCE not in ("camera", "ultrafast"):
+    sys.exit("FLICK_BENCH_SOURCE is camera or ultrafast")
+SECTIONS = set(ENV("FLICK_BENCH_SECTIONS", "transcode,upload").split(","))
+PORT_BASE = int(ENV("FLICK_BENCH_PORT_BASE", "18180"))
+CACHE = ENV("FLICK_BENCH_CACHE", "/var/cache/flick/bench")
+KEEP = ENV("FLICK_BENCH_KEEP", "0") == "1"
+S3_ENDPOINT = ENV("FLICK_BENCH_S3_ENDPOINT", "http://127.0.0.1:9000")
+S3_BUCKET = ENV("FLICK_BENCH_S3_BUCKET", "flick-test")
+S3_KEY, S3_SECRET = "flick", "flicksecret"
+
+PORTS = {"accounts": PORT_BASE + 1, "media": PORT_BASE + 2, "transcoder": PORT_BASE + 3, "recommender": PORT_BASE + 4}
+# The ladder under test: TranscoderConfig's default rungs without 1080p (name, short side,
+# average kbps, peak kbps), and Flick's encoder settings (pipeline/encode.rs).
+RUNGS = [("720p", 720, 2800, 3000), ("480p", 480, 1400, 1500), ("360p", 360, 800, 856), ("240p", 240, 400, 428)]
+SEGMENT = 4
+AUDIO_KBPS = 128
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+
+def log(msg):
+    print(f"bench-transcode: {msg}", flush=True)
+
+
+NCPU = os.cpu_count() or 1
+BUSY = []  # (what, wall s, CPU-s the rest of the machine used meanwhile)
+
+
+def busy():
+    """CPU-s the whole machine has been busy since boot (/proc/stat, every core)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / CLK_TCK  # all but idle and iowait
+
+
+def others(what, wall, since, ours):
+    """Records and describes what the rest of the machine used while we measured."""
+    other = max(busy() - since - ours, 0.0)
+    BUSY.append((what, wall, other))
+    return f"other processes {other:.1f} CPU-s"
+
+
+# ---------- sizes, as pipeline/ladder.rs computes them ----------
+
+def even_round(x):
+    return max(int(round(x / 2.0)) * 2, 2)
+
+
+def ladder(width, height):
+    short, long_ = min(width, height), max(width, height)
+    out = []
+    for name, h, kbps, peak in sorted(RUNGS, key=lambda r: -r[1]):
+        if h > short:
+            continue
+        side = h & ~1
+        other = min(even_round(side * long_ / short), long_ & ~1)
+        w_, h_ = (side, other) if height > width else (other, side)
+        out.append({"name": name, "w": w_, "h": h_, "kbps": kbps, "peak": peak})
+    return out
+
+
+def x264_args(k, r):
+    """Per-rung video options exactly as Flick passes them (encode.rs `command`)."""
+    profile = "high" if min(r["w"], r["h"]) >= 480 else "main"
+    return [
+        "-map", f"[v{k}]", f"-c:v:{k}", "libx264", f"-profile:v:{k}", profile,
+        f"-b:v:{k}", f"{r['kbps']}k", f"-maxrate:v:{k}", f"{r['peak']}k", f"-bufsize:v:{k}", f"{2 * r['peak']}k",
+    ]
+
+
+def common_video_args(fps=30):
+    gop = str(round(fps * SEGMENT))
+    return [
+        "-preset", PRESET, "-pix_fmt", "yuv420p", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT})", "-fps_mode", "vfr",
+    ]
+
+
+def hls_args(out, var_stream_map, init):
+    return [
+        "-map_metadata", "-1", "-map_chapters", "-1", "-max_muxing_queue_size", "4096",
+        "-f", "hls", "-hls_time", str(SEGMENT), "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
+        "-hls_fmp4_init_filename", init, "-hls_segment_filename", f"{out}/%v/seg_%05d.m4s",
+        "-master_pl_name", "master.m3u8", "-var_stream_map", var_stream_map, f"{out}/%v/index.m3u8",
+    ]
+
+
+FF = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
+
+
+def naive_command(src, rungs, out):
+    """One decode, a split to every rung, and the audio encoded again with every rung."""
+    graph = f"[0:v:0]split={len(rungs)}" + "".join(f"[s{k}]" for k in range(len(rungs)))
+    graph += "".join(f";[s{k}]scale={r['w']}:{r['h']},setsar=1[v{k}]" for k, r in enumerate(rungs))
+    cmd = FF + ["-i", src, "-filter_complex", graph]
+    for k, r in enumerate(rungs):
+        cmd += x264_args(k, r)
+    cmd += common_video_args()
+    for k in range(len(rungs)):
+        cmd += ["-map", "0:a:0", f"-c:a:{k}", "aac", f"-b:a:{k}", f"{AUDIO_KBPS}k"]
+    cmd += ["-ac", "2"]
+    vsm = " ".join(f"v:{k},a:{k},name:{r['name']}" for k, r in enumerate(rungs))
+    return cmd + hls_args(out, vsm, "init_%v.mp4")
+
+
+def audio_once_command(src, rungs, out):
+    """Flick's own ffmpeg command (encode.rs), bare: one decode, the audio once as its own rendition."""
+    graph = f"[0:v:0]split={len(rungs)}" + "".join(f"[s{k}]" for k in range(len(rungs)))
+    graph += "".join(f";[s{k}]scale={r['w']}:{r['h']},setsar=1[v{k}]" for k, r in enumerate(rungs))
+    cmd = FF + ["-i", src, "-filter_complex", graph]
+    for k, r in enumerate(rungs):
+        cmd += x264_args(k, r)
+    cmd += common_video_args() + ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2"]
+    vsm = " ".join(f"v:{k},agroup:aud,name:{r['name']}" for k, r in enumerate(rungs)) + " a:0,agroup:aud,name:audio"
+    args = hls_args(out, vsm, "init_%v.mp4")
+    # Flick writes EVENT playlists with temp files (for early playback) and reads progress.
+    args[args.index("vod")] = "event"
+    return cmd + ["-hls_flags", "temp_file", "-progress", "pipe:1", "-stats_period", "0.5"] + args
+
+
+def rung_command(src, r, out):
+    """One rung: its own decode, its video and its own AAC."""
+    cmd = FF + ["-i", src, "-filter_complex", f"[0:v:0]scale={r['w']}:{r['h']},setsar=1[v0]"]
+    cmd += x264_args(0, r) + common_video_args()
+    cmd += ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2"]
+    # %v is the variant's name; with one variant ffmpeg does not substitute it in the init name.
+    return cmd + hls_args(out, f"v:0,a:0,name:{r['name']}", f"init_{r['name']}.mp4")
+
+
+def measured(cmd, stderr_path, what):
+    """Runs cmd; returns (wall s, CPU s = user+sys of it and its children, max RSS MiB)."""
+    with open(stderr_path, "ab") as err:
+        b0 = busy()
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {p.returncode}; see {stderr_path}")
+    cpu = ru.ru_utime + ru.ru_stime
+    return wall, cpu, others(what, wall, b0, cpu)
+
+
+def make_clip(path):
+    if os.path.exists(path):
+        return
+    log(f"making the {CLIP_SECONDS} s 720p30 test clip (ultrafast, once): {path}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.mp4"
+    # "camera" (default) is encoded like a phone's recording: High profile with CABAC and
+    # B-frames at 8 Mbit/s, stereo 48 kHz AAC. "ultrafast" is the cheapest source to decode.
+    video = {
+        "camera": ["-preset", "medium", "-profile:v", "high", "-b:v", "8M", "-maxrate", "10M", "-bufsize", "16M"],
+        "ultrafast": ["-preset", "ultrafast"],
+    }[SOURCE]
+    subprocess.run(
+        FF + ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
+              "sine=frequency=440:sample_rate=48000", "-t", str(CLIP_SECONDS), "-c:v", "libx264"] + video
+        + ["-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-movflags", "+faststart", tmp],
+        check=True,
+    )
+    os.replace(tmp, path)
+
+
+# ---------- flick ----------
+
+def request(port, method, path, body=None, headers=None, timeout=120):
+    conn = http_client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        res = conn.getresponse()
+        return res.status, {k.lower(): v for k, v in res.getheaders()}, res.read()
+    finally:
+        conn.close()
+
+
+def toml_str(s):
+    return json.dumps(str(s))
+
+
+class Flick:
+    """`flick serve` on its own data directory and ports, stopped by PID."""
+
+    def __init__(self, binary, work, name, workers, services="media,transcoder"):
+        self.data = os.path.join(work, name)
+        os.makedirs(self.data, exist_ok=True)
+        cfg = os.path.join(self.data, "flick.toml")
+        with open(cfg, "w") as f:
+            f.write(f"data_dir = {toml_str(self.data)}\n")
+            f.write("[server.ports]\n" + "".join(f"{k} = {v}\n" for k, v in PORTS.items()))
+            f.write("[telemetry]\nlog_level = \"info\"\n")
+            f.write(f"[storage]\nurl = {toml_str('s3://' + S3_BUCKET)}\n")
+            f.write(f"[storage.s3]\nendpoint = {toml_str(S3_ENDPOINT)}\nregion = \"us-east-1\"\n"
+                    f"access_key_id = {toml_str(S3_KEY)}\nsecret_access_key = {toml_str(S3_SECRET)}\n")
+            f.write(f"[transcoder]\npreset = {toml_str(PRESET)}\nworkers = {workers}\n"
+                    f"max_upload_bytes = {64 << 30}\nuser_quota_bytes = {256 << 30}\n"
+                    f"work_dir = {toml_str(os.path.join(self.data, 'jobs'))}\n"
+                    f"public_base_url = {toml_str('http://127.0.0.1:%d' % PORTS['transcoder'])}\n")
+            for name_, h, kbps, peak in RUNGS:
+                f.write(f"[[transcoder.rungs]]\nname = {toml_str(name_)}\nheight = {h}\n"
+                        f"video_bitrate_kbps = {kbps}\nmax_bitrate_kbps = {peak}\n")
+        # Only our configuration: flick refuses FLICK_* variables it does not know.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_") or k in ("FLICK_TOOLS_DIR",)}
+        for port in PORTS.values():
+            if port_open(port):
+                raise RuntimeError(f"port {port} is in use (set FLICK_BENCH_PORT_BASE)")
+        self.log_path = os.path.join(self.data, "flick.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([binary, "--config", cfg, "serve", "--services", services], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        deadline = time.time() + 60
+        for svc in services.split(","):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"flick exited ({self.proc.returncode}); log: {self.tail()}")
+                try:
+                    if request(PORTS[svc], "GET", "/readyz", timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.time() > deadline:
+                    raise RuntimeError(f"flick {svc} not ready after 60 s; log: {self.tail()}")
+                time.sleep(0.1)
+
+    def tail(self, n=15):
+        try:
+            return "\n".join(open(self.log_path, errors="replace").read().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def cpu(self):
+        """CPU seconds of flick and its reaped children (ffmpeg, ffprobe) so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+        return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+    def status(self, key):
+        """A /proc/<pid>/status value in MiB (VmRSS, VmHWM)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                log(f"flick (pid {self.pid}) still running 30 s after TERM; KILL")
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def create_video(user, title):
+    body = json.dumps({
+        "query": "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } upload { id url } } }",
+        "variables": {"i": {"title": title, "visibility": "PRIVATE"}},
+    })
+    status, _, data = request(PORTS["media"], "POST", "/graphql", body,
+                           {"content-type": "application/json", "x-user-id": user})
+    res = json.loads(data)
+    try:
+        created = res["data"]["createVideo"]
+        url = created["upload"]["url"]
+    except (KeyError, TypeError) as e:
+        raise RuntimeError(f"createVideo: HTTP {status} {res}") from e
+    # The URL names the configured public base; the path is what the transcoder serves.
+    return created["video"]["id"], "/" + url.split("://", 1)[-1].split("/", 1)[1]
+
+
+def tus_upload(user, path, file_path, size):
+    """PATCHes the file in CHUNK-sized bodies over one keep-alive connection."""
+    conn = http_client.HTTPConnection("127.0.0.1", PORTS["transcoder"], timeout=300)
+    offset = 0
+    with open(file_path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            data = f.read(CHUNK)
+            headers = {"x-user-id": user, "tus-resumable": "1.0.0", "upload-offset": str(offset),
+                       "content-type": "application/offset+octet-stream"}
+            if offset == 0:
+                headers["upload-length"] = str(size)
+            conn.request("PATCH", path, body=data, headers=headers)
+            res = conn.getresponse()
+            body = res.read()
+            if res.status != 204:
+                raise RuntimeError(f"tus PATCH at {offset}: HTTP {res.status} {body[:300]!r}")
+            offset = int(res.getheader("upload-offset"))
+    conn.close()
+
+
+def delete_video(user, video_id):
+    try:
+        status, _, body = request(PORTS["transcoder"], "DELETE", f"/video/{video_id}", headers={"x-user-id": user})
+        if status not in (200, 204):
+            log(f"cleanup: DELETE /video/{video_id}: HTTP {status} {body[:200]!r}")
+    except OSError as e:
+        log(f"cleanup: DELETE /video/{video_id}: {e}")
+
+
+class Progress(threading.Thread):
+    """videoProgress over the transcoder's own graphql-ws endpoint: first time of each stage."""
+
+    def __init__(self, user, video_id, cpu):
+        super().__init__(daemon=True)
+        self.user, self.video_id, self.cpu = user, video_id, cpu
+        self.first = {}  # stage -> (monotonic time, flick CPU s) when first seen
+        self.error = None
+        self.ready = threading.Event()
+
+    def run(self):
+        try:
+            sock = socket.create_connection(("127.0.0.1", PORTS["transcoder"]), timeout=10)
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                          f"Sec-WebSocket-Protocol: graphql-transport-ws\r\nx-user-id: {self.user}\r\n\r\n").encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                c = sock.recv(1)
+                if not c:
+                    raise ConnectionError("closed during the handshake")
+                head += c
+            if b" 101 " not in head.split(b"\r\n")[0]:
+                raise ConnectionError(head.split(b"\r\n")[0].decode(errors="replace"))
+            self.sock = sock
+            self.send({"type": "connection_init", "payload": {}})
+            if self.recv().get("type") != "connection_ack":
+                raise ConnectionError("no connection_ack")
+            self.send({"id": "1", "type": "subscribe", "payload": {
+                "query": "subscription($id: ID!) { videoProgress(videoId: $id) { stage percent } }",
+                "variables": {"id": self.video_id}}})
+            self.ready.set()
+            sock.settimeout(600)
+            while True:
+                m = self.recv()
+                if m.get("type") != "next":
+                    return
+                p = (m.get("payload", {}).get("data") or {}).get("videoProgress") or {}
+                stage = p.get("stage")
+                if stage and stage not in self.first:
+                    self.first[stage] = (time.monotonic(), self.cpu())
+                if stage in ("ready", "failed"):
+                    return
+        except Exception as e:  # reported with the figures, never fatal
+            self.error = repr(e)
+        finally:
+            self.ready.set()
+
+    def send(self, obj):
+        data = json.dumps(obj).encode()
+        mask = os.urandom(4)
+        n = len(data)
+        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def exact(self, n):
+        out = b""
+        while len(out) < n:
+            c = self.sock.recv(n - len(out))
+            if not c:
+                raise ConnectionError("closed")
+            out += c
+        return out
+
+    def recv(self):
+        while True:
+            b1, b2 = self.exact(2)
+            n = b2 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self.exact(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self.exact(8), "big")
+            payload = self.exact(n)
+            op = b1 & 0x0F
+            if op == 0x8:
+                raise ConnectionError("closed by the server")
+            if op == 0x9:
+                self.sock.sendall(bytes([0x8A, 0x80]) + os.urandom(4))
+            elif op == 0x1:
+                return json.loads(payload)
+
+
+def flick_transcode(flick, clip, run):
+    """One clip through Flick; returns a dict of figures (times in s from job pickup)."""
+    user = str(uuid.uuid4())
+    video_id, path = create_video(user, f"bench transcode {run}")
+    progress = Progress(user, video_id, flick.cpu)
+    progress.start()
+    progress.ready.wait(10)
+    size = os.path.getsize(clip)
+    t_up = time.monotonic()
+    tus_upload(user, path, clip, size)
+    t_uploaded, cpu_uploaded = time.monotonic(), flick.cpu()
+    t_pickup = t_playable = t_ready = None
+    cpu_pickup = cpu_ready = None
+    playable_state = None
+    deadline = t_uploaded + 900
+    while True:
+        status, _, body = request(PORTS["transcoder"], "GET", f"/video/{video_id}", headers={"x-user-id": user})
+        now, cpu = time.monotonic(), flick.cpu()
+        view = json.loads(body) if status == 200 else {}
+        state = view.get("state")
+        if state in ("PROCESSING", "READY") and t_pickup is None:
+            t_pickup, cpu_pickup, busy_pickup = now, cpu, busy()
+        if view.get("hls_url") and t_playable is None:
+            t_playable, playable_state = now, state
+        if state == "READY":
+            t_ready, cpu_ready = now, cpu
+            break
+        if state == "FAILED":
+            raise RuntimeError(f"the transcode failed: {view.get('error')}")
+        if now > deadline:
+            raise RuntimeError(f"not READY after 900 s (state {state}); log: {flick.tail()}")
+        time.sleep(0.05)
+    progress.join(5)
+    renditions = [f"{r.get('width')}x{r.get('height')}" for r in view.get("renditions") or []]
+    # Where the time went: wall and CPU between the starts of the job's stages. ffmpeg's CPU
+    # shows in the stage it ends in (a child's CPU is counted when it is reaped).
+    order = ["downloading", "probing", "encoding", "thumbnails", "uploading", "ready"]
+    marks = [(st, progress.first[st]) for st in order if st in progress.first]
+    breakdown = [f"{a} {tb - ta:.1f} s / {cb - ca:.1f} CPU-s" for (a, (ta, ca)), (_, (tb, cb)) in zip(marks, marks[1:])]
+    delete_video(user, video_id)
+    return {
+        "upload_s": t_uploaded - t_up,
+        "queue_s": t_pickup - t_uploaded,
+        "wall": t_ready - t_pickup,
+        "wall_from_upload": t_ready - t_uploaded,
+        "cpu": cpu_ready - cpu_pickup,
+        "note": others("flick", t_ready - t_pickup, busy_pickup, cpu_ready - cpu_pickup),
+        "cpu_from_upload": cpu_ready - cpu_uploaded,
+        "playable": t_playable - t_pickup,
+        "playable_state": playable_state,
+        "renditions": renditions,
+        "breakdown": "; ".join(breakdown) + (f" (videoProgress: {progress.error})" if progress.error else ""),
+    }
+
+
+def section_transcode(args, work, results):
+    clip = os.path.join(CACHE, f"clip-720p30-{CLIP_SECONDS}s-{SOURCE}.mp4")
+    make_clip(clip)
+    rungs = ladder(1280, 720)
+    log(f"clip {clip} ({os.path.getsize(clip) / MIB:.1f} MiB); ladder "
+        + " ".join(f"{r['name']}={r['w']}x{r['h']}@{r['kbps']}k" for r in rungs) + f"; preset {PRESET}")
+    errlog = os.path.join(work, "ffmpeg.stderr")
+    flick = Flick(args.flick, work, "flick-transcode", workers=1)
+    runs = []
+    try:
+        for run in range(1, TRANSCODE_RUNS + 1):
+            out = os.path.join(work, "naive")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            log(f"run {run}: naive one-process ladder")
+            n_wall, n_cpu, note = measured(naive_command(clip, rungs, out), errlog, "naive")
+            log(f"run {run}: naive {n_wall:.1f} s wall, {n_cpu:.1f} CPU-s ({note})")
+
+            out = os.path.join(work, "audio-once")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            log(f"run {run}: Flick's ffmpeg command alone (audio once)")
+            a_wall, a_cpu, note = measured(audio_once_command(clip, rungs, out), errlog, "audio-once")
+            log(f"run {run}: audio once {a_wall:.1f} s wall, {a_cpu:.1f} CPU-s ({note})")
+
+            p_wall = p_cpu = 0.0
+            out = os.path.join(work, "per-rung")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            log(f"run {run}: one ffmpeg per rung")
+            for r in rungs:
+                w, c, note = measured(rung_command(clip, r, out), errlog, r["name"])
+                p_wall, p_cpu = p_wall + w, p_cpu + c
+                log(f"run {run}:   {r['name']} {w:.1f} s wall, {c:.1f} CPU-s ({note})")
+            log(f"run {run}: per-rung {p_wall:.1f} s wall, {p_cpu:.1f} CPU-s")
+
+            log(f"run {run}: through flick")
+            f = flick_transcode(flick, clip, run)
+            log(f"run {run}: flick pickup->READY {f['wall']:.1f} s wall, {f['cpu']:.1f} CPU-s ({f['note']}); "
+                f"first playable at {f['playable']:.1f} s ({f['playable_state']}); upload {f['upload_s']:.1f} s, "
+                f"upload->pickup {f['queue_s']:.2f} s; renditions {' '.join(f['renditions'])}")
+            log(f"run {run}: flick stages: {f['breakdown']}")
+            runs.append({"naive_wall": n_wall, "naive_cpu": n_cpu, "once_wall": a_wall, "once_cpu": a_cpu,
+                         "rung_wall": p_wall, "rung_cpu": p_cpu, **f,
+                         # Both sides of a bar come from the same run; the ratio is the median of these.
+                         "wall_ratio": f["wall"] / n_wall, "cpu_ratio": f["cpu"] / p_cpu})
+    finally:
+        flick.stop()
+    if not KEEP:
+        for d in ("naive", "audio-once", "per-rung"):
+            shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
+    med["playable_state"] = runs[len(runs) // 2]["playable_state"]
+    med["breakdown"] = runs[-1]["breakdown"]
+    results["transcode"] = med
+
+
+def section_upload(args, work, results):
+    clip = os.path.join(CACHE, f"clip-720p30-{CLIP_SECONDS}s-{SOURCE}.mp4")
+    make_clip(clip)
+    size = UPLOAD_MIB * MIB
+    big = os.path.join(work, "upload.bin")
+    log(f"writing a {UPLOAD_MIB} MiB file (an MP4's first MiB, then random bytes)")
+    with open(clip, "rb") as src, open(big, "wb") as f:
+        f.write(src.read(min(MIB, size)))
+        while f.tell() < size:
+            f.write(os.urandom(min(8 * MIB, size - f.tell())))
+    s3env = dict(os.environ, S3_ENDPOINT=S3_ENDPOINT, S3_BUCKET=S3_BUCKET, S3_ACCESS_KEY=S3_KEY, S3_SECRET_KEY=S3_SECRET)
+    tus, direct = [], []
+    try:
+        for run in range(1, UPLOAD_RUNS + 1):
+            # The direct upload first, then tus into a fresh flick (no worker: only the upload).
+            key = f"bench/{uuid.uuid4()}/direct.bin"
+            out = subprocess.run([args.multipart_put, big, key], env=s3env, check=True, capture_output=True,
+                                 text=True).stdout
+            d = dict(kv.split("=") for kv in out.split())
+            direct.append(float(d["mib_per_s"]))
+            log(f"run {run}: direct multipart put_stream {float(d['seconds']):.1f} s, {d['mib_per_s']} MiB/s")
+
+            flick = Flick(args.flick, work, f"flick-upload-{run}", workers=0)
+            try:
+                user = str(uuid.uuid4())
+                video_id, path = create_video(user, f"bench upload {run}")
+                rss_idle = flick.status("VmRSS")
+                peak, stop = [0.0], threading.Event()
+
+                def sample():
+                    while not stop.is_set():
+                        peak[0] = max(peak[0], flick.status("VmRSS"))
+                        time.sleep(0.05)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                t0, c0 = time.monotonic(), flick.cpu()
+                tus_upload(user, path, big, size)
+                seconds, cpu = time.monotonic() - t0, flick.cpu() - c0
+                stop.set()
+                sampler.join()
+                hwm = flick.status("VmHWM")
+                rate = size / MIB / seconds
+                tus.append({"rate": rate, "rss": peak[0], "hwm": hwm, "idle": rss_idle, "cpu": cpu})
+                log(f"run {run}: tus {seconds:.1f} s, {rate:.1f} MiB/s, flick RSS idle {rss_idle:.0f} MiB, "
+                    f"peak sampled {peak[0]:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                delete_video(user, video_id)
+            finally:
+                flick.stop()
+    finally:
+        if not KEEP:
+            os.remove(big)
+    results["upload"] = {
+        # Each run's two sides were measured back to back: the ratio is the median of theirs.
+        "ratio": statistics.median(t["rate"] / d for t, d in zip(tus, direct)),
+        "tus_rate": statistics.median(t["rate"] for t in tus),
+        "direct_rate": statistics.median(direct),
+        "rss": max(t["rss"] for t in tus),
+        "hwm": max(t["hwm"] for t in tus),
+        "idle": statistics.median(t["idle"] for t in tus),
+    }
+
+
+def summary(results):
+    rows = []
+
+    def row(what, figure, bar, ok):
+        rows.append((what, figure, bar, "n/a" if ok is None else "PASS" if ok else "MISS"))
+
+    t = results.get("transcode")
+    if t:
+        print(f"\nbench: transcode {CLIP_SECONDS} s 720p30 -> 720/480/360/240, {PRESET}, "
+              f"median of {TRANSCODE_RUNS} (wall s / CPU-s, user+sys incl. children)")
+        for label, w, c in [
+            ("naive one-process ladder (audio per rung)", t["naive_wall"], t["naive_cpu"]),
+            ("one ffmpeg per rung, sum", t["rung_wall"], t["rung_cpu"]),
+            ("Flick's ffmpeg command alone (audio once)", t["once_wall"], t["once_cpu"]),
+            ("flick, job pickup -> READY (renditions in S3)", t["wall"], t["cpu"]),
+            ("flick, upload completed -> READY", t["wall_from_upload"], t["cpu_from_upload"]),
+        ]:
+            print(f"bench:   {label:<46} {w:6.1f} / {c:6.1f}")
+        print(f"bench:   flick first playable (hls_url): {t['playable']:.1f} s after pickup, state "
+              f"{t['playable_state']}; ladder done {t['wall']:.1f} s")
+        print(f"bench:   flick stages (last run): {t['breakdown']}")
+        wr, cr = t["wall_ratio"], t["cpu_ratio"]
+        row("transcode wall, flick / naive", f"{wr:.2f}x ({t['wall']:.1f} / {t['naive_wall']:.1f} s)", "<= 0.80x",
+            wr <= 0.80)
+        row("transcode CPU, flick / per-rung sum", f"{cr:.2f}x ({t['cpu']:.1f} / {t['rung_cpu']:.1f} CPU-s)",
+            "<= 0.70x", cr <= 0.70)
+        early = t["playable"] < t["wall"] - 0.5 and t["playable_state"] != "READY"
+        row("first playable before ladder done", f"{t['playable']:.1f} s vs {t['wall']:.1f} s ({t['playable_state']})",
+            "earlier (clips >= 60 s)", early if CLIP_SECONDS >= 60 else None)
+    u = results.get("upload")
+    if u:
+        ratio = u["ratio"]
+        print(f"\nbench: upload {UPLOAD_MIB} MiB in {CHUNK // MIB} MiB chunks to S3 ({S3_ENDPOINT}), median of "
+              f"{UPLOAD_RUNS}")
+        print(f"bench:   tus through flick: {u['tus_rate']:.1f} MiB/s; direct multipart (put_stream): "
+              f"{u['direct_rate']:.1f} MiB/s")
+        print(f"bench:   flick RSS: idle {u['idle']:.0f} MiB, peak sampled every 50 ms {u['rss']:.0f} MiB, "
+              f"VmHWM {u['hwm']:.0f} MiB")
+        row("upload throughput, tus / direct",
+            f"{ratio * 100:.0f}% (medians {u['tus_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 70%", ratio >= 0.70)
+        peak = max(u["rss"], u["hwm"])
+        row("flick peak RSS during upload", f"{peak:.0f} MiB", "<= 150 MiB", peak <= 150)
+    noisy = [f"{what} {other:.0f} CPU-s in {wall:.0f} s" for what, wall, other in BUSY if other > 0.1 * wall * NCPU]
+    if noisy:
+        print(f"\nbench: WARNING: other processes used more than 10% of the {NCPU} cores during: " + ", ".join(noisy)
+              + " -- wall times and their ratios are unreliable; run again on a quiet machine")
+    if rows:
+        w = [max(len(r[i]) for r in rows + [("figure", "measured", "bar", "")]) for i in range(3)]
+        print()
+        print(f"bench: {'figure':<{w[0]}}  {'measured':<{w[1]}}  {'bar':<{w[2]}}  result")
+        for r in rows:
+            print(f"bench: {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--flick", required=True)
+    ap.add_argument("--multipart-put", required=True)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="flick-bench-transcode.")
+    results = {}
+    started = time.monotonic()
+    try:
+        if "transcode" in SECTIONS:
+            section_transcode(args, work, results)
+        if "upload" in SECTIONS:
+            section_upload(args, work, results)
+    finally:
+        summary(results)
+        log(f"took {time.monotonic() - started:.0f} s" + (f"; work dir kept: {work}" if KEEP else ""))
+        if not KEEP:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
