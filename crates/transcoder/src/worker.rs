@@ -112,7 +112,7 @@ impl Transcoder {
                 Err(HandlerError::Retry(error))
             }
             Err(JobError::Transient(error)) => {
-                self.progress(&video_id, &video.owner_id, "queued", 0.0, None, Some(&error));
+                self.progress(&video_id, &video.owner_id, "queued", 0.0, Some(&error));
                 Err(HandlerError::Retry(error))
             }
         }
@@ -139,10 +139,10 @@ impl Transcoder {
         let out = work.path().join("out");
         std::fs::create_dir_all(&out).map_err(|e| transient("work dir")(e.to_string()))?;
 
-        self.progress(video_id, owner_id, "downloading", 0.0, None, None);
+        self.progress(video_id, owner_id, "downloading", 0.0, None);
         self.download(source_key, &source).await?;
         let tools = Tools { ffmpeg: self.config.ffmpeg.clone().into(), ffprobe: self.config.ffprobe.clone().into() };
-        self.progress(video_id, owner_id, "probing", 0.0, None, None);
+        self.progress(video_id, owner_id, "probing", 0.0, None);
         let info = pipeline::probe(&tools, &source).await?;
         let specs: Vec<RungSpec> = self
             .config
@@ -174,17 +174,16 @@ impl Transcoder {
             &out,
             move |p| {
                 // Encoding is 90% of the job; thumbnails and uploading share the rest.
-                let rendition = Some(ladder_names.as_str());
-                reporter.progress_full(
-                    &vid,
-                    &owner,
-                    "encoding",
-                    p.percent * 0.9,
-                    rendition,
-                    p.fps,
-                    p.eta_seconds,
-                    None,
-                );
+                reporter.publish_progress(events::TranscodeProgress {
+                    video_id: vid.clone(),
+                    owner_id: owner.clone(),
+                    stage: "encoding".into(),
+                    percent: p.percent * 0.9,
+                    rendition: Some(ladder_names.clone()),
+                    fps: p.fps,
+                    eta_seconds: p.eta_seconds,
+                    error: None,
+                });
             },
             shutdown.child_token(),
         );
@@ -217,9 +216,9 @@ impl Transcoder {
                 }
             }
         };
-        self.progress(video_id, owner_id, "thumbnails", 90.0, None, None);
+        self.progress(video_id, owner_id, "thumbnails", 90.0, None);
         let thumbs = self.thumbnails(&tools, &source, &info, &out, &packaged).await?;
-        self.progress(video_id, owner_id, "uploading", 95.0, None, None);
+        self.progress(video_id, owner_id, "uploading", 95.0, None);
         let already = early.map(|e| e.uploaded).unwrap_or_default();
         self.store_outputs(video_id, &out, &already).await?;
         let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
@@ -358,7 +357,7 @@ impl Transcoder {
         txn.commit().await.map_err(|e| e.to_string())?;
         self.relay.notify();
         let owner = store::video(&self.db, video_id).await.ok().flatten().map(|v| v.owner_id).unwrap_or_default();
-        self.progress(video_id, &owner, "ready", 100.0, None, None);
+        self.progress(video_id, &owner, "ready", 100.0, None);
         Ok(())
     }
 
@@ -377,46 +376,25 @@ impl Transcoder {
         }
         txn.commit().await.map_err(|e| e.to_string())?;
         self.relay.notify();
-        self.progress(video_id, owner_id, "failed", 0.0, None, Some(reason));
+        self.progress(video_id, owner_id, "failed", 0.0, Some(reason));
         Ok(())
     }
 
-    fn progress(
-        &self,
-        video_id: &str,
-        owner_id: &str,
-        stage: &str,
-        percent: f64,
-        rendition: Option<&str>,
-        error: Option<&str>,
-    ) {
-        self.progress_full(video_id, owner_id, stage, percent, rendition, None, None, error);
-    }
-
-    /// Publishes a progress message on the transient exchange, without waiting for it.
-    #[expect(clippy::too_many_arguments, reason = "the fields of one progress message")]
-    fn progress_full(
-        &self,
-        video_id: &str,
-        owner_id: &str,
-        stage: &str,
-        percent: f64,
-        rendition: Option<&str>,
-        fps: Option<f64>,
-        eta_seconds: Option<f64>,
-        error: Option<&str>,
-    ) {
-        let payload = events::TranscodeProgress {
+    /// Publishes a stage change on the transient exchange, without waiting for it.
+    fn progress(&self, video_id: &str, owner_id: &str, stage: &str, percent: f64, error: Option<&str>) {
+        self.publish_progress(events::TranscodeProgress {
             video_id: video_id.to_string(),
             owner_id: owner_id.to_string(),
             stage: stage.to_string(),
-            percent: (percent * 10.0).round() / 10.0,
-            rendition: rendition.map(str::to_owned),
-            fps,
-            eta_seconds,
+            percent,
             error: error.map(str::to_owned),
-        };
-        let message = envelope("transcode.progress", video_id, crate::NAME, payload.encode_to_vec());
+            ..Default::default()
+        });
+    }
+
+    fn publish_progress(&self, mut payload: events::TranscodeProgress) {
+        payload.percent = (payload.percent * 10.0).round() / 10.0;
+        let message = envelope("transcode.progress", &payload.video_id, crate::NAME, payload.encode_to_vec());
         let bus = self.bus.clone();
         tokio::spawn(async move {
             if let Err(e) = bus.publish_transient(&message).await {
@@ -486,7 +464,7 @@ impl Early {
             tracing::info!(video.id = %self.video_id, "playable before the ladder finished");
             let owner =
                 store::video(&t.db, &self.video_id).await.ok().flatten().map(|v| v.owner_id).unwrap_or_default();
-            t.progress(&self.video_id, &owner, "playable", 50.0, None, None);
+            t.progress(&self.video_id, &owner, "playable", 50.0, None);
         }
         Ok(())
     }
