@@ -64,6 +64,7 @@ impl Stack {
             ("FLICK_STORAGE__S3__SECRET_ACCESS_KEY", s3.secret_key),
             ("FLICK_SERVER__PORTS__TRANSCODER", port.to_string()),
             ("FLICK_TRANSCODER__PRESET", "ultrafast".into()),
+            ("FLICK_TRANSCODER__WORK_DIR", dir.path().join("scratch").to_string_lossy().into_owned()),
             ("FLICK_TELEMETRY__LOG_LEVEL", "warn".into()),
         ]
         .into_iter()
@@ -266,5 +267,8 @@ async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once(
         .collect();
     assert_eq!(stored, expected, "stored playlists and segments are exactly the referenced ones");
     let segments = expected.iter().filter(|f| f.ends_with(".m4s")).count();
+    let scratch: Vec<_> =
+        std::fs::read_dir(stack._dir.path().join("scratch")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(scratch.is_empty(), "the killed worker's scratch directory was swept: {scratch:?}");
     assert!(segments >= 4 * 10, "40 s in 4 s segments for 4 video rungs and audio: {segments}");
 }
