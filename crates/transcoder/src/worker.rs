@@ -411,7 +411,7 @@ const SCRATCH_PREFIX: &str = "flick-job-";
 const SCRATCH_LOCK: &str = ".alive";
 
 /// Removes job directories whose worker died without cleaning up (SIGKILL, OOM): their lock
-/// is free. Removing them also ends an orphaned ffmpeg, which fails on its next write.
+/// is free. Removing them also ends an orphaned ffmpeg, which fails opening its next segment.
 pub(crate) fn sweep_stale_scratch(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for entry in entries.flatten() {
