@@ -325,14 +325,14 @@ pub async fn delete_upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), Db
 }
 
 /// Bytes a user holds in uploads: the declared length of unfinished ones, the size of kept
-/// sources (finished uploads still the source of a video).
-pub async fn bytes_held_by<C: ConnectionTrait>(c: &C, owner_id: &str) -> Result<i64, DbErr> {
+/// sources (finished uploads still the source of a video), leaving out the upload `except`.
+pub async fn bytes_held_by<C: ConnectionTrait>(c: &C, owner_id: &str, except: &str) -> Result<i64, DbErr> {
     let row = c
         .query_one_raw(stmt(
             c,
             "SELECT CAST(COALESCE(SUM(COALESCE(length, upload_offset)), 0) AS BIGINT) AS held FROM uploads
-             WHERE owner_id = ? AND state IN ('UPLOADING', 'COMPLETED')",
-            vec![owner_id.into()],
+             WHERE owner_id = ? AND state IN ('UPLOADING', 'COMPLETED') AND id <> ?",
+            vec![owner_id.into(), except.into()],
         ))
         .await?;
     match row {

@@ -110,7 +110,7 @@ impl Transcoder {
         let me = caller.require_user()?;
         let video = self.owned_video(caller, new.video_id).await?;
         if let Some(length) = new.length {
-            self.check_size(&me.to_string(), length).await?;
+            self.check_size(&me.to_string(), length, None).await?;
         }
         let id = Uuid::now_v7().to_string();
         let object_key = source_key(&video.id, &id);
@@ -138,7 +138,9 @@ impl Transcoder {
     }
 
     /// Refuses a length over the maximum or over what is left of the owner's quota.
-    async fn check_size(&self, owner: &str, length: i64) -> Result<(), AppError> {
+    /// `this`: the upload being sized, when it already exists (a deferred length), so its own
+    /// bytes are not counted twice.
+    async fn check_size(&self, owner: &str, length: i64, this: Option<&str>) -> Result<(), AppError> {
         if length <= 0 {
             return Err(AppError::new(ErrorCode::UnsupportedMediaType, "an empty file is not a video"));
         }
@@ -149,7 +151,7 @@ impl Transcoder {
                 format!("the file is {length} bytes; the largest upload accepted is {max} bytes"),
             ));
         }
-        let held = store::bytes_held_by(&self.db, owner).await.map_err(db_error)? as u64;
+        let held = store::bytes_held_by(&self.db, owner, this.unwrap_or("")).await.map_err(db_error)? as u64;
         let quota = self.config.user_quota_bytes;
         if held + length as u64 > quota {
             return Err(AppError::new(
@@ -212,7 +214,7 @@ impl Transcoder {
                 if length < upload.offset {
                     return Err(AppError::bad_input("Upload-Length is below the bytes already received"));
                 }
-                self.check_size(&upload.owner_id, length).await?;
+                self.check_size(&upload.owner_id, length, Some(&upload.id)).await?;
                 upload.length = Some(length);
             }
             _ => {}

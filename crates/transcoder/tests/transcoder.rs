@@ -326,6 +326,25 @@ async fn oversize_over_quota_and_non_media_uploads_are_refused(backend: Backend)
     assert_eq!(v["state"], "AWAITING_UPLOAD", "nothing was queued");
 }
 
+/// A length declared after some bytes (creation-defer-length) is checked against the quota
+/// once: the upload's own bytes are not counted twice.
+async fn a_deferred_length_may_use_the_whole_quota(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.max_upload_bytes = 1_000_000;
+    infra.config.transcoder.user_quota_bytes = 1_000_000;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (_, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let head = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "d.mp4", "320x240", 1)).unwrap();
+    assert_eq!(c.patch(&owner, &path, 0, None, head[..600].to_vec()).await.status(), 204);
+    assert!(c.head(&owner, &path).await.headers().contains_key("upload-defer-length"));
+    let res = c.patch(&owner, &path, 600, Some(1_000_000), head[600..1000].to_vec()).await;
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+    assert_eq!(c.head(&owner, &path).await.headers()["upload-length"], "1000000");
+}
+
 /// The offset survives a restart: another process (a replica on the same stores) continues.
 async fn an_upload_resumes_on_a_restarted_server(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -570,6 +589,7 @@ async fn graphql_and_grpc_report_processing_and_playback(backend: Backend) {
 }
 
 flick_testkit::on_both_backends!(
+    a_deferred_length_may_use_the_whole_quota,
     graphql_and_grpc_report_processing_and_playback,
     abandoned_uploads_expire_and_their_parts_are_dropped,
     a_long_video_plays_before_its_ladder_finishes,
