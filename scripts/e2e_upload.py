@@ -213,6 +213,10 @@ def main():
     offset = resumed
     while offset < len(data):
         status, h, body = request("PATCH", path, data[offset:offset + chunk], dict(patch, **{"upload-offset": str(offset)}))
+        if status == 409:  # as a tus client does: ask where the upload stands, go on from there
+            _, h, _ = request("HEAD", path, None, auth)
+            offset = int(h["upload-offset"])
+            continue
         if status != 204:
             fail(f"tus PATCH at {offset}: HTTP {status} {body[:200]}")
             return

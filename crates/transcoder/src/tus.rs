@@ -149,7 +149,7 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, AppError> {
 }
 
 async fn head(State(t): State<Transcoder>, caller: Caller, Path(id): Path<String>) -> Response {
-    match t.upload_for_owner(&caller, &id).await {
+    match t.upload_status(&caller, &id).await {
         Ok(upload) => {
             let mut response = StatusCode::OK.into_response();
             upload_headers(&upload, response.headers_mut());

@@ -26,6 +26,8 @@ use uuid::Uuid;
 /// Bytes looked at to tell a media container from anything else (MPEG-TS needs a few
 /// 188-byte packets to be told apart; shorter files are sniffed whole at completion).
 const SNIFF_BYTES: usize = 512;
+/// How long a HEAD waits for a PATCH of the same upload to finish before answering anyway.
+const HEAD_WAITS_FOR_PATCH: std::time::Duration = std::time::Duration::from_secs(5);
 /// Part uploads running while the next part is read from the client.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -165,7 +167,16 @@ impl Transcoder {
         Ok(())
     }
 
-    /// The upload, for its owner (tus HEAD), refusing terminated and expired ones.
+    /// The upload's state for a tus HEAD. A PATCH of it still running here (a client that
+    /// lost its connection often asks while the server is still saving what arrived) is
+    /// waited for, briefly, so the offset is the one the next PATCH must use.
+    pub async fn upload_status(&self, caller: &Caller, id: &str) -> Result<UploadRow, AppError> {
+        let lock = self.upload_lock(id);
+        let _settled = tokio::time::timeout(HEAD_WAITS_FOR_PATCH, lock.lock()).await;
+        self.upload_for_owner(caller, id).await
+    }
+
+    /// The upload, for its owner, refusing terminated and expired ones.
     pub async fn upload_for_owner(&self, caller: &Caller, id: &str) -> Result<UploadRow, AppError> {
         let me = caller.require_user()?;
         let not_found = || AppError::not_found("no such upload");

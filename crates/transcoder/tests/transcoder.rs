@@ -345,6 +345,48 @@ async fn a_deferred_length_may_use_the_whole_quota(backend: Backend) {
     assert_eq!(c.head(&owner, &path).await.headers()["upload-length"], "1000000");
 }
 
+/// A HEAD during a PATCH of the same upload answers with the offset that PATCH ends at, so a
+/// client that gave up on a slow PATCH resumes from the right place.
+async fn a_head_during_a_patch_waits_for_its_offset(backend: Backend) {
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (_, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let data = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "h.mp4", "320x240", 1)).unwrap();
+    let (a, b) = (bytes::Bytes::copy_from_slice(&data[..3000]), bytes::Bytes::copy_from_slice(&data[3000..5000]));
+    let slow = futures::stream::unfold(0, move |step| {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            match step {
+                0 => Some((Ok::<_, std::io::Error>(a), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    Some((Ok(b), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let patch = c
+        .http
+        .patch(app.url(&path))
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("x-user-id", &owner)
+        .header("upload-offset", "0")
+        .header("upload-length", data.len().to_string())
+        .body(reqwest::Body::wrap_stream(slow))
+        .send();
+    let head = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.offset(&owner, &path).await
+    };
+    let (patched, offset) = tokio::join!(patch, head);
+    assert_eq!(patched.unwrap().status(), 204);
+    assert_eq!(offset, 5000, "the HEAD waited for the PATCH in flight");
+}
+
 /// The offset survives a restart: another process (a replica on the same stores) continues.
 async fn an_upload_resumes_on_a_restarted_server(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -589,6 +631,7 @@ async fn graphql_and_grpc_report_processing_and_playback(backend: Backend) {
 }
 
 flick_testkit::on_both_backends!(
+    a_head_during_a_patch_waits_for_its_offset,
     a_deferred_length_may_use_the_whole_quota,
     graphql_and_grpc_report_processing_and_playback,
     abandoned_uploads_expire_and_their_parts_are_dropped,
