@@ -29,7 +29,6 @@ env: FLICK_BENCH_SOURCE (camera: High profile 8 Mbit/s + stereo AAC, like a phon
 """
 
 import argparse
-import base64
 import http.client as http_client
 import json
 import os
@@ -43,6 +42,8 @@ import tempfile
 import threading
 import time
 import uuid
+
+from graphql_ws import WebSocket
 
 ENV = os.environ.get
 TRANSCODE_RUNS = int(ENV("FLICK_BENCH_TRANSCODE_RUNS", "1"))
@@ -378,20 +379,8 @@ class Progress(threading.Thread):
 
     def run(self):
         try:
-            sock = socket.create_connection(("127.0.0.1", PORTS["transcoder"]), timeout=10)
-            key = base64.b64encode(os.urandom(16)).decode()
-            sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                          f"Sec-WebSocket-Protocol: graphql-transport-ws\r\nx-user-id: {self.user}\r\n\r\n").encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                c = sock.recv(1)
-                if not c:
-                    raise ConnectionError("closed during the handshake")
-                head += c
-            if b" 101 " not in head.split(b"\r\n")[0]:
-                raise ConnectionError(head.split(b"\r\n")[0].decode(errors="replace"))
-            self.sock = sock
+            ws = WebSocket("127.0.0.1", PORTS["transcoder"], "/ws", "graphql-transport-ws", {"x-user-id": self.user})
+            self.send, self.recv = ws.send, ws.recv
             self.send({"type": "connection_init", "payload": {}})
             if self.recv().get("type") != "connection_ack":
                 raise ConnectionError("no connection_ack")
@@ -399,7 +388,7 @@ class Progress(threading.Thread):
                 "query": "subscription($id: ID!) { videoProgress(videoId: $id) { stage percent } }",
                 "variables": {"id": self.video_id}}})
             self.ready.set()
-            sock.settimeout(600)
+            ws.sock.settimeout(600)
             while True:
                 m = self.recv()
                 if m.get("type") != "next":
@@ -414,39 +403,6 @@ class Progress(threading.Thread):
             self.error = repr(e)
         finally:
             self.ready.set()
-
-    def send(self, obj):
-        data = json.dumps(obj).encode()
-        mask = os.urandom(4)
-        n = len(data)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
-        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def exact(self, n):
-        out = b""
-        while len(out) < n:
-            c = self.sock.recv(n - len(out))
-            if not c:
-                raise ConnectionError("closed")
-            out += c
-        return out
-
-    def recv(self):
-        while True:
-            b1, b2 = self.exact(2)
-            n = b2 & 0x7F
-            if n == 126:
-                n = int.from_bytes(self.exact(2), "big")
-            elif n == 127:
-                n = int.from_bytes(self.exact(8), "big")
-            payload = self.exact(n)
-            op = b1 & 0x0F
-            if op == 0x8:
-                raise ConnectionError("closed by the server")
-            if op == 0x9:
-                self.sock.sendall(bytes([0x8A, 0x80]) + os.urandom(4))
-            elif op == 0x1:
-                return json.loads(payload)
 
 
 def flick_transcode(flick, clip, run):

@@ -10,7 +10,6 @@ master playlist and a segment through the edge and checks each rendition with ff
 Prints one `ok`/`FAIL` line per check; exits 1 if any failed.
 """
 
-import base64
 import http.client
 import json
 import os
@@ -21,6 +20,8 @@ import tempfile
 import threading
 import time
 import urllib.parse
+
+from graphql_ws import WebSocket
 
 EDGE = os.environ.get("FLICK_EDGE_URL", "http://127.0.0.1:8080")
 HOST = urllib.parse.urlparse(EDGE).hostname
@@ -54,72 +55,10 @@ def graphql(token, query, variables=None):
     return json.loads(data)
 
 
-class WebSocket:
-    """Just enough of RFC 6455 for graphql-transport-ws: text frames, client masking."""
-
-    def __init__(self, path, protocol):
-        self.sock = socket.create_connection((HOST, PORT), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            head += chunk
-        if b" 101 " not in head.split(b"\r\n")[0]:
-            raise ConnectionError(head.decode(errors="replace").split("\r\n")[0])
-
-    def send(self, obj):
-        data = json.dumps(obj).encode()
-        mask = os.urandom(4)
-        header = bytes([0x81])
-        n = len(data)
-        if n < 126:
-            header += bytes([0x80 | n])
-        elif n < 65536:
-            header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        else:
-            header += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def _exact(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    def recv(self):
-        while True:
-            b1, b2 = self._exact(2)
-            n = b2 & 0x7F
-            if n == 126:
-                n = int.from_bytes(self._exact(2), "big")
-            elif n == 127:
-                n = int.from_bytes(self._exact(8), "big")
-            payload = self._exact(n)
-            op = b1 & 0x0F
-            if op == 0x8:
-                raise ConnectionError(f"closed by the server: {payload[2:].decode(errors='replace')}")
-            if op == 0x9:  # ping: answer pong
-                self.sock.sendall(bytes([0x8A, 0x80]) + os.urandom(4))
-                continue
-            if op == 0x1:
-                return json.loads(payload)
-
-
 def follow_progress(token, video_id, seen, done):
     """Subscribes to videoProgress through the edge and the router; records every message."""
     try:
-        ws = WebSocket("/graphql", "graphql-transport-ws")
+        ws = WebSocket(HOST, PORT, "/graphql", "graphql-transport-ws")
         ws.send({"type": "connection_init", "payload": {"headers": {"authorization": f"Bearer {token}"}}})
         ack = ws.recv()
         if ack.get("type") != "connection_ack":

@@ -1,8 +1,8 @@
 //! Accounts' tables and the SQL that reads and writes them (same SQL on SQLite and
 //! PostgreSQL, `?` placeholders rewritten per backend).
 
-use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Statement, Value};
-use flick_platform::db::{Migration, MigrationSet, placeholders};
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
+use flick_platform::db::{Migration, MigrationSet};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "accounts",
@@ -76,14 +76,7 @@ impl UserRow {
     }
 }
 
-fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = c.get_database_backend();
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
-
-pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
-}
+use flick_platform::db::{exec, stmt};
 
 async fn one_user<C: ConnectionTrait>(c: &C, filter: &str, value: Value) -> Result<Option<UserRow>, DbErr> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {filter} = ?");

@@ -192,6 +192,17 @@ pub async fn migrate(db: &DatabaseConnection, sets: &[MigrationSet]) -> Result<V
     Ok(applied)
 }
 
+/// A raw statement with `?` placeholders, for whichever backend `c` is.
+pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let backend = c.get_database_backend();
+    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
+}
+
+/// Runs a raw statement with `?` placeholders; returns the rows it affected.
+pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<sea_orm::Value>) -> Result<u64, DbErr> {
+    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
+}
+
 /// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL.
 pub fn placeholders(backend: DatabaseBackend, sql: &str) -> String {
     if backend != DatabaseBackend::Postgres {

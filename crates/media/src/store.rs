@@ -1,7 +1,7 @@
 //! Media's tables and SQL (the same text on SQLite and PostgreSQL unless marked).
 
-use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Statement, Value};
-use flick_platform::db::{Migration, MigrationSet, placeholders};
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
+use flick_platform::db::{Migration, MigrationSet};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "media",
@@ -164,14 +164,7 @@ impl CommentRow {
     }
 }
 
-pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = c.get_database_backend();
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
-
-pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
-}
+pub use flick_platform::db::{exec, stmt};
 
 pub async fn videos_where<C: ConnectionTrait>(c: &C, clause: &str, values: Vec<Value>) -> Result<Vec<VideoRow>, DbErr> {
     let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos {clause}");

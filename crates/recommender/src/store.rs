@@ -4,9 +4,9 @@
 
 use crate::model::DIMENSIONS;
 use flick_platform::db::sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, Statement, TransactionTrait, Value,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait, Value,
 };
-use flick_platform::db::{Migration, MigrationSet, placeholders};
+use flick_platform::db::{Migration, MigrationSet};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "recommender",
@@ -187,14 +187,7 @@ pub fn normalised(mut v: Vec<f32>) -> Vec<f32> {
 
 // ---------- statements ----------
 
-fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = c.get_database_backend();
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
-
-async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
-}
+use flick_platform::db::{exec, stmt};
 
 async fn strings<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>, column: &str) -> Result<Vec<String>, DbErr> {
     c.query_all_raw(stmt(c, sql, values)).await?.iter().map(|r| r.try_get("", column)).collect()

@@ -6,8 +6,8 @@
 //!   finished parts are recorded here; bytes after the last full part wait in a tail object.
 //!   So an upload continues on any replica and after a restart.
 
-use flick_platform::db::sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement, Value};
-use flick_platform::db::{Migration, MigrationSet, placeholders};
+use flick_platform::db::sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
+use flick_platform::db::{Migration, MigrationSet};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "transcoder",
@@ -56,14 +56,7 @@ CREATE INDEX uploads_expiry ON uploads (state, expires_at_ms);
 /// When a long video's first segments became playable, before its ladder finished.
 const EARLY: &str = "ALTER TABLE videos ADD COLUMN playable_at_ms BIGINT;";
 
-pub fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = c.get_database_backend();
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
-
-pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-    Ok(c.execute_raw(stmt(c, sql, values)).await?.rows_affected())
-}
+pub use flick_platform::db::{exec, stmt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoRow {
