@@ -5,7 +5,7 @@ use crate::tokens::{self, Claims, Keyring, TokenError};
 use crate::validate::{self, FieldProblems};
 use flick_kit::AppError;
 use flick_platform::bus::envelope;
-use flick_platform::cache::Cache;
+use flick_platform::cache::{Cache, Denylist};
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use flick_platform::outbox::{self, Relay};
 use flick_proto::events::v1 as events;
@@ -122,6 +122,9 @@ pub struct ProfileChange {
 pub struct Accounts {
     db: DatabaseConnection,
     cache: Cache,
+    /// Revoked access tokens (`jti:…`) and sessions (`sid:…`), mirrored in this replica so
+    /// verification needs no round trip.
+    revoked: Denylist,
     relay: Relay,
     keys: Arc<Keyring>,
     limits: Limits,
@@ -143,15 +146,16 @@ fn invalid(problems: FieldProblems, message: &str) -> AppError {
 }
 
 fn jti_key(jti: &str) -> String {
-    format!("accounts:revoked:jti:{jti}")
+    format!("jti:{jti}")
 }
 fn sid_key(sid: &str) -> String {
-    format!("accounts:revoked:sid:{sid}")
+    format!("sid:{sid}")
 }
 
 impl Accounts {
     pub fn new(db: DatabaseConnection, cache: Cache, relay: Relay, keys: Arc<Keyring>, limits: Limits) -> Self {
-        Self { db, cache, relay, keys, limits, db_check_until_ms: Arc::new(AtomicI64::new(0)) }
+        let revoked = cache.denylist("accounts:revoked");
+        Self { db, cache, revoked, relay, keys, limits, db_check_until_ms: Arc::new(AtomicI64::new(0)) }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -319,14 +323,15 @@ impl Accounts {
         Ok(self.token_pair(&row.user_id, &row.role, &row.session_id, next))
     }
 
-    /// Checks an access token: signature, expiry, then revocation in the cache, or in the
-    /// database when the cache is unreachable. A revoked token is never accepted.
+    /// Checks an access token: signature, expiry, then revocation in the cache's denylist
+    /// (a local mirror while it is current, else Redis), or in the database when the cache
+    /// is unreachable. A revoked token is never accepted.
     pub async fn verify(&self, token: &str) -> Result<Verified, AppError> {
         let claims = self.keys.verify(token, chrono::Utc::now().timestamp()).map_err(|e| match e {
             TokenError::Expired => AppError::unauthenticated("token expired"),
             _ => AppError::unauthenticated("invalid token"),
         })?;
-        let in_cache = self.cache.exists_any(&[&jti_key(&claims.jti), &sid_key(&claims.sid)]).await;
+        let in_cache = self.revoked.contains_any(&[&jti_key(&claims.jti), &sid_key(&claims.sid)]).await;
         let revoked = match in_cache {
             Ok(true) => true,
             Ok(false) if now_ms() >= self.db_check_until_ms.load(Ordering::Relaxed) => false,
@@ -376,16 +381,17 @@ impl Accounts {
     /// first, so a failed write is retried in the background until the token could not be
     /// valid any more.
     async fn deny_in_cache(&self, key: String, ttl: Duration) {
-        if self.cache.set(&key, b"1", ttl).await.is_ok() {
+        if self.revoked.add(&key, ttl).await.is_ok() {
             return;
         }
         self.cache_failed();
-        let cache = self.cache.clone();
+        let revoked = self.revoked.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + ttl;
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                if cache.set(&key, b"1", ttl).await.is_ok() {
+                let left = deadline - tokio::time::Instant::now();
+                if revoked.add(&key, left).await.is_ok() {
                     return;
                 }
             }

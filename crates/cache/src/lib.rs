@@ -3,8 +3,12 @@
 //!
 //! Backends: in-memory (moka, the embedded default) and Redis. With Redis each replica keeps
 //! a short-lived local copy of hot values; writes and invalidations publish the key on a
-//! Redis channel so the other replicas drop their copies.
+//! Redis channel so the other replicas drop their copies. A [`Denylist`] is mirrored whole
+//! in every replica, for lookups without a round trip.
 
+mod denylist;
+
+pub use denylist::Denylist;
 use moka::Expiry;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -64,8 +68,32 @@ enum Backend {
 
 #[derive(Default)]
 struct MemoryState {
-    counters: Mutex<HashMap<String, i64>>,
+    denylists: Mutex<HashMap<String, Arc<denylist::Shared>>>,
+    counters: Mutex<HashMap<String, Counter>>,
+    sets: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     windows: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+/// A counter in memory; `expires` mirrors a Redis key's TTL (`None`: persistent).
+#[derive(Clone, Copy)]
+struct Counter {
+    value: i64,
+    expires: Option<Instant>,
+}
+
+impl Counter {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// The live counter at `key`, dropping an expired one (as Redis would have).
+fn live_counter<'a>(counters: &'a mut HashMap<String, Counter>, key: &str) -> Option<&'a mut Counter> {
+    let now = Instant::now();
+    if counters.get(key).is_some_and(|c| !c.live(now)) {
+        counters.remove(key);
+    }
+    counters.get_mut(key)
 }
 
 #[derive(Clone)]
@@ -105,6 +133,12 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {n, ttl}
+";
+
+/// INCRBY only when the key exists (keeps its TTL); nil otherwise.
+const INCR_IF_PRESENT_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return false
 ";
 
 impl Cache {
@@ -271,11 +305,162 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => {
                 let mut counters = m.counters.lock().expect("counter lock");
-                let v = counters.entry(key.to_string()).or_insert(0);
-                *v += by;
-                Ok(*v)
+                if live_counter(&mut counters, key).is_none() {
+                    if counters.len() > 100_000 {
+                        let now = Instant::now();
+                        counters.retain(|_, c| c.live(now));
+                    }
+                    counters.insert(key.to_string(), Counter { value: 0, expires: None });
+                }
+                let c = counters.get_mut(key).expect("just inserted");
+                c.value += by;
+                Ok(c.value)
             }
             Backend::Redis(conn, _) => Ok(conn.clone().incr(key, by).await?),
+        }
+    }
+
+    /// Atomically adds `by` to a counter only if it exists (its TTL is kept): `None` when
+    /// absent, and nothing is created. For cached copies of counts whose truth is elsewhere.
+    pub async fn incr_if_present(&self, key: &str, by: i64) -> Result<Option<i64>> {
+        let key = &self.key(key);
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut counters = m.counters.lock().expect("counter lock");
+                Ok(live_counter(&mut counters, key).map(|c| {
+                    c.value += by;
+                    c.value
+                }))
+            }
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                Ok(redis::Script::new(INCR_IF_PRESENT_SCRIPT).key(key).arg(by).invoke_async(&mut conn).await?)
+            }
+        }
+    }
+
+    /// Several counters in one round trip (`MGET`), in the order of `keys`.
+    pub async fn counters(&self, keys: &[&str]) -> Result<Vec<Option<i64>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut counters = m.counters.lock().expect("counter lock");
+                Ok(keys.iter().map(|k| live_counter(&mut counters, k).map(|c| c.value)).collect())
+            }
+            Backend::Redis(conn, _) => Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn.clone()).await?),
+        }
+    }
+
+    /// Sets each counter that does not exist yet, expiring after `ttl` (one round trip).
+    /// Existing counters keep their value: concurrent increments are not overwritten.
+    pub async fn set_counters_if_absent(&self, entries: &[(&str, i64)], ttl: Duration) -> Result<()> {
+        self.set_counters_with(entries, ttl, true).await
+    }
+
+    /// Overwrites counters, expiring after `ttl` (one round trip).
+    pub async fn set_counters(&self, entries: &[(&str, i64)], ttl: Duration) -> Result<()> {
+        self.set_counters_with(entries, ttl, false).await
+    }
+
+    async fn set_counters_with(&self, entries: &[(&str, i64)], ttl: Duration, only_absent: bool) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ttl = ttl.max(Duration::from_millis(1));
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut counters = m.counters.lock().expect("counter lock");
+                let expires = Some(Instant::now() + ttl);
+                for (key, value) in entries {
+                    let key = self.key(key);
+                    if only_absent && live_counter(&mut counters, &key).is_some() {
+                        continue;
+                    }
+                    counters.insert(key, Counter { value: *value, expires });
+                }
+                Ok(())
+            }
+            Backend::Redis(conn, _) => {
+                let mut pipe = redis::pipe();
+                for (key, value) in entries {
+                    let cmd = pipe.cmd("SET").arg(self.key(key)).arg(*value).arg("PX").arg(ttl.as_millis() as u64);
+                    if only_absent {
+                        cmd.arg("NX");
+                    }
+                    cmd.ignore();
+                }
+                Ok(pipe.query_async::<()>(&mut conn.clone()).await?)
+            }
+        }
+    }
+
+    /// Reads and removes counters (`GETDEL`, atomic per key; one round trip): a delta taken
+    /// this way is seen by exactly one caller.
+    pub async fn take_counters(&self, keys: &[&str]) -> Result<Vec<Option<i64>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut counters = m.counters.lock().expect("counter lock");
+                Ok(keys
+                    .iter()
+                    .map(|k| {
+                        let value = live_counter(&mut counters, k).map(|c| c.value);
+                        counters.remove(k);
+                        value
+                    })
+                    .collect())
+            }
+            Backend::Redis(conn, _) => {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("GETDEL").arg(key);
+                }
+                Ok(pipe.query_async(&mut conn.clone()).await?)
+            }
+        }
+    }
+
+    /// Adds members to the set at `key` (`SADD`).
+    pub async fn set_add(&self, key: &str, members: &[&str]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(key);
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut sets = m.sets.lock().expect("set lock");
+                sets.entry(key).or_default().extend(members.iter().map(|m| m.to_string()));
+                Ok(())
+            }
+            Backend::Redis(conn, _) => Ok(conn.clone().sadd(key, members).await?),
+        }
+    }
+
+    /// Removes and returns up to `count` members of the set at `key` (`SPOP`), in no order.
+    pub async fn set_pop(&self, key: &str, count: usize) -> Result<Vec<String>> {
+        let key = self.key(key);
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let mut sets = m.sets.lock().expect("set lock");
+                let Some(set) = sets.get_mut(&key) else { return Ok(Vec::new()) };
+                let taken: Vec<String> = set.iter().take(count).cloned().collect();
+                for t in &taken {
+                    set.remove(t);
+                }
+                if set.is_empty() {
+                    sets.remove(&key);
+                }
+                Ok(taken)
+            }
+            Backend::Redis(conn, _) => {
+                Ok(redis::cmd("SPOP").arg(key).arg(count.max(1)).query_async(&mut conn.clone()).await?)
+            }
         }
     }
 
@@ -283,7 +468,7 @@ impl Cache {
     pub async fn counter(&self, key: &str) -> Result<Option<i64>> {
         let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(m.counters.lock().expect("counter lock").get(key).copied()),
+            Backend::Memory(m) => Ok(live_counter(&mut m.counters.lock().expect("counter lock"), key).map(|c| c.value)),
             Backend::Redis(conn, _) => Ok(conn.clone().get(key).await?),
         }
     }
@@ -293,7 +478,7 @@ impl Cache {
         let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
-                m.counters.lock().expect("counter lock").insert(key.to_string(), value);
+                m.counters.lock().expect("counter lock").insert(key.to_string(), Counter { value, expires: None });
                 Ok(())
             }
             Backend::Redis(conn, _) => Ok(conn.clone().set(key, value).await?),
@@ -372,25 +557,6 @@ impl Cache {
                 Ok(())
             }
             Backend::Redis(conn, _) => Ok(conn.clone().del(format!("ratelimit:{key}")).await?),
-        }
-    }
-
-    /// True if any of `keys` holds a value (one round trip; positive answers stay in the
-    /// near cache, absences are always asked).
-    pub async fn exists_any(&self, keys: &[&str]) -> Result<bool> {
-        let owned: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let keys = keys.as_slice();
-        if keys.iter().any(|k| self.inner.local.contains_key(*k)) {
-            return Ok(true);
-        }
-        match &self.inner.backend {
-            Backend::Memory(_) => Ok(false),
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let n: u64 = conn.exists(keys).await?;
-                Ok(n > 0)
-            }
         }
     }
 

@@ -38,6 +38,36 @@ async fn counters_are_atomic_under_concurrency(cache: Cache) {
     assert_eq!(cache.counter(&key).await.unwrap(), None);
 }
 
+/// Cached copies of counts: only existing counters move; batches read, seed and take.
+async fn counter_batches_and_conditional_increments(cache: Cache) {
+    let (a, b, c) = (unique("likes"), unique("likes"), unique("pending"));
+    assert_eq!(cache.incr_if_present(&a, 1).await.unwrap(), None, "absent: nothing created");
+    assert_eq!(cache.counter(&a).await.unwrap(), None);
+    cache.set_counters_if_absent(&[(&a, 5), (&b, 0)], Duration::from_millis(400)).await.unwrap();
+    cache.set_counters_if_absent(&[(&a, 99)], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.incr_if_present(&a, 2).await.unwrap(), Some(7), "the first value stays and moves");
+    assert_eq!(cache.counters(&[&a, &c, &b]).await.unwrap(), vec![Some(7), None, Some(0)]);
+    cache.set_counters(&[(&b, 3)], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.counter(&b).await.unwrap(), Some(3), "overwritten");
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(cache.counter(&a).await.unwrap(), None, "the TTL survived the increment");
+    assert_eq!(cache.incr_if_present(&a, 1).await.unwrap(), None);
+    cache.incr(&c, 4).await.unwrap();
+    assert_eq!(cache.take_counters(&[&c, &a]).await.unwrap(), vec![Some(4), None]);
+    assert_eq!(cache.counter(&c).await.unwrap(), None, "taken once");
+    assert!(cache.counters(&[]).await.unwrap().is_empty());
+
+    let set = unique("dirty");
+    cache.set_add(&set, &["x", "y", "x"]).await.unwrap();
+    cache.set_add(&set, &["z"]).await.unwrap();
+    let mut popped = cache.set_pop(&set, 2).await.unwrap();
+    assert_eq!(popped.len(), 2);
+    popped.extend(cache.set_pop(&set, 10).await.unwrap());
+    popped.sort();
+    assert_eq!(popped, ["x", "y", "z"]);
+    assert!(cache.set_pop(&set, 10).await.unwrap().is_empty());
+}
+
 async fn rate_limit_allows_the_limit_then_refuses_until_the_window_resets(cache: Cache) {
     let key = unique("login");
     let window = Duration::from_millis(600);
@@ -94,6 +124,16 @@ async fn redis_counters_are_atomic_under_concurrency() {
 }
 
 #[tokio::test]
+async fn memory_counter_batches_and_conditional_increments() {
+    counter_batches_and_conditional_increments(Cache::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_counter_batches_and_conditional_increments() {
+    counter_batches_and_conditional_increments(redis().await).await;
+}
+
+#[tokio::test]
 async fn memory_rate_limit_refuses_past_the_limit() {
     rate_limit_allows_the_limit_then_refuses_until_the_window_resets(Cache::memory()).await;
 }
@@ -142,4 +182,92 @@ async fn redis_key_prefixes_keep_environments_apart() {
     assert!(a.rate_limit("login", 1, Duration::from_secs(5)).await.unwrap().allowed);
     assert!(b.rate_limit("login", 1, Duration::from_secs(5)).await.unwrap().allowed, "separate windows");
     a.delete_counter("hits").await.unwrap();
+}
+
+async fn denylist_members_expire(cache: Cache) {
+    let list = cache.denylist(&unique("expiry"));
+    let (short, long) = (unique("short"), unique("long"));
+    list.add(&short, Duration::from_millis(300)).await.unwrap();
+    list.add(&long, Duration::from_secs(60)).await.unwrap();
+    assert!(list.contains_any(&[&short]).await.unwrap());
+    assert!(!list.contains_any(&["never-added"]).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(!list.contains_any(&[&short]).await.unwrap(), "expired");
+    assert!(list.contains_any(&["never-added", &long]).await.unwrap(), "any of several");
+}
+
+#[tokio::test]
+async fn memory_denylist_members_expire() {
+    denylist_members_expire(Cache::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_denylist_members_expire() {
+    denylist_members_expire(redis().await).await;
+}
+
+#[tokio::test]
+async fn memory_denylist_is_shared_by_every_handle() {
+    let cache = Cache::memory();
+    let name = unique("shared");
+    cache.denylist(&name).add("m", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.replica().denylist(&name).mirrored(&["m"]), Some(true));
+}
+
+async fn current(list: &flick_cache::Denylist) {
+    assert!(eventually(Duration::from_secs(5), || async { list.is_current() }).await, "mirror never became current");
+}
+
+/// The property logout relies on: once `add` returns on one replica, every other replica's
+/// mirror already answers yes, without asking Redis.
+#[tokio::test]
+async fn redis_denylist_additions_are_mirrored_by_every_replica_when_add_returns() {
+    let a = redis().await;
+    let b = a.replica();
+    let name = unique("replicas");
+    let (on_a, on_b) = (a.denylist(&name), b.denylist(&name));
+    current(&on_a).await;
+    current(&on_b).await;
+    for i in 0..300 {
+        let member = format!("jti-{i}");
+        on_a.add(&member, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(on_b.mirrored(&[&member]), Some(true), "addition {i} not yet mirrored by b");
+    }
+    assert_eq!(on_b.mirrored(&["jti-never"]), Some(false), "a current mirror answers no locally");
+}
+
+#[tokio::test]
+async fn redis_denylist_loads_what_was_added_before_it_started() {
+    let a = redis().await;
+    let name = unique("late");
+    a.denylist(&name).add("early", Duration::from_secs(60)).await.unwrap();
+    let late = a.replica().denylist(&name);
+    // Before its first load it asks Redis; after, it answers from its mirror.
+    assert!(late.contains_any(&["early"]).await.unwrap());
+    current(&late).await;
+    assert_eq!(late.mirrored(&["early"]), Some(true));
+}
+
+/// A mirror that lost its subscription does not answer no: lookups go to Redis and fail
+/// while it is down; additions made meanwhile are loaded when it is back.
+#[tokio::test]
+async fn redis_denylist_outage_fails_lookups_and_resyncs_after() {
+    require("Redis", &redis_url(), 6379).await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let behind = Cache::connect(Some(&proxy.rewrite(&redis_url()))).await.unwrap();
+    let direct = redis().await;
+    let name = unique("outage");
+    let (mirror, writer) = (behind.denylist(&name), direct.denylist(&name));
+    current(&mirror).await;
+    proxy.cut();
+    assert!(
+        eventually(Duration::from_secs(2), || async { !mirror.is_current() }).await,
+        "a cut subscription is noticed"
+    );
+    assert_eq!(mirror.mirrored(&["during"]), None);
+    assert!(mirror.contains_any(&["during"]).await.is_err(), "no answer rather than a wrong no");
+    writer.add("during", Duration::from_secs(60)).await.unwrap();
+    proxy.restore();
+    current(&mirror).await;
+    assert_eq!(mirror.mirrored(&["during"]), Some(true), "loaded on resubscribe");
 }

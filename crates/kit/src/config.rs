@@ -26,6 +26,7 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub documents: DocumentsConfig,
     pub accounts: AccountsConfig,
+    pub media: MediaConfig,
     pub transcoder: TranscoderConfig,
     pub recommender: RecommenderConfig,
     pub endpoints: EndpointsConfig,
@@ -45,6 +46,7 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             documents: DocumentsConfig::default(),
             accounts: AccountsConfig::default(),
+            media: MediaConfig::default(),
             transcoder: TranscoderConfig::default(),
             endpoints: EndpointsConfig::default(),
             identity: IdentityConfig::default(),
@@ -105,6 +107,23 @@ pub struct EndpointsConfig {
     pub media: Option<String>,
     pub transcoder: Option<String>,
     pub recommender: Option<String>,
+}
+
+/// Media's counters (likes, comments, views): cached, with the database as truth.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// How often the reconciler recomputes changed videos' counts from their rows and
+    /// flushes pending views into the database.
+    pub reconcile_interval_seconds: u64,
+    /// How long a cached count lives without being refreshed.
+    pub counter_ttl_seconds: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { reconcile_interval_seconds: 30, counter_ttl_seconds: 3600 }
+    }
 }
 
 /// Uploads, transcode workers and playback.

@@ -1,12 +1,16 @@
 //! Media's domain logic, written once for GraphQL, gRPC and event consumers.
 
+use crate::counters::{Counters, Kind, Live};
 use crate::store::{self, CommentRow, NewVideo, Scope, VideoRow};
+use flick_kit::config::MediaConfig;
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::{Envelope, envelope};
+use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use flick_platform::outbox::{self, Relay};
 use flick_proto::events::v1 as events;
 use prost::Message;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "media";
@@ -176,17 +180,27 @@ fn page<T>(mut rows: Vec<T>, limit: u64) -> Page<T> {
     Page { items: rows, has_next }
 }
 
+/// What an applied event changes outside the database, done once its transaction commits.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Videos whose counts changed in bulk.
+    recounted: Vec<String>,
+    /// A video watched once more.
+    viewed: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Media {
     db: DatabaseConnection,
     relay: Relay,
+    counters: Counters,
     /// The transcoder, when one is configured (`endpoints.transcoder`).
     uploads: Option<crate::uploads::Uploads>,
 }
 
 impl Media {
-    pub fn new(db: DatabaseConnection, relay: Relay) -> Self {
-        Self { db, relay, uploads: None }
+    pub fn new(db: DatabaseConnection, relay: Relay, cache: Cache, cfg: &MediaConfig) -> Self {
+        Self { counters: Counters::new(db.clone(), cache, cfg), db, relay, uploads: None }
     }
 
     pub fn with_uploads(mut self, uploads: crate::uploads::Uploads) -> Self {
@@ -416,24 +430,32 @@ impl Media {
     pub async fn like(&self, caller: &Caller, video_id: &str) -> Result<VideoRow, AppError> {
         let (me, v) = self.visible_for_write(caller, video_id).await?;
         let txn = self.db.begin().await.map_err(db_error)?;
-        if store::like(&txn, &v.id, &me, now_ms()).await.map_err(db_error)? {
+        let added = store::like(&txn, &v.id, &me, now_ms()).await.map_err(db_error)?;
+        if added {
             let event = events::VideoLiked { video_id: v.id.clone(), user_id: me.clone() };
             self.emit(&txn, "video.liked", &v.id, event.encode_to_vec()).await?;
         }
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        if added {
+            self.counters.changed(&v.id, Kind::Likes, 1).await;
+        }
         store::video(&self.db, &v.id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
     }
 
     pub async fn unlike(&self, caller: &Caller, video_id: &str) -> Result<VideoRow, AppError> {
         let (me, v) = self.visible_for_write(caller, video_id).await?;
         let txn = self.db.begin().await.map_err(db_error)?;
-        if store::unlike(&txn, &v.id, &me).await.map_err(db_error)? {
+        let removed = store::unlike(&txn, &v.id, &me).await.map_err(db_error)?;
+        if removed {
             let event = events::VideoLiked { video_id: v.id.clone(), user_id: me.clone() };
             self.emit(&txn, "video.unliked", &v.id, event.encode_to_vec()).await?;
         }
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        if removed {
+            self.counters.changed(&v.id, Kind::Likes, -1).await;
+        }
         store::video(&self.db, &v.id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
     }
 
@@ -486,6 +508,7 @@ impl Media {
         self.emit(&txn, "comment.created", &v.id, event.encode_to_vec()).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.counters.changed(&v.id, Kind::Comments, 1).await;
         Ok(row)
     }
 
@@ -522,7 +545,7 @@ impl Media {
             }
         }
         let txn = self.db.begin().await.map_err(db_error)?;
-        store::delete_comment(&txn, &c).await.map_err(db_error)?;
+        let removed = store::delete_comment(&txn, &c).await.map_err(db_error)?;
         let event = events::CommentChanged {
             comment_id: c.id.clone(),
             video_id: c.video_id.clone(),
@@ -531,6 +554,9 @@ impl Media {
         self.emit(&txn, "comment.deleted", &c.video_id, event.encode_to_vec()).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        if removed > 0 {
+            self.counters.changed(&c.video_id, Kind::Comments, -(removed as i64)).await;
+        }
         Ok(c.id)
     }
 
@@ -622,10 +648,47 @@ impl Media {
         Ok(page(rows, limit))
     }
 
+    /// Live like, comment and pending view counts of `ids` (one cache round trip when warm).
+    pub async fn live_counts(&self, ids: &[String]) -> Result<HashMap<String, Live>, AppError> {
+        self.counters.live(ids).await.map_err(db_error)
+    }
+
+    /// One reconciler run (the periodic task calls this; so may tests): dirty videos'
+    /// counts from their rows into cache and columns, pending views into `view_count`.
+    pub async fn reconcile(&self) -> Result<usize, AppError> {
+        self.counters.reconcile().await.map_err(db_error)
+    }
+
+    /// Handles one delivered event: applied once (inbox) in a transaction, then what it
+    /// changes outside the database.
+    pub async fn handle(&self, envelope: Envelope) -> Result<(), DbErr> {
+        let effects: std::sync::Arc<std::sync::Mutex<Effects>> = Default::default();
+        let (applier, out) = (self.clone(), effects.clone());
+        let id = envelope.id.clone();
+        let applied = outbox::apply_once(&self.db, "media", &id, move |txn| {
+            Box::pin(async move {
+                let fx = applier.apply(txn, &envelope).await?;
+                *out.lock().expect("effects lock") = fx;
+                Ok(())
+            })
+        })
+        .await?;
+        if applied == outbox::Applied::Now {
+            let fx = std::mem::take(&mut *effects.lock().expect("effects lock"));
+            self.counters.invalidate(&fx.recounted).await;
+            if let Some(video) = fx.viewed {
+                self.counters.viewed(&video).await?;
+            }
+            self.relay.notify();
+        }
+        Ok(())
+    }
+
     /// Applies an event from other services inside `txn` (the consumer's inbox transaction,
     /// so the change and "applied" commit together). Unknown or stale events do nothing.
-    pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<(), DbErr> {
+    pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<Effects, DbErr> {
         let now = now_ms();
+        let mut effects = Effects::default();
         match e.r#type.as_str() {
             // A new source or a retry: processing again (also after a failure).
             "upload.completed" | "transcode.requested" => {
@@ -643,7 +706,7 @@ impl Media {
                 store::set_status(txn, &e.subject, "FAILED", Some(&reason), None, now).await?;
             }
             "transcode.completed" => {
-                let Some(v) = store::video(txn, &e.subject).await? else { return Ok(()) };
+                let Some(v) = store::video(txn, &e.subject).await? else { return Ok(effects) };
                 let public = v.visibility == "PUBLIC";
                 store::set_status(txn, &v.id, "READY", None, public.then_some(now), now).await?;
                 if public && v.published_at_ms.is_none() {
@@ -653,8 +716,12 @@ impl Media {
                         .await?;
                 }
             }
+            // Counted after the commit: the pending delta lives in the cache.
+            "video.viewed" => effects.viewed = Some(e.subject.clone()),
             "user.deleted" => {
-                for id in store::forget_user(txn, &e.subject).await? {
+                let forgotten = store::forget_user(txn, &e.subject).await?;
+                effects.recounted = forgotten.recounted;
+                for id in forgotten.videos {
                     let payload = events::VideoChanged {
                         video_id: id.clone(),
                         owner_id: e.subject.clone(),
@@ -665,11 +732,6 @@ impl Media {
             }
             _ => {}
         }
-        Ok(())
-    }
-
-    /// Publishes what `apply` recorded without waiting for the relay's next poll.
-    pub fn events_recorded(&self) {
-        self.relay.notify();
+        Ok(effects)
     }
 }

@@ -1,6 +1,7 @@
 //! Media's subgraph: `Video`, `Comment`, the media fields of `User`, feed, search,
 //! subscriptions feed, dashboard, and the writes. Resolvers only convert and call `Media`.
 
+use crate::counters::Live;
 use crate::domain::{self, Media, Page, VideoInput, Visibility as DomainVisibility};
 use crate::store::{CommentRow, VideoRow};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
@@ -21,12 +22,30 @@ pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
     let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
     if let Some(m) = media {
         // Users in a list (owners of a page) ask for their counts together: one query each.
+        // A page's videos ask for their counts together: one cache round trip.
         builder = builder
+            .data(DataLoader::new(LiveCounts(m.clone()), tokio::spawn).max_batch_size(100))
             .data(DataLoader::new(SubscriberCounts(m.clone()), tokio::spawn).max_batch_size(100))
             .data(DataLoader::new(Subscribed(m.clone()), tokio::spawn).max_batch_size(100))
             .data(m);
     }
     builder.finish()
+}
+
+/// Likes, comments and pending views of the videos asked for at one moment.
+pub struct LiveCounts(Media);
+
+impl Loader<String> for LiveCounts {
+    type Value = Live;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Live>, Self::Error> {
+        Ok(self.0.live_counts(ids).await?)
+    }
+}
+
+async fn live(ctx: &Context<'_>, id: &str) -> Result<Live> {
+    Ok(ctx.data_unchecked::<DataLoader<LiveCounts>>().load_one(id.to_string()).await?.unwrap_or_default())
 }
 
 /// Subscriber counts of the channels asked for at one moment, in one query.
@@ -189,17 +208,19 @@ impl Video {
     async fn published_at(&self) -> Option<DateTime<Utc>> {
         self.row.published_at_ms.map(time)
     }
-    async fn like_count(&self) -> i32 {
-        self.row.like_count as i32
+    async fn like_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(live(ctx, &self.row.id).await?.likes as i32)
     }
     async fn viewer_has_liked(&self) -> bool {
         self.viewer_has_liked
     }
-    async fn comment_count(&self) -> i32 {
-        self.row.comment_count as i32
+    async fn comment_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(live(ctx, &self.row.id).await?.comments as i32)
     }
-    async fn view_count(&self) -> i32 {
-        self.row.view_count as i32
+    // Views flushed into the database plus those still pending in the cache (a `//` comment:
+    // a doc comment would change the SDL).
+    async fn view_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok((self.row.view_count + live(ctx, &self.row.id).await?.pending_views) as i32)
     }
     /// Oldest first.
     async fn comments(
@@ -276,14 +297,23 @@ impl Dashboard {
     async fn videos(&self) -> &[Video] {
         &self.0
     }
-    async fn total_views(&self) -> i32 {
-        self.0.iter().map(|v| v.row.view_count).sum::<i64>() as i32
+    async fn total_views(&self, ctx: &Context<'_>) -> Result<i32> {
+        let live = self.live(ctx).await?;
+        Ok(self.0.iter().map(|v| v.row.view_count + live.get(&v.row.id).map_or(0, |l| l.pending_views)).sum::<i64>()
+            as i32)
     }
-    async fn total_likes(&self) -> i32 {
-        self.0.iter().map(|v| v.row.like_count).sum::<i64>() as i32
+    async fn total_likes(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(self.live(ctx).await?.values().map(|l| l.likes).sum::<i64>() as i32)
     }
-    async fn total_comments(&self) -> i32 {
-        self.0.iter().map(|v| v.row.comment_count).sum::<i64>() as i32
+    async fn total_comments(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(self.live(ctx).await?.values().map(|l| l.comments).sum::<i64>() as i32)
+    }
+}
+
+impl Dashboard {
+    async fn live(&self, ctx: &Context<'_>) -> Result<HashMap<String, Live>> {
+        let ids = self.0.iter().map(|v| v.row.id.clone());
+        ctx.data_unchecked::<DataLoader<LiveCounts>>().load_many(ids).await
     }
 }
 

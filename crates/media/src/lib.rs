@@ -2,6 +2,7 @@
 //! comments, channel subscriptions and the owner dashboard, as a federated subgraph and over
 //! gRPC (`MediaService`); it follows transcoder and accounts through events.
 
+mod counters;
 mod domain;
 mod graphql;
 mod grpc;
@@ -10,10 +11,13 @@ mod store;
 mod uploads;
 
 use flick_kit::Service;
+use flick_kit::server::BackgroundTask;
 use flick_platform::Shared;
 use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
 use flick_platform::db::MigrationSet;
+use std::time::Duration;
 
+pub use counters::Live;
 pub use domain::Media;
 pub use graphql::{MediaSchema, schema};
 pub use seed::seed_videos;
@@ -24,8 +28,14 @@ pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, st
 
 /// Events media follows, on its own durable queue.
 pub const EVENTS_QUEUE: &str = "media.events";
-const EVENT_PATTERNS: &[&str] =
-    &["upload.completed", "transcode.requested", "transcode.completed", "transcode.failed", "user.deleted"];
+const EVENT_PATTERNS: &[&str] = &[
+    "upload.completed",
+    "transcode.requested",
+    "transcode.completed",
+    "transcode.failed",
+    "user.deleted",
+    "video.viewed",
+];
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
@@ -33,8 +43,14 @@ pub fn sdl() -> String {
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
+    Ok(build_with_handle(shared).await?.0)
+}
+
+/// The service and its `Media`, for callers that drive it directly (tests run the
+/// reconciler on demand with [`Media::reconcile`]).
+pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Media)> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let mut media = Media::new(infra.db.clone(), infra.relay.clone());
+    let mut media = Media::new(infra.db.clone(), infra.relay.clone(), shared.cache.clone(), &shared.config.media);
     if let Some(url) = &shared.config.endpoints.transcoder {
         media = media.with_uploads(uploads::Uploads::connect_lazy(url)?);
     }
@@ -44,31 +60,19 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         .http(flick_kit::graphql::routes(schema(&shared.config.graphql, Some(media.clone())), &shared.config.graphql))
         .grpc(
             "flick.media.v1.MediaService",
-            flick_proto::media::v1::media_service_server::MediaServiceServer::new(grpc::MediaGrpc(media)),
+            flick_proto::media::v1::media_service_server::MediaServiceServer::new(grpc::MediaGrpc(media.clone())),
         )
         .task(infra.relay_task())
+        .task(reconciler_task(
+            media.clone(),
+            Duration::from_secs(shared.config.media.reconcile_interval_seconds.max(1)),
+        ))
         .task(Box::new(move |shutdown| {
             Box::pin(async move {
                 // Each event is applied once (inbox), whatever the broker redelivers.
                 let h = handler(move |d: Delivery| {
                     let media = consumer.clone();
-                    async move {
-                        let db = media.db().clone();
-                        let envelope = d.envelope;
-                        let applier = media.clone();
-                        let applied =
-                            flick_platform::outbox::apply_once(&db, "media", &envelope.id.clone(), move |txn| {
-                                Box::pin(async move { applier.apply(txn, &envelope).await })
-                            })
-                            .await;
-                        match applied {
-                            Ok(_) => {
-                                media.events_recorded();
-                                Ok(())
-                            }
-                            Err(e) => Err(HandlerError::Retry(e.to_string())),
-                        }
-                    }
+                    async move { media.handle(d.envelope).await.map_err(|e| HandlerError::Retry(e.to_string())) }
                 });
                 match bus.consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h, shutdown.clone()).await {
                     Ok(task) => {
@@ -81,5 +85,26 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     for check in infra.checks() {
         service = service.check(check);
     }
-    Ok(service)
+    Ok((service, media))
+}
+
+/// Reconciles counters every `interval` (and once more at shutdown, so pending views are
+/// flushed).
+fn reconciler_task(media: Media, interval: Duration) -> BackgroundTask {
+    Box::new(move |shutdown| {
+        Box::pin(async move {
+            loop {
+                let stopping = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tokio::time::sleep(interval) => false,
+                };
+                if let Err(e) = media.reconcile().await {
+                    tracing::warn!(error = e.message(), "reconciling counters failed; will try again");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
+    })
 }

@@ -28,6 +28,8 @@ const TAGS: &[&str] =
 const CATEGORIES: &[&str] = &["pets", "howto", "travel", "music", "tech", "sports", "science", "education"];
 
 /// Adds `n` public, ready videos owned round-robin by `owners`, published over the past year.
+/// Likes are rows from some of `owners` (counts are computed from rows, so a seeded number
+/// without rows would be "corrected" away); views are only a number, so the column is set.
 pub async fn seed_videos(db: &DatabaseConnection, owners: &[String], n: usize) -> anyhow::Result<usize> {
     anyhow::ensure!(!owners.is_empty(), "seeding videos needs at least one owner");
     let now = chrono::Utc::now().timestamp_millis();
@@ -65,10 +67,14 @@ pub async fn seed_videos(db: &DatabaseConnection, owners: &[String], n: usize) -
                 },
             )
             .await?;
+            let likers = (next() % (owners.len().min(500) as u64 + 1)) as usize;
+            let first = (next() % owners.len() as u64) as usize;
+            let likers_ids: Vec<String> = (0..likers).map(|i| owners[(first + i) % owners.len()].clone()).collect();
+            store::insert_likes(&txn, &id, &likers_ids, published).await?;
             store::exec(
                 &txn,
                 "UPDATE videos SET status = 'READY', published_at_ms = ?, like_count = ?, view_count = ? WHERE id = ?",
-                vec![published.into(), ((next() % 500) as i64).into(), ((next() % 50_000) as i64).into(), id.into()],
+                vec![published.into(), (likers as i64).into(), ((next() % 50_000) as i64).into(), id.into()],
             )
             .await?;
         }

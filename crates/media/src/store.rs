@@ -331,7 +331,9 @@ pub async fn list<C: ConnectionTrait>(
     videos_where(c, &clause, values).await
 }
 
-/// Adds a like; false when the user liked the video already.
+/// Adds a like; false when the user liked the video already. The count is not touched here:
+/// `videos.like_count` is the reconciler's persisted copy (a row every like would update is
+/// a hot spot), the likes are the truth.
 pub async fn like<C: ConnectionTrait>(c: &C, video_id: &str, user_id: &str, now_ms: i64) -> Result<bool, DbErr> {
     let sql = match c.get_database_backend() {
         DatabaseBackend::Postgres => {
@@ -339,22 +341,29 @@ pub async fn like<C: ConnectionTrait>(c: &C, video_id: &str, user_id: &str, now_
         }
         _ => "INSERT OR IGNORE INTO likes (video_id, user_id, created_at_ms) VALUES (?, ?, ?)",
     };
-    let added = exec(c, sql, vec![video_id.into(), user_id.into(), now_ms.into()]).await? == 1;
-    if added {
-        exec(c, "UPDATE videos SET like_count = like_count + 1 WHERE id = ?", vec![video_id.into()]).await?;
-    }
-    Ok(added)
+    Ok(exec(c, sql, vec![video_id.into(), user_id.into(), now_ms.into()]).await? == 1)
 }
 
 /// Removes a like; false when there was none.
 pub async fn unlike<C: ConnectionTrait>(c: &C, video_id: &str, user_id: &str) -> Result<bool, DbErr> {
-    let removed =
-        exec(c, "DELETE FROM likes WHERE video_id = ? AND user_id = ?", vec![video_id.into(), user_id.into()]).await?
-            == 1;
-    if removed {
-        exec(c, "UPDATE videos SET like_count = like_count - 1 WHERE id = ?", vec![video_id.into()]).await?;
+    Ok(exec(c, "DELETE FROM likes WHERE video_id = ? AND user_id = ?", vec![video_id.into(), user_id.into()]).await?
+        == 1)
+}
+
+/// Many new likes of one video (distinct users), a few statements (the seed).
+pub async fn insert_likes<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    users: &[String],
+    at_ms: i64,
+) -> Result<(), DbErr> {
+    for chunk in users.chunks(300) {
+        let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let values: Vec<Value> =
+            chunk.iter().flat_map(|u| [video_id.into(), u.clone().into(), at_ms.into()]).collect::<Vec<Value>>();
+        exec(c, &format!("INSERT INTO likes (video_id, user_id, created_at_ms) VALUES {rows}"), values).await?;
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// Which of `video_ids` `user_id` has liked (one query for a whole page).
@@ -390,8 +399,6 @@ pub async fn insert_comment<C: ConnectionTrait>(c: &C, row: &CommentRow) -> Resu
         ],
     )
     .await?;
-    exec(c, "UPDATE videos SET comment_count = comment_count + 1 WHERE id = ?", vec![row.video_id.clone().into()])
-        .await?;
     Ok(())
 }
 
@@ -412,19 +419,12 @@ pub async fn edit_comment<C: ConnectionTrait>(c: &C, id: &str, body: &str, now_m
 
 /// Deletes a comment and its replies; returns how many went.
 pub async fn delete_comment<C: ConnectionTrait>(c: &C, comment: &CommentRow) -> Result<u64, DbErr> {
-    let n = exec(
+    exec(
         c,
         "DELETE FROM comments WHERE id = ? OR parent_id = ?",
         vec![comment.id.clone().into(), comment.id.clone().into()],
     )
-    .await?;
-    exec(
-        c,
-        "UPDATE videos SET comment_count = comment_count - ? WHERE id = ?",
-        vec![(n as i64).into(), comment.video_id.clone().into()],
-    )
-    .await?;
-    Ok(n)
+    .await
 }
 
 /// Oldest first; `after` is `(created_at_ms, id)`.
@@ -499,24 +499,100 @@ pub async fn subscribed_among<C: ConnectionTrait>(
     c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(|r| r.try_get("", "channel_id")).collect()
 }
 
-/// Everything of a deleted user: their videos (with what hangs off them), likes, comments
-/// and subscriptions, with the counters of other videos corrected.
-pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<Vec<String>, DbErr> {
-    let videos: Vec<String> = c
-        .query_all_raw(stmt(c, "SELECT id FROM videos WHERE owner_id = ?", vec![user_id.into()]))
+/// Likes and comments of each of `ids` (absent ones have none), counted from their rows in
+/// one statement.
+pub async fn count_rows<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, (i64, i64)>, DbErr> {
+    let mut counts: std::collections::HashMap<String, (i64, i64)> = ids.iter().map(|i| (i.clone(), (0, 0))).collect();
+    if ids.is_empty() {
+        return Ok(counts);
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let sql = format!(
+        "SELECT 'l' AS kind, video_id, COUNT(*) AS n FROM likes WHERE video_id IN ({marks}) GROUP BY video_id \
+         UNION ALL \
+         SELECT 'c' AS kind, video_id, COUNT(*) AS n FROM comments WHERE video_id IN ({marks}) GROUP BY video_id"
+    );
+    let values: Vec<Value> = ids.iter().chain(ids).map(|i| i.clone().into()).collect();
+    for r in c.query_all_raw(stmt(c, &sql, values)).await? {
+        let (kind, id, n): (String, String, i64) =
+            (r.try_get("", "kind")?, r.try_get("", "video_id")?, r.try_get("", "n")?);
+        let entry = counts.entry(id).or_default();
+        if kind == "l" {
+            entry.0 = n;
+        } else {
+            entry.1 = n;
+        }
+    }
+    Ok(counts)
+}
+
+/// The reconciler's write: counts recomputed from the rows, plus views flushed from the cache.
+pub async fn save_counts<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    likes: i64,
+    comments: i64,
+    new_views: i64,
+) -> Result<u64, DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET like_count = ?, comment_count = ?, view_count = view_count + ? WHERE id = ?",
+        vec![likes.into(), comments.into(), new_views.into(), id.into()],
+    )
+    .await
+}
+
+/// Views counted straight into the column (when the cache cannot take them).
+pub async fn add_views<C: ConnectionTrait>(c: &C, id: &str, n: i64) -> Result<u64, DbErr> {
+    exec(c, "UPDATE videos SET view_count = view_count + ? WHERE id = ?", vec![n.into(), id.into()]).await
+}
+
+/// `(id, like_count, comment_count)` of up to `limit` videos after `after`, in id order: the
+/// reconciler's sweep over every video, a slice per run.
+pub async fn persisted_counts<C: ConnectionTrait>(
+    c: &C,
+    after: &str,
+    limit: u64,
+) -> Result<Vec<(String, i64, i64)>, DbErr> {
+    let sql = format!("SELECT id, like_count, comment_count FROM videos WHERE id > ? ORDER BY id LIMIT {limit}");
+    c.query_all_raw(stmt(c, &sql, vec![after.into()]))
         .await?
         .iter()
-        .map(|r| r.try_get("", "id"))
-        .collect::<Result<_, _>>()?;
+        .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "like_count")?, r.try_get("", "comment_count")?)))
+        .collect()
+}
+
+/// What a deleted user leaves behind: their videos, gone, and other videos whose likes or
+/// comments they were among (counts already corrected in the columns).
+pub struct Forgotten {
+    pub videos: Vec<String>,
+    pub recounted: Vec<String>,
+}
+
+/// Everything of a deleted user: their videos (with what hangs off them), likes, comments
+/// and subscriptions, with the counts of other videos recomputed.
+pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<Forgotten, DbErr> {
+    let ids = |rows: Vec<QueryResult>, column: &str| -> Result<Vec<String>, DbErr> {
+        rows.iter().map(|r| r.try_get("", column)).collect()
+    };
+    let videos =
+        ids(c.query_all_raw(stmt(c, "SELECT id FROM videos WHERE owner_id = ?", vec![user_id.into()])).await?, "id")?;
+    // Replies to the user's comments are on the same videos as the comments.
+    let touched = ids(
+        c.query_all_raw(stmt(
+            c,
+            "SELECT video_id FROM likes WHERE user_id = ? UNION SELECT video_id FROM comments WHERE author_id = ?",
+            vec![user_id.into(), user_id.into()],
+        ))
+        .await?,
+        "video_id",
+    )?;
     for id in &videos {
         delete_video(c, id).await?;
     }
-    exec(
-        c,
-        "UPDATE videos SET like_count = like_count - 1 WHERE id IN (SELECT video_id FROM likes WHERE user_id = ?)",
-        vec![user_id.into()],
-    )
-    .await?;
     exec(c, "DELETE FROM likes WHERE user_id = ?", vec![user_id.into()]).await?;
     // Replies to the user's comments go with them; counts are recomputed for touched videos.
     exec(
@@ -525,19 +601,22 @@ pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<Vec
         vec![user_id.into(), user_id.into()],
     )
     .await?;
-    exec(
-        c,
-        "UPDATE videos SET comment_count = (SELECT COUNT(*) FROM comments WHERE comments.video_id = videos.id)",
-        vec![],
-    )
-    .await?;
+    let recounted: Vec<String> = touched.into_iter().filter(|v| !videos.contains(v)).collect();
+    for (id, (likes, comments)) in count_rows(c, &recounted).await? {
+        exec(
+            c,
+            "UPDATE videos SET like_count = ?, comment_count = ? WHERE id = ?",
+            vec![likes.into(), comments.into(), id.into()],
+        )
+        .await?;
+    }
     exec(
         c,
         "DELETE FROM channel_subscriptions WHERE subscriber_id = ? OR channel_id = ?",
         vec![user_id.into(), user_id.into()],
     )
     .await?;
-    Ok(videos)
+    Ok(Forgotten { videos, recounted })
 }
 
 /// Search filters; `words` are the query's words (letters and digits only, lower-case).

@@ -420,6 +420,9 @@ async fn deleted_users_leave_nothing(backend: Backend) {
     g.ok(Some(&leaver), "mutation($id: ID!) { addComment(videoId: $id, body: \"bye\") { id } }", json!({ "id": mine }))
         .await;
     g.ok(Some(&leaver), "mutation($c: ID!) { subscribe(channelId: $c) { id } }", json!({ "c": other })).await;
+    // Cached counts now exist: the deletion must not leave them behind.
+    let v = g.ok(Some(&other), VIDEO, json!({ "id": mine })).await;
+    assert_eq!((v["video"]["likeCount"].as_i64(), v["video"]["commentCount"].as_i64()), (Some(1), Some(1)), "{v}");
 
     let deleted = events::UserDeleted { user_id: leaver.clone() }.encode_to_vec();
     let event = envelope("user.deleted", &leaver, "accounts", deleted);
@@ -597,11 +600,168 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
         costs.push(app.db_queries("media").await - before);
         assert_eq!(data["feed"]["edges"].as_array().unwrap().len(), 20);
     }
+    // The first run finds no cached counts and counts the page's likes and comments in one
+    // more statement (which caches them); with a warm cache counts cost no statement at all.
+    assert!(costs[0] >= 5, "a cold cache costs one counting statement: {costs:?}");
     assert_eq!(
         costs.iter().min(),
         Some(&4),
         "a 20-item feed: the page, the viewer's likes, the owners' subscriber counts and the viewer's subscriptions, {costs:?}"
     );
+}
+
+/// A service whose reconciler runs only when the test calls it, and its `Media`.
+async fn app_with_media(mut infra: TestInfra) -> (TestApp, flick_media::Media) {
+    infra.config.media.reconcile_interval_seconds = 3600;
+    let slot: Arc<Mutex<Option<flick_media::Media>>> = Arc::default();
+    let put = slot.clone();
+    let app = TestApp::start(infra, move |s| async move {
+        let (service, media) = flick_media::build_with_handle(&s).await?;
+        *put.lock().unwrap() = Some(media);
+        Ok(service)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let media = slot.lock().unwrap().take().unwrap();
+    (app, media)
+}
+
+/// `(like_count, comment_count, view_count)` as persisted in `videos`.
+async fn columns(media: &flick_media::Media, id: &str) -> (i64, i64, i64) {
+    use flick_platform::db::sea_orm::ConnectionTrait;
+    let db = media.db();
+    let sql = "SELECT like_count, comment_count, view_count FROM videos WHERE id = ?";
+    let row = db.query_one_raw(flick_platform::db::stmt(db, sql, vec![id.into()])).await.unwrap().unwrap();
+    (
+        row.try_get("", "like_count").unwrap(),
+        row.try_get("", "comment_count").unwrap(),
+        row.try_get("", "view_count").unwrap(),
+    )
+}
+
+const COUNTS: &str = "query($id: ID!) { video(id: $id) { likeCount commentCount viewCount } }";
+
+async fn counts(g: &Gql<'_>, id: &str) -> (i64, i64, i64) {
+    let v = g.ok(None, COUNTS, json!({ "id": id })).await;
+    let n = |f: &str| v["video"][f].as_i64().unwrap_or_else(|| panic!("{f}: {v}"));
+    (n("likeCount"), n("commentCount"), n("viewCount"))
+}
+
+async fn like_as(g: &Gql<'_>, user: &str, id: &str, like: bool) {
+    let m = if like { "likeVideo" } else { "unlikeVideo" };
+    g.ok(Some(user), &format!("mutation($id: ID!) {{ {m}(id: $id) {{ id }} }}"), json!({ "id": id })).await;
+}
+
+async fn comment_as(g: &Gql<'_>, user: &str, id: &str) -> String {
+    let add = "mutation($id: ID!) { addComment(videoId: $id, body: \"hi\") { id } }";
+    g.ok(Some(user), add, json!({ "id": id })).await["addComment"]["id"].as_str().unwrap().to_string()
+}
+
+/// Writes move the counts GraphQL shows at once; a lost cache entry is recounted from rows.
+async fn counts_follow_writes_and_are_recounted_when_the_cache_loses_them(backend: Backend) {
+    let (app, _media) = app_with_media(TestInfra::new(backend).await).await;
+    let g = gql(&app);
+    let (owner, a, b) = (user(), user(), user());
+    let id = g.create(&owner, "Counted", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    assert_eq!(counts(&g, &id).await, (0, 0, 0), "cold: counted from the rows, and cached");
+    like_as(&g, &a, &id, true).await;
+    like_as(&g, &b, &id, true).await;
+    like_as(&g, &b, &id, true).await;
+    let c1 = comment_as(&g, &a, &id).await;
+    comment_as(&g, &b, &id).await;
+    assert_eq!(counts(&g, &id).await, (2, 2, 0), "the cached counts moved with the writes");
+    like_as(&g, &a, &id, false).await;
+    g.ok(Some(&a), "mutation($id: ID!) { deleteComment(id: $id) }", json!({ "id": c1 })).await;
+    assert_eq!(counts(&g, &id).await, (1, 1, 0));
+
+    let cache = &app.shared.cache;
+    cache.delete_counter(&format!("media:likes:{id}")).await.unwrap();
+    cache.delete_counter(&format!("media:comments:{id}")).await.unwrap();
+    assert_eq!(counts(&g, &id).await, (1, 1, 0), "recounted from the rows");
+    assert_eq!(cache.counter(&format!("media:likes:{id}")).await.unwrap(), Some(1), "and cached again");
+    like_as(&g, &a, &id, true).await;
+    assert_eq!(counts(&g, &id).await, (2, 1, 0));
+}
+
+/// A wrong cached count (and the columns, never written by likes) are put right by a
+/// reconcile run; the columns then match the rows.
+async fn a_reconcile_corrects_a_corrupted_counter_and_the_columns(backend: Backend) {
+    let (app, media) = app_with_media(TestInfra::new(backend).await).await;
+    let g = gql(&app);
+    let (owner, a) = (user(), user());
+    let id = g.create(&owner, "Drifting", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    like_as(&g, &a, &id, true).await;
+    like_as(&g, &owner, &id, true).await;
+    comment_as(&g, &a, &id).await;
+    assert_eq!(counts(&g, &id).await, (2, 1, 0));
+    assert_eq!(columns(&media, &id).await, (0, 0, 0), "writes do not touch the videos row");
+    media.reconcile().await.unwrap();
+    assert_eq!(columns(&media, &id).await, (2, 1, 0), "dirty videos are written back");
+
+    // Nothing marks the video dirty now: the sweep finds the drift.
+    app.shared.cache.set_counters(&[(&format!("media:likes:{id}"), 42)], Duration::from_secs(600)).await.unwrap();
+    assert_eq!(counts(&g, &id).await, (42, 1, 0), "reads trust the cache");
+    assert!(media.reconcile().await.unwrap() >= 1);
+    assert_eq!(counts(&g, &id).await, (2, 1, 0), "corrected from the rows");
+    assert_eq!(columns(&media, &id).await, (2, 1, 0));
+}
+
+/// `flick seed` writes like rows behind its numbers, so counting the rows gives them back.
+async fn seeded_counts_are_their_rows(backend: Backend) {
+    let (app, media) = app_with_media(TestInfra::new(backend).await).await;
+    let g = gql(&app);
+    let owners: Vec<String> = (0..7).map(|_| user()).collect();
+    assert_eq!(flick_media::seed_videos(media.db(), &owners, 12).await.unwrap(), 12);
+    let feed = g.ok(None, "{ feed(first: 50) { edges { node { id likeCount viewCount } } } }", json!({})).await;
+    let edges = feed["feed"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 12);
+    let mut liked = 0;
+    for e in edges {
+        let id = e["node"]["id"].as_str().unwrap();
+        let (likes, _, views) = columns(&media, id).await;
+        assert_eq!(e["node"]["likeCount"].as_i64(), Some(likes), "rows counted = seeded column");
+        assert_eq!(e["node"]["viewCount"].as_i64(), Some(views));
+        liked += i64::from(likes > 0);
+    }
+    assert!(liked > 0, "some seeded videos have likes");
+    media.reconcile().await.unwrap();
+    for e in edges {
+        let id = e["node"]["id"].as_str().unwrap();
+        assert_eq!(Some(columns(&media, id).await.0), e["node"]["likeCount"].as_i64(), "the sweep changed nothing");
+    }
+}
+
+/// `video.viewed` adds a pending view at once; a reconcile moves it into the column.
+async fn views_are_pending_in_the_cache_until_a_reconcile_flushes_them(backend: Backend) {
+    let (app, media) = app_with_media(TestInfra::new(backend).await).await;
+    let g = gql(&app);
+    let owner = user();
+    let id = g.create(&owner, "Watched", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    let view = || {
+        let payload = events::VideoViewed { video_id: id.clone(), viewer: format!("user:{}", user()) };
+        envelope("video.viewed", &id, "transcoder", payload.encode_to_vec())
+    };
+    let first = view();
+    for e in [&first, &first, &view(), &view()] {
+        app.shared.bus.publish(e).await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async { counts(&g, &id).await.2 == 3 }).await,
+        "three views (one event delivered twice): {:?}",
+        counts(&g, &id).await
+    );
+    assert_eq!(columns(&media, &id).await.2, 0, "still pending");
+    media.reconcile().await.unwrap();
+    assert_eq!(columns(&media, &id).await.2, 3, "flushed");
+    assert_eq!(counts(&g, &id).await.2, 3, "column + nothing pending");
+    assert_eq!(app.shared.cache.counter(&format!("media:views:pending:{id}")).await.unwrap(), None);
+    app.shared.bus.publish(&view()).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { counts(&g, &id).await.2 == 4 }).await);
+    media.reconcile().await.unwrap();
+    assert_eq!(columns(&media, &id).await.2, 4);
 }
 
 flick_testkit::on_both_backends!(
@@ -616,7 +776,54 @@ flick_testkit::on_both_backends!(
     grpc,
     search,
     feed_costs_a_fixed_number_of_queries,
+    counts_follow_writes_and_are_recounted_when_the_cache_loses_them,
+    a_reconcile_corrects_a_corrupted_counter_and_the_columns,
+    views_are_pending_in_the_cache_until_a_reconcile_flushes_them,
+    seeded_counts_are_their_rows,
 );
+
+/// With Redis unreachable, likes and views still count (the rows and the column are the
+/// truth) and reads come from the database; once it is back a reconcile heals the cache.
+#[tokio::test]
+async fn real_likes_and_views_count_from_the_database_while_redis_is_down() {
+    use flick_testkit::{TcpProxy, redis_url};
+    let mut infra = TestInfra::new(Backend::Real).await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    infra.config.cache.url = Some(proxy.rewrite(&redis_url()));
+    let (app, media) = app_with_media(infra).await;
+    let g = gql(&app);
+    let (owner, a, b) = (user(), user(), user());
+    let id = g.create(&owner, "Outage", "PUBLIC").await;
+    g.make_ready(&owner, &id).await;
+    like_as(&g, &a, &id, true).await;
+    assert_eq!(counts(&g, &id).await, (1, 0, 0), "cached before the outage");
+
+    proxy.cut();
+    like_as(&g, &b, &id, true).await;
+    comment_as(&g, &b, &id).await;
+    assert_eq!(counts(&g, &id).await, (2, 1, 0), "from the rows while the cache is down");
+    let payload = events::VideoViewed { video_id: id.clone(), viewer: "addr:192.0.2.1".into() };
+    app.shared.bus.publish(&envelope("video.viewed", &id, "transcoder", payload.encode_to_vec())).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { counts(&g, &id).await.2 == 1 }).await,
+        "the view went straight into the column: {:?}",
+        counts(&g, &id).await
+    );
+    assert_eq!(columns(&media, &id).await.2, 1);
+    media.reconcile().await.unwrap();
+    assert_eq!(columns(&media, &id).await, (2, 1, 1), "the columns follow the rows without the cache");
+
+    // Redis kept its old count (1) through the outage; the next reconcile overwrites it.
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            media.reconcile().await.is_ok()
+                && app.shared.cache.counter(&format!("media:likes:{id}")).await.ok().flatten() == Some(2)
+        })
+        .await
+    );
+    assert_eq!(counts(&g, &id).await, (2, 1, 1));
+}
 
 /// Quality bar: with the broker down, user writes still succeed; their events arrive once it
 /// is back (outbox).

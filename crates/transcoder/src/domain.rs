@@ -6,6 +6,7 @@ use crate::store::{self, VideoRow};
 use flick_kit::config::TranscoderConfig;
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::{Bus, Envelope, envelope};
+use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use flick_platform::outbox::{self, Relay};
 use flick_platform::storage::{ObjectStorage, StorageError};
@@ -68,6 +69,9 @@ pub struct VideoView {
     pub renditions: Vec<Rendition>,
 }
 
+/// One viewer counts as one view of a video per this window.
+pub const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Where a video's renditions and thumbnails live in the object store.
 pub fn media_prefix(video_id: &str) -> String {
     format!("videos/{video_id}/media")
@@ -79,6 +83,8 @@ pub struct Transcoder {
     pub(crate) storage: ObjectStorage,
     pub(crate) bus: Bus,
     pub(crate) relay: Relay,
+    /// Deduplicates views (`video.viewed`).
+    pub(crate) cache: Cache,
     pub(crate) config: Arc<TranscoderConfig>,
     /// One PATCH at a time per upload in this process (the database guards across replicas).
     pub(crate) upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -90,9 +96,10 @@ impl Transcoder {
         storage: ObjectStorage,
         bus: Bus,
         relay: Relay,
+        cache: Cache,
         config: TranscoderConfig,
     ) -> Self {
-        Self { db, storage, bus, relay, config: Arc::new(config), upload_locks: Arc::default() }
+        Self { db, storage, bus, relay, cache, config: Arc::new(config), upload_locks: Arc::default() }
     }
 
     pub fn config(&self) -> &TranscoderConfig {
@@ -175,6 +182,24 @@ impl Transcoder {
             duration_seconds: playback.as_ref().map(|p| p.duration_seconds),
             renditions: playback.map(|p| p.renditions).unwrap_or_default(),
         }
+    }
+
+    /// A playback start by `viewer` ("user:<id>" or "addr:<address>"): `video.viewed` through
+    /// the outbox, at most once per viewer and video per [`VIEW_WINDOW`]. Without the cache
+    /// the view still counts (an outage must not lose views; it may count a repeat).
+    pub async fn record_view(&self, video_id: &str, viewer: &str) -> Result<(), AppError> {
+        let key = format!("transcoder:viewed:{video_id}:{viewer}");
+        match self.cache.rate_limit(&key, 1, VIEW_WINDOW).await {
+            Ok(d) if !d.allowed => return Ok(()),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cache unavailable: view not deduplicated"),
+        }
+        let payload = events::VideoViewed { video_id: video_id.into(), viewer: viewer.into() };
+        outbox::record(&self.db, &envelope("video.viewed", video_id, crate::NAME, payload.encode_to_vec()))
+            .await
+            .map_err(db_error)?;
+        self.relay.notify();
+        Ok(())
     }
 
     pub async fn videos_by_ids(&self, ids: &[String]) -> Result<Vec<VideoRow>, AppError> {

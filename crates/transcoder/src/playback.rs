@@ -3,13 +3,15 @@
 //! segments serves both), with range requests, content types and cache headers.
 
 use crate::domain::{Transcoder, media_prefix, storage_error};
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flick_kit::{AppError, Caller};
+use std::net::SocketAddr;
 
 pub fn routes(transcoder: Transcoder) -> Router {
     Router::new()
@@ -65,10 +67,27 @@ fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
     (start <= end && start < size).then_some(start..end + 1)
 }
 
+/// Who is watching: the user, else the client's address (the edge's `X-Forwarded-For`,
+/// Traefik replaces client copies; else the peer).
+fn viewer(caller: &Caller, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
+    if let Some(user) = caller.user_id {
+        return Some(format!("user:{user}"));
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| peer.map(|p| p.ip().to_string()))
+        .map(|a| format!("addr:{a}"))
+}
+
 async fn file(
     State(t): State<Transcoder>,
     caller: Caller,
     Path((id, path)): Path<(String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let video = t.watchable(&caller, &id).await?.ok_or_else(|| AppError::not_found("no such video"))?;
@@ -81,6 +100,14 @@ async fn file(
     let key = format!("{}/{path}", media_prefix(&video.id));
     let info =
         t.storage().head(&key).await.map_err(storage_error)?.ok_or_else(|| AppError::not_found("no such file"))?;
+    // A playback starts with the master playlist (HLS) or the manifest (DASH).
+    if (path == "master.m3u8" || path == "manifest.mpd")
+        && let Some(viewer) = viewer(&caller, &headers, peer.map(|Extension(ConnectInfo(a))| a))
+        && let Err(e) = t.record_view(&video.id, &viewer).await
+    {
+        // Playback matters more than its count.
+        tracing::warn!(video.id = %video.id, error = e.message(), "view not recorded");
+    }
     let etag = info.e_tag.clone().map(|e| if e.starts_with('"') { e } else { format!("\"{e}\"") });
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
@@ -130,6 +157,18 @@ async fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewers_are_users_else_the_edge_address_else_the_peer() {
+        let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(viewer(&Caller::anonymous(), &h, Some(peer)).as_deref(), Some("addr:10.1.2.3"));
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        assert_eq!(viewer(&Caller::anonymous(), &h, Some(peer)).as_deref(), Some("addr:203.0.113.7"));
+        let user = uuid::Uuid::now_v7();
+        let caller = Caller { user_id: Some(user), ..Caller::anonymous() };
+        assert_eq!(viewer(&caller, &h, Some(peer)), Some(format!("user:{user}")));
+    }
 
     #[test]
     fn byte_ranges_are_clamped_to_the_object() {

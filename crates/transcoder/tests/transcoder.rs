@@ -500,6 +500,75 @@ async fn private_videos_play_for_their_owner_only_and_deletion_removes_every_obj
     assert!(eventually(Duration::from_secs(10), || async { c.video(Some(&owner), &gone).await.0 == 404 }).await);
 }
 
+/// Fetching the master playlist or the DASH manifest is a view: `video.viewed` once per viewer
+/// (user, else client address) and video per 30 minutes; segments are not views.
+async fn playback_starts_emit_one_view_per_viewer_per_window(backend: Backend) {
+    use flick_platform::bus::{Delivery, QueueSpec, handler};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "v.mp4", "320x240", 1)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    assert_eq!(c.settled(&owner, &id, Duration::from_secs(120)).await["state"], "READY");
+
+    let seen: Arc<Mutex<Vec<events::VideoViewed>>> = Arc::default();
+    let record = seen.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let queue = format!("views-{}", Uuid::now_v7().simple());
+    app.shared
+        .bus
+        .consume(
+            QueueSpec::events(&queue, &["video.viewed"]),
+            handler(move |d: Delivery| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(events::VideoViewed::decode(d.envelope.payload.as_slice()).unwrap());
+                    Ok(())
+                }
+            }),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let fan = user();
+    let get = |file: &'static str, user: Option<&str>, forwarded: Option<&str>| {
+        let mut r = c.http.get(app.url(&format!("/video/{id}/{file}")));
+        if let Some(u) = user {
+            r = r.header("x-user-id", u);
+        }
+        if let Some(f) = forwarded {
+            r = r.header("x-forwarded-for", f);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..3 {
+        assert_eq!(get("hls/master.m3u8", None, None).await, 200);
+    }
+    assert_eq!(get("dash/manifest.mpd", None, None).await, 200, "the same viewer and video");
+    assert_eq!(get("hls/master.m3u8", Some(&fan), None).await, 200);
+    assert_eq!(get("dash/manifest.mpd", Some(&fan), None).await, 200);
+    assert_eq!(get("hls/master.m3u8", None, Some("203.0.113.9, 10.0.0.1")).await, 200);
+    assert_eq!(get("hls/240p/index.m3u8", Some(&user()), None).await, 200, "not a playback start");
+    assert!(
+        eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() >= 3 }).await,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut viewers: Vec<String> = seen.lock().unwrap().iter().map(|v| v.viewer.clone()).collect();
+    viewers.sort();
+    assert_eq!(viewers, ["addr:127.0.0.1", "addr:203.0.113.9", format!("user:{fan}").as_str()], "duplicates dropped");
+    assert!(seen.lock().unwrap().iter().all(|v| v.video_id == id));
+    stop.cancel();
+    let _ = app.shared.bus.delete_queues(&queue).await;
+}
+
 /// A long video plays before its ladder is done: finished segments and growing playlists
 /// are published while ffmpeg still encodes; at READY the playlists are complete.
 async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
@@ -642,4 +711,5 @@ flick_testkit::on_both_backends!(
     an_upload_resumes_on_a_restarted_server,
     a_broken_video_fails_with_a_reason_and_the_worker_survives,
     private_videos_play_for_their_owner_only_and_deletion_removes_every_object,
+    playback_starts_emit_one_view_per_viewer_per_window,
 );
