@@ -14,8 +14,9 @@ cd "$FLICK_ROOT"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
 "$FLICK_ROOT/scripts/services.sh" up >/dev/null # PostgreSQL+pgvector on :5433 and the model weights
-if [ "${FLICK_BENCH_BUILD:-1}" != 0 ]; then
+bench=$CARGO_TARGET_DIR/release/examples/bench
+if [ "${FLICK_BENCH_BUILD:-1}" != 0 ] || [ ! -x "$bench" ]; then
   log "cargo build --release -p flick-recommender --example bench"
   cargo build --release -q -p flick-recommender --example bench
 fi
-"$CARGO_TARGET_DIR/release/examples/bench"
+"$bench"
