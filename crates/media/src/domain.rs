@@ -2,6 +2,7 @@
 
 use crate::counters::{Counters, Kind, Live};
 use crate::store::{self, CommentRow, NewVideo, Scope, VideoRow};
+use crate::users::UserDirectory;
 use flick_kit::config::MediaConfig;
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::{Envelope, envelope};
@@ -9,6 +10,7 @@ use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use flick_platform::outbox::{self, Relay};
 use flick_proto::events::v1 as events;
+use flick_proto::media::v1::Owner;
 use prost::Message;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -196,11 +198,25 @@ pub struct Media {
     counters: Counters,
     /// The transcoder, when one is configured (`endpoints.transcoder`).
     uploads: Option<crate::uploads::Uploads>,
+    /// Owners' public details for gRPC answers (accounts, cached).
+    users: UserDirectory,
 }
 
 impl Media {
     pub fn new(db: DatabaseConnection, relay: Relay, cache: Cache, cfg: &MediaConfig) -> Self {
-        Self { counters: Counters::new(db.clone(), cache, cfg), db, relay, uploads: None }
+        Self {
+            counters: Counters::new(db.clone(), cache.clone(), cfg),
+            users: UserDirectory::new(cache),
+            db,
+            relay,
+            uploads: None,
+        }
+    }
+
+    /// Asks accounts (through `users`) for owners' details instead of knowing only cached ones.
+    pub fn with_users(mut self, users: UserDirectory) -> Self {
+        self.users = users;
+        self
     }
 
     pub fn with_uploads(mut self, uploads: crate::uploads::Uploads) -> Self {
@@ -653,6 +669,12 @@ impl Media {
         self.counters.live(ids).await.map_err(db_error)
     }
 
+    /// Public details of the users `ids` (one accounts call for what the cache lacks); users
+    /// accounts does not know, or cannot be asked about now, are absent.
+    pub async fn users(&self, ids: &[String]) -> HashMap<String, Owner> {
+        self.users.get_many(ids).await
+    }
+
     /// One reconciler run (the periodic task calls this; so may tests): dirty videos'
     /// counts from their rows into cache and columns, pending views into `view_count`.
     pub async fn reconcile(&self) -> Result<usize, AppError> {
@@ -665,6 +687,9 @@ impl Media {
         let effects: std::sync::Arc<std::sync::Mutex<Effects>> = Default::default();
         let (applier, out) = (self.clone(), effects.clone());
         let id = envelope.id.clone();
+        // Whatever the inbox says (a redelivery may follow a crash before the eviction).
+        let changed_user =
+            matches!(envelope.r#type.as_str(), "user.updated" | "user.deleted").then(|| envelope.subject.clone());
         let applied = outbox::apply_once(&self.db, "media", &id, move |txn| {
             Box::pin(async move {
                 let fx = applier.apply(txn, &envelope).await?;
@@ -680,6 +705,12 @@ impl Media {
                 self.counters.viewed(&video).await?;
             }
             self.relay.notify();
+        }
+        if let Some(user) = changed_user
+            && let Err(e) = self.users.invalidate(&user).await
+        {
+            // Retried: a stale entry would outlive the outage.
+            return Err(DbErr::Custom(format!("evicting user {user} from the cache: {e}")));
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! gRPC `flick.media.v1.MediaService` (callers' identity from `x-user-id` metadata).
+//! gRPC `flick.media.v1.MediaService` (callers' identity from `x-user-id` metadata). Every
+//! answer carries its videos' live counts and owners' details, looked up once per answer.
 
 use crate::domain::Media;
 use crate::store::VideoRow;
@@ -8,17 +9,37 @@ use tonic::{Request, Response, Status};
 
 pub struct MediaGrpc(pub Media);
 
-fn to_pb(v: VideoRow) -> pb::Video {
-    pb::Video {
-        id: v.id,
-        owner_id: v.owner_id,
-        title: v.title,
-        description: v.description,
-        tags: v.tags,
-        category: v.category,
-        visibility: v.visibility,
-        status: v.status,
-        created_at_ms: v.created_at_ms,
+impl MediaGrpc {
+    /// The rows as messages: one counters lookup and one directory lookup for all of them.
+    async fn to_pb(&self, rows: Vec<VideoRow>) -> Result<Vec<pb::Video>, AppError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rows.iter().map(|v| v.id.clone()).collect();
+        let owners: Vec<String> = rows.iter().map(|v| v.owner_id.clone()).collect();
+        let (live, users) = tokio::join!(self.0.live_counts(&ids), self.0.users(&owners));
+        let live = live?;
+        Ok(rows
+            .into_iter()
+            .map(|v| {
+                let counts = live.get(&v.id).copied().unwrap_or_default();
+                pb::Video {
+                    owner: users.get(&v.owner_id).cloned(),
+                    like_count: counts.likes,
+                    comment_count: counts.comments,
+                    view_count: v.view_count + counts.pending_views,
+                    id: v.id,
+                    owner_id: v.owner_id,
+                    title: v.title,
+                    description: v.description,
+                    tags: v.tags,
+                    category: v.category,
+                    visibility: v.visibility,
+                    status: v.status,
+                    created_at_ms: v.created_at_ms,
+                }
+            })
+            .collect())
     }
 }
 
@@ -31,7 +52,8 @@ impl pb::media_service_server::MediaService for MediaGrpc {
             .video(&caller, &request.into_inner().id)
             .await?
             .ok_or_else(|| AppError::not_found("no such video"))?;
-        Ok(Response::new(to_pb(v)))
+        let video = self.to_pb(vec![v]).await?.pop().ok_or_else(|| AppError::internal("a video went missing"))?;
+        Ok(Response::new(video))
     }
 
     async fn get_videos(
@@ -40,7 +62,7 @@ impl pb::media_service_server::MediaService for MediaGrpc {
     ) -> Result<Response<pb::GetVideosResponse>, Status> {
         let caller = Caller::from_grpc(&request);
         let videos = self.0.videos(&caller, &request.into_inner().ids).await?;
-        Ok(Response::new(pb::GetVideosResponse { videos: videos.into_iter().map(to_pb).collect() }))
+        Ok(Response::new(pb::GetVideosResponse { videos: self.to_pb(videos).await? }))
     }
 
     async fn list_videos_by_owner(
@@ -58,10 +80,7 @@ impl pb::media_service_server::MediaService for MediaGrpc {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListVideosByOwnerResponse {
-            videos: page.items.into_iter().map(to_pb).collect(),
-            next_cursor,
-        }))
+        Ok(Response::new(pb::ListVideosByOwnerResponse { videos: self.to_pb(page.items).await?, next_cursor }))
     }
 
     async fn list_public_videos(
@@ -75,9 +94,6 @@ impl pb::media_service_server::MediaService for MediaGrpc {
             Some(v) if page.has_next => Media::cursor_of(v, false),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListPublicVideosResponse {
-            videos: page.items.into_iter().map(to_pb).collect(),
-            next_cursor,
-        }))
+        Ok(Response::new(pb::ListPublicVideosResponse { videos: self.to_pb(page.items).await?, next_cursor }))
     }
 }

@@ -9,6 +9,7 @@ mod grpc;
 mod seed;
 mod store;
 mod uploads;
+mod users;
 
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;
@@ -21,6 +22,7 @@ pub use counters::Live;
 pub use domain::Media;
 pub use graphql::{MediaSchema, schema};
 pub use seed::seed_videos;
+pub use users::UserDirectory;
 
 pub const NAME: &str = "media";
 
@@ -34,6 +36,7 @@ const EVENT_PATTERNS: &[&str] = &[
     "transcode.completed",
     "transcode.failed",
     "user.deleted",
+    "user.updated",
     "video.viewed",
 ];
 
@@ -53,6 +56,10 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
     let mut media = Media::new(infra.db.clone(), infra.relay.clone(), shared.cache.clone(), &shared.config.media);
     if let Some(url) = &shared.config.endpoints.transcoder {
         media = media.with_uploads(uploads::Uploads::connect_lazy(url)?);
+    }
+    match &shared.config.endpoints.accounts {
+        Some(url) => media = media.with_users(UserDirectory::new(shared.cache.clone()).with_accounts(url)?),
+        None => tracing::info!("no endpoints.accounts: gRPC answers carry no owner details"),
     }
     let consumer = media.clone();
     let bus = shared.bus.clone();

@@ -83,8 +83,34 @@ impl TestApp {
                 "test",
             );
         }
-        flick_kit::telemetry::metrics_handle();
         let shared = Shared::connect(infra.config.clone()).await.expect("adapters connect");
+        Self::start_on(infra, shared, build).await
+    }
+
+    /// Another service of the same process as `beside`: it shares that app's cache, bus and
+    /// object storage (as `flick serve` shares them), with `infra`'s configuration (e.g.
+    /// `beside`'s infra's replica with `endpoints` pointing at it). On the embedded backend
+    /// this is how services see each other's events.
+    pub async fn start_beside<F, Fut>(infra: TestInfra, beside: &TestApp, build: F) -> Self
+    where
+        F: FnOnce(Shared) -> Fut,
+        Fut: Future<Output = anyhow::Result<Service>>,
+    {
+        let shared = Shared {
+            config: std::sync::Arc::new(infra.config.clone()),
+            cache: beside.shared.cache.clone(),
+            bus: beside.shared.bus.clone(),
+            storage: beside.shared.storage.clone(),
+        };
+        Self::start_on(infra, shared, build).await
+    }
+
+    async fn start_on<F, Fut>(infra: TestInfra, shared: Shared, build: F) -> Self
+    where
+        F: FnOnce(Shared) -> Fut,
+        Fut: Future<Output = anyhow::Result<Service>>,
+    {
+        flick_kit::telemetry::metrics_handle();
         let service = build(shared.clone()).await.expect("service builds");
         let bound =
             BoundService::bind(service, "127.0.0.1:0".parse().unwrap(), ServerOptions::from(&infra.config.server))
