@@ -7,7 +7,8 @@
 #                 and at a fixed 16,000 req/s (oha -q, latency-corrected): p99 at the bar's rate
 #   login         POST /auth/login (argon2id, OWASP cost): wrk -t1 -c8 -d10s
 #   feed          the api.md feed query through Traefik + hive-router + flick on PostgreSQL +
-#                 Redis with 10,000 seeded videos: wrk -t1 -c64, three runs, median
+#                 Redis with 10,000 seeded videos: wrk -t1 -c64, three runs, median; then the
+#                 same from 64 logged-in users (ForwardAuth per request, no shared answers)
 #   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
 #   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
 set -euo pipefail
