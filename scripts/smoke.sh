@@ -34,6 +34,22 @@ code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE/graphql" -H 'content-t
 if [ "$code" = 401 ]; then ok "edge ForwardAuth refuses a bad token (401)"; else
   fail "edge ForwardAuth with a bad token: HTTP $code, want 401"; fi
 
+# CORS: a browser on an allowed origin gets its preflight answered at the edge (never reaching
+# ForwardAuth) and may read answers; another origin gets no CORS headers.
+allowed=${FLICK_CORS_ORIGINS:-http://localhost:3000}
+allowed=${allowed%%,*}
+pre=$(curl -s -i -m 5 -X OPTIONS "$EDGE/graphql" -H "Origin: $allowed" -H 'Access-Control-Request-Method: POST' \
+  -H 'Access-Control-Request-Headers: authorization, content-type' || true)
+if grep -qi "^access-control-allow-origin: $allowed" <<<"$pre" && grep -qi '^access-control-allow-headers:.*authorization' <<<"$pre" &&
+  grep -q '^HTTP/1.1 200' <<<"$pre"; then ok "CORS preflight from $allowed answered at the edge"; else
+  fail "CORS preflight from $allowed: $(head -1 <<<"$pre")"; fi
+got=$(curl -s -i -m 5 "$EDGE/graphql" -H "Origin: $allowed" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' || true)
+if grep -qi "^access-control-allow-origin: $allowed" <<<"$got"; then ok "CORS: $allowed may read GraphQL answers"; else
+  fail "CORS: no Access-Control-Allow-Origin for $allowed"; fi
+got=$(curl -s -i -m 5 -X OPTIONS "$EDGE/graphql" -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST' || true)
+if ! grep -qi '^access-control-allow-origin:' <<<"$got"; then ok "CORS: other origins are not allowed"; else
+  fail "CORS: https://evil.example was allowed"; fi
+
 # /auth is routed to accounts (its JSON error body, not Traefik's plain 404).
 got=$(curl -s -m 5 "$EDGE/auth/nothing-here" || true)
 if grep -q '"NOT_FOUND"' <<<"$got"; then ok "edge routes /auth to accounts"; else
