@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flick_kit::AppError;
-use flick_kit::identity::{USER_ID_HEADER, USER_ROLE_HEADER};
+use flick_kit::identity::{USER_ID_HEADER, USER_ROLE_HEADER, client_address};
 use flick_kit::rest::{Json, bearer};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -84,18 +84,6 @@ struct LoginBody {
     login: String,
     #[serde(default)]
     password: String,
-}
-
-/// The client's address: the edge's `X-Forwarded-For` (Traefik replaces client copies),
-/// else the peer.
-fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .or_else(|| peer.map(|p| p.ip().to_string()))
 }
 
 async fn login(
@@ -263,15 +251,6 @@ async fn list(State(accounts): State<Accounts>, Json(body): Json<ListBody>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_address_prefers_the_edge_header() {
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let mut h = HeaderMap::new();
-        assert_eq!(client_address(&h, Some(peer)).as_deref(), Some("10.1.2.3"));
-        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
-        assert_eq!(client_address(&h, Some(peer)).as_deref(), Some("203.0.113.7"));
-    }
 
     #[test]
     fn openapi_documents_every_route() {

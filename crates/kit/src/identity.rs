@@ -24,6 +24,18 @@ pub fn require_mesh_secret(secret: Option<&str>) {
     let _ = MESH_SECRET.set(secret.filter(|s| !s.is_empty()).map(str::to_owned));
 }
 
+/// The client's address: the edge's `X-Forwarded-For` (Traefik replaces client copies), else
+/// the peer. For throttling and counting, never for identity.
+pub fn client_address(headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Option<String> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| peer.map(|p| p.ip().to_string()))
+}
+
 /// The mesh secret this process sends on internal calls, if one is configured.
 pub fn mesh_secret() -> Option<&'static str> {
     MESH_SECRET.get().and_then(|s| s.as_deref())
@@ -118,6 +130,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn client_address_prefers_the_edge_header() {
+        let peer: std::net::SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(client_address(&h, Some(peer)).as_deref(), Some("10.1.2.3"));
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        assert_eq!(client_address(&h, Some(peer)).as_deref(), Some("203.0.113.7"));
+        assert_eq!(client_address(&HeaderMap::new(), None), None);
+    }
 
     #[test]
     fn reads_user_and_role_from_edge_headers() {

@@ -73,14 +73,7 @@ fn viewer(caller: &Caller, headers: &HeaderMap, peer: Option<SocketAddr>) -> Opt
     if let Some(user) = caller.user_id {
         return Some(format!("user:{user}"));
     }
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .or_else(|| peer.map(|p| p.ip().to_string()))
-        .map(|a| format!("addr:{a}"))
+    flick_kit::identity::client_address(headers, peer).map(|a| format!("addr:{a}"))
 }
 
 async fn file(
