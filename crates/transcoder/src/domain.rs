@@ -179,7 +179,10 @@ impl Transcoder {
             thumbnail_url: playback.as_ref().and_then(|p| url(&p.poster)),
             storyboard_url: playback.as_ref().and_then(|p| url(&p.storyboard)),
             storyboard_vtt_url: playback.as_ref().and_then(|p| url(&p.storyboard_vtt)),
-            duration_seconds: playback.as_ref().map(|p| p.duration_seconds),
+            duration_seconds: playback
+                .as_ref()
+                .map(|p| p.duration_seconds)
+                .or(video.source_duration_seconds.filter(|_| Self::playable(video))),
             renditions: playback.map(|p| p.renditions).unwrap_or_default(),
         }
     }

@@ -70,7 +70,7 @@ pub struct Processing {
     /// Why it failed (owner only).
     pub error: Option<String>,
     /// Whether it plays yet: at READY, or earlier for long videos whose first segments are
-    /// stored (`playback` stays null until READY; the REST view has the growing playlist).
+    /// stored (then `playback` has the growing HLS playlist; the rest comes at READY).
     pub playable: bool,
 }
 
@@ -88,7 +88,7 @@ pub struct VideoProgress {
 
 impl From<VideoView> for Option<Playback> {
     fn from(v: VideoView) -> Self {
-        if v.state != "READY" {
+        if !v.playable {
             return None;
         }
         Some(Playback {
@@ -120,7 +120,10 @@ async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<VideoRow>> {
 
 #[ComplexObject]
 impl Video {
-    /// HLS and DASH URLs, renditions, thumbnails and duration; null until READY.
+    /// HLS and DASH URLs, renditions, thumbnails and duration; null until the video plays.
+    /// A long video plays before its ladder is done: then `hlsUrl` is the growing playlist
+    /// and `durationSeconds` the source's, while `dashUrl`, thumbnails and `renditions` wait
+    /// for READY.
     async fn playback(&self, ctx: &Context<'_>) -> Result<Option<Playback>> {
         let t = ctx.data::<Transcoder>()?;
         Ok(row(ctx, &self.id).await?.and_then(|r| t.view(&r, caller(ctx)).into()))

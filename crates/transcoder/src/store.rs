@@ -14,6 +14,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     migrations: &[
         Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA },
         Migration { version: 2, name: "early_playback", sqlite: EARLY, postgres: EARLY },
+        Migration { version: 3, name: "source_duration", sqlite: DURATION, postgres: DURATION },
     ],
 };
 
@@ -55,6 +56,8 @@ CREATE INDEX uploads_expiry ON uploads (state, expires_at_ms);
 
 /// When a long video's first segments became playable, before its ladder finished.
 const EARLY: &str = "ALTER TABLE videos ADD COLUMN playable_at_ms BIGINT;";
+/// The probed duration, known as soon as a video plays early (before the ladder's own).
+const DURATION: &str = "ALTER TABLE videos ADD COLUMN source_duration_seconds DOUBLE PRECISION;";
 
 pub use flick_platform::db::{exec, stmt};
 
@@ -72,10 +75,11 @@ pub struct VideoRow {
     pub playback: Option<String>,
     /// Set while PROCESSING once the renditions' first segments can be played.
     pub playable_at_ms: Option<i64>,
+    pub source_duration_seconds: Option<f64>,
 }
 
-const VIDEO_COLUMNS: &str =
-    "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms";
+const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms, \
+     source_duration_seconds";
 
 impl VideoRow {
     fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
@@ -90,6 +94,7 @@ impl VideoRow {
             job_id: r.try_get("", "job_id")?,
             playback: r.try_get("", "playback")?,
             playable_at_ms: r.try_get("", "playable_at_ms")?,
+            source_duration_seconds: r.try_get("", "source_duration_seconds")?,
         })
     }
 }
@@ -167,12 +172,20 @@ pub async fn set_state<C: ConnectionTrait>(
     Ok(n > 0)
 }
 
-/// Marks the job's video playable before its ladder finished (first segments stored).
-pub async fn set_playable<C: ConnectionTrait>(c: &C, id: &str, job_id: &str, now: i64) -> Result<bool, DbErr> {
+/// Marks the job's video playable before its ladder finished (first segments stored), with
+/// the source's probed duration.
+pub async fn set_playable<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    job_id: &str,
+    duration_seconds: f64,
+    now: i64,
+) -> Result<bool, DbErr> {
     let n = exec(
         c,
-        "UPDATE videos SET playable_at_ms = ?, updated_at_ms = ? WHERE id = ? AND job_id = ? AND state = 'PROCESSING'",
-        vec![now.into(), now.into(), id.into(), job_id.into()],
+        "UPDATE videos SET playable_at_ms = ?, source_duration_seconds = ?, updated_at_ms = ? \
+         WHERE id = ? AND job_id = ? AND state = 'PROCESSING'",
+        vec![now.into(), duration_seconds.into(), now.into(), id.into(), job_id.into()],
     )
     .await?;
     Ok(n > 0)

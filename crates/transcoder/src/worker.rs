@@ -201,6 +201,7 @@ impl Transcoder {
                 job_id: job_id.to_string(),
                 out: out.clone(),
                 tracks,
+                duration_seconds: info.duration_seconds,
                 ..Early::default()
             }
         });
@@ -448,6 +449,8 @@ struct Early {
     job_id: String,
     out: std::path::PathBuf,
     tracks: Vec<String>,
+    /// The source's probed duration (what players show before the ladder's is known).
+    duration_seconds: f64,
     /// Paths relative to `out` that are stored already.
     uploaded: HashSet<String>,
     published: bool,
@@ -493,7 +496,9 @@ impl Early {
             let master =
                 tokio::fs::read(self.out.join("master.m3u8")).await.map_err(|e| format!("reading master.m3u8: {e}"))?;
             t.storage.put(&format!("{prefix}/master.m3u8"), master.into()).await.map_err(|e| e.to_string())?;
-            store::set_playable(&t.db, &self.video_id, &self.job_id, now_ms()).await.map_err(|e| e.to_string())?;
+            store::set_playable(&t.db, &self.video_id, &self.job_id, self.duration_seconds, now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
             self.published = true;
             tracing::info!(video.id = %self.video_id, "playable before the ladder finished");
             let owner =

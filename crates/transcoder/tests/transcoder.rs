@@ -595,6 +595,25 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(early["playable"], true);
+    // GraphQL clients get the growing playlist too, as the router asks for the entity.
+    let query = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) {
+        ... on Video { processing { state playable } playback { hlsUrl dashUrl durationSeconds renditions { name } } } } }";
+    let entity: Value = c
+        .http
+        .post(app.url("/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": { "id": id } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let video = &entity["data"]["_entities"][0];
+    assert_eq!(video["processing"]["state"], "PROCESSING", "{entity}");
+    assert_eq!(video["playback"]["hlsUrl"], early["hls_url"], "{entity}");
+    assert!(video["playback"]["dashUrl"].is_null(), "the DASH manifest comes at READY: {entity}");
+    let duration = video["playback"]["durationSeconds"].as_f64().unwrap();
+    assert!((duration - 30.0).abs() < 0.5, "the source's probed duration: {entity}");
     let (status, anyone) = c.video(None, &id).await;
     assert_eq!((status, anyone["playable"].clone()), (200, Value::Bool(true)), "a public video plays for anyone");
     let master = c.http.get(app.url(&format!("/video/{id}/hls/master.m3u8"))).send().await.unwrap();
