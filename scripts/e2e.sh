@@ -18,7 +18,8 @@ stop() {
 trap stop EXIT
 
 deadline=$((SECONDS + 180))
-until [ "$(http_code http://127.0.0.1:8090/ping)" = 200 ] && [ "$(http_code http://127.0.0.1:4000/health)" = 200 ]; do
+# dev.sh prints its banner once a query goes through the edge (Traefik's routes are loaded).
+until grep -q 'Flick dev stack is up' "$data/dev.log" 2>/dev/null; do
   if ! kill -0 "$dev" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
     tail -n 40 "$data/dev.log" >&2
     die "the dev stack did not come up"
