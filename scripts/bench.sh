@@ -96,6 +96,18 @@ LUA
   cat "$2"
 }
 
+# paced_runs SCRIPT NAME: $RUNS paced runs through the edge → "median_req/s median_p99_ms non-2xx"
+paced_runs() {
+  local lines=() line i
+  for i in $(seq "$RUNS"); do
+    line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$1" http://127.0.0.1:8080/graphql | parse)
+    log "$2 at $FEED_RATE req/s, run $i: $line (req/s, p99 ms, non-2xx)"
+    lines+=("$line")
+  done
+  printf '%s %s %s\n' "$(printf '%s\n' "${lines[@]}" | awk '{print $1}' | median)" \
+    "$(printf '%s\n' "${lines[@]}" | awk '{print $2}' | median)" "$(printf '%s\n' "${lines[@]}" | awk '{s += $3} END {print s}')"
+}
+
 results=()
 for i in $(seq "$RUNS"); do
   line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$BASE/user/token_verify" | parse)
@@ -161,8 +173,7 @@ done
 rps=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
 p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
 paced "$FEED_RATE" "$data/feed.lua" >"$data/feed-paced.lua"
-anon_paced=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$data/feed-paced.lua" http://127.0.0.1:8080/graphql | parse)
-log "feed at $FEED_RATE req/s: $anon_paced (req/s, p99 ms, non-2xx)"
+anon_paced=$(paced_runs "$data/feed-paced.lua" feed)
 
 # The same query from 64 different logged-in users: every request takes ForwardAuth, and the
 # router's dedupe (keyed by the caller's identity) cannot share answers between them.
@@ -198,17 +209,16 @@ for i in $(seq "$RUNS"); do
   users+=("$line")
 done
 paced "$FEED_RATE" "$data/feed-users.lua" >"$data/feed-users-paced.lua"
-users_paced=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$data/feed-users-paced.lua" http://127.0.0.1:8080/graphql | parse)
-log "feed (64 users) at $FEED_RATE req/s: $users_paced (req/s, p99 ms, non-2xx)"
+users_paced=$(paced_runs "$data/feed-users-paced.lua" "feed (64 users)")
 urps=$(printf '%s\n' "${users[@]}" | awk '{print $1}' | median)
 up99=$(printf '%s\n' "${users[@]}" | awk '{print $2}' | median)
 uerr=$(printf '%s\n' "${users[@]}" | awk '{s += $3} END {print s}')
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections   [bar: >= 1500 req/s, p99 <= 25 ms]"
-echo "bench:   anonymous at a paced $FEED_RATE req/s: $(awk '{print $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$anon_paced")"
+echo "bench:   anonymous at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$anon_paced")"
 echo "bench:   anonymous, saturated: median ${rps} req/s, p99 ${p99} ms"
 echo "bench:   the same from 64 logged-in users (ForwardAuth per request, no shared answers), + viewerHasLiked:"
-echo "bench:   at a paced $FEED_RATE req/s: $(awk '{print $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$users_paced")"
+echo "bench:   at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$users_paced")"
 echo "bench:   saturated: median ${urps} req/s, p99 ${up99} ms, non-2xx ${uerr}"
 
 # ---------- transcoder: ladder vs ffmpeg baselines, 1 GiB tus upload vs direct multipart ----------

@@ -14,7 +14,7 @@ pub fn schema(cfg: &GraphqlConfig, accounts: Option<Accounts>) -> AccountsSchema
     let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
     if let Some(a) = accounts {
         // The router resolves a page's owners in one `_entities` call: one query for all.
-        builder = builder.data(DataLoader::new(UserLoader(a.clone()), tokio::spawn).max_batch_size(100)).data(a);
+        builder = builder.data(flick_kit::graphql::loader(UserLoader(a.clone()))).data(a);
     }
     builder.finish()
 }

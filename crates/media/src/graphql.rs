@@ -24,9 +24,9 @@ pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
         // Users in a list (owners of a page) ask for their counts together: one query each.
         // A page's videos ask for their counts together: one cache round trip.
         builder = builder
-            .data(DataLoader::new(LiveCounts(m.clone()), tokio::spawn).max_batch_size(100))
-            .data(DataLoader::new(SubscriberCounts(m.clone()), tokio::spawn).max_batch_size(100))
-            .data(DataLoader::new(Subscribed(m.clone()), tokio::spawn).max_batch_size(100))
+            .data(flick_kit::graphql::loader(LiveCounts(m.clone())))
+            .data(flick_kit::graphql::loader(SubscriberCounts(m.clone())))
+            .data(flick_kit::graphql::loader(Subscribed(m.clone())))
             .data(m);
     }
     builder.finish()

@@ -17,7 +17,7 @@ pub type TranscoderSchema = Schema<Query, EmptyMutation, SubscriptionRoot>;
 pub fn schema(cfg: &GraphqlConfig, transcoder: Option<Transcoder>) -> TranscoderSchema {
     let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, SubscriptionRoot), cfg);
     if let Some(t) = transcoder {
-        builder = builder.data(DataLoader::new(Rows(t.clone()), tokio::spawn)).data(t);
+        builder = builder.data(flick_kit::graphql::loader(Rows(t.clone()))).data(t);
     }
     builder.finish()
 }
