@@ -112,10 +112,10 @@ wait_ready hive-router "$!" 30 "$LOG_DIR/router.log" http://127.0.0.1:4000/readi
 
 "$FLICK_TOOLS_DIR/bin/traefik" --configFile=deploy/traefik/traefik.yml >"$LOG_DIR/traefik.log" 2>&1 &
 started traefik $!
-wait_ready traefik "$!" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
+traefik_pid=$!
+wait_ready traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
 # /ping answers before the file provider's routers are loaded (until then every route is a 404),
 # so the stack is up only once a query goes through the edge.
-traefik_pid=$!
 deadline=$((SECONDS + 30))
 until [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$EDGE/graphql" -H 'content-type: application/json' \
   -d '{"query":"{ __typename }"}' || true)" = 200 ]; do

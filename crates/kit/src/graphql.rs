@@ -13,7 +13,6 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-/// Applies the platform's federation settings and limits to a subgraph schema.
 /// A data loader for a schema: batches what the fields of one moment ask for (up to 100 keys).
 ///
 /// No wait before a batch goes out: async-graphql's default 1 ms pause (a timer thread's
@@ -26,6 +25,7 @@ where
     async_graphql::dataloader::DataLoader::new(inner, tokio::spawn).max_batch_size(100).delay(std::time::Duration::ZERO)
 }
 
+/// Applies the platform's federation settings and limits to a subgraph schema.
 pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, cfg: &GraphqlConfig) -> SchemaBuilder<Q, M, S>
 where
     Q: ObjectType + 'static,
