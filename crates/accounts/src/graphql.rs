@@ -38,6 +38,8 @@ impl Loader<String> for UserLoader {
 pub struct User {
     pub id: ID,
     pub username: String,
+    // Media serves it too, under `Video.owner` (`@provides`), from its user directory.
+    #[graphql(shareable)]
     pub display_name: String,
     pub avatar_url: Option<String>,
     pub bio: String,

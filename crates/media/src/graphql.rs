@@ -27,6 +27,7 @@ pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
             .data(flick_kit::graphql::loader(LiveCounts(m.clone())))
             .data(flick_kit::graphql::loader(SubscriberCounts(m.clone())))
             .data(flick_kit::graphql::loader(Subscribed(m.clone())))
+            .data(flick_kit::graphql::loader(Owners(m.clone())))
             .data(m);
     }
     builder.finish()
@@ -46,6 +47,19 @@ impl Loader<String> for LiveCounts {
 
 async fn live(ctx: &Context<'_>, id: &str) -> Result<Live> {
     Ok(ctx.data_unchecked::<DataLoader<LiveCounts>>().load_one(id.to_string()).await?.unwrap_or_default())
+}
+
+/// Public details of the owners asked for at one moment, from media's user directory (the
+/// cache, then one accounts `GetUsers` call for what it lacks).
+pub struct Owners(Media);
+
+impl Loader<String> for Owners {
+    type Value = flick_proto::media::v1::Owner;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        Ok(self.0.users(ids).await)
+    }
 }
 
 /// Subscriber counts of the channels asked for at one moment, in one query.
@@ -139,6 +153,16 @@ impl User {
         connection(ctx, page, after.is_some(), by_created).await
     }
 
+    // Accounts owns it; media serves it only under `Video.owner` (`@provides`), from its user
+    // directory (kept current by `user.updated`), so a feed needs no second subgraph call.
+    #[graphql(external)]
+    async fn display_name(&self, ctx: &Context<'_>) -> Result<String> {
+        match ctx.data_unchecked::<DataLoader<Owners>>().load_one(self.id.0.clone()).await? {
+            Some(owner) => Ok(owner.display_name),
+            None => Err(AppError::unavailable("the owner's details are unavailable").into_graphql()),
+        }
+    }
+
     async fn subscriber_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let count = ctx.data_unchecked::<DataLoader<SubscriberCounts>>().load_one(self.id.0.clone()).await?;
         Ok(count.unwrap_or(0) as i32)
@@ -199,6 +223,7 @@ impl Video {
         let me = caller(ctx).user_id.map(|u| u.to_string());
         if me.as_deref() == Some(self.row.owner_id.as_str()) { self.row.failure.as_deref() } else { None }
     }
+    #[graphql(provides = "displayName")]
     async fn owner(&self) -> User {
         user(&self.row.owner_id)
     }

@@ -297,7 +297,45 @@ async fn without_accounts_answers_come_without_owners(backend: Backend) {
     );
 }
 
+/// Media answers `Video.owner { displayName }` itself (`@provides`: the router needs no
+/// accounts call for a feed), from its directory, and a rename shows through `user.updated`.
+async fn graphql_owners_display_names_come_from_media(backend: Backend) {
+    let s = services(backend).await;
+    let (ada, grace) = (s.register("Ada Films").await, s.register("Grace Films").await);
+    let first = s.ready_video(&ada.id, "First").await;
+    s.ready_video(&grace.id, "Second").await;
+    let feed =
+        s.gql(&ada.id, "{ feed(first: 50) { edges { node { id owner { id displayName } } } } }", json!({})).await;
+    let names: std::collections::HashMap<String, String> = feed["feed"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["node"]["owner"]["id"].as_str().unwrap().into(),
+                e["node"]["owner"]["displayName"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(names.get(&ada.id).map(String::as_str), Some("Ada Films"), "{feed}");
+    assert_eq!(names.get(&grace.id).map(String::as_str), Some("Grace Films"), "{feed}");
+
+    let (status, body) = s
+        .accounts_call(Method::PATCH, "/user/profile", json!({ "display_name": "Ada Studio" }), Some(&ada.token))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let q = "query($id: ID!) { video(id: $id) { owner { displayName } } }";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.gql(&ada.id, q, json!({ "id": first })).await["video"]["owner"]["displayName"] == "Ada Studio"
+        })
+        .await,
+        "the new name shows"
+    );
+}
+
 flick_testkit::on_both_backends!(
+    graphql_owners_display_names_come_from_media,
     grpc_answers_carry_owners_and_counts,
     profile_changes_reach_grpc_answers,
     without_accounts_answers_come_without_owners,
