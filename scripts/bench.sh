@@ -145,11 +145,7 @@ export FLICK_CACHE__URL=redis://127.0.0.1:6379/ FLICK_TELEMETRY__LOG_LEVEL=warn
 FLICK_BIN=$bin FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data/dev scripts/dev.sh >"$data/dev.log" 2>&1 &
 dev=$!
 trap 'rc=$?; kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null || true; rm -rf "$data"; exit $rc' EXIT
-edge_ready() {
-  curl -s -m 2 http://127.0.0.1:8080/graphql -H 'content-type: application/json' -d '{"query":"{ __typename }"}' |
-    grep -q '"__typename":"Query"'
-}
-for _ in $(seq 600); do edge_ready && break; sleep 0.2; done
+wait_dev_stack "$data/dev.log" "$dev" 120
 cat >"$data/feed.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -17,15 +17,7 @@ stop() {
 }
 trap stop EXIT
 
-deadline=$((SECONDS + 180))
-# dev.sh prints its banner once a query goes through the edge (Traefik's routes are loaded).
-until grep -q 'Flick dev stack is up' "$data/dev.log" 2>/dev/null; do
-  if ! kill -0 "$dev" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
-    tail -n 40 "$data/dev.log" >&2
-    die "the dev stack did not come up"
-  fi
-  sleep 0.5
-done
+wait_dev_stack "$data/dev.log" "$dev" 180
 
 status=0
 scripts/smoke.sh || status=$?

@@ -60,6 +60,19 @@ wait_until() {
 }
 
 # http_code URL: prints the HTTP status (000 when nothing answers).
+# wait_dev_stack LOG PID TIMEOUT: until scripts/dev.sh (PID, its output in LOG) prints its
+# banner, which it does once a query goes through the edge (Traefik's routes are loaded).
+wait_dev_stack() {
+  local deadline=$((SECONDS + $3))
+  until grep -q 'Flick dev stack is up' "$1" 2>/dev/null; do
+    if ! kill -0 "$2" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
+      tail -n 40 "$1" >&2
+      die "the dev stack did not come up"
+    fi
+    sleep 0.5
+  done
+}
+
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true; }
 
 # venv_has DIR PKG==VER: true when the venv at DIR has exactly that version (no pip call: fast).
