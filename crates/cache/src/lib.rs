@@ -5,6 +5,10 @@
 //! a short-lived local copy of hot values; writes and invalidations publish the key on a
 //! Redis channel so the other replicas drop their copies. A [`Denylist`] is mirrored whole
 //! in every replica, for lookups without a round trip.
+//!
+//! Read-through callers use [`Cache::lookup`] and [`Cache::fill`]: an invalidation leaves a
+//! short-lived tombstone, and a fill whose read began before it is refused, so a slow read
+//! of the source never stores what an update has already replaced.
 
 mod denylist;
 
@@ -19,6 +23,16 @@ use std::time::{Duration, Instant};
 const INVALIDATION_CHANNEL: &str = "flick:cache:invalidate";
 /// Local copies live this long at most, so a lost invalidation heals quickly.
 const NEAR_TTL: Duration = Duration::from_secs(5);
+/// Marks a value an invalidation replaced; never a prefix of a real value (callers store
+/// protobuf or UTF-8, neither starts with a NUL here).
+const TOMBSTONE: &[u8] = b"\0flick:invalidated:";
+/// How long an invalidation refuses fills that read before it: longer than any read-through
+/// source call may take (the services' gRPC timeouts are a few seconds).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
+
+fn is_tombstone(value: &[u8]) -> bool {
+    value.starts_with(TOMBSTONE)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -29,6 +43,19 @@ pub enum CacheError {
 }
 
 pub type Result<T> = std::result::Result<T, CacheError>;
+
+/// What [`Cache::lookup`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(Vec<u8>),
+    /// Absent: read the source, then [`Cache::fill`] with this token.
+    Miss(FillToken),
+}
+
+/// The state of a key when a read-through reader missed: absent, or the tombstone of the
+/// invalidation it follows. A fill succeeds only while the key is still in that state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillToken(Option<Arc<[u8]>>);
 
 /// Outcome of one rate-limited attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +99,8 @@ struct MemoryState {
     counters: Mutex<HashMap<String, Counter>>,
     sets: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     windows: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Serialises the check-and-store of fills with writes and invalidations.
+    values: Mutex<()>,
 }
 
 /// A counter in memory; `expires` mirrors a Redis key's TTL (`None`: persistent).
@@ -133,6 +162,16 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {n, ttl}
+";
+
+/// SET only while the key holds what the reader saw (ARGV[1]; empty: absent).
+const FILL_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
 ";
 
 /// INCRBY only when the key exists (keeps its TTL); nil otherwise.
@@ -232,23 +271,72 @@ impl Cache {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(match self.lookup(key).await? {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Miss(_) => None,
+        })
+    }
+
+    /// The value at `key`, or the token to [`Cache::fill`] it with after reading the source.
+    pub async fn lookup(&self, key: &str) -> Result<Lookup> {
         let key = &self.key(key);
         if let Some(entry) = self.inner.local.get(key) {
-            return Ok(Some(entry.value.to_vec()));
+            // Only the memory backend keeps tombstones locally.
+            return Ok(if is_tombstone(&entry.value) {
+                Lookup::Miss(FillToken(Some(entry.value)))
+            } else {
+                Lookup::Hit(entry.value.to_vec())
+            });
         }
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(None),
+            Backend::Memory(_) => Ok(Lookup::Miss(FillToken(None))),
             Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
                 let (value, ttl_ms): (Option<Vec<u8>>, i64) =
                     redis::pipe().get(key).pttl(key).query_async(&mut conn).await?;
-                if let Some(v) = &value
-                    && ttl_ms > 0
-                {
-                    let ttl = Duration::from_millis(ttl_ms as u64).min(NEAR_TTL);
-                    self.inner.local.insert(key.to_string(), Entry { value: v.as_slice().into(), ttl });
+                Ok(match value {
+                    None => Lookup::Miss(FillToken(None)),
+                    Some(v) if is_tombstone(&v) => Lookup::Miss(FillToken(Some(v.into()))),
+                    Some(v) => {
+                        if ttl_ms > 0 {
+                            let ttl = Duration::from_millis(ttl_ms as u64).min(NEAR_TTL);
+                            self.inner.local.insert(key.to_string(), Entry { value: v.as_slice().into(), ttl });
+                        }
+                        Lookup::Hit(v)
+                    }
+                })
+            }
+        }
+    }
+
+    /// Stores what a reader read from the source after [`Cache::lookup`] missed, unless the
+    /// key changed since (an invalidation, or another fill): then `false`, nothing stored.
+    pub async fn fill(&self, key: &str, seen: &FillToken, value: &[u8], ttl: Duration) -> Result<bool> {
+        let key = &self.key(key);
+        let ttl = ttl.max(Duration::from_millis(1));
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let _values = m.values.lock().expect("value lock");
+                let current = self.inner.local.get(key).map(|e| e.value);
+                if current != seen.0 {
+                    return Ok(false);
                 }
-                Ok(value)
+                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
+                Ok(true)
+            }
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                let stored: i64 = redis::Script::new(FILL_SCRIPT)
+                    .key(key)
+                    .arg(seen.0.as_deref().unwrap_or_default())
+                    .arg(value)
+                    .arg(ttl.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if stored == 1 {
+                    self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl: ttl.min(NEAR_TTL) });
+                }
+                Ok(stored == 1)
             }
         }
     }
@@ -258,7 +346,8 @@ impl Cache {
         let key = &self.key(key);
         let ttl = ttl.max(Duration::from_millis(1));
         match &self.inner.backend {
-            Backend::Memory(_) => {
+            Backend::Memory(m) => {
+                let _values = m.values.lock().expect("value lock");
                 self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
                 Ok(())
             }
@@ -278,22 +367,30 @@ impl Cache {
         }
     }
 
-    /// Removes `key` here, in the shared store, and from every replica's near cache.
+    /// Removes `key` here, in the shared store, and from every replica's near cache. For
+    /// [`TOMBSTONE_TTL`] a tombstone stays in its place, refusing fills that read before now.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let key = &self.key(key);
-        self.inner.local.invalidate(key);
+        let tombstone: Arc<[u8]> = [TOMBSTONE, uuid_like().as_bytes()].concat().into();
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(()),
+            Backend::Memory(m) => {
+                let _values = m.values.lock().expect("value lock");
+                self.inner.local.insert(key.to_string(), Entry { value: tombstone, ttl: TOMBSTONE_TTL });
+                Ok(())
+            }
             Backend::Redis(conn, _) => {
+                self.inner.local.invalidate(key);
                 let mut conn = conn.clone();
                 let message = format!("{}|{key}", self.inner.origin);
                 redis::pipe()
-                    .del(key)
+                    .pset_ex(key, &*tombstone, TOMBSTONE_TTL.as_millis() as u64)
                     .ignore()
                     .publish(INVALIDATION_CHANNEL, message)
                     .ignore()
                     .query_async::<()>(&mut conn)
                     .await?;
+                // A lookup here may have copied the old value back while the write was under way.
+                self.inner.local.invalidate(key);
                 Ok(())
             }
         }

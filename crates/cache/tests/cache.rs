@@ -1,6 +1,6 @@
 //! The cache port against the in-memory default and a real Redis.
 
-use flick_cache::Cache;
+use flick_cache::{Cache, Lookup};
 use flick_testkit::{TcpProxy, eventually, redis_url, require, unique};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,49 @@ async fn memory_rate_limit_refuses_past_the_limit() {
 #[tokio::test]
 async fn redis_rate_limit_refuses_past_the_limit() {
     rate_limit_allows_the_limit_then_refuses_until_the_window_resets(redis().await).await;
+}
+
+/// The race a read-through cache must not lose: a reader misses, reads the source, and an
+/// update's invalidation lands before it stores what it read. Replica `b` does the reading.
+async fn fills_refuse_values_an_invalidation_overtook(a: Cache) {
+    let b = a.replica();
+    let key = unique("fill");
+    let Lookup::Miss(before) = b.lookup(&key).await.unwrap() else { panic!("a new key is a miss") };
+    a.invalidate(&key).await.unwrap();
+    assert!(!b.fill(&key, &before, b"stale", Duration::from_secs(60)).await.unwrap(), "refused");
+    assert_eq!(b.get(&key).await.unwrap(), None, "the tombstone reads as absent");
+    assert_eq!(a.get(&key).await.unwrap(), None);
+
+    // A reader that began after the invalidation stores at once.
+    let Lookup::Miss(after) = b.lookup(&key).await.unwrap() else { panic!("still a miss") };
+    assert_ne!(after, before, "it saw the tombstone");
+    assert!(b.fill(&key, &after, b"fresh", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(b.lookup(&key).await.unwrap(), Lookup::Hit(b"fresh".to_vec()));
+    assert_eq!(a.get(&key).await.unwrap().as_deref(), Some(&b"fresh"[..]));
+    // Once filled, the same token stores nothing more (a concurrent reader's copy stays).
+    assert!(!b.fill(&key, &after, b"other", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(a.get(&key).await.unwrap().as_deref(), Some(&b"fresh"[..]));
+
+    // Invalidating a stored value works the same way.
+    a.invalidate(&key).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || async { matches!(b.lookup(&key).await.unwrap(), Lookup::Miss(_)) }).await,
+        "b drops its copy"
+    );
+    assert!(!b.fill(&key, &after, b"stale again", Duration::from_secs(60)).await.unwrap());
+    // A plain set still overwrites a tombstone: it is a writer's own value, not a read.
+    a.set(&key, b"written", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(a.get(&key).await.unwrap().as_deref(), Some(&b"written"[..]));
+}
+
+#[tokio::test]
+async fn memory_fills_refuse_values_an_invalidation_overtook() {
+    fills_refuse_values_an_invalidation_overtook(Cache::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_fills_refuse_values_an_invalidation_overtook() {
+    fills_refuse_values_an_invalidation_overtook(redis().await).await;
 }
 
 #[tokio::test]

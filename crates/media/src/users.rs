@@ -1,11 +1,13 @@
 //! Users' public details where media needs them itself (gRPC answers): cache-aside in the
 //! cache port (`media:user:{id}`, the protobuf `Owner`), misses fetched from accounts in one
-//! `GetUsers` call per lookup. `user.updated` and `user.deleted` invalidate the entry.
-//! Accounts being down never fails a caller: it gets what the cache had.
+//! `GetUsers` call per lookup. `user.updated` and `user.deleted` invalidate the entry, and
+//! an answer that was on its way while that happened is not cached (the cache's fill refuses
+//! it), so a rename never hides behind a stale copy. Accounts being down never fails a
+//! caller: it gets what the cache had.
 
 use accounts::accounts_service_client::AccountsServiceClient;
 use flick_kit::Caller;
-use flick_platform::cache::{Cache, CacheError};
+use flick_platform::cache::{Cache, CacheError, FillToken, Lookup};
 use flick_proto::accounts::v1 as accounts;
 use flick_proto::media::v1::Owner;
 use prost::Message;
@@ -58,15 +60,27 @@ impl UserDirectory {
         wanted.sort();
         wanted.dedup();
         let cached =
-            futures::future::join_all(wanted.iter().map(|id| async move { self.cache.get(&key(id)).await })).await;
+            futures::future::join_all(wanted.iter().map(|id| async move { self.cache.lookup(&key(id)).await })).await;
         let mut found = HashMap::new();
         let mut misses = Vec::new();
+        // How to store each miss: a fill from what it saw, or (`None`) overwriting an entry
+        // this build cannot decode. Users the cache could not be asked about are not stored.
+        let mut seen: HashMap<String, Option<FillToken>> = HashMap::new();
         for (id, entry) in wanted.into_iter().zip(cached) {
-            match entry.map(|e| e.and_then(|bytes| Owner::decode(bytes.as_slice()).ok())) {
-                Ok(Some(owner)) => {
-                    found.insert(id.clone(), owner);
+            match entry {
+                Ok(Lookup::Hit(bytes)) => match Owner::decode(bytes.as_slice()) {
+                    Ok(owner) => {
+                        found.insert(id.clone(), owner);
+                    }
+                    Err(_) => {
+                        seen.insert(id.clone(), None);
+                        misses.push(id.clone());
+                    }
+                },
+                Ok(Lookup::Miss(token)) => {
+                    seen.insert(id.clone(), Some(token));
+                    misses.push(id.clone());
                 }
-                Ok(None) => misses.push(id.clone()),
                 Err(e) => {
                     tracing::debug!(user.id = %id, error = %e, "cache unavailable: user asked of accounts");
                     misses.push(id.clone());
@@ -98,11 +112,16 @@ impl UserDirectory {
                             avatar_url: u.avatar_url.unwrap_or_default(),
                         })
                         .collect();
-                    let stored = futures::future::join_all(
-                        owners
-                            .iter()
-                            .map(|o| async move { self.cache.set(&key(&o.id), &o.encode_to_vec(), TTL).await }),
-                    )
+                    let stored = futures::future::join_all(owners.iter().filter_map(|o| {
+                        let how = seen.get(&o.id)?;
+                        Some(async move {
+                            let (key, value) = (key(&o.id), o.encode_to_vec());
+                            match how {
+                                Some(token) => self.cache.fill(&key, token, &value, TTL).await.map(drop),
+                                None => self.cache.set(&key, &value, TTL).await,
+                            }
+                        })
+                    }))
                     .await;
                     found.extend(owners.into_iter().map(|o| (o.id.clone(), o)));
                     if let Some(Err(e)) = stored.into_iter().find(Result::is_err) {
