@@ -67,13 +67,30 @@ fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
     (start <= end && start < size).then_some(start..end + 1)
 }
 
-/// Who is watching: the user, else the client's address (the edge's `X-Forwarded-For`,
-/// Traefik replaces client copies; else the peer).
+/// Who is watching: the user, else a pseudonym of the client's address (the edge's
+/// `X-Forwarded-For`, Traefik replaces client copies; else the peer).
 fn viewer(caller: &Caller, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
     if let Some(user) = caller.user_id {
         return Some(format!("user:{user}"));
     }
-    flick_kit::identity::client_address(headers, peer).map(|a| format!("addr:{a}"))
+    flick_kit::identity::client_address(headers, peer).map(|a| format!("addr:{}", address_pseudonym(&a)))
+}
+
+/// A keyed hash of a client address, so anonymous views deduplicate without the address
+/// itself reaching the cache, the outbox or the broker. Keyed by the mesh secret, which every
+/// replica shares (the same viewer is one viewer on each); a random key per process without one.
+fn address_pseudonym(address: &str) -> String {
+    use hmac::{Hmac, Mac};
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| match flick_kit::identity::mesh_secret() {
+        Some(secret) => [b"flick:view-address:".as_slice(), secret.as_bytes()].concat(),
+        None => rand::random::<[u8; 32]>().to_vec(),
+    });
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(address.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    // 128 bits: no collisions among real viewers, and short keys in the cache.
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn file(
@@ -155,12 +172,25 @@ mod tests {
     fn viewers_are_users_else_the_edge_address_else_the_peer() {
         let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(viewer(&Caller::anonymous(), &h, Some(peer)).as_deref(), Some("addr:10.1.2.3"));
+        let by_peer = viewer(&Caller::anonymous(), &h, Some(peer)).unwrap();
+        assert_eq!(by_peer, format!("addr:{}", address_pseudonym("10.1.2.3")));
         h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
-        assert_eq!(viewer(&Caller::anonymous(), &h, Some(peer)).as_deref(), Some("addr:203.0.113.7"));
+        assert_eq!(
+            viewer(&Caller::anonymous(), &h, Some(peer)),
+            Some(format!("addr:{}", address_pseudonym("203.0.113.7")))
+        );
         let user = uuid::Uuid::now_v7();
         let caller = Caller { user_id: Some(user), ..Caller::anonymous() };
         assert_eq!(viewer(&caller, &h, Some(peer)), Some(format!("user:{user}")));
+    }
+
+    #[test]
+    fn address_pseudonyms_are_stable_distinct_and_hide_the_address() {
+        let a = address_pseudonym("203.0.113.7");
+        assert_eq!(a, address_pseudonym("203.0.113.7"), "the same viewer deduplicates");
+        assert_ne!(a, address_pseudonym("203.0.113.8"));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()) && !a.contains("203"), "{a}");
     }
 
     #[test]
