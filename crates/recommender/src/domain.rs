@@ -21,13 +21,17 @@ use uuid::Uuid;
 
 /// Largest `first` of `related` and `recommendedForMe`.
 pub const MAX_FIRST: usize = 100;
-/// Likes that make up a preference vector: the user's most recent ones.
+/// Likes that make up a preference vector: the user's most recent ones (and as many views).
 pub const PREFERENCE_LIKES: u64 = 100;
+/// A watched video's weight in the preference against a liked one's 1: starting a video says
+/// less than liking it, but most viewers never like anything.
+pub const VIEW_WEIGHT: f64 = 0.25;
 /// A like's weight in the preference halves every 30 days (relative to the newest like).
 pub const PREFERENCE_HALF_LIFE_MS: f64 = 30.0 * 86_400_000.0;
 /// "Recent" for the popular fallback.
 pub const POPULAR_WINDOW_MS: i64 = 30 * 86_400_000;
-/// Preferences refreshed when a liked video is (re)embedded or removed: its latest likers.
+/// Preferences refreshed when a liked or watched video is (re)embedded or removed: its latest
+/// likers and viewers (this many of each).
 const LIKERS_REFRESHED: u64 = 200;
 /// Characters of a video's text that are tokenized (the model keeps 256 tokens anyway).
 const MAX_TEXT_CHARS: usize = 2_000;
@@ -74,14 +78,14 @@ pub fn page_size(first: Option<i32>, default: usize) -> Result<usize, AppError> 
     }
 }
 
-/// Weighted mean of liked videos' embeddings (newest first), normalised: a like's weight
-/// halves every 30 days before the newest.
-pub fn preference(liked: &[(i64, Vec<f32>)]) -> Option<Vec<f32>> {
-    let newest = liked.iter().map(|(t, _)| *t).max()?;
-    let dims = liked.first()?.1.len();
+/// Weighted mean of the embeddings of what a user showed interest in, `(when, weight,
+/// embedding)`, normalised: each one's weight also halves every 30 days before the newest.
+pub fn preference(interests: &[(i64, f64, Vec<f32>)]) -> Option<Vec<f32>> {
+    let newest = interests.iter().map(|(t, _, _)| *t).max()?;
+    let dims = interests.first()?.2.len();
     let mut mean = vec![0f64; dims];
-    for (t, v) in liked {
-        let w = 0.5f64.powf((newest - t) as f64 / PREFERENCE_HALF_LIFE_MS);
+    for (t, weight, v) in interests {
+        let w = weight * 0.5f64.powf((newest - t) as f64 / PREFERENCE_HALF_LIFE_MS);
         for (m, x) in mean.iter_mut().zip(v) {
             *m += w * f64::from(*x);
         }
@@ -155,6 +159,21 @@ impl Recommender {
                 }
                 Ok(false)
             }
+            "video.viewed" => {
+                let Ok(v) = events::VideoViewed::decode(e.payload.as_slice()) else {
+                    tracing::warn!(event.id = %e.id, "undecodable VideoViewed payload; ignored");
+                    return Ok(false);
+                };
+                // Anonymous viewers ("addr:…") have no preference to feed.
+                let Some(user) = v.viewer.strip_prefix("user:").filter(|u| !u.is_empty()) else {
+                    return Ok(false);
+                };
+                let video = if v.video_id.is_empty() { e.subject.as_str() } else { v.video_id.as_str() };
+                if store::view(txn, user, video, at).await? {
+                    refresh_preference(txn, user).await?;
+                }
+                Ok(false)
+            }
             "user.deleted" => {
                 let user = events::UserDeleted::decode(e.payload.as_slice())
                     .ok()
@@ -190,16 +209,16 @@ impl Recommender {
     }
 
     /// Takes a video out (deleted, or no longer public) unless a newer change is known; the
-    /// preferences of those who liked it no longer count it.
+    /// preferences of those who liked or watched it no longer count it.
     async fn remove<C: ConnectionTrait>(&self, txn: &C, video_id: &str, at: i64, deleted: bool) -> Result<(), DbErr> {
         store::lock_video(txn, video_id).await?;
         if store::known_version(txn, video_id).await?.is_some_and(|known| known > at) {
             return Ok(());
         }
-        let likers = store::likers(txn, video_id, LIKERS_REFRESHED).await?;
+        let likers = store::interested_users(txn, video_id, LIKERS_REFRESHED).await?;
         store::remove(txn, video_id, at).await?;
         if deleted {
-            store::forget_video_likes(txn, video_id).await?;
+            store::forget_video_interest(txn, video_id).await?;
         }
         for user in likers {
             refresh_preference(txn, &user).await?;
@@ -255,7 +274,7 @@ impl Recommender {
             for (v, embedding) in batch.iter().zip(&vectors) {
                 if store::store_embedding(&txn, v, embedding, now).await? {
                     stored += 1;
-                    for user in store::likers(&txn, &v.video_id, LIKERS_REFRESHED).await? {
+                    for user in store::interested_users(&txn, &v.video_id, LIKERS_REFRESHED).await? {
                         refresh_preference(&txn, &user).await?;
                     }
                 }
@@ -323,8 +342,9 @@ impl Recommender {
         Ok(ids)
     }
 
-    /// Videos for `user`: nearest to their preference vector, without their own or liked
-    /// videos, filled with recent popular ones; only those for new users and anonymous callers.
+    /// Videos for `user`: nearest to their preference vector, without their own, liked or
+    /// watched videos, filled with recent popular ones; only those for new users and anonymous
+    /// callers.
     pub async fn for_user(&self, user: Option<Uuid>, first: Option<i32>) -> Result<Vec<String>, AppError> {
         let limit = page_size(first, 20)?;
         let since = now_ms() - POPULAR_WINDOW_MS;
@@ -332,7 +352,7 @@ impl Recommender {
             return store::popular(&self.db, &Filter::default(), since, limit as u64).await.map_err(db_error);
         };
         let me = user.to_string();
-        let mine = Filter { exclude_owner: Some(&me), exclude_liked_by: Some(&me), ..Default::default() };
+        let mine = Filter { exclude_owner: Some(&me), exclude_seen_by: Some(&me), ..Default::default() };
         let mut ids = match store::preference(&self.db, &me).await.map_err(db_error)? {
             Some(p) => store::nearest(&self.db, &p, &mine, limit as u64).await.map_err(db_error)?,
             None => Vec::new(),
@@ -358,12 +378,19 @@ impl Recommender {
     }
 }
 
-/// Recomputes a user's preference vector from their latest liked, indexed videos (none:
-/// the user is new again).
+/// Recomputes a user's preference vector from their latest liked and watched, indexed videos
+/// (none: the user is new again).
 async fn refresh_preference<C: ConnectionTrait>(txn: &C, user: &str) -> Result<(), DbErr> {
     let liked = store::liked_embeddings(txn, user, PREFERENCE_LIKES).await?;
-    let p = preference(&liked);
-    store::set_preference(txn, user, p.as_deref().map(|v| (v, liked.len())), now_ms()).await
+    let likes = liked.len();
+    let viewed = store::viewed_embeddings(txn, user, PREFERENCE_LIKES).await?;
+    let interests: Vec<(i64, f64, Vec<f32>)> = liked
+        .into_iter()
+        .map(|(t, v)| (t, 1.0, v))
+        .chain(viewed.into_iter().map(|(t, v)| (t, VIEW_WEIGHT, v)))
+        .collect();
+    let p = preference(&interests);
+    store::set_preference(txn, user, p.as_deref().map(|v| (v, likes)), now_ms()).await
 }
 
 #[cfg(test)]
@@ -373,12 +400,15 @@ mod tests {
     #[test]
     fn a_preference_leans_towards_recent_likes() {
         let day = 86_400_000;
-        let liked = vec![(100 * day, vec![1.0, 0.0]), (40 * day, vec![0.0, 1.0])];
+        let liked = vec![(100 * day, 1.0, vec![1.0, 0.0]), (40 * day, 1.0, vec![0.0, 1.0])];
         let p = preference(&liked).unwrap();
         // 60 days older: a quarter of the weight.
         assert!((p[0] / p[1] - 4.0).abs() < 1e-4, "{p:?}");
         assert!((store::dot(&p, &p) - 1.0).abs() < 1e-6);
         assert_eq!(preference(&[]), None);
+        // A view the same day as a like counts VIEW_WEIGHT of it.
+        let p = preference(&[(day, 1.0, vec![1.0, 0.0]), (day, VIEW_WEIGHT, vec![0.0, 1.0])]).unwrap();
+        assert!((p[1] / p[0] - VIEW_WEIGHT as f32).abs() < 1e-4, "{p:?}");
     }
 
     #[test]

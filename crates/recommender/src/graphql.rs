@@ -54,8 +54,8 @@ impl Query {
         Video { id }
     }
 
-    /// Videos for the caller: like the ones they liked, not their own and not liked yet;
-    /// recent popular videos for new and anonymous callers. At most 100.
+    /// Videos for the caller: like the ones they liked or watched, not their own and not
+    /// liked or watched yet; recent popular videos for new and anonymous callers. At most 100.
     async fn recommended_for_me(
         &self,
         ctx: &Context<'_>,

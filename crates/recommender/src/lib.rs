@@ -29,8 +29,15 @@ pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, st
 
 /// Events the recommender follows, on its own durable queue.
 pub const EVENTS_QUEUE: &str = "recommender.events";
-pub const EVENT_PATTERNS: &[&str] =
-    &["video.published", "video.updated", "video.deleted", "video.liked", "video.unliked", "user.deleted"];
+pub const EVENT_PATTERNS: &[&str] = &[
+    "video.published",
+    "video.updated",
+    "video.deleted",
+    "video.liked",
+    "video.unliked",
+    "video.viewed",
+    "user.deleted",
+];
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {

@@ -10,7 +10,10 @@ use flick_platform::db::{Migration, MigrationSet};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "recommender",
-    migrations: &[Migration { version: 1, name: "embeddings_likes_preferences", sqlite: SQLITE, postgres: POSTGRES }],
+    migrations: &[
+        Migration { version: 1, name: "embeddings_likes_preferences", sqlite: SQLITE, postgres: POSTGRES },
+        Migration { version: 2, name: "user_views", sqlite: USER_VIEWS, postgres: USER_VIEWS },
+    ],
 };
 
 /// HNSW build parameters (the bench prints them with the recall they reach).
@@ -85,6 +88,18 @@ const POSTGRES: &str = schema!(
 );
 
 const SQLITE: &str = schema!("", "BLOB", "");
+
+/// Signed-in viewers' playback starts (`video.viewed`), the latest per video.
+const USER_VIEWS: &str = "
+CREATE TABLE user_views (
+    user_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    viewed_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (user_id, video_id)
+);
+CREATE INDEX user_views_video ON user_views (video_id);
+CREATE INDEX user_views_recent ON user_views (user_id, viewed_at_ms DESC);
+";
 
 // ---------- vectors ----------
 
@@ -390,8 +405,8 @@ pub struct Filter<'a> {
     pub exclude_video: Option<&'a str>,
     pub exclude_owner: Option<&'a str>,
     pub only_owner: Option<&'a str>,
-    /// Leaves out what this user liked.
-    pub exclude_liked_by: Option<&'a str>,
+    /// Leaves out what this user liked or watched.
+    pub exclude_seen_by: Option<&'a str>,
     pub exclude_ids: &'a [String],
 }
 
@@ -410,9 +425,12 @@ impl Filter<'_> {
             parts.push("e.owner_id = ?".into());
             values.push(o.into());
         }
-        if let Some(u) = self.exclude_liked_by {
+        if let Some(u) = self.exclude_seen_by {
             parts
                 .push("NOT EXISTS (SELECT 1 FROM user_likes l WHERE l.user_id = ? AND l.video_id = e.video_id)".into());
+            parts
+                .push("NOT EXISTS (SELECT 1 FROM user_views w WHERE w.user_id = ? AND w.video_id = e.video_id)".into());
+            values.push(u.into());
             values.push(u.into());
         }
         if !self.exclude_ids.is_empty() {
@@ -543,24 +561,48 @@ pub async fn unlike<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str) ->
     Ok(removed)
 }
 
-/// Users who liked `video_id`, most recent first (at most `limit`).
-pub async fn likers<C: ConnectionTrait>(c: &C, video_id: &str, limit: u64) -> Result<Vec<String>, DbErr> {
-    strings(
+/// Records that `user_id` started watching `video_id` at `at_ms`; false when a view as
+/// recent was known already (a redelivery, or an older event arriving late).
+pub async fn view<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str, at_ms: i64) -> Result<bool, DbErr> {
+    let sql = "INSERT INTO user_views (user_id, video_id, viewed_at_ms) VALUES (?, ?, ?) \
+               ON CONFLICT (user_id, video_id) DO UPDATE SET viewed_at_ms = excluded.viewed_at_ms \
+               WHERE user_views.viewed_at_ms < excluded.viewed_at_ms";
+    Ok(exec(c, sql, vec![user_id.into(), video_id.into(), at_ms.into()]).await? == 1)
+}
+
+/// Users whose preference counts `video_id` (they liked or watched it), most recent first,
+/// at most `limit` of each.
+pub async fn interested_users<C: ConnectionTrait>(c: &C, video_id: &str, limit: u64) -> Result<Vec<String>, DbErr> {
+    let mut users = strings(
         c,
         &format!("SELECT user_id FROM user_likes WHERE video_id = ? ORDER BY liked_at_ms DESC LIMIT {limit}"),
         vec![video_id.into()],
         "user_id",
     )
-    .await
+    .await?;
+    let viewers = strings(
+        c,
+        &format!("SELECT user_id FROM user_views WHERE video_id = ? ORDER BY viewed_at_ms DESC LIMIT {limit}"),
+        vec![video_id.into()],
+        "user_id",
+    )
+    .await?;
+    for viewer in viewers {
+        if !users.contains(&viewer) {
+            users.push(viewer);
+        }
+    }
+    Ok(users)
 }
 
-/// Forgets every like of a video (it was deleted).
-pub async fn forget_video_likes<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<(), DbErr> {
+/// Forgets every like and view of a video (it was deleted).
+pub async fn forget_video_interest<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<(), DbErr> {
     exec(c, "DELETE FROM user_likes WHERE video_id = ?", vec![video_id.into()]).await?;
+    exec(c, "DELETE FROM user_views WHERE video_id = ?", vec![video_id.into()]).await?;
     Ok(())
 }
 
-/// Forgets a user: their likes (correcting the videos' counts) and preference vector.
+/// Forgets a user: their likes (correcting the videos' counts), views and preference vector.
 pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<(), DbErr> {
     exec(
         c,
@@ -570,6 +612,7 @@ pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<(),
     )
     .await?;
     exec(c, "DELETE FROM user_likes WHERE user_id = ?", vec![user_id.into()]).await?;
+    exec(c, "DELETE FROM user_views WHERE user_id = ?", vec![user_id.into()]).await?;
     exec(c, "DELETE FROM user_preferences WHERE user_id = ?", vec![user_id.into()]).await?;
     Ok(())
 }
@@ -588,6 +631,24 @@ pub async fn liked_embeddings<C: ConnectionTrait>(
     );
     let rows = c.query_all_raw(stmt(c, &sql, vec![user_id.into()])).await?;
     rows.iter().map(|r| Ok((r.try_get("", "liked_at_ms")?, read_vector(c, r)?))).collect()
+}
+
+/// When the user last started each of their `limit` most recently watched videos that are
+/// indexed and that they did not like (a like says more), with those videos' embeddings.
+pub async fn viewed_embeddings<C: ConnectionTrait>(
+    c: &C,
+    user_id: &str,
+    limit: u64,
+) -> Result<Vec<(i64, Vec<f32>)>, DbErr> {
+    let sql = format!(
+        "SELECT w.viewed_at_ms, {} FROM user_views w JOIN video_embeddings e ON e.video_id = w.video_id \
+         WHERE w.user_id = ? AND NOT EXISTS \
+         (SELECT 1 FROM user_likes l WHERE l.user_id = w.user_id AND l.video_id = w.video_id) \
+         ORDER BY w.viewed_at_ms DESC LIMIT {limit}",
+        vector_column(c, "e.")
+    );
+    let rows = c.query_all_raw(stmt(c, &sql, vec![user_id.into()])).await?;
+    rows.iter().map(|r| Ok((r.try_get("", "viewed_at_ms")?, read_vector(c, r)?))).collect()
 }
 
 /// Stores (or, with `None`, drops) a user's preference vector.

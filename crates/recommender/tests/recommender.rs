@@ -84,6 +84,14 @@ impl Catalogue<'_> {
         self.send(&Self::like_event("video.liked", user, video)).await;
     }
 
+    /// A playback start as the transcoder reports it (`viewer`: "user:<id>" or "addr:<hash>").
+    fn view_event(viewer: &str, video: &str, minutes_ago: i64) -> Envelope {
+        let payload = events::VideoViewed { video_id: video.into(), viewer: viewer.into() };
+        let mut e = envelope("video.viewed", video, "transcoder", payload.encode_to_vec());
+        e.occurred_at_ms = now_ms() - minutes_ago * MINUTE;
+        e
+    }
+
     async fn gql(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
         let mut req = self.http.post(self.app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
         if let Some(u) = user {
@@ -269,6 +277,48 @@ async fn recommended_for_me_follows_likes_without_own_or_liked_videos(backend: B
     let ok =
         eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await == vec![curry.clone()] }).await;
     assert!(ok, "unliking the only like makes a new user again");
+}
+
+/// Most viewers never like anything: what a signed-in user watches shapes their
+/// recommendations too, and what they watched is not recommended back to them.
+async fn recommended_for_me_follows_what_a_user_watched(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (me, others) = (id(), id());
+    let watched = c.publish(&others, "cat playing the piano", 10).await;
+    let kitten = c.publish(&others, "kitten plays a keyboard", 9).await;
+    let cat_guitar = c.publish(&others, "a cat sings along to a guitar", 8).await;
+    let stocks = c.publish(&others, "stock market news today", 7).await;
+    let curry = c.publish(&others, "chicken curry recipe", 6).await;
+    c.until_indexed(&[&watched, &kitten, &cat_guitar, &stocks, &curry]).await;
+    c.like(&id(), &curry).await;
+    c.until("curry liked", |now| now.first() == Some(&curry)).await;
+
+    // Anonymous viewers feed nobody's preference.
+    c.send(&Catalogue::view_event("addr:0123456789abcdef0123456789abcdef", &watched, 2)).await;
+    let view = Catalogue::view_event(&format!("user:{me}"), &watched, 1);
+    c.send(&view).await;
+    c.send(&view).await; // redelivered: applied once
+    let ok =
+        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await.first() != Some(&curry) }).await;
+    assert!(ok, "a preference after the first view");
+    let picks = c.for_me(Some(&me), 10).await;
+    assert!(!picks.contains(&watched), "what I watched is not recommended back: {picks:?}");
+    assert_eq!(picks.len(), 4, "{picks:?}");
+    let mut top: Vec<_> = picks[..2].to_vec();
+    top.sort();
+    let mut cat_ones = vec![kitten.clone(), cat_guitar.clone()];
+    cat_ones.sort();
+    assert_eq!(top, cat_ones, "the other cat and music titles first: {picks:?}");
+
+    // Deleting the watched video forgets the view: the user is new again.
+    c.send(&Catalogue::video_event("video.deleted", &watched, &others, "", "PUBLIC", 0)).await;
+    let ok = eventually(Duration::from_secs(15), || async {
+        let now = c.for_me(Some(&me), 10).await;
+        now.first() == Some(&curry) && !now.contains(&watched)
+    })
+    .await;
+    assert!(ok, "with the only watched video gone the user is new again: {:?}", c.for_me(Some(&me), 10).await);
 }
 
 async fn related_ranks_cat_and_music_titles_above_unrelated_ones(backend: Backend) {
@@ -462,6 +512,7 @@ flick_testkit::on_both_backends!(
     new_and_anonymous_callers_get_recent_popular_videos,
     related_leaves_out_the_video_and_its_owners_others_while_enough_remain,
     recommended_for_me_follows_likes_without_own_or_liked_videos,
+    recommended_for_me_follows_what_a_user_watched,
     related_ranks_cat_and_music_titles_above_unrelated_ones,
     grpc_serves_related_for_user_and_embed,
     graphql_limits_first_and_answers_anonymous_callers,
