@@ -624,13 +624,7 @@ pub async fn liked_embeddings<C: ConnectionTrait>(
     user_id: &str,
     limit: u64,
 ) -> Result<Vec<(i64, Vec<f32>)>, DbErr> {
-    let sql = format!(
-        "SELECT l.liked_at_ms, {} FROM user_likes l JOIN video_embeddings e ON e.video_id = l.video_id \
-         WHERE l.user_id = ? ORDER BY l.liked_at_ms DESC LIMIT {limit}",
-        vector_column(c, "e.")
-    );
-    let rows = c.query_all_raw(stmt(c, &sql, vec![user_id.into()])).await?;
-    rows.iter().map(|r| Ok((r.try_get("", "liked_at_ms")?, read_vector(c, r)?))).collect()
+    timed_embeddings(c, "user_likes i", "i.liked_at_ms", "", user_id, limit).await
 }
 
 /// When the user last started each of their `limit` most recently watched videos that are
@@ -640,15 +634,28 @@ pub async fn viewed_embeddings<C: ConnectionTrait>(
     user_id: &str,
     limit: u64,
 ) -> Result<Vec<(i64, Vec<f32>)>, DbErr> {
+    let not_liked =
+        "AND NOT EXISTS (SELECT 1 FROM user_likes l WHERE l.user_id = i.user_id AND l.video_id = i.video_id)";
+    timed_embeddings(c, "user_views i", "i.viewed_at_ms", not_liked, user_id, limit).await
+}
+
+/// `(time, embedding)` of the indexed videos in `table` (aliased `i`, with `user_id` and
+/// `video_id`) for one user, newest `time` first.
+async fn timed_embeddings<C: ConnectionTrait>(
+    c: &C,
+    table: &str,
+    time: &str,
+    and: &str,
+    user_id: &str,
+    limit: u64,
+) -> Result<Vec<(i64, Vec<f32>)>, DbErr> {
     let sql = format!(
-        "SELECT w.viewed_at_ms, {} FROM user_views w JOIN video_embeddings e ON e.video_id = w.video_id \
-         WHERE w.user_id = ? AND NOT EXISTS \
-         (SELECT 1 FROM user_likes l WHERE l.user_id = w.user_id AND l.video_id = w.video_id) \
-         ORDER BY w.viewed_at_ms DESC LIMIT {limit}",
+        "SELECT {time} AS at_ms, {} FROM {table} JOIN video_embeddings e ON e.video_id = i.video_id \
+         WHERE i.user_id = ? {and} ORDER BY {time} DESC LIMIT {limit}",
         vector_column(c, "e.")
     );
     let rows = c.query_all_raw(stmt(c, &sql, vec![user_id.into()])).await?;
-    rows.iter().map(|r| Ok((r.try_get("", "viewed_at_ms")?, read_vector(c, r)?))).collect()
+    rows.iter().map(|r| Ok((r.try_get("", "at_ms")?, read_vector(c, r)?))).collect()
 }
 
 /// Stores (or, with `None`, drops) a user's preference vector.

@@ -135,6 +135,39 @@ impl Catalogue<'_> {
     async fn until_indexed(&self, videos: &[&String]) {
         self.until("all indexed", |now| videos.iter().all(|v| now.contains(v))).await;
     }
+
+    /// The catalogue of the preference tests, indexed: a cat at the piano (by `cats`), the
+    /// other cat and music titles, two unrelated ones, and curry, which someone liked (so it
+    /// leads the popular list a new user gets).
+    async fn preference_catalogue(&self, cats: &str, others: &str) -> PreferenceCatalogue {
+        let piano = self.publish(cats, "cat playing the piano", 10).await;
+        let kitten = self.publish(cats, "kitten plays a keyboard", 9).await;
+        let cat_guitar = self.publish(others, "a cat sings along to a guitar", 8).await;
+        let stocks = self.publish(others, "stock market news today", 7).await;
+        let curry = self.publish(others, "chicken curry recipe", 6).await;
+        self.until_indexed(&[&piano, &kitten, &cat_guitar, &stocks, &curry]).await;
+        self.like(&id(), &curry).await;
+        self.until("curry liked", |now| now.first() == Some(&curry)).await;
+        PreferenceCatalogue { piano, kitten, cat_guitar, curry }
+    }
+}
+
+struct PreferenceCatalogue {
+    piano: String,
+    kitten: String,
+    cat_guitar: String,
+    curry: String,
+}
+
+impl PreferenceCatalogue {
+    /// For a user drawn to the piano cat: the other cat and music titles come first.
+    fn assert_cat_ones_first(&self, picks: &[String]) {
+        let mut top: Vec<_> = picks[..2].to_vec();
+        top.sort();
+        let mut cat_ones = vec![self.kitten.clone(), self.cat_guitar.clone()];
+        cat_ones.sort();
+        assert_eq!(top, cat_ones, "the other cat and music titles first: {picks:?}");
+    }
 }
 
 async fn the_same_event_delivered_twice_is_applied_once(backend: Backend) {
@@ -247,33 +280,22 @@ async fn recommended_for_me_follows_likes_without_own_or_liked_videos(backend: B
     let app = app(backend).await;
     let c = catalogue(&app);
     let me = id();
-    let (cats, others) = (id(), id());
-    let liked = c.publish(&cats, "cat playing the piano", 10).await;
-    let kitten = c.publish(&cats, "kitten plays a keyboard", 9).await;
-    let cat_guitar = c.publish(&others, "a cat sings along to a guitar", 8).await;
-    let stocks = c.publish(&others, "stock market news today", 7).await;
-    let curry = c.publish(&others, "chicken curry recipe", 6).await;
+    let catalogue = c.preference_catalogue(&id(), &id()).await;
+    let (liked, curry) = (&catalogue.piano, &catalogue.curry);
     let mine = c.publish(&me, "cats and pianos, my own take", 5).await;
-    c.until_indexed(&[&liked, &kitten, &cat_guitar, &stocks, &curry, &mine]).await;
-    // Popular for the cold start: curry is liked by others.
-    c.like(&id(), &curry).await;
-    c.until("curry liked", |now| now.first() == Some(&curry)).await;
-    assert_eq!(c.for_me(Some(&me), 1).await, vec![curry.clone()], "cold start");
+    c.until_indexed(&[&mine]).await;
+    assert_eq!(c.for_me(Some(&me), 1).await, vec![curry.clone()], "cold start: the popular one");
 
-    c.like(&me, &liked).await;
+    c.like(&me, liked).await;
     let ok =
-        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 2).await.first() != Some(&curry) }).await;
+        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 2).await.first() != Some(curry) }).await;
     assert!(ok, "a preference after the first like");
     let picks = c.for_me(Some(&me), 10).await;
-    assert!(!picks.contains(&liked) && !picks.contains(&mine), "{picks:?}");
+    assert!(!picks.contains(liked) && !picks.contains(&mine), "{picks:?}");
     assert_eq!(picks.len(), 4, "the rest, nearest first: {picks:?}");
-    let mut top: Vec<_> = picks[..2].to_vec();
-    top.sort();
-    let mut cat_ones = vec![kitten.clone(), cat_guitar.clone()];
-    cat_ones.sort();
-    assert_eq!(top, cat_ones, "{picks:?}");
+    catalogue.assert_cat_ones_first(&picks);
 
-    c.send(&Catalogue::like_event("video.unliked", &me, &liked)).await;
+    c.send(&Catalogue::like_event("video.unliked", &me, liked)).await;
     let ok =
         eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await == vec![curry.clone()] }).await;
     assert!(ok, "unliking the only like makes a new user again");
@@ -284,38 +306,28 @@ async fn recommended_for_me_follows_likes_without_own_or_liked_videos(backend: B
 async fn recommended_for_me_follows_what_a_user_watched(backend: Backend) {
     let app = app(backend).await;
     let c = catalogue(&app);
-    let (me, others) = (id(), id());
-    let watched = c.publish(&others, "cat playing the piano", 10).await;
-    let kitten = c.publish(&others, "kitten plays a keyboard", 9).await;
-    let cat_guitar = c.publish(&others, "a cat sings along to a guitar", 8).await;
-    let stocks = c.publish(&others, "stock market news today", 7).await;
-    let curry = c.publish(&others, "chicken curry recipe", 6).await;
-    c.until_indexed(&[&watched, &kitten, &cat_guitar, &stocks, &curry]).await;
-    c.like(&id(), &curry).await;
-    c.until("curry liked", |now| now.first() == Some(&curry)).await;
+    let (me, owner) = (id(), id());
+    let catalogue = c.preference_catalogue(&owner, &id()).await;
+    let (watched, curry) = (&catalogue.piano, &catalogue.curry);
 
     // Anonymous viewers feed nobody's preference.
-    c.send(&Catalogue::view_event("addr:0123456789abcdef0123456789abcdef", &watched, 2)).await;
-    let view = Catalogue::view_event(&format!("user:{me}"), &watched, 1);
+    c.send(&Catalogue::view_event("addr:0123456789abcdef0123456789abcdef", watched, 2)).await;
+    let view = Catalogue::view_event(&format!("user:{me}"), watched, 1);
     c.send(&view).await;
     c.send(&view).await; // redelivered: applied once
     let ok =
-        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await.first() != Some(&curry) }).await;
+        eventually(Duration::from_secs(15), || async { c.for_me(Some(&me), 1).await.first() != Some(curry) }).await;
     assert!(ok, "a preference after the first view");
     let picks = c.for_me(Some(&me), 10).await;
-    assert!(!picks.contains(&watched), "what I watched is not recommended back: {picks:?}");
+    assert!(!picks.contains(watched), "what I watched is not recommended back: {picks:?}");
     assert_eq!(picks.len(), 4, "{picks:?}");
-    let mut top: Vec<_> = picks[..2].to_vec();
-    top.sort();
-    let mut cat_ones = vec![kitten.clone(), cat_guitar.clone()];
-    cat_ones.sort();
-    assert_eq!(top, cat_ones, "the other cat and music titles first: {picks:?}");
+    catalogue.assert_cat_ones_first(&picks);
 
     // Deleting the watched video forgets the view: the user is new again.
-    c.send(&Catalogue::video_event("video.deleted", &watched, &others, "", "PUBLIC", 0)).await;
+    c.send(&Catalogue::video_event("video.deleted", watched, &owner, "", "PUBLIC", 0)).await;
     let ok = eventually(Duration::from_secs(15), || async {
         let now = c.for_me(Some(&me), 10).await;
-        now.first() == Some(&curry) && !now.contains(&watched)
+        now.first() == Some(curry) && !now.contains(watched)
     })
     .await;
     assert!(ok, "with the only watched video gone the user is new again: {:?}", c.for_me(Some(&me), 10).await);
