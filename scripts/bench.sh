@@ -94,27 +94,25 @@ LUA
   cat "$2"
 }
 
-# paced_runs SCRIPT NAME [URL]: $RUNS runs of a paced SCRIPT (default URL: GraphQL at the edge)
-# → "median_req/s median_p99_ms non-2xx"
-paced_runs() {
-  local lines=() line i url=${3:-http://127.0.0.1:8080/graphql}
+# runs NAME WRK_ARGS...: $RUNS runs of `wrk -t1 -c64 -d$DURATION --latency WRK_ARGS...`, each
+# logged → "median_req/s median_p99_ms non-2xx_in_all"
+runs() {
+  local name=$1 lines=() line i
+  shift
   for i in $(seq "$RUNS"); do
-    line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$1" "$url" | parse)
-    log "$2 paced, run $i: $line (req/s, p99 ms, non-2xx)" >&2
+    line=$(wrk -t1 -c64 -d"${DURATION}s" --latency "$@" | parse)
+    log "$name run $i: $line (req/s, p99 ms, non-2xx)" >&2
     lines+=("$line")
   done
   printf '%s %s %s\n' "$(printf '%s\n' "${lines[@]}" | awk '{print $1}' | median)" \
     "$(printf '%s\n' "${lines[@]}" | awk '{print $2}' | median)" "$(printf '%s\n' "${lines[@]}" | awk '{s += $3} END {print s}')"
 }
 
-results=()
-for i in $(seq "$RUNS"); do
-  line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$BASE/user/token_verify" | parse)
-  log "token_verify run $i: $line (req/s, p99 ms, non-2xx)"
-  results+=("$line")
-done
-rps=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
-p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
+# paced_runs SCRIPT NAME [URL]: `runs` of a paced SCRIPT (default URL: GraphQL at the edge)
+paced_runs() { runs "$2 paced," -s "$1" "${3:-http://127.0.0.1:8080/graphql}"; }
+
+saturated=$(runs token_verify -H "Authorization: Bearer $token" "$BASE/user/token_verify")
+read -r rps p99 _ <<<"$saturated"
 
 echo "wrk.headers[\"Authorization\"] = \"Bearer $token\"" >"$data/verify.lua"
 paced 16000 "$data/verify.lua" >"$data/verify-paced.lua"
@@ -154,14 +152,8 @@ LUA
 check=$(curl -s http://127.0.0.1:8080/graphql -H 'content-type: application/json' -d "$(sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$data/feed.lua")")
 grep -q '"displayName"' <<<"$check" || { tail -20 "$data/dev.log"; die "feed query failed: $check"; }
 curl -s -o /dev/null http://127.0.0.1:8080/graphql -H 'content-type: application/json' -d '{"query":"{ __typename }"}'
-results=()
-for i in $(seq "$RUNS"); do
-  line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$data/feed.lua" http://127.0.0.1:8080/graphql | parse)
-  log "feed run $i: $line (req/s, p99 ms, non-2xx)"
-  results+=("$line")
-done
-rps=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
-p99=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
+saturated=$(runs feed -s "$data/feed.lua" http://127.0.0.1:8080/graphql)
+read -r rps p99 _ <<<"$saturated"
 paced "$FEED_RATE" "$data/feed.lua" >"$data/feed-paced.lua"
 anon_paced=$(paced_runs "$data/feed-paced.lua" feed)
 
@@ -192,17 +184,10 @@ request = function()
 end
 LUA
 } >"$data/feed-users.lua"
-users=()
-for i in $(seq "$RUNS"); do
-  line=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql | parse)
-  log "feed (64 users) run $i: $line (req/s, p99 ms, non-2xx)"
-  users+=("$line")
-done
+saturated=$(runs "feed (64 users)" -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql)
+read -r urps up99 uerr <<<"$saturated"
 paced "$FEED_RATE" "$data/feed-users.lua" >"$data/feed-users-paced.lua"
 users_paced=$(paced_runs "$data/feed-users-paced.lua" "feed (64 users)")
-urps=$(printf '%s\n' "${users[@]}" | awk '{print $1}' | median)
-up99=$(printf '%s\n' "${users[@]}" | awk '{print $2}' | median)
-uerr=$(printf '%s\n' "${users[@]}" | awk '{s += $3} END {print s}')
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections"
 echo "bench:   anonymous, the bar's query (quality-bars.md)   [bar: >= 1500 req/s, p99 <= 25 ms]"

@@ -71,24 +71,41 @@ started() { # NAME PID
   log "started $1 (pid $2)"
 }
 
-# wait_ready NAME PID TIMEOUT LOGFILE|- URL...: every URL answers 200, while PID lives.
-wait_ready() {
-  local name=$1 pid=$2 timeout=$3 logf=$4 url
-  shift 4
+# wait_for NAME PID TIMEOUT LOGFILE|- WHAT CMD...: until CMD succeeds, while PID lives; else dies
+# with LOGFILE's tail ("NAME: no WHAT after TIMEOUTs").
+wait_for() {
+  local name=$1 pid=$2 timeout=$3 logf=$4 what=$5
+  shift 5
   local deadline=$((SECONDS + timeout))
-  for url in "$@"; do
-    until [ "$(http_code "$url")" = 200 ]; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        [ "$logf" = - ] || tail -20 "$logf" >&2
-        die "$name (pid $pid) exited during startup"
-      fi
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        [ "$logf" = - ] || tail -20 "$logf" >&2
-        die "$name: no 200 from $url after ${timeout}s"
-      fi
-      sleep 0.2
-    done
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      [ "$logf" = - ] || tail -20 "$logf" >&2
+      die "$name (pid $pid) exited during startup"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      [ "$logf" = - ] || tail -20 "$logf" >&2
+      die "$name: no $what after ${timeout}s"
+    fi
+    sleep 0.2
   done
+}
+
+answers_200() { [ "$(http_code "$1")" = 200 ]; }
+
+# wait_ready NAME PID TIMEOUT LOGFILE|- URL...: every URL answers 200 (within TIMEOUT in all),
+# while PID lives.
+wait_ready() {
+  local name=$1 pid=$2 logf=$4 url
+  local deadline=$((SECONDS + $3))
+  shift 4
+  for url in "$@"; do
+    wait_for "$name" "$pid" $((deadline - SECONDS)) "$logf" "200 from $url" answers_200 "$url"
+  done
+}
+
+# A query goes through the edge to the router.
+edge_routes() {
+  [ "$(http_code "$EDGE/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}')" = 200 ]
 }
 
 # The mesh secret: the edge sets it beside the identity it vouches for and the services
@@ -116,13 +133,7 @@ traefik_pid=$!
 wait_ready traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
 # /ping answers before the file provider's routers are loaded (until then every route is a 404),
 # so the stack is up only once a query goes through the edge.
-deadline=$((SECONDS + 30))
-until [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$EDGE/graphql" -H 'content-type: application/json' \
-  -d '{"query":"{ __typename }"}' || true)" = 200 ]; do
-  kill -0 "$traefik_pid" 2>/dev/null || { tail -20 "$LOG_DIR/traefik.log" >&2; die "traefik exited during startup"; }
-  [ "$SECONDS" -lt "$deadline" ] || { tail -20 "$LOG_DIR/traefik.log" >&2; die "no route through the edge after 30s"; }
-  sleep 0.2
-done
+wait_for traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" "route through the edge" edge_routes
 
 cat <<EOF
 

@@ -59,7 +59,6 @@ wait_until() {
   done
 }
 
-# http_code URL: prints the HTTP status (000 when nothing answers).
 # wait_dev_stack LOG PID TIMEOUT: until scripts/dev.sh (PID, its output in LOG) prints its
 # banner, which it does once a query goes through the edge (Traefik's routes are loaded).
 wait_dev_stack() {
@@ -73,7 +72,8 @@ wait_dev_stack() {
   done
 }
 
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true; }
+# http_code URL [CURL_ARGS...]: prints the HTTP status (000 when nothing answers).
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$@" || true; }
 
 # venv_has DIR PKG==VER: true when the venv at DIR has exactly that version (no pip call: fast).
 venv_has() {
