@@ -77,6 +77,10 @@ pub enum HandlerError {
     /// Not this consumer's failure (it is shutting down): back on the queue as it was, for
     /// another consumer, without counting an attempt.
     Requeue(String),
+    /// Not now (the work is held by another consumer, or must wait its turn): back on the
+    /// queue after `BusOptions::retry_base`, keeping its attempt number, so any consumer may
+    /// take it then. Nothing is lost if this consumer dies meanwhile.
+    Defer(String),
 }
 
 impl std::fmt::Display for HandlerError {
@@ -85,6 +89,7 @@ impl std::fmt::Display for HandlerError {
             HandlerError::Retry(e) => write!(f, "retryable: {e}"),
             HandlerError::Reject(e) => write!(f, "rejected: {e}"),
             HandlerError::Requeue(e) => write!(f, "requeued: {e}"),
+            HandlerError::Defer(e) => write!(f, "deferred: {e}"),
         }
     }
 }

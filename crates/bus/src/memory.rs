@@ -140,6 +140,15 @@ impl MemoryBus {
                         tracing::info!(queue = %spec.name, attempt = message.attempt, reason = %reason, "message requeued");
                         let _ = queue.tx.send(Message { redelivered: true, ..message });
                     }
+                    Err(HandlerError::Defer(reason)) => {
+                        tracing::debug!(queue = %spec.name, attempt = message.attempt, reason = %reason, "message deferred");
+                        let delay = options.retry_base;
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = queue.tx.send(Message { redelivered: false, ..message });
+                        });
+                    }
                     Err(HandlerError::Retry(e)) if message.attempt < max_attempts => {
                         tracing::warn!(queue = %spec.name, attempt = message.attempt, error = %e, "handler failed; will retry");
                         let delay = options.backoff(message.attempt);

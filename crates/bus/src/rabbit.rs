@@ -174,6 +174,11 @@ fn retry_queue(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}ms", delay.as_millis())
 }
 
+/// Where deferred messages wait (`retry_base`) before they expire back into `queue`.
+fn defer_queue(queue: &str) -> String {
+    format!("{queue}.defer")
+}
+
 fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dlq")
 }
@@ -380,6 +385,18 @@ impl RabbitBus {
                 )
                 .await?;
         }
+        let mut args = FieldTable::new();
+        args.insert(
+            "x-message-ttl".try_into().expect("name"),
+            FieldValue::l(self.options.retry_base.as_millis() as i64),
+        );
+        args.insert("x-dead-letter-exchange".try_into().expect("name"), FieldValue::from(""));
+        args.insert("x-dead-letter-routing-key".try_into().expect("name"), FieldValue::from(spec.name.as_str()));
+        channel
+            .queue_declare(
+                QueueDeclareArguments::durable_client_named(&defer_queue(&spec.name)).arguments(args).finish(),
+            )
+            .await?;
         channel.queue_declare(QueueDeclareArguments::durable_client_named(&dead_letter_queue(&spec.name))).await?;
         Ok(())
     }
@@ -477,6 +494,11 @@ impl RabbitBus {
         }
         let republish = match result {
             Ok(()) => None,
+            Err(HandlerError::Defer(reason)) => {
+                tracing::debug!(queue = %spec.name, attempt, reason = %reason, "message deferred");
+                let envelope = envelope.expect("deferred messages decoded");
+                Some((defer_queue(&spec.name), properties(&envelope, attempt, None)))
+            }
             Err(HandlerError::Retry(e)) if attempt < spec.attempts(&self.options) => {
                 let delay = self.options.backoff(attempt);
                 tracing::warn!(queue = %spec.name, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
@@ -514,7 +536,7 @@ impl RabbitBus {
     pub async fn delete_queues(&self, queue: &str) -> Result<()> {
         let connection = Connection::open(&self.args).await?;
         let channel = connection.open_channel(None).await?;
-        let mut names = vec![queue.to_string(), dead_letter_queue(queue)];
+        let mut names = vec![queue.to_string(), dead_letter_queue(queue), defer_queue(queue)];
         names.extend((1..self.options.max_attempts.max(1)).map(|a| retry_queue(queue, self.options.backoff(a))));
         for name in names {
             channel.queue_delete(QueueDeleteArguments::new(&name)).await?;

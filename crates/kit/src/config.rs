@@ -157,6 +157,22 @@ pub struct TranscoderConfig {
     pub rungs: Vec<RungConfig>,
     /// Public origin that playback URLs start with (the edge).
     pub public_base_url: String,
+    /// A running job's lease in the database: renewed by its worker every third of this, so a
+    /// second delivery of the job (RabbitMQ redelivers after its consumer timeout, or after the
+    /// worker's connection dropped) waits while the job runs, and takes over once a dead
+    /// worker's lease lapses.
+    pub job_lease_seconds: u64,
+    /// Jobs of one user running at once while another user's job waits (fair scheduling
+    /// across workers); the excess waits in the queue. 0: no cap.
+    pub user_jobs_in_flight: u32,
+    /// Retries (`PATCH /video/{id}`) one video may have.
+    pub video_retries: u32,
+    /// ffmpeg's and ffprobe's address-space limit (RLIMIT_AS), bytes; 0: none. Address space,
+    /// not resident memory: every encoder thread reserves a stack, so many-core hosts need more.
+    pub ffmpeg_memory_bytes: u64,
+    /// ffmpeg's CPU-time limit (RLIMIT_CPU, all its threads), seconds; 0: the job timeout
+    /// times the CPUs.
+    pub ffmpeg_cpu_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -198,6 +214,11 @@ impl Default for TranscoderConfig {
                 rung("240p", 240, 400, 428),
             ],
             public_base_url: "http://127.0.0.1:8080".into(),
+            job_lease_seconds: 60,
+            user_jobs_in_flight: 2,
+            video_retries: 5,
+            ffmpeg_memory_bytes: 16 * 1024 * 1024 * 1024,
+            ffmpeg_cpu_seconds: 0,
         }
     }
 }

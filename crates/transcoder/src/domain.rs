@@ -238,6 +238,12 @@ impl Transcoder {
             return Err(AppError::conflict("the video has no uploaded source to transcode; upload one"));
         };
         let txn = self.db.begin().await.map_err(db_error)?;
+        let max = i64::from(self.config.video_retries);
+        if !store::count_video_retry(&txn, &video.id, job, &video.owner_id, max).await.map_err(db_error)? {
+            return Err(AppError::conflict(format!(
+                "this video was retried {max} times already; upload its source again to start over"
+            )));
+        }
         store::set_state(&txn, &video.id, job, "QUEUED", None, None, now_ms()).await.map_err(db_error)?;
         let payload = events::TranscodeRequested { video_id: video.id.clone(), job_id: job.clone() };
         outbox::record(&txn, &envelope("transcode.requested", &video.id, crate::NAME, payload.encode_to_vec()))

@@ -15,6 +15,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA },
         Migration { version: 2, name: "early_playback", sqlite: EARLY, postgres: EARLY },
         Migration { version: 3, name: "source_duration", sqlite: DURATION, postgres: DURATION },
+        Migration { version: 5, name: "job_leases", sqlite: JOB_LEASES, postgres: JOB_LEASES },
     ],
 };
 
@@ -345,4 +346,175 @@ pub async fn bytes_held_by<C: ConnectionTrait>(c: &C, owner_id: &str, except: &s
         Some(r) => r.try_get::<i64>("", "held").or_else(|_| r.try_get::<i32>("", "held").map(i64::from)),
         None => Ok(0),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job leases: which worker runs a video's job now, how often that job started, how often the
+// video was retried.
+
+/// One row per video: `holder` runs job `job_id` until `expires_at_ms` (renewed by its
+/// heartbeat); `runs` counts starts of that job, redeliveries after a crash included;
+/// `retries` counts the owner's retries of the video.
+const JOB_LEASES: &str = "
+CREATE TABLE job_leases (
+    video_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    holder TEXT,
+    expires_at_ms BIGINT NOT NULL DEFAULT 0,
+    runs BIGINT NOT NULL DEFAULT 0,
+    retries BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX job_leases_owner ON job_leases (owner_id, expires_at_ms);
+";
+
+/// What [`claim_job`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours until the lease expires; the `runs`-th start of this job.
+    Claimed { runs: i64 },
+    /// Another worker holds a live lease on the video's job.
+    Held,
+    /// The owner has `user_cap` jobs in flight and another user's job waits.
+    OwnerBusy,
+}
+
+/// Takes the video's job lease for `holder`, unless another live lease holds it or its owner
+/// has `user_cap` (0: no cap) jobs running while someone else's (under the cap) waits.
+/// One transaction; claims of one owner are serialised (PostgreSQL: an advisory lock;
+/// SQLite: the first statement writes, so the database lock is taken at once).
+#[expect(clippy::too_many_arguments, reason = "one claim's facts")]
+pub async fn claim_job(
+    db: &flick_platform::db::sea_orm::DatabaseConnection,
+    video_id: &str,
+    job_id: &str,
+    owner_id: &str,
+    holder: &str,
+    now: i64,
+    lease_ms: i64,
+    user_cap: i64,
+) -> Result<Claim, DbErr> {
+    use flick_platform::db::sea_orm::TransactionTrait as _;
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == flick_platform::db::sea_orm::DatabaseBackend::Postgres {
+        exec(&txn, "SELECT pg_advisory_xact_lock(hashtext(?))::text", vec![format!("job-claim:{owner_id}").into()])
+            .await?;
+    }
+    exec(
+        &txn,
+        "INSERT INTO job_leases (video_id, job_id, owner_id) VALUES (?, ?, ?) ON CONFLICT (video_id) DO NOTHING",
+        vec![video_id.into(), job_id.into(), owner_id.into()],
+    )
+    .await?;
+    let row = txn
+        .query_one_raw(stmt(
+            &txn,
+            "SELECT job_id, holder, expires_at_ms, runs FROM job_leases WHERE video_id = ?",
+            vec![video_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("job lease".into()))?;
+    let (held_job, held_by, expires, runs): (String, Option<String>, i64, i64) = (
+        row.try_get("", "job_id")?,
+        row.try_get("", "holder")?,
+        row.try_get("", "expires_at_ms")?,
+        row.try_get("", "runs")?,
+    );
+    if held_by.is_some_and(|h| h != holder) && expires > now {
+        txn.rollback().await?;
+        return Ok(Claim::Held);
+    }
+    if user_cap > 0 {
+        let busy = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM job_leases
+                 WHERE owner_id = ? AND holder IS NOT NULL AND expires_at_ms > ? AND video_id <> ?",
+                vec![owner_id.into(), now.into(), video_id.into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if busy >= user_cap {
+            // Someone else's job waits and its owner is under the cap: it goes first.
+            let waiting = txn
+                .query_one_raw(stmt(
+                    &txn,
+                    "SELECT v.id FROM videos v WHERE v.state = 'QUEUED' AND v.owner_id <> ?
+                     AND (SELECT COUNT(*) FROM job_leases l
+                          WHERE l.owner_id = v.owner_id AND l.holder IS NOT NULL AND l.expires_at_ms > ?) < ?
+                     LIMIT 1",
+                    vec![owner_id.into(), now.into(), user_cap.into()],
+                ))
+                .await?;
+            if waiting.is_some() {
+                txn.rollback().await?;
+                return Ok(Claim::OwnerBusy);
+            }
+        }
+    }
+    let runs = if held_job == job_id { runs + 1 } else { 1 };
+    exec(
+        &txn,
+        "UPDATE job_leases SET job_id = ?, owner_id = ?, holder = ?, expires_at_ms = ?, runs = ? WHERE video_id = ?",
+        vec![job_id.into(), owner_id.into(), holder.into(), (now + lease_ms).into(), runs.into(), video_id.into()],
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Claim::Claimed { runs })
+}
+
+/// The heartbeat: extends `holder`'s lease. False when the lease is no longer its own.
+pub async fn renew_job_lease<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    holder: &str,
+    expires_at_ms: i64,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE job_leases SET expires_at_ms = ? WHERE video_id = ? AND holder = ?",
+        vec![expires_at_ms.into(), video_id.into(), holder.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Gives the lease up; `uncount` takes back the run it counted (a worker stopped by a
+/// deploy did not really try).
+pub async fn release_job_lease<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    holder: &str,
+    uncount: bool,
+) -> Result<(), DbErr> {
+    let back = if uncount { 1i64 } else { 0 };
+    exec(
+        c,
+        "UPDATE job_leases SET holder = NULL, expires_at_ms = 0, runs = runs - ? WHERE video_id = ? AND holder = ?",
+        vec![back.into(), video_id.into(), holder.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts an owner's retry of the video, if it has had fewer than `max` (its job starts
+/// afresh: `runs` goes back to 0). False when the limit is reached.
+pub async fn count_video_retry<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    job_id: &str,
+    owner_id: &str,
+    max: i64,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "INSERT INTO job_leases (video_id, job_id, owner_id, retries) VALUES (?, ?, ?, 1)
+         ON CONFLICT (video_id) DO UPDATE SET retries = job_leases.retries + 1, runs = 0
+         WHERE job_leases.retries < ?",
+        vec![video_id.into(), job_id.into(), owner_id.into(), max.into()],
+    )
+    .await?;
+    Ok(n > 0 && max > 0)
 }

@@ -8,7 +8,7 @@
 
 use crate::domain::{Playback, Rendition, Transcoder, media_prefix, now_ms};
 use crate::pipeline::{self, EncodeSettings, MediaError, RungSpec, Tools};
-use crate::store;
+use crate::store::{self, Claim};
 use flick_platform::bus::{Delivery, HandlerError, envelope};
 use flick_platform::db::sea_orm::TransactionTrait;
 use flick_platform::outbox;
@@ -77,17 +77,103 @@ impl Transcoder {
         let Some(source_key) = video.source_key.clone() else {
             return Err(HandlerError::Reject("the video has no source".into()));
         };
-        store::set_state(&self.db, &video_id, &job_id, "PROCESSING", None, None, now_ms())
+        let retry = |e: flick_platform::db::sea_orm::DbErr| HandlerError::Retry(e.to_string());
+
+        // At most one run of a job at a time, whoever holds its delivery: a lease in the
+        // database, renewed by a heartbeat while the job runs.
+        let holder = uuid::Uuid::now_v7().to_string();
+        let lease = Duration::from_secs(self.config.job_lease_seconds.max(3));
+        let lease_ms = lease.as_millis() as i64;
+        let cap = i64::from(self.config.user_jobs_in_flight);
+        let claim = store::claim_job(&self.db, &video_id, &job_id, &video.owner_id, &holder, now_ms(), lease_ms, cap)
             .await
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            .map_err(retry)?;
+        let runs = match claim {
+            Claim::Claimed { runs } => runs,
+            Claim::Held => {
+                // A second delivery of a running job (the broker's consumer timeout, a dropped
+                // connection): it waits, and takes over only if the lease lapses.
+                return Err(HandlerError::Defer("the job is running on another worker".into()));
+            }
+            Claim::OwnerBusy => {
+                return Err(HandlerError::Defer(
+                    "its owner has enough jobs running and another user's job waits".into(),
+                ));
+            }
+        };
+        let release = |uncount: bool| {
+            let (db, video_id, holder) = (self.db.clone(), video_id.clone(), holder.clone());
+            async move {
+                if let Err(e) = store::release_job_lease(&db, &video_id, &holder, uncount).await {
+                    tracing::warn!(video.id = %video_id, error = %e, "job lease not released; it lapses");
+                }
+            }
+        };
+        // Finished by the previous holder between the first look and the claim?
+        match store::video(&self.db, &video_id).await {
+            Ok(Some(v)) if v.state != "READY" && v.job_id.as_deref() == Some(job_id.as_str()) => {}
+            Ok(_) => {
+                release(true).await;
+                return Ok(());
+            }
+            Err(e) => {
+                release(true).await;
+                return Err(HandlerError::Retry(e.to_string()));
+            }
+        }
+        let attempts = self.config.job_attempts.max(1);
+        // Every start counts, a redelivery after a crash too: a job that kills its worker
+        // ends after `job_attempts` starts instead of being redelivered for ever.
+        let attempt = delivery.attempt.max(u32::try_from(runs).unwrap_or(u32::MAX));
+        if runs > i64::from(attempts) {
+            let reason = format!(
+                "transcoding was started {} times and never finished (its worker crashed or was killed); giving up",
+                runs - 1
+            );
+            self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
+            release(false).await;
+            metrics::counter!("transcode_jobs_total", "outcome" => "crashed").increment(1);
+            return Err(HandlerError::Reject(reason));
+        }
+        if let Err(e) = store::set_state(&self.db, &video_id, &job_id, "PROCESSING", None, None, now_ms()).await {
+            release(true).await;
+            return Err(HandlerError::Retry(e.to_string()));
+        }
+
+        let job = shutdown.child_token();
+        let lost = CancellationToken::new();
+        let _heartbeat = Heartbeat(tokio::spawn(heartbeat(
+            self.db.clone(),
+            video_id.clone(),
+            holder.clone(),
+            lease,
+            job.clone(),
+            lost.clone(),
+        )));
         let started = Instant::now();
-        let outcome = self.transcode(&video_id, &video.owner_id, &job_id, &source_key, shutdown.clone()).await;
+        // The whole job (download, encode, thumbnails and storyboard, upload) in one budget.
+        let budget = Duration::from_secs(self.config.job_timeout_seconds);
+        let outcome = match tokio::time::timeout(
+            budget,
+            self.transcode(&video_id, &video.owner_id, &job_id, &source_key, job.clone()),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(JobError::Transient(format!("the job ran past its time limit of {} s", budget.as_secs()))),
+        };
+        drop(_heartbeat);
+        if lost.is_cancelled() {
+            // Another worker took the lease over (ours lapsed): the job is its now.
+            tracing::warn!(video.id = %video_id, job.id = %job_id, "job lease lost; stopped");
+            return Ok(());
+        }
         if shutdown.is_cancelled() && outcome.is_err() {
             // Stopped by a deploy, not failed: the next worker starts it again, uncounted.
             let _ = store::set_state(&self.db, &video_id, &job_id, "QUEUED", None, None, now_ms()).await;
+            release(true).await;
             return Err(HandlerError::Requeue("the worker is shutting down".into()));
         }
-        let attempts = self.config.job_attempts.max(1);
         let outcome_label = match &outcome {
             Ok(_) => "completed",
             Err(JobError::Invalid(_)) => "invalid",
@@ -96,26 +182,31 @@ impl Transcoder {
         metrics::counter!("transcode_jobs_total", "outcome" => outcome_label).increment(1);
         metrics::histogram!("transcode_job_duration_seconds", "outcome" => outcome_label)
             .record(started.elapsed().as_secs_f64());
-        match outcome {
+        let settled = match outcome {
             Ok(playback) => {
-                self.complete(&video_id, &job_id, &playback).await.map_err(HandlerError::Retry)?;
-                tracing::info!(video.id = %video_id, duration_ms = started.elapsed().as_millis() as u64, "transcode completed");
-                Ok(())
+                self.complete(&video_id, &job_id, &playback).await.map_err(HandlerError::Retry).map(|()| {
+                    tracing::info!(video.id = %video_id, duration_ms = started.elapsed().as_millis() as u64, "transcode completed");
+                })
             }
-            Err(JobError::Invalid(reason)) => {
-                self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
-                Err(HandlerError::Reject(reason))
-            }
-            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
+            Err(JobError::Invalid(reason)) => self
+                .fail(&video_id, &video.owner_id, &job_id, &reason)
+                .await
+                .map_err(HandlerError::Retry)
+                .and(Err(HandlerError::Reject(reason))),
+            Err(JobError::Transient(error)) if attempt >= attempts => {
                 let reason = format!("transcoding failed {attempts} times; last error: {error}");
-                self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
-                Err(HandlerError::Retry(error))
+                self.fail(&video_id, &video.owner_id, &job_id, &reason)
+                    .await
+                    .map_err(HandlerError::Retry)
+                    .and(Err(HandlerError::Reject(error)))
             }
             Err(JobError::Transient(error)) => {
                 self.progress(&video_id, &video.owner_id, "queued", 0.0, Some(&error));
                 Err(HandlerError::Retry(error))
             }
-        }
+        };
+        release(false).await;
+        settled
     }
 
     /// Downloads, probes, encodes and stores; returns the playback description.
@@ -144,7 +235,7 @@ impl Transcoder {
 
         self.progress(video_id, owner_id, "downloading", 0.0, None);
         self.download(source_key, &source).await?;
-        let tools = Tools { ffmpeg: self.config.ffmpeg.clone().into(), ffprobe: self.config.ffprobe.clone().into() };
+        let tools = self.tools();
         self.progress(video_id, owner_id, "probing", 0.0, None);
         let info = pipeline::probe(&tools, &source).await?;
         let specs: Vec<RungSpec> = self
@@ -238,6 +329,21 @@ impl Transcoder {
             storyboard: Some(path(&thumbs.storyboard)),
             storyboard_vtt: Some(path(&thumbs.storyboard_vtt)),
         })
+    }
+
+    /// ffmpeg and ffprobe with their limits: `ffmpeg_memory_bytes`, and `ffmpeg_cpu_seconds`
+    /// (unset: the job's time limit on every CPU).
+    fn tools(&self) -> Tools {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let cpu_seconds = match self.config.ffmpeg_cpu_seconds {
+            0 => self.config.job_timeout_seconds.saturating_mul(cpus),
+            n => n,
+        };
+        Tools {
+            ffmpeg: self.config.ffmpeg.clone().into(),
+            ffprobe: self.config.ffprobe.clone().into(),
+            limits: pipeline::Limits { memory_bytes: self.config.ffmpeg_memory_bytes, cpu_seconds },
+        }
     }
 
     /// Poster, stills and storyboard from the renditions just made (no third decode of the
@@ -406,6 +512,43 @@ impl Transcoder {
             }
         });
     }
+}
+
+/// Aborts the heartbeat when the job ends, however it ends.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews the job's lease every third of its length. A lease that is no longer ours (it
+/// lapsed and another worker took it), or that could not be renewed before it lapsed, stops
+/// the job: `lost` and `job` are cancelled.
+async fn heartbeat(
+    db: flick_platform::db::sea_orm::DatabaseConnection,
+    video_id: String,
+    holder: String,
+    lease: Duration,
+    job: CancellationToken,
+    lost: CancellationToken,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let expires = now_ms() + lease.as_millis() as i64;
+        match store::renew_job_lease(&db, &video_id, &holder, expires).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => break,
+            Err(e) if renewed.elapsed() < lease => {
+                tracing::warn!(video.id = %video_id, error = %e, "job lease not renewed; will try again");
+            }
+            Err(_) => break,
+        }
+    }
+    lost.cancel();
+    job.cancel();
 }
 
 const SCRATCH_PREFIX: &str = "flick-job-";

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flick_transcoder::pipeline::{
-    self, EncodeProgress, EncodeSettings, MediaError, Packaged, Rung, RungSpec, SourceInfo, Tools, default_rungs,
+    self, EncodeProgress, EncodeSettings, Limits, MediaError, Packaged, Rung, RungSpec, SourceInfo, Tools, default_rungs,
     ladder, sniff,
 };
 use serde_json::Value;
@@ -398,12 +398,78 @@ async fn an_encode_past_its_timeout_is_a_tool_error() {
     assert_eq!(processes_mentioning(out.to_str().unwrap()), Vec::<String>::new());
 }
 
+/// ffmpeg runs under an address-space limit: an encode that needs more memory fails as a
+/// tool error naming the limit (retried, not blamed on the upload), and leaves no ffmpeg.
+#[tokio::test]
+async fn an_encode_over_its_memory_limit_is_a_tool_error_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "source.mp4", "1920x1080", 2, true, &[]).await;
+    let info = pipeline::probe(&tools(), &input).await.unwrap();
+    let rungs = ladder(&info, &default_rungs());
+    let out = dir.path().join("out");
+    let limited = Tools { limits: Limits { memory_bytes: 400 * 1000 * 1000, cpu_seconds: 0 }, ..tools() };
+    let result =
+        pipeline::encode(&limited, &input, &info, &rungs, &fast_settings(), &out, |_| {}, CancellationToken::new())
+            .await;
+    assert!(matches!(&result, Err(MediaError::Tool(m)) if m.contains("memory limit of 381 MiB")), "{result:?}");
+    assert!(result.unwrap_err().is_transient());
+    assert_eq!(processes_mentioning(out.to_str().unwrap()), Vec::<String>::new());
+}
+
+/// ffmpeg runs under a CPU-time limit (all its threads): past it the kernel stops it.
+#[tokio::test]
+async fn an_encode_over_its_cpu_time_limit_is_stopped_and_a_tool_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "source.mp4", "1280x720", 20, false, &[]).await;
+    let info = pipeline::probe(&tools(), &input).await.unwrap();
+    let rungs = ladder(&info, &default_rungs());
+    let out = dir.path().join("out");
+    let limited = Tools { limits: Limits { memory_bytes: 0, cpu_seconds: 1 }, ..tools() };
+    let started = Instant::now();
+    let result =
+        pipeline::encode(&limited, &input, &info, &rungs, &fast_settings(), &out, |_| {}, CancellationToken::new())
+            .await;
+    assert!(matches!(&result, Err(MediaError::Tool(m)) if m.contains("CPU-time limit of 1 s")), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped by the limit, not the timeout");
+    assert_eq!(processes_mentioning(out.to_str().unwrap()), Vec::<String>::new());
+}
+
+/// A container whose header claims less than its streams hold (a Matroska `Duration` patched
+/// from 12 s to 2 s) fails clearly as invalid, stopped soon after the claim is passed, instead
+/// of being encoded for as long as the streams go on under a wrong duration.
+#[tokio::test]
+async fn a_container_lying_about_its_duration_fails_as_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let honest = clip(dir.path(), "honest.mkv", "320x240", 12, false, &[]).await;
+    let bytes = std::fs::read(&honest).unwrap();
+    // EBML Duration (0x4489), 8-byte float, in milliseconds.
+    let at = bytes.windows(3).position(|w| w == [0x44, 0x89, 0x88]).expect("a Duration element") + 3;
+    assert_eq!(f64::from_be_bytes(bytes[at..at + 8].try_into().unwrap()), 12000.0);
+    let mut lying = bytes.clone();
+    lying[at..at + 8].copy_from_slice(&2000.0f64.to_be_bytes());
+    let input = dir.path().join("lying.mkv");
+    std::fs::write(&input, lying).unwrap();
+    let info = pipeline::probe(&tools(), &input).await.unwrap();
+    assert!((info.duration_seconds - 2.0).abs() < 0.1, "ffprobe believes the header: {}", info.duration_seconds);
+    let rungs = ladder(&info, &specs(&["240p"]));
+    let out = dir.path().join("out");
+    let result =
+        pipeline::encode(&tools(), &input, &info, &rungs, &fast_settings(), &out, |_| {}, CancellationToken::new())
+            .await;
+    assert!(
+        matches!(&result, Err(MediaError::Invalid(m)) if m.contains("duration is wrong") && m.contains("2.0 s")),
+        "{result:?}"
+    );
+    assert_eq!(processes_mentioning(out.to_str().unwrap()), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn a_missing_ffmpeg_is_a_tool_error_not_the_uploaders_fault() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("source");
     std::fs::write(&input, b"\x00\x00\x00\x18ftypisom").unwrap();
-    let missing = Tools { ffmpeg: "/nonexistent/ffmpeg".into(), ffprobe: "/nonexistent/ffprobe".into() };
+    let missing =
+        Tools { ffmpeg: "/nonexistent/ffmpeg".into(), ffprobe: "/nonexistent/ffprobe".into(), ..Tools::default() };
     let result = pipeline::probe(&missing, &input).await;
     assert!(matches!(&result, Err(MediaError::Tool(m)) if m.contains("not installed")), "{result:?}");
 }

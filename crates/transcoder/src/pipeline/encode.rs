@@ -73,12 +73,26 @@ pub async fn encode(
     tokio::fs::create_dir_all(out_dir).await?;
     let args = command(input, source, rungs, settings, out_dir);
     let mut parser = ProgressParser::new(source.duration_seconds);
-    let done = process::run(&tools.ffmpeg, &args, settings.timeout, &cancel, |line| {
+    // A container that claims less than its streams hold would be encoded past what it said
+    // (and, claiming seconds of an endless stream, for ever): stopped once the output passes
+    // the claim by more than the slack.
+    let most = most_decoded_seconds(source.duration_seconds);
+    let overran = cancel.child_token();
+    let done = process::run(&tools.ffmpeg, tools.limits, &args, settings.timeout, &overran, |line| {
         if let Some(report) = parser.line(line) {
+            if report.out_time_seconds > most {
+                overran.cancel();
+            }
             on_progress(report);
         }
     })
-    .await?;
+    .await;
+    let done = match done {
+        Err(MediaError::Cancelled) if !cancel.is_cancelled() => {
+            return Err(duration_lie(source.duration_seconds, most));
+        }
+        other => other?,
+    };
     if !done.status.success() {
         return Err(failure::judge("ffmpeg", done.status, &done.stderr, input, "the file is truncated or corrupt"));
     }
@@ -100,8 +114,22 @@ pub async fn encode(
             packaged.duration_seconds, source.duration_seconds
         )));
     }
+    if packaged.duration_seconds > most {
+        return Err(duration_lie(source.duration_seconds, packaged.duration_seconds));
+    }
     on_progress(parser.done());
     Ok(packaged)
+}
+
+/// The longest decode a probed duration allows: 10% or 2 s more, whichever is larger.
+fn most_decoded_seconds(probed: f64) -> f64 {
+    probed + (probed * 0.1).max(2.0)
+}
+
+fn duration_lie(probed: f64, decoded: f64) -> MediaError {
+    MediaError::Invalid(format!(
+        "the file's duration is wrong: its container says {probed:.1} s, but its streams hold more than {decoded:.1} s"
+    ))
 }
 
 fn check_rungs(rungs: &[Rung]) -> Result<(), MediaError> {

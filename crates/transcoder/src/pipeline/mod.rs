@@ -45,18 +45,30 @@ pub use probe::{
 pub use sniff::sniff;
 pub use thumbs::{STILL_COUNT, Thumbnails, thumbnails, thumbnails_from};
 
-/// Where the ffmpeg and ffprobe binaries are.
+/// Where the ffmpeg and ffprobe binaries are, and the limits every run of them gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
+    pub limits: Limits,
 }
 
 impl Default for Tools {
-    /// Both from `PATH`.
+    /// Both from `PATH`, without limits.
     fn default() -> Self {
-        Tools { ffmpeg: "ffmpeg".into(), ffprobe: "ffprobe".into() }
+        Tools { ffmpeg: "ffmpeg".into(), ffprobe: "ffprobe".into(), limits: Limits::default() }
     }
+}
+
+/// Resource limits (setrlimit in the child before it runs the tool); 0 means none. A run
+/// past one ends as `MediaError::Tool` naming the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Address space (RLIMIT_AS), bytes: a decompression bomb gets ENOMEM, not the host's
+    /// memory.
+    pub memory_bytes: u64,
+    /// CPU time of all its threads (RLIMIT_CPU), seconds: SIGXCPU, then SIGKILL.
+    pub cpu_seconds: u64,
 }
 
 /// Why a media operation failed; see the module docs for who each variant is meant for.

@@ -71,7 +71,7 @@ pub async fn probe(tools: &Tools, input: &Path) -> Result<SourceInfo, MediaError
             .collect();
     let mut json = String::new();
     let mut overflow = false;
-    let done = process::run(&tools.ffprobe, &args, PROBE_TIMEOUT, &CancellationToken::new(), |line| {
+    let done = process::run(&tools.ffprobe, tools.limits, &args, PROBE_TIMEOUT, &CancellationToken::new(), |line| {
         if json.len() + line.len() < MAX_PROBE_OUTPUT {
             json.push_str(line);
             json.push('\n');
@@ -284,17 +284,18 @@ async fn decodable_codecs(ffmpeg: &Path) -> Result<Arc<HashSet<String>>, MediaEr
     }
     let mut codecs = HashSet::new();
     let args: Vec<OsString> = ["-hide_banner", "-codecs"].iter().map(OsString::from).collect();
-    let done = process::run(ffmpeg, &args, PROBE_TIMEOUT, &CancellationToken::new(), |line| {
-        // " DEV.LS h264                 H.264 / AVC / MPEG-4 AVC / MPEG-4 part 10 (decoders: …)"
-        let mut words = line.split_whitespace();
-        if let (Some(flags), Some(name)) = (words.next(), words.next())
-            && flags.len() == 6
-            && flags.starts_with('D')
-        {
-            codecs.insert(name.to_string());
-        }
-    })
-    .await?;
+    let done =
+        process::run(ffmpeg, super::Limits::default(), &args, PROBE_TIMEOUT, &CancellationToken::new(), |line| {
+            // " DEV.LS h264                 H.264 / AVC / MPEG-4 AVC / MPEG-4 part 10 (decoders: …)"
+            let mut words = line.split_whitespace();
+            if let (Some(flags), Some(name)) = (words.next(), words.next())
+                && flags.len() == 6
+                && flags.starts_with('D')
+            {
+                codecs.insert(name.to_string());
+            }
+        })
+        .await?;
     if !done.status.success() || codecs.is_empty() {
         return Err(MediaError::Tool(format!("`{} -codecs` failed ({})", ffmpeg.display(), done.status)));
     }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::MediaError;
+use super::{Limits, MediaError};
 
 /// How many stderr lines are kept for building an error reason.
 const TAIL_LINES: usize = 20;
@@ -43,23 +43,39 @@ pub(crate) struct Finished {
 /// caller knows what the failure means.
 pub(crate) async fn run(
     program: &Path,
+    limits: Limits,
     args: &[OsString],
     timeout: Duration,
     cancel: &CancellationToken,
     mut on_stdout_line: impl FnMut(&str),
 ) -> Result<Finished, MediaError> {
     let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tool".into());
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => MediaError::Tool(format!("{} is not installed", program.display())),
-            _ => MediaError::Tool(format!("cannot start {}: {e}", program.display())),
-        })?;
+    let mut command = if limits.memory_bytes > 0 || limits.cpu_seconds > 0 {
+        // prlimit(1) sets the limits on itself and execs the tool (same pid: kill reaches it).
+        let mut c = Command::new("prlimit");
+        if limits.memory_bytes > 0 {
+            c.arg(format!("--as={}", limits.memory_bytes));
+            // glibc reserves 64 MiB of address space per malloc arena (up to 8 per CPU):
+            // without a cap on arenas a many-core host would hit RLIMIT_AS before using memory.
+            c.env("MALLOC_ARENA_MAX", "2");
+        }
+        if limits.cpu_seconds > 0 {
+            // SIGXCPU at the soft limit; SIGKILL a few seconds on if it is ignored.
+            c.arg(format!("--cpu={}:{}", limits.cpu_seconds, limits.cpu_seconds.saturating_add(5)));
+        }
+        c.arg("--").arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if limits != Limits::default() => {
+            MediaError::Tool(format!("prlimit (util-linux) or {} is not installed", program.display()))
+        }
+        std::io::ErrorKind::NotFound => MediaError::Tool(format!("{} is not installed", program.display())),
+        _ => MediaError::Tool(format!("cannot start {}: {e}", program.display())),
+    })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let stderr_task = tokio::spawn(summarise(stderr));
@@ -93,12 +109,55 @@ pub(crate) async fn run(
             }
         }
     };
+
     // The pipe closes when the child exits; the bound only guards against a stray grandchild.
     let stderr = match tokio::time::timeout(Duration::from_secs(5), stderr_task).await {
         Ok(Ok(summary)) => summary,
         _ => StderrSummary::default(),
     };
+    if let Some(exceeded) = exceeded(&name, limits, status, &stderr) {
+        return Err(exceeded);
+    }
     Ok(Finished { status, stderr })
+}
+
+/// A run that died of a limit: SIGXCPU/SIGKILL past the CPU limit, or an allocation failure
+/// (abort, crash, or ffmpeg's own "Cannot allocate memory" exit) under the memory limit.
+fn exceeded(name: &str, limits: Limits, status: ExitStatus, stderr: &StderrSummary) -> Option<MediaError> {
+    use std::os::unix::process::ExitStatusExt as _;
+    if status.success() {
+        return None;
+    }
+    // Linux signal numbers.
+    const SIGABRT: i32 = 6;
+    const SIGBUS: i32 = 7;
+    const SIGKILL: i32 = 9;
+    const SIGSEGV: i32 = 11;
+    const SIGXCPU: i32 = 24;
+    let signal = status.signal();
+    // ffmpeg catches SIGXCPU and exits with 255 (as after SIGTERM, which nobody here sends).
+    let caught = status.code() == Some(255);
+    if limits.cpu_seconds > 0 && (caught || matches!(signal, Some(SIGXCPU) | Some(SIGKILL))) {
+        return Some(MediaError::Tool(format!(
+            "{name} exceeded its CPU-time limit of {} s and was stopped",
+            limits.cpu_seconds
+        )));
+    }
+    let out_of_memory = stderr.tail.iter().any(|l| {
+        let l = l.to_lowercase();
+        // x264 says "malloc of size N failed"; threads that get no stack say EAGAIN.
+        ["cannot allocate memory", "out of memory", "failed to allocate", "malloc of size", "temporarily unavailable"]
+            .iter()
+            .any(|m| l.contains(m))
+    });
+    let crashed = matches!(signal, Some(SIGABRT) | Some(SIGSEGV) | Some(SIGBUS));
+    if limits.memory_bytes > 0 && (out_of_memory || crashed) {
+        return Some(MediaError::Tool(format!(
+            "{name} exceeded its memory limit of {} MiB",
+            limits.memory_bytes / (1024 * 1024)
+        )));
+    }
+    None
 }
 
 async fn kill(child: &mut Child) {

@@ -194,7 +194,7 @@ fn common_args() -> Vec<OsString> {
 }
 
 async fn run(tools: &Tools, input: &Path, args: &[OsString], timeout: Duration) -> Result<(), MediaError> {
-    let done = process::run(&tools.ffmpeg, args, timeout, &CancellationToken::new(), |_| {}).await?;
+    let done = process::run(&tools.ffmpeg, tools.limits, args, timeout, &CancellationToken::new(), |_| {}).await?;
     if !done.status.success() {
         return Err(failure::judge("ffmpeg", done.status, &done.stderr, input, "the file is truncated or corrupt"));
     }
