@@ -136,6 +136,14 @@ pub struct TranscoderConfig {
     pub user_quota_bytes: u64,
     /// An upload not finished within this time expires and its parts are dropped.
     pub upload_expiry_seconds: u64,
+    /// Unfinished uploads one user may have open at once.
+    pub max_open_uploads_per_user: u32,
+    /// A PATCH body that sends nothing for this long is cut off: what arrived is kept and
+    /// the upload is free for the next request.
+    pub upload_idle_timeout_seconds: u64,
+    /// Playback trusts the local copy of a video's visibility for this long after media last
+    /// confirmed it (an event or a check); older copies are checked with media over gRPC.
+    pub visibility_max_age_seconds: u64,
     /// Jobs one process transcodes at once (`flick worker` and `flick serve`); 0: no worker.
     pub workers: usize,
     /// Attempts of a failing job before it is dead-lettered.
@@ -196,6 +204,9 @@ impl Default for TranscoderConfig {
             max_upload_bytes: 10 * 1024 * 1024 * 1024,
             user_quota_bytes: 50 * 1024 * 1024 * 1024,
             upload_expiry_seconds: 24 * 3600,
+            max_open_uploads_per_user: 10,
+            upload_idle_timeout_seconds: 30,
+            visibility_max_age_seconds: 60,
             workers: 1,
             job_attempts: 3,
             ffmpeg: "ffmpeg".into(),

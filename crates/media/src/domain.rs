@@ -261,6 +261,7 @@ impl Media {
             category: v.category.clone().unwrap_or_default(),
             visibility: v.visibility.clone(),
             status: v.status.clone(),
+            version: event_version(),
         }
         .encode_to_vec()
     }
@@ -756,6 +757,7 @@ impl Media {
                     let payload = events::VideoChanged {
                         video_id: id.clone(),
                         owner_id: e.subject.clone(),
+                        version: event_version(),
                         ..Default::default()
                     };
                     outbox::record(txn, &envelope("video.deleted", &id, PRODUCER, payload.encode_to_vec())).await?;
@@ -764,5 +766,22 @@ impl Media {
             _ => {}
         }
         Ok(effects)
+    }
+}
+
+/// `VideoChanged.version`: the clock in microseconds, strictly increasing in this process
+/// (a clock stepping back never reorders two changes). Taken inside the change's transaction,
+/// after its write, so of two changes of one video the one committed later has the higher one.
+fn event_version() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
     }
 }

@@ -62,6 +62,7 @@ impl Catalogue<'_> {
             category: String::new(),
             visibility: visibility.into(),
             status: "READY".into(),
+            version: 0,
         };
         let mut e = envelope(kind, video, "media", payload.encode_to_vec());
         e.occurred_at_ms = now_ms() - minutes_ago * MINUTE;

@@ -11,10 +11,13 @@ use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Tr
 use flick_platform::outbox::{self, Relay};
 use flick_platform::storage::{ObjectStorage, StorageError};
 use flick_proto::events::v1 as events;
+use flick_proto::media::v1::GetVideoRequest;
+use flick_proto::media::v1::media_service_client::MediaServiceClient;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 pub(crate) fn now_ms() -> i64 {
@@ -88,6 +91,12 @@ pub struct Transcoder {
     pub(crate) config: Arc<TranscoderConfig>,
     /// One PATCH at a time per upload in this process (the database guards across replicas).
     pub(crate) upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Bytes of PATCHes still streaming in this process, per user: counted against the quota
+    /// beside what the database holds.
+    pub(crate) upload_bytes_in_flight: Arc<Mutex<HashMap<String, i64>>>,
+    /// Media, asked when a local copy of a video's visibility is older than
+    /// `visibility_max_age_seconds` (none configured: the local copy is trusted).
+    pub(crate) media: Option<MediaServiceClient<Channel>>,
 }
 
 impl Transcoder {
@@ -99,7 +108,27 @@ impl Transcoder {
         cache: Cache,
         config: TranscoderConfig,
     ) -> Self {
-        Self { db, storage, bus, relay, cache, config: Arc::new(config), upload_locks: Arc::default() }
+        Self {
+            db,
+            storage,
+            bus,
+            relay,
+            cache,
+            config: Arc::new(config),
+            upload_locks: Arc::default(),
+            upload_bytes_in_flight: Arc::default(),
+            media: None,
+        }
+    }
+
+    /// Checks stale local copies of videos' visibility with media at `url` (gRPC), connecting
+    /// on first use.
+    pub fn with_media(mut self, url: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .timeout(std::time::Duration::from_secs(2));
+        self.media = Some(MediaServiceClient::new(endpoint.connect_lazy()));
+        Ok(self)
     }
 
     pub fn config(&self) -> &TranscoderConfig {
@@ -144,7 +173,54 @@ impl Transcoder {
             return Ok(None);
         }
         let Some(video) = store::video(&self.db, id).await.map_err(db_error)? else { return Ok(None) };
+        let Some(video) = self.fresh(video).await? else { return Ok(None) };
         Ok(Self::may_watch(&video, caller).then_some(video))
+    }
+
+    /// The video with a visibility media confirmed within `visibility_max_age_seconds`: an
+    /// older local copy (events late, or lost in a reordering) is checked with media first.
+    /// `None`: media deleted it. Media unreachable: the local copy, with a warning.
+    async fn fresh(&self, mut video: VideoRow) -> Result<Option<VideoRow>, AppError> {
+        let now = now_ms();
+        let max_age = self.config.visibility_max_age_seconds as i64 * 1000;
+        let Some(media) = &self.media else { return Ok(Some(video)) };
+        if now - video.synced_at_ms <= max_age {
+            return Ok(Some(video));
+        }
+        // Asked as the owner, media answers whatever the video's state: NOT_FOUND is a deletion.
+        let owner = Caller { user_id: Uuid::parse_str(&video.owner_id).ok(), ..Caller::anonymous() };
+        let mut request = tonic::Request::new(GetVideoRequest { id: video.id.clone() });
+        owner.to_grpc(&mut request);
+        match media.clone().get_video(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let result = if answer.visibility != video.visibility { "changed" } else { "confirmed" };
+                metrics::counter!("transcoder_visibility_checks_total", "result" => result).increment(1);
+                if store::confirm_video(&self.db, &video.id, &answer.visibility, video.media_version, now)
+                    .await
+                    .map_err(db_error)?
+                {
+                    video.visibility = answer.visibility;
+                    video.synced_at_ms = now;
+                    Ok(Some(video))
+                } else {
+                    // An event moved the row while media answered: it is newer still.
+                    store::video(&self.db, &video.id).await.map_err(db_error)
+                }
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                metrics::counter!("transcoder_visibility_checks_total", "result" => "deleted").increment(1);
+                tracing::info!(video.id = %video.id, "media no longer has the video: forgotten before its event");
+                self.forget_video(&video.id, 0).await?;
+                Ok(None)
+            }
+            Err(status) => {
+                metrics::counter!("transcoder_visibility_checks_total", "result" => "unavailable").increment(1);
+                tracing::warn!(video.id = %video.id, error = %status.message(), code = ?status.code(),
+                    "media did not confirm a stale visibility; serving the local copy");
+                Ok(Some(video))
+            }
+        }
     }
 
     pub fn may_watch(video: &VideoRow, caller: &Caller) -> bool {
@@ -225,7 +301,12 @@ impl Transcoder {
         {
             return Err(AppError::forbidden("the video belongs to someone else"));
         }
-        store::upsert_video(&self.db, video_id, &me.to_string(), visibility, now_ms()).await.map_err(db_error)
+        let now = now_ms();
+        let owner = me.to_string();
+        // Version 0: an event media already sent about the video outranks this call.
+        let v = store::MediaVideo { id: video_id, owner_id: &owner, visibility, version: 0, synced_at_ms: now };
+        store::upsert_video(&self.db, &v, now).await.map_err(db_error)?;
+        Ok(())
     }
 
     /// Retries a failed transcode of the current source (REST `PATCH /video/{id}`).
@@ -270,6 +351,14 @@ impl Transcoder {
         Ok(())
     }
 
+    /// Media deleted the video: it is remembered as deleted (so no late `video.updated`
+    /// brings it back), then its objects, uploads and row go.
+    async fn forget_video(&self, video_id: &str, version: i64) -> Result<(), AppError> {
+        store::tombstone(&self.db, video_id, version, now_ms()).await.map_err(db_error)?;
+        self.remove_everything(video_id).await?;
+        store::delete_video(&self.db, video_id).await.map_err(db_error)
+    }
+
     /// Drops every object of the video and its unfinished uploads.
     async fn remove_everything(&self, video_id: &str) -> Result<(), AppError> {
         let uploads =
@@ -291,11 +380,25 @@ impl Transcoder {
             "video.created" | "video.updated" | "video.published" => {
                 let v = events::VideoChanged::decode(e.payload.as_slice())
                     .map_err(|err| AppError::bad_input(format!("undecodable {}: {err}", e.r#type)))?;
-                store::upsert_video(&self.db, &v.video_id, &v.owner_id, &v.visibility, now_ms()).await.map_err(db_error)
+                let now = now_ms();
+                // True as of when media wrote it: a late event leaves the copy stale, so
+                // playback checks with media rather than trusting it for the full bound.
+                let as_of = if v.version > 0 { (v.version / 1000).min(now) } else { now };
+                let video = store::MediaVideo {
+                    id: &v.video_id,
+                    owner_id: &v.owner_id,
+                    visibility: &v.visibility,
+                    version: v.version,
+                    synced_at_ms: as_of,
+                };
+                if !store::upsert_video(&self.db, &video, now).await.map_err(db_error)? {
+                    tracing::debug!(video.id = %v.video_id, version = v.version, "an older or deleted video's event: ignored");
+                }
+                Ok(())
             }
             "video.deleted" => {
-                self.remove_everything(&e.subject).await?;
-                store::delete_video(&self.db, &e.subject).await.map_err(db_error)
+                let version = events::VideoChanged::decode(e.payload.as_slice()).map(|v| v.version).unwrap_or_default();
+                self.forget_video(&e.subject, version).await
             }
             "user.deleted" => {
                 let owned: Vec<String> = self
@@ -311,8 +414,7 @@ impl Transcoder {
                     .filter_map(|r| r.try_get::<String>("", "id").ok())
                     .collect();
                 for id in owned {
-                    self.remove_everything(&id).await?;
-                    store::delete_video(&self.db, &id).await.map_err(db_error)?;
+                    self.forget_video(&id, 0).await?;
                 }
                 Ok(())
             }

@@ -60,7 +60,12 @@ fn jobs_queue(t: &Transcoder) -> QueueSpec {
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let t = transcoder(&infra);
+    let mut t = transcoder(&infra);
+    // Playback checks a stale local copy of a video's visibility with media.
+    match &shared.config.endpoints.media {
+        Some(url) => t = t.with_media(url)?,
+        None => tracing::info!("no endpoints.media: playback trusts media's events alone for visibility"),
+    }
     // Jobs published before any worker runs must wait in the queue, not be dropped by the
     // exchange. A broker that is down now gets the queue from the first worker instead.
     if let Err(e) = t.bus().declare(jobs_queue(&t)).await {

@@ -15,6 +15,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         Migration { version: 1, name: "videos_and_uploads", sqlite: SCHEMA, postgres: SCHEMA },
         Migration { version: 2, name: "early_playback", sqlite: EARLY, postgres: EARLY },
         Migration { version: 3, name: "source_duration", sqlite: DURATION, postgres: DURATION },
+        Migration { version: 4, name: "media_versions", sqlite: VERSIONS, postgres: VERSIONS },
         Migration { version: 5, name: "job_leases", sqlite: JOB_LEASES, postgres: JOB_LEASES },
     ],
 };
@@ -59,6 +60,17 @@ CREATE INDEX uploads_expiry ON uploads (state, expires_at_ms);
 const EARLY: &str = "ALTER TABLE videos ADD COLUMN playable_at_ms BIGINT;";
 /// The probed duration, known as soon as a video plays early (before the ladder's own).
 const DURATION: &str = "ALTER TABLE videos ADD COLUMN source_duration_seconds DOUBLE PRECISION;";
+/// Media's events in order: the highest `VideoChanged.version` applied to a row and when
+/// media last confirmed it; deleted videos' ids, so a late update never brings one back.
+const VERSIONS: &str = "
+ALTER TABLE videos ADD COLUMN media_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE videos ADD COLUMN synced_at_ms BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE video_tombstones (
+    id TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    deleted_at_ms BIGINT NOT NULL
+);
+";
 
 pub use flick_platform::db::{exec, stmt};
 
@@ -77,10 +89,14 @@ pub struct VideoRow {
     /// Set while PROCESSING once the renditions' first segments can be played.
     pub playable_at_ms: Option<i64>,
     pub source_duration_seconds: Option<f64>,
+    /// The highest version of media's events applied (0: none carried one).
+    pub media_version: i64,
+    /// When media last confirmed owner and visibility (an event's time, a gRPC check).
+    pub synced_at_ms: i64,
 }
 
 const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms, \
-     source_duration_seconds";
+     source_duration_seconds, media_version, synced_at_ms";
 
 impl VideoRow {
     fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
@@ -96,6 +112,8 @@ impl VideoRow {
             playback: r.try_get("", "playback")?,
             playable_at_ms: r.try_get("", "playable_at_ms")?,
             source_duration_seconds: r.try_get("", "source_duration_seconds")?,
+            media_version: r.try_get("", "media_version")?,
+            synced_at_ms: r.try_get("", "synced_at_ms")?,
         })
     }
 }
@@ -118,19 +136,66 @@ pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<
         .collect()
 }
 
-/// Records a video media told us about; an existing row keeps its processing state.
-pub async fn upsert_video<C: ConnectionTrait>(
+/// What media said about a video, and when.
+pub struct MediaVideo<'a> {
+    pub id: &'a str,
+    pub owner_id: &'a str,
+    pub visibility: &'a str,
+    /// `VideoChanged.version`; 0 when unknown (applies over rows that have none either).
+    pub version: i64,
+    /// When media's statement was true (the event's version time, or a check's time).
+    pub synced_at_ms: i64,
+}
+
+/// Records a video media told us about; an existing row keeps its processing state. A
+/// statement older than the row's (a lower version) changes nothing, nor does any about a
+/// deleted video. Returns whether it applied.
+pub async fn upsert_video<C: ConnectionTrait>(c: &C, v: &MediaVideo<'_>, now: i64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "INSERT INTO videos (id, owner_id, visibility, state, updated_at_ms, media_version, synced_at_ms)
+         SELECT ?, ?, ?, 'AWAITING_UPLOAD', ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM video_tombstones WHERE id = ?)
+         ON CONFLICT (id) DO UPDATE SET visibility = excluded.visibility, updated_at_ms = excluded.updated_at_ms,
+             media_version = excluded.media_version, synced_at_ms = excluded.synced_at_ms
+         WHERE excluded.media_version >= videos.media_version",
+        vec![
+            v.id.into(),
+            v.owner_id.into(),
+            v.visibility.into(),
+            now.into(),
+            v.version.into(),
+            v.synced_at_ms.into(),
+            v.id.into(),
+        ],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// A check with media confirmed (or changed) the visibility of the row as it was at
+/// `seen_version`; no event moved it meanwhile. Returns whether it applied.
+pub async fn confirm_video<C: ConnectionTrait>(
     c: &C,
     id: &str,
-    owner_id: &str,
     visibility: &str,
+    seen_version: i64,
     now: i64,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE videos SET visibility = ?, synced_at_ms = ? WHERE id = ? AND media_version = ?",
+        vec![visibility.into(), now.into(), id.into(), seen_version.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Remembers that media deleted the video (ids are never reused), so no late event revives it.
+pub async fn tombstone<C: ConnectionTrait>(c: &C, id: &str, version: i64, now: i64) -> Result<(), DbErr> {
     exec(
         c,
-        "INSERT INTO videos (id, owner_id, visibility, state, updated_at_ms) VALUES (?, ?, ?, 'AWAITING_UPLOAD', ?)
-         ON CONFLICT (id) DO UPDATE SET visibility = excluded.visibility, updated_at_ms = excluded.updated_at_ms",
-        vec![id.into(), owner_id.into(), visibility.into(), now.into()],
+        "INSERT INTO video_tombstones (id, version, deleted_at_ms) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        vec![id.into(), version.into(), now.into()],
     )
     .await?;
     Ok(())
@@ -324,6 +389,21 @@ pub async fn set_upload_state<C: ConnectionTrait>(c: &C, id: &str, state: &str, 
     )
     .await?;
     Ok(n > 0)
+}
+
+/// Unfinished (and unexpired) uploads of a user.
+pub async fn open_uploads_of<C: ConnectionTrait>(c: &C, owner_id: &str, now: i64) -> Result<i64, DbErr> {
+    let row = c
+        .query_one_raw(stmt(
+            c,
+            "SELECT COUNT(*) AS open FROM uploads WHERE owner_id = ? AND state = 'UPLOADING' AND expires_at_ms >= ?",
+            vec![owner_id.into(), now.into()],
+        ))
+        .await?;
+    match row {
+        Some(r) => r.try_get::<i64>("", "open").or_else(|_| r.try_get::<i32>("", "open").map(i64::from)),
+        None => Ok(0),
+    }
 }
 
 pub async fn delete_upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {

@@ -111,8 +111,25 @@ impl Transcoder {
     pub async fn create_upload(&self, caller: &Caller, new: NewUpload<'_>) -> Result<UploadRow, AppError> {
         let me = caller.require_user()?;
         let video = self.owned_video(caller, new.video_id).await?;
-        if let Some(length) = new.length {
-            self.check_size(&me.to_string(), length, None).await?;
+        let owner = me.to_string();
+        let open = store::open_uploads_of(&self.db, &owner, now_ms()).await.map_err(db_error)?;
+        let cap = self.config.max_open_uploads_per_user;
+        if open >= cap as i64 {
+            return Err(AppError::forbidden(format!(
+                "too many unfinished uploads: {open} are open and at most {cap} are allowed; \
+                 finish or terminate one first"
+            )));
+        }
+        match new.length {
+            Some(length) => self.check_size(&owner, length, None).await?,
+            // A deferred length is counted by the bytes that arrive; none may be left.
+            None => {
+                let held = store::bytes_held_by(&self.db, &owner, "").await.map_err(db_error)? as u64;
+                let quota = self.config.user_quota_bytes;
+                if held >= quota {
+                    return Err(quota_exceeded(held, quota, None));
+                }
+            }
         }
         let id = Uuid::now_v7().to_string();
         let object_key = source_key(&video.id, &id);
@@ -156,15 +173,22 @@ impl Transcoder {
         let held = store::bytes_held_by(&self.db, owner, this.unwrap_or("")).await.map_err(db_error)? as u64;
         let quota = self.config.user_quota_bytes;
         if held + length as u64 > quota {
-            return Err(AppError::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "upload quota exceeded: {held} of {quota} bytes are in use and this file needs {length}; \
-                     delete videos or finish pending uploads first"
-                ),
-            ));
+            return Err(quota_exceeded(held, quota, Some(length as u64)));
         }
         Ok(())
+    }
+
+    /// Takes the upload's lock, waiting at most for a stalled PATCH's idle timeout (and a
+    /// margin for it to save what arrived): a request never queues behind one for long.
+    async fn lock_upload(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, AppError> {
+        let wait = self.idle_timeout() + std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, self.upload_lock(id).lock_owned())
+            .await
+            .map_err(|_| AppError::conflict("another request of this upload is still running; retry with HEAD"))
+    }
+
+    fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.upload_idle_timeout_seconds.max(1))
     }
 
     /// The upload's state for a tus HEAD. A PATCH of it still running here (a client that
@@ -210,8 +234,7 @@ impl Transcoder {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
+        let _held = self.lock_upload(id).await?;
         let mut upload = self.upload_for_owner(caller, id).await?;
         if offset != upload.offset {
             return Err(AppError::conflict(format!(
@@ -241,20 +264,44 @@ impl Transcoder {
         }
         let mut hasher = checksum.as_ref().map(|c| Hasher::new(c.algorithm));
         let mut received: i64 = 0;
-        let mut sniffed = start_offset > 0;
+        // Below SNIFF_BYTES no part was cut yet, so the buffer holds the upload from byte 0:
+        // the first bytes are sniffed however they were split across PATCHes.
+        let mut sniffed = start_offset >= SNIFF_BYTES as i64;
+        // A deferred length counts toward the quota by the bytes that arrive: what the user
+        // holds elsewhere, this upload's stored bytes, and this process's PATCHes in flight.
+        let quota = match upload.length {
+            Some(_) => None,
+            None => Some(
+                store::bytes_held_by(&self.db, &upload.owner_id, &upload.id).await.map_err(db_error)? as u64
+                    + start_offset as u64,
+            ),
+        };
+        let mut in_flight = InFlight::new(self, &upload.owner_id);
+        let idle = self.idle_timeout();
         let mut parts: JoinSet<Result<(usize, String), AppError>> = JoinSet::new();
         let mut new_parts: Vec<(usize, String)> = Vec::new();
         let mut next_index = upload.parts.len();
         let mut interrupted = None;
         futures::pin_mut!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
                     interrupted = Some(e.to_string());
                     break;
                 }
+                // A stalled client: keep what arrived and free the upload for HEAD, a resumed
+                // PATCH and the sweeper.
+                Err(_) => {
+                    interrupted = Some(format!("no bytes for {} s", idle.as_secs()));
+                    break;
+                }
             };
+            if now_ms() > upload.expires_at_ms {
+                interrupted = Some("the upload expired".into());
+                break;
+            }
             if let Some(length) = upload.length
                 && start_offset + received + chunk.len() as i64 > length
             {
@@ -269,6 +316,14 @@ impl Transcoder {
                     ErrorCode::PayloadTooLarge,
                     "the upload is larger than the maximum accepted",
                 ));
+            }
+            if let Some(stored) = quota {
+                let user_in_flight = in_flight.add(chunk.len() as i64) as u64;
+                let limit = self.config.user_quota_bytes;
+                if stored + user_in_flight > limit {
+                    parts.abort_all();
+                    return Err(quota_exceeded(stored, limit, Some(user_in_flight)));
+                }
             }
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
@@ -419,8 +474,7 @@ impl Transcoder {
 
     /// Terminates the upload (tus termination): its parts and tail are removed.
     pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
+        let _held = self.lock_upload(id).await?;
         let upload = self.upload_for_owner(caller, id).await?;
         if upload.state == "COMPLETED" {
             return Err(AppError::conflict("the upload is complete; delete the video instead"));
@@ -447,19 +501,75 @@ impl Transcoder {
         )
         .await
         .map_err(db_error)?;
+        let mut expired = 0;
         for upload in &due {
+            // A PATCH still running here is left for the next round (it stops at the expiry
+            // or its idle timeout): the sweeper never waits behind a client.
             let lock = self.upload_lock(&upload.id);
-            let _held = lock.lock().await;
+            let Ok(_held) = lock.try_lock() else { continue };
             self.drop_upload(upload, "EXPIRED").await?;
+            expired += 1;
             tracing::info!(upload.id = %upload.id, "upload expired; its parts were dropped");
         }
-        Ok(due.len())
+        Ok(expired)
     }
 
     fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.upload_locks.lock().expect("upload locks");
         locks.retain(|_, l| Arc::strong_count(l) > 1);
         locks.entry(id.to_string()).or_default().clone()
+    }
+}
+
+fn quota_exceeded(held: u64, quota: u64, needed: Option<u64>) -> AppError {
+    let needed = match needed {
+        Some(n) => format!(" and this upload needs {n} more"),
+        None => String::new(),
+    };
+    AppError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "upload quota exceeded: {held} of {quota} bytes are in use{needed}; \
+             delete videos or finish pending uploads first"
+        ),
+    )
+}
+
+/// Bytes of one PATCH of a deferred-length upload still streaming, counted in the user's
+/// total while it runs.
+struct InFlight {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    owner: String,
+    bytes: i64,
+}
+
+impl InFlight {
+    fn new(t: &Transcoder, owner: &str) -> Self {
+        Self { map: t.upload_bytes_in_flight.clone(), owner: owner.to_string(), bytes: 0 }
+    }
+
+    /// Adds `n` bytes; returns the user's bytes in flight in this process.
+    fn add(&mut self, n: i64) -> i64 {
+        self.bytes += n;
+        let mut map = self.map.lock().expect("bytes in flight");
+        let total = map.entry(self.owner.clone()).or_default();
+        *total += n;
+        *total
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut map = self.map.lock().expect("bytes in flight");
+        if let Some(total) = map.get_mut(&self.owner) {
+            *total -= self.bytes;
+            if *total <= 0 {
+                map.remove(&self.owner);
+            }
+        }
     }
 }
 

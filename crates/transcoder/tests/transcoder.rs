@@ -58,16 +58,37 @@ impl<'a> Client<'a> {
     /// Registers a video for `owner` and opens its upload, as media's createVideo does.
     async fn create_upload(&self, owner: &str, visibility: &str) -> (String, pb::Upload) {
         let video_id = Uuid::now_v7().to_string();
+        let upload = self.register(owner, &video_id, visibility).await.unwrap();
+        (video_id, upload)
+    }
+
+    /// gRPC `CreateUpload` for a video id media chose.
+    async fn register(&self, owner: &str, video_id: &str, visibility: &str) -> Result<pb::Upload, tonic::Status> {
         let channel = tonic::transport::Endpoint::from_shared(self.app.url("")).unwrap().connect().await.unwrap();
         let mut grpc = pb::transcoder_service_client::TranscoderServiceClient::new(channel);
         let mut request = tonic::Request::new(pb::CreateUploadRequest {
-            video_id: video_id.clone(),
+            video_id: video_id.into(),
             size_bytes: 0,
             visibility: visibility.into(),
         });
         request.metadata_mut().insert("x-user-id", owner.parse().unwrap());
-        let upload = grpc.create_upload(request).await.unwrap().into_inner();
-        (video_id, upload)
+        grpc.create_upload(request).await.map(|r| r.into_inner())
+    }
+
+    /// Status of a file for `user` (anonymous: `None`).
+    async fn play(&self, user: Option<&str>, id: &str, file: &str) -> u16 {
+        let mut req = self.http.get(self.app.url(&format!("/video/{id}/{file}")));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// Uploads `source` into the ticket's upload and waits for READY.
+    async fn upload_until_ready(&self, owner: &str, id: &str, ticket: &pb::Upload, source: &[u8]) {
+        let path = Self::path(&ticket.url);
+        assert_eq!(self.patch(owner, &path, 0, Some(source.len() as u64), source.to_vec()).await.status(), 204);
+        assert_eq!(self.settled(owner, id, Duration::from_secs(120)).await["state"], "READY");
     }
 
     fn path(url: &str) -> String {
@@ -724,6 +745,280 @@ async fn graphql_and_grpc_report_processing_and_playback(backend: Backend) {
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
 }
 
+/// A deferred-length upload (what createVideo opens) counts toward the quota by the bytes
+/// that arrive: a PATCH that would pass it is refused (413) and keeps what was stored.
+async fn deferred_uploads_count_toward_the_quota_by_bytes_received(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.max_upload_bytes = 10_000_000;
+    infra.config.transcoder.user_quota_bytes = 100_000;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let head = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "q.mp4", "320x240", 1)).unwrap();
+    let video_bytes = |n: usize| {
+        let mut b = head[..head.len().min(n)].to_vec();
+        b.resize(n, 0);
+        b
+    };
+    let (_, first) = c.create_upload(&owner, "PUBLIC").await;
+    let first = Client::path(&first.url);
+    assert_eq!(c.patch(&owner, &first, 0, None, video_bytes(60_000)).await.status(), 204);
+    let res = c.patch(&owner, &first, 60_000, None, vec![0; 60_000]).await;
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("quota"), "{body}");
+    assert_eq!(c.offset(&owner, &first).await, 60_000, "nothing already stored is lost");
+
+    // Another deferred upload shares the quota with the first one's bytes.
+    let (_, second) = c.create_upload(&owner, "PUBLIC").await;
+    let second = Client::path(&second.url);
+    assert_eq!(c.patch(&owner, &second, 0, None, video_bytes(50_000)).await.status(), 413);
+    assert_eq!(c.offset(&owner, &second).await, 0);
+    assert_eq!(c.patch(&owner, &second, 0, None, video_bytes(40_000)).await.status(), 204, "what is left is usable");
+    assert_eq!(c.patch(&owner, &second, 40_000, None, vec![0; 1]).await.status(), 413, "the quota is full");
+    assert_eq!(c.offset(&owner, &first).await, 60_000);
+
+    // Nothing left: a new deferred upload is refused when it is created.
+    let video_id = Uuid::now_v7().to_string();
+    assert!(c.register(&owner, &video_id, "PUBLIC").await.is_err(), "createVideo gets no ticket");
+    let res = c
+        .http
+        .post(app.url("/video/upload"))
+        .header(TUS.0, TUS.1)
+        .header("x-user-id", &owner)
+        .header("upload-defer-length", "1")
+        .header("upload-metadata", format!("videoId {}", b64(&video_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    // Other users have their own quota.
+    let other = user();
+    let (_, theirs) = c.create_upload(&other, "PUBLIC").await;
+    assert_eq!(c.patch(&other, &Client::path(&theirs.url), 0, None, video_bytes(60_000)).await.status(), 204);
+}
+
+/// A user may hold only `max_open_uploads_per_user` unfinished uploads (403 after that);
+/// finishing or terminating one frees its place.
+async fn open_uploads_per_user_are_capped(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.max_open_uploads_per_user = 3;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        paths.push(Client::path(&c.create_upload(&owner, "PUBLIC").await.1.url));
+    }
+    let video_id = Uuid::now_v7().to_string();
+    let refused = c.register(&owner, &video_id, "PUBLIC").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("unfinished uploads"), "{refused:?}");
+    let post = || {
+        c.http
+            .post(app.url("/video/upload"))
+            .header(TUS.0, TUS.1)
+            .header("x-user-id", &owner)
+            .header("upload-length", "1000")
+            .header("upload-metadata", format!("videoId {}", b64(&video_id)))
+            .send()
+    };
+    let res = post().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 3"), "{body}");
+    assert!(c.register(&user(), &Uuid::now_v7().to_string(), "PUBLIC").await.is_ok(), "a cap per user");
+
+    let del = c.http.delete(app.url(&paths[0])).header(TUS.0, TUS.1).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    assert_eq!(post().await.unwrap().status(), 201, "a terminated upload frees its place");
+}
+
+/// The first 512 bytes are sniffed however the PATCHes split them: a first PATCH of 10
+/// bytes does not let a non-video through.
+async fn the_first_bytes_are_sniffed_however_the_patches_split_them(backend: Backend) {
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let text = b"#!/bin/sh\necho this is a shell script, not a video at all, sorry\n".repeat(40);
+    let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let total = Some(text.len() as u64);
+    assert_eq!(c.patch(&owner, &path, 0, total, text[..10].to_vec()).await.status(), 204, "too few bytes to judge");
+    assert_eq!(c.patch(&owner, &path, 10, None, text[10..300].to_vec()).await.status(), 204, "still too few");
+    let res = c.patch(&owner, &path, 300, None, text[300..].to_vec()).await;
+    assert_eq!(res.status(), 415);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a video"), "{body}");
+    assert_eq!(c.head(&owner, &path).await.status(), 410, "the upload was dropped");
+    let (_, v) = c.video(Some(&owner), &video_id).await;
+    assert_eq!(v["state"], "AWAITING_UPLOAD", "nothing was queued");
+
+    // A real video split the same way goes through.
+    let source = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "s.mp4", "320x240", 1)).unwrap();
+    let (_, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let total = Some(source.len() as u64);
+    assert_eq!(c.patch(&owner, &path, 0, total, source[..10].to_vec()).await.status(), 204);
+    assert_eq!(c.patch(&owner, &path, 10, None, source[10..300].to_vec()).await.status(), 204);
+    let res = c.patch(&owner, &path, 300, None, source[300..].to_vec()).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["upload-offset"].to_str().unwrap(), source.len().to_string());
+}
+
+/// A PATCH whose client stops sending is cut off after the idle timeout: the bytes that
+/// arrived are kept and the upload is free, so HEAD answers their offset and the upload
+/// resumes from there while the stalled connection is still open.
+async fn a_stalled_patch_times_out_keeps_its_bytes_and_frees_the_upload(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.upload_idle_timeout_seconds = 1;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let source = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "t.mp4", "320x240", 1)).unwrap();
+    let first = bytes::Bytes::copy_from_slice(&source[..3000]);
+    // 3,000 bytes, then nothing, never ending.
+    let stalled_body = futures::StreamExt::chain(
+        futures::stream::iter(vec![Ok::<_, std::io::Error>(first)]),
+        futures::stream::pending(),
+    );
+    let stalled = tokio::spawn(
+        c.http
+            .patch(app.url(&path))
+            .header(TUS.0, TUS.1)
+            .header(OCTET.0, OCTET.1)
+            .header("x-user-id", &owner)
+            .header("upload-offset", "0")
+            .header("upload-length", source.len().to_string())
+            .body(reqwest::Body::wrap_stream(stalled_body))
+            .send(),
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async { c.offset(&owner, &path).await == 3000 }).await,
+        "the stalled PATCH's bytes were kept and HEAD got past it"
+    );
+    let res = c.patch(&owner, &path, 3000, None, source[3000..].to_vec()).await;
+    assert_eq!(res.status(), 204, "the upload resumed while the stalled client still holds its connection");
+    assert_eq!(res.headers()["upload-offset"].to_str().unwrap(), source.len().to_string());
+    stalled.abort();
+    assert_eq!(c.settled(&owner, &video_id, Duration::from_secs(120)).await["state"], "READY");
+}
+
+/// Media's events as media sends them (`VideoChanged` with its version).
+async fn media_event(app: &TestApp, kind: &str, id: &str, owner: &str, visibility: &str, version: i64) {
+    let payload = events::VideoChanged {
+        video_id: id.into(),
+        owner_id: owner.into(),
+        visibility: visibility.into(),
+        status: "READY".into(),
+        version,
+        ..Default::default()
+    };
+    app.shared.bus.publish(&envelope(kind, id, "media", payload.encode_to_vec())).await.unwrap();
+}
+
+/// Events are applied in order on one queue: once a video deleted after `kind` is gone,
+/// everything sent before has been applied.
+async fn events_applied(c: &Client<'_>, owner: &str) {
+    let (marker, _) = c.create_upload(owner, "PRIVATE").await;
+    media_event(c.app, "video.deleted", &marker, owner, "", 1).await;
+    assert!(eventually(Duration::from_secs(10), || async { c.video(Some(owner), &marker).await.0 == 404 }).await);
+}
+
+/// Media's events may arrive late and out of order: an older `video.updated` never undoes
+/// a newer one, and nothing brings a deleted video back.
+async fn reordered_media_events_never_reveal_a_private_or_deleted_video(backend: Backend) {
+    let source = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "o.mp4", "320x240", 1)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    c.upload_until_ready(&owner, &id, &ticket, &source).await;
+    assert_eq!(c.play(None, &id, "hls/master.m3u8").await, 200);
+
+    media_event(&app, "video.updated", &id, &owner, "PRIVATE", 2_000).await;
+    assert!(eventually(Duration::from_secs(10), || async { c.play(None, &id, "hls/master.m3u8").await == 404 }).await);
+    // The update that made it public before arrives late.
+    media_event(&app, "video.updated", &id, &owner, "PUBLIC", 1_000).await;
+    events_applied(&c, &owner).await;
+    assert_eq!(c.play(None, &id, "hls/master.m3u8").await, 404, "an older update was applied over a newer one");
+    assert_eq!(c.play(Some(&owner), &id, "hls/master.m3u8").await, 200, "the owner still plays it");
+
+    media_event(&app, "video.deleted", &id, &owner, "PRIVATE", 3_000).await;
+    assert!(eventually(Duration::from_secs(10), || async { c.video(Some(&owner), &id).await.0 == 404 }).await);
+    // An update from before the deletion, and a redelivered creation, arrive after it.
+    media_event(&app, "video.updated", &id, &owner, "PUBLIC", 2_500).await;
+    media_event(&app, "video.created", &id, &owner, "PUBLIC", 500).await;
+    events_applied(&c, &owner).await;
+    assert_eq!(c.video(Some(&owner), &id).await.0, 404, "a deleted video came back");
+    assert_eq!(c.play(None, &id, "hls/master.m3u8").await, 404);
+    assert!(c.register(&owner, &id, "PUBLIC").await.is_err(), "no upload for a deleted video");
+}
+
+/// The real media service over GraphQL, as a client calls it.
+async fn media_graphql(media: &TestApp, user: &str, query: &str, variables: Value) -> Value {
+    let res: Value = reqwest::Client::new()
+        .post(media.url("/graphql"))
+        .header("x-user-id", user)
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(res["errors"].is_null(), "{res}");
+    res["data"].clone()
+}
+
+/// When the local copy of a video's visibility is older than `visibility_max_age_seconds`,
+/// playback asks media (gRPC): a change whose event never reached the transcoder still
+/// takes effect, and so does a deletion.
+async fn playback_checks_a_stale_visibility_with_media(backend: Backend) {
+    let source = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "m.mp4", "320x240", 1)).unwrap();
+    // Media on its own bus: none of its events reach this transcoder.
+    let media = TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
+    let mut infra = infra(backend).await;
+    infra.config.endpoints.media = Some(media.url(""));
+    infra.config.transcoder.visibility_max_age_seconds = 1;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let created = media_graphql(
+        &media,
+        &owner,
+        "mutation { createVideo(input: { title: \"Stale\", visibility: PUBLIC }) { video { id } } }",
+        Value::Null,
+    )
+    .await;
+    let id = created["createVideo"]["video"]["id"].as_str().unwrap().to_string();
+    // What media's createVideo does when it reaches the transcoder.
+    let ticket = c.register(&owner, &id, "PUBLIC").await.unwrap();
+    c.upload_until_ready(&owner, &id, &ticket, &source).await;
+    assert_eq!(c.play(None, &id, "hls/master.m3u8").await, 200);
+
+    let update = "mutation($id: ID!) { updateVideo(id: $id, input: { visibility: PRIVATE }) { id } }";
+    media_graphql(&media, &owner, update, serde_json::json!({ "id": id })).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { c.play(None, &id, "hls/master.m3u8").await == 404 }).await,
+        "a video made private stopped playing for others without its event"
+    );
+    assert_eq!(c.play(Some(&owner), &id, "hls/master.m3u8").await, 200, "its owner still plays it");
+
+    let delete = "mutation($id: ID!) { deleteVideo(id: $id) }";
+    media_graphql(&media, &owner, delete, serde_json::json!({ "id": id })).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { c.play(Some(&owner), &id, "hls/master.m3u8").await == 404 })
+            .await,
+        "a video media deleted stopped playing without its event"
+    );
+    assert_eq!(c.video(Some(&owner), &id).await.0, 404);
+}
+
 flick_testkit::on_both_backends!(
     a_head_during_a_patch_waits_for_its_offset,
     a_deferred_length_may_use_the_whole_quota,
@@ -737,4 +1032,10 @@ flick_testkit::on_both_backends!(
     a_broken_video_fails_with_a_reason_and_the_worker_survives,
     private_videos_play_for_their_owner_only_and_deletion_removes_every_object,
     playback_starts_emit_one_view_per_viewer_per_window,
+    deferred_uploads_count_toward_the_quota_by_bytes_received,
+    open_uploads_per_user_are_capped,
+    the_first_bytes_are_sniffed_however_the_patches_split_them,
+    a_stalled_patch_times_out_keeps_its_bytes_and_frees_the_upload,
+    reordered_media_events_never_reveal_a_private_or_deleted_video,
+    playback_checks_a_stale_visibility_with_media,
 );
