@@ -1,6 +1,8 @@
 //! Accounts' domain logic, written once and called by REST, gRPC and GraphQL.
 
+use crate::password::Hasher;
 use crate::store::{self, NewUser, UserRow};
+use crate::throttle::Throttle;
 use crate::tokens::{self, Claims, Keyring, TokenError};
 use crate::validate::{self, FieldProblems};
 use flick_kit::AppError;
@@ -16,24 +18,47 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "accounts";
-/// A session (refresh-token family) lives at most this long without logging in again.
-const SESSION_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
+/// The longest login accepted: the longest email address (RFC 5321), folded. Longer ones are
+/// refused before any cache key is built from them.
+pub const MAX_LOGIN_LEN: usize = 254;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub access_ttl: Duration,
+    /// A session (refresh-token family) ends this long after its login; refreshing does not
+    /// extend it.
+    pub session_lifetime: Duration,
+    /// Attempts per account from one address in a window (also: wrong current passwords per
+    /// account).
+    pub failures_per_account_address: u64,
+    /// Attempts per account from every address together.
     pub failures_per_account: u64,
+    /// Attempts per address; past it, only a first attempt per account and window.
     pub failures_per_address: u64,
     pub failure_window: Duration,
+    /// Memory for concurrent password hashes (19 MiB each), and how long to wait for a slot.
+    pub hash_memory_mib: u64,
+    pub hash_wait: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let cfg = flick_kit::config::AccountsConfig::default();
+        Self::from(&cfg)
+    }
+}
+
+impl From<&flick_kit::config::AccountsConfig> for Limits {
+    fn from(cfg: &flick_kit::config::AccountsConfig) -> Self {
         Self {
-            access_ttl: Duration::from_secs(900),
-            failures_per_account: 5,
-            failures_per_address: 30,
-            failure_window: Duration::from_secs(900),
+            access_ttl: Duration::from_secs(cfg.access_token_ttl_seconds),
+            session_lifetime: Duration::from_secs(cfg.session_lifetime_seconds),
+            failures_per_account_address: cfg.login_failures_per_account_address,
+            failures_per_account: cfg.login_failures_per_account,
+            failures_per_address: cfg.login_failures_per_address,
+            failure_window: Duration::from_secs(cfg.login_failure_window_seconds),
+            hash_memory_mib: cfg.password_hash_memory_mib,
+            hash_wait: Duration::from_millis(cfg.password_hash_wait_ms),
         }
     }
 }
@@ -121,13 +146,14 @@ pub struct ProfileChange {
 #[derive(Clone)]
 pub struct Accounts {
     db: DatabaseConnection,
-    cache: Cache,
     /// Revoked access tokens (`jti:…`) and sessions (`sid:…`), mirrored in this replica so
     /// verification needs no round trip.
     revoked: Denylist,
     relay: Relay,
     keys: Arc<Keyring>,
     limits: Limits,
+    hasher: Hasher,
+    throttle: Throttle,
     /// Until then, verification also asks the database: revocations made while the cache was
     /// unreachable may not have reached it yet.
     db_check_until_ms: Arc<AtomicI64>,
@@ -155,7 +181,9 @@ fn sid_key(sid: &str) -> String {
 impl Accounts {
     pub fn new(db: DatabaseConnection, cache: Cache, relay: Relay, keys: Arc<Keyring>, limits: Limits) -> Self {
         let revoked = cache.denylist("accounts:revoked");
-        Self { db, cache, revoked, relay, keys, limits, db_check_until_ms: Arc::new(AtomicI64::new(0)) }
+        let hasher = Hasher::new(limits.hash_memory_mib, limits.hash_wait);
+        let throttle = Throttle::new(cache.clone(), limits.failure_window);
+        Self { db, revoked, relay, keys, limits, hasher, throttle, db_check_until_ms: Arc::new(AtomicI64::new(0)) }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -175,7 +203,7 @@ impl Accounts {
         if email_taken || username_taken {
             return Err(taken_error(email_taken, username_taken));
         }
-        let hash = crate::password::hash(r.password).await.map_err(AppError::internal)?;
+        let hash = self.hasher.hash(r.password).await?;
         let id = Uuid::now_v7().to_string();
         let now = now_ms();
         let email = r.email.trim().to_string();
@@ -216,37 +244,48 @@ impl Accounts {
     }
 
     /// Email-or-username + password → tokens. Unknown users and wrong passwords get the same
-    /// answer after the same work; repeated failures per account or address are throttled.
+    /// answer after the same work. Every attempt is counted before the hash, per account and
+    /// address, per account, and per address (OWASP's lockout advice): an address past its
+    /// limit keeps only a first attempt per account, so other people's failures from a shared
+    /// address never lock out someone's correct password.
     pub async fn login(&self, login: &str, password: String, address: Option<&str>) -> Result<TokenPair, AppError> {
-        let login_key = validate::fold(login);
+        let login_key = check_login(login)?;
+        let address = address.map(address_key).unwrap_or_else(|| "unknown".into());
+        // A slot first: a caller turned away with 503 has made no attempt.
+        let slot = self.hasher.slot().await?;
+        let pair_key = format!("login:pair:{address}:{login_key}");
         let account_key = format!("login:account:{login_key}");
-        let address_key = address.map(|a| format!("login:address:{a}"));
-        self.check_throttle(&account_key, self.limits.failures_per_account).await?;
-        if let Some(k) = &address_key {
-            self.check_throttle(k, self.limits.failures_per_address).await?;
+        let address_key = format!("login:address:{address}");
+        let (pair, account, from_address) = futures::join!(
+            self.throttle.hit(&pair_key),
+            self.throttle.hit(&account_key),
+            self.throttle.hit(&address_key)
+        );
+        let over = [
+            (pair, pair.attempts > self.limits.failures_per_account_address),
+            (account, account.attempts > self.limits.failures_per_account),
+            (from_address, from_address.attempts > self.limits.failures_per_address && pair.attempts > 1),
+        ];
+        if let Some(wait) = over.iter().filter(|(_, over)| *over).map(|(c, _)| c.reset_after).max() {
+            return Err(AppError::rate_limited(wait.as_secs().max(1)));
         }
-        let user = if login_key.is_empty() || login_key.len() > 254 {
+        let user = if login_key.is_empty() {
             None
         } else {
             store::user_by_login(&self.db, &login_key).await.map_err(db_error)?
         };
-        let valid = crate::password::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await;
+        let valid = slot.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
         let Some(user) = user.filter(|_| valid) else {
-            self.count_failure(&account_key).await;
-            if let Some(k) = &address_key {
-                self.count_failure(k).await;
-            }
             return Err(AppError::unauthenticated("invalid login or password"));
         };
-        if let Err(e) = self.cache.rate_reset(&account_key).await {
-            tracing::warn!(error = %e, "cannot reset the login failure count");
-        }
+        futures::join!(self.throttle.reset(&pair_key), self.throttle.reset(&account_key));
         let session_id = Uuid::now_v7().to_string();
         let now = now_ms();
+        let expires = now + self.limits.session_lifetime.as_millis() as i64;
         let refresh = tokens::new_refresh_token();
         let txn = self.db.begin().await.map_err(db_error)?;
-        store::insert_session(&txn, &session_id, &user.id, now, now + SESSION_LIFETIME_MS).await.map_err(db_error)?;
-        store::insert_refresh(&txn, &tokens::hash_refresh_token(&refresh), &session_id, now, now + SESSION_LIFETIME_MS)
+        store::insert_session(&txn, &session_id, &user.id, now, expires).await.map_err(db_error)?;
+        store::insert_refresh(&txn, &tokens::hash_refresh_token(&refresh), &session_id, now, expires)
             .await
             .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
@@ -254,22 +293,29 @@ impl Accounts {
         Ok(self.token_pair(&user.id, &user.role, &session_id, refresh))
     }
 
-    async fn check_throttle(&self, key: &str, limit: u64) -> Result<(), AppError> {
-        match self.cache.rate_count(key).await {
-            Ok((count, reset)) if count >= limit => Err(AppError::rate_limited(reset.as_secs().max(1))),
-            Ok(_) => Ok(()),
-            // Without the cache, logins still work; throttling resumes when it returns.
-            Err(e) => {
-                tracing::warn!(error = %e, "login throttling unavailable");
-                Ok(())
-            }
+    /// Checks a signed-in user's current password (before a password change or account
+    /// deletion), counting the attempt first so a stolen access token cannot be used to guess it.
+    async fn check_current_password(
+        &self,
+        user: &UserRow,
+        current: Option<String>,
+        action: &str,
+    ) -> Result<(), AppError> {
+        let Some(current) = current else {
+            return Err(AppError::bad_input(format!("the current password is required to {action}"))
+                .with_field("current_password", format!("is required to {action}")));
+        };
+        let slot = self.hasher.slot().await?;
+        let key = format!("password:user:{}", user.id);
+        let count = self.throttle.hit(&key).await;
+        if count.attempts > self.limits.failures_per_account_address {
+            return Err(AppError::rate_limited(count.reset_after.as_secs().max(1)));
         }
-    }
-
-    async fn count_failure(&self, key: &str) {
-        if let Err(e) = self.cache.rate_limit(key, u64::MAX, self.limits.failure_window).await {
-            tracing::warn!(error = %e, "cannot count a login failure");
+        if !slot.verify(current, Some(user.password_hash.clone())).await? {
+            return Err(AppError::forbidden("current password is wrong").with_field("current_password", "is wrong"));
         }
+        self.throttle.reset(&key).await;
+        Ok(())
     }
 
     fn token_pair(&self, user_id: &str, role: &str, session_id: &str, refresh_token: String) -> TokenPair {
@@ -299,7 +345,7 @@ impl Accounts {
         let Some(row) = store::refresh_by_hash(&txn, &hash).await.map_err(db_error)? else {
             return Err(refused());
         };
-        if row.session_revoked || row.expires_at_ms <= now {
+        if row.session_revoked || row.expires_at_ms <= now || row.session_expires_at_ms <= now {
             return Err(refused());
         }
         if row.used || !store::use_refresh(&txn, &hash, now).await.map_err(db_error)? {
@@ -310,12 +356,13 @@ impl Accounts {
             return Err(refused());
         }
         let next = tokens::new_refresh_token();
+        // The next token ends with its session: rotation never extends a session.
         store::insert_refresh(
             &txn,
             &tokens::hash_refresh_token(&next),
             &row.session_id,
             now,
-            now + SESSION_LIFETIME_MS,
+            row.session_expires_at_ms,
         )
         .await
         .map_err(db_error)?;
@@ -437,16 +484,12 @@ impl Accounts {
         if !problems.is_empty() {
             return Err(invalid(problems, "invalid profile"));
         }
-        let new_hash = match (&change.new_password, change.current_password) {
-            (Some(new), Some(current)) => {
-                if !crate::password::verify(current, Some(row.password_hash.clone())).await {
-                    return Err(
-                        AppError::forbidden("current password is wrong").with_field("current_password", "is wrong")
-                    );
-                }
-                Some(crate::password::hash(new.clone()).await.map_err(AppError::internal)?)
+        let new_hash = match &change.new_password {
+            Some(new) => {
+                self.check_current_password(&row, change.current_password, "change the password").await?;
+                Some(self.hasher.hash(new.clone()).await?)
             }
-            _ => None,
+            None => None,
         };
         let now = now_ms();
         let txn = self.db.begin().await.map_err(db_error)?;
@@ -470,9 +513,14 @@ impl Accounts {
         self.profile(&row.id).await
     }
 
-    /// Deletes the account and everything that lets it act; other services drop their data
-    /// on `user.deleted`.
-    pub async fn delete_account(&self, token: &Verified) -> Result<(), AppError> {
+    /// Deletes the account and everything that lets it act, given the current password;
+    /// other services drop their data on `user.deleted`.
+    pub async fn delete_account(&self, token: &Verified, current_password: Option<String>) -> Result<(), AppError> {
+        let row = store::user_by_id(&self.db, &token.user_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| AppError::not_found("no such user"))?;
+        self.check_current_password(&row, current_password, "delete the account").await?;
         let now = now_ms();
         let txn = self.db.begin().await.map_err(db_error)?;
         let sessions = store::revoke_sessions_of(&txn, &token.user_id, None, now).await.map_err(db_error)?;
@@ -514,6 +562,31 @@ impl Accounts {
     /// Removes expired revocation records and sessions (run periodically).
     pub async fn prune(&self) -> Result<(), AppError> {
         store::prune(&self.db, now_ms()).await.map_err(db_error)
+    }
+}
+
+/// The folded login, or BAD_USER_INPUT when it is longer than any account's could be.
+fn check_login(login: &str) -> Result<String, AppError> {
+    let too_long = || {
+        AppError::bad_input("login too long").with_field("login", format!("must be at most {MAX_LOGIN_LEN} characters"))
+    };
+    // Folding costs time in the input's length: refuse absurd lengths before it.
+    if login.len() > 4 * MAX_LOGIN_LEN {
+        return Err(too_long());
+    }
+    let key = validate::fold(login);
+    if key.len() > MAX_LOGIN_LEN {
+        return Err(too_long());
+    }
+    Ok(key)
+}
+
+/// The client address as a bounded cache-key part: an IP in its canonical form, anything else
+/// (a forged `X-Forwarded-For`) hashed.
+fn address_key(address: &str) -> String {
+    match address.trim().parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => format!("h{}", &tokens::hash_refresh_token(address)[..32]),
     }
 }
 

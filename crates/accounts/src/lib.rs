@@ -9,6 +9,7 @@ mod password;
 mod rest;
 mod seed;
 mod store;
+mod throttle;
 mod tokens;
 mod validate;
 
@@ -40,13 +41,7 @@ pub fn keyring(shared: &Shared) -> anyhow::Result<Keyring> {
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let cfg = &shared.config.accounts;
-    let limits = Limits {
-        access_ttl: Duration::from_secs(cfg.access_token_ttl_seconds),
-        failures_per_account: cfg.login_failures_per_account,
-        failures_per_address: cfg.login_failures_per_address,
-        failure_window: Duration::from_secs(cfg.login_failure_window_seconds),
-    };
+    let limits = Limits::from(&shared.config.accounts);
     let accounts =
         Accounts::new(infra.db.clone(), shared.cache.clone(), infra.relay.clone(), Arc::new(keyring(shared)?), limits);
     let schema = schema(&shared.config.graphql, Some(accounts.clone()));

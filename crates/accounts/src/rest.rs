@@ -3,6 +3,7 @@
 use crate::domain::{Accounts, ProfileChange, Registration, Verified};
 use axum::Extension;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -197,12 +198,28 @@ async fn patch_profile(
     update_profile(&accounts, &headers, body.into_change(false)).await
 }
 
-async fn delete_profile(State(accounts): State<Accounts>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+struct DeleteBody {
+    current_password: Option<String>,
+}
+
+/// `DELETE /user/profile` with `{"current_password": …}`: a stolen access token alone cannot
+/// delete an account.
+async fn delete_profile(State(accounts): State<Accounts>, headers: HeaderMap, body: Bytes) -> Response {
     let token = match authenticate(&accounts, &headers).await {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match accounts.delete_account(&token).await {
+    // No body at all reads as no current password (answered as a missing field).
+    let body: DeleteBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return AppError::bad_input(format!("malformed JSON body: {e}")).into_response(),
+        }
+    };
+    match accounts.delete_account(&token, body.current_password).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }

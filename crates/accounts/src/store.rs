@@ -226,13 +226,15 @@ pub struct RefreshRow {
     pub expires_at_ms: i64,
     pub used: bool,
     pub session_revoked: bool,
+    pub session_expires_at_ms: i64,
 }
 
 pub async fn refresh_by_hash<C: ConnectionTrait>(c: &C, hash: &str) -> Result<Option<RefreshRow>, DbErr> {
     let row = c
         .query_one_raw(stmt(
             c,
-            "SELECT r.session_id, s.user_id, u.role, r.expires_at_ms, r.used_at_ms, s.revoked_at_ms \
+            "SELECT r.session_id, s.user_id, u.role, r.expires_at_ms, r.used_at_ms, s.revoked_at_ms, \
+                    s.expires_at_ms AS session_expires_at_ms \
              FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
              WHERE r.token_hash = ?",
             vec![hash.into()],
@@ -246,6 +248,7 @@ pub async fn refresh_by_hash<C: ConnectionTrait>(c: &C, hash: &str) -> Result<Op
             expires_at_ms: r.try_get("", "expires_at_ms")?,
             used: r.try_get::<Option<i64>>("", "used_at_ms")?.is_some(),
             session_revoked: r.try_get::<Option<i64>>("", "revoked_at_ms")?.is_some(),
+            session_expires_at_ms: r.try_get("", "session_expires_at_ms")?,
         })
     })
     .transpose()

@@ -338,7 +338,11 @@ async fn profile_lifecycle(backend: Backend) {
     assert_eq!(c.login(&n, "correct horse battery").await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(c.login(&n, "a new password").await.0, StatusCode::OK);
 
-    assert_eq!(c.send(reqwest::Method::DELETE, "/user/profile", None, Some(&token)).await.0, StatusCode::NO_CONTENT);
+    let delete = json!({ "current_password": "a new password" });
+    assert_eq!(
+        c.send(reqwest::Method::DELETE, "/user/profile", Some(delete), Some(&token)).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(c.login(&n, "a new password").await.0, StatusCode::UNAUTHORIZED);
     let (_, list) = c.post("/user/list", json!({ "ids": [id] }), None).await;
@@ -455,6 +459,198 @@ async fn entities_batch_into_one_query(backend: Backend) {
     assert_eq!(costs.iter().min(), Some(&1), "five owners, one query: {costs:?}");
 }
 
+/// The service's `/metrics` value of `name` (a gauge or counter without labels).
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Sends every request of `bodies` to `/auth/login` at once; their statuses and Retry-After.
+async fn login_burst(c: &Client, bodies: Vec<Value>) -> Vec<(StatusCode, Option<u64>)> {
+    let requests = bodies.into_iter().map(|body| {
+        let req = c.http.post(format!("{}/auth/login", c.base)).json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            let retry = res.headers().get("retry-after").map(|v| v.to_str().unwrap().parse().unwrap());
+            (res.status(), retry)
+        }
+    });
+    futures::future::join_all(requests).await
+}
+
+fn count(results: &[(StatusCode, Option<u64>)], status: StatusCode) -> usize {
+    results.iter().filter(|(s, _)| *s == status).count()
+}
+
+/// Many parallel logins: at most the configured number of argon2 hashes (19 MiB each) run
+/// at once; the others are turned away with 503 + Retry-After instead of taking memory.
+async fn password_hashing_is_bounded(backend: Backend) {
+    let mut infra = TestInfra::new(backend).await;
+    infra.config.accounts.password_hash_memory_mib = 38; // two hashes at once
+    infra.config.accounts.password_hash_wait_ms = 0;
+    infra.config.accounts.login_failures_per_address = 1000;
+    let app = start(infra).await;
+    let c = client(&app);
+    // Unknown users: each still costs one hash (against the dummy), from separate accounts.
+    let bodies = (0..48).map(|_| json!({ "login": name(), "password": "wrong password!" })).collect();
+    let results = login_burst(&c, bodies).await;
+    let (unauthorized, unavailable) =
+        (count(&results, StatusCode::UNAUTHORIZED), count(&results, StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(unauthorized + unavailable, results.len(), "only 401 or 503: {results:?}");
+    assert!(unauthorized >= 1 && unavailable >= 1, "some hashed, some were turned away: {results:?}");
+    assert!(
+        results.iter().filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE).all(|(_, retry)| retry.is_some()),
+        "503s carry Retry-After: {results:?}"
+    );
+    assert_eq!(metric(&app, "accounts_password_hash_slots").await, Some(2.0));
+    let peak = metric(&app, "accounts_password_hashes_in_flight_max").await.expect("peak gauge exported");
+    assert!((1.0..=2.0).contains(&peak), "at most two hashes ran at once, saw {peak}");
+    assert!(metric(&app, "accounts_password_hash_busy_total").await >= Some(unavailable as f64));
+    // Once the burst is over, logins work again.
+    let n = name();
+    c.register(&n).await;
+    assert_eq!(c.login(&n, "correct horse battery").await.0, StatusCode::OK);
+}
+
+/// A parallel burst of wrong passwords for one account from one address: every attempt is
+/// counted before its hash, so no more than the limit are ever checked.
+async fn login_burst_cannot_pass_the_limit(backend: Backend) {
+    let mut infra = TestInfra::new(backend).await;
+    infra.config.accounts.login_failures_per_account_address = 3;
+    infra.config.accounts.password_hash_memory_mib = 19 * 16;
+    infra.config.accounts.password_hash_wait_ms = 60_000;
+    let app = start(infra).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let bodies = (0..16).map(|_| json!({ "login": n, "password": "wrong password!" })).collect();
+    let results = login_burst(&c, bodies).await;
+    assert!(count(&results, StatusCode::UNAUTHORIZED) <= 3, "at most 3 attempts checked: {results:?}");
+    assert_eq!(count(&results, StatusCode::TOO_MANY_REQUESTS), 16 - count(&results, StatusCode::UNAUTHORIZED));
+    assert!(results.iter().all(|(s, r)| *s != StatusCode::TOO_MANY_REQUESTS || r.is_some()), "{results:?}");
+    assert_eq!(c.login(&n, "correct horse battery").await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Someone else's failures from a shared address (80 of them: one account hammered, many
+/// sprayed) do not lock out a user with no failures of their own.
+async fn other_peoples_failures_do_not_lock_out_a_correct_password(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let victim = name();
+    c.register(&victim).await;
+    let mut bodies: Vec<Value> = (0..40).map(|_| json!({ "login": victim, "password": "wrong password!" })).collect();
+    bodies.extend((0..40).map(|_| json!({ "login": name(), "password": "wrong password!" })));
+    let mut results = Vec::new();
+    for chunk in bodies.chunks(8) {
+        results.extend(login_burst(&c, chunk.to_vec()).await);
+    }
+    assert_eq!(results.len(), 80);
+    assert!(count(&results, StatusCode::OK) == 0 && count(&results, StatusCode::TOO_MANY_REQUESTS) > 0);
+    assert_eq!(
+        c.login(&victim, "correct horse battery").await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the victim's account is locked"
+    );
+
+    let newcomer = name();
+    c.register(&newcomer).await;
+    let (status, body) = c.login(&newcomer, "correct horse battery").await;
+    assert_eq!(status, StatusCode::OK, "same address, no failures of their own: {body}");
+}
+
+/// A login longer than any account's is refused before any key is built from it.
+async fn overlong_logins_are_refused_before_counting(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    for login in [format!("{}@example.com", "a".repeat(250)), "ｘ".repeat(300), "a".repeat(100_000)] {
+        let (status, body) = c.login(&login, "wrong password!").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "BAD_USER_INPUT");
+        assert!(body["error"]["fields"]["login"].is_string(), "{body}");
+        let folded = unicode_normalization::UnicodeNormalization::nfkc(login.trim()).collect::<String>().to_lowercase();
+        let cache = &app.shared.cache;
+        assert_eq!(cache.rate_count(&format!("login:account:{folded}")).await.unwrap().0, 0);
+    }
+    assert_eq!(app.shared.cache.rate_count("login:address:127.0.0.1").await.unwrap().0, 0, "nothing counted");
+    // 254 characters is still a login (of nobody).
+    let (status, _) = c.login(&format!("{}@example.com", "a".repeat(242)), "wrong password!").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Deleting the account and changing the password need the current password, and guessing
+/// it with a stolen access token is throttled like logins.
+async fn deletion_and_password_change_need_the_current_password(backend: Backend) {
+    let app = app(backend).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let (token, _) = c.tokens(&n).await;
+    let delete = |body: Option<Value>| c.send(reqwest::Method::DELETE, "/user/profile", body, Some(&token));
+    let (status, body) = delete(None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["fields"]["current_password"].is_string(), "{body}");
+    let (status, body) = delete(Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = delete(Some(json!({ "current_password": "wrong password!" }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::OK, "still there");
+    let (status, body) = c
+        .send(reqwest::Method::PATCH, "/user/profile", Some(json!({ "new_password": "a new password" })), Some(&token))
+        .await;
+    assert_eq!((status, body["error"]["fields"]["current_password"].is_string()), (StatusCode::BAD_REQUEST, true));
+
+    // Guessing: 5 wrong in a window, then even the right one waits.
+    for _ in 0..4 {
+        let change = json!({ "current_password": "wrong password!", "new_password": "a new password" });
+        assert_eq!(
+            c.send(reqwest::Method::PATCH, "/user/profile", Some(change), Some(&token)).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (status, _) = delete(Some(json!({ "current_password": "correct horse battery" }))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    let other = name();
+    c.register(&other).await;
+    let (other_token, _) = c.tokens(&other).await;
+    let (status, body) = c
+        .send(
+            reqwest::Method::DELETE,
+            "/user/profile",
+            Some(json!({ "current_password": "correct horse battery" })),
+            Some(&other_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(c.verify(Some(&other_token), false).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// A session ends `session_lifetime_seconds` after its login, however often it is refreshed.
+async fn refresh_refuses_expired_sessions(backend: Backend) {
+    let mut infra = TestInfra::new(backend).await;
+    infra.config.accounts.session_lifetime_seconds = 2;
+    let app = start(infra).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    let started = std::time::Instant::now();
+    let (_, first) = c.tokens(&n).await;
+    let latest = Mutex::new(first);
+    let ended = flick_testkit::eventually(Duration::from_secs(15), || async {
+        let current = latest.lock().unwrap().clone();
+        let (status, body) = c.post("/auth/refresh", json!({ "refresh_token": current }), None).await;
+        if status == StatusCode::OK {
+            *latest.lock().unwrap() = body["refresh_token"].as_str().unwrap().to_string();
+            return false;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        true
+    })
+    .await;
+    assert!(ended, "refreshing every 50 ms kept the session alive past its lifetime");
+    assert!(started.elapsed() >= Duration::from_secs(2), "refused only once expired: {:?}", started.elapsed());
+}
+
 flick_testkit::on_both_backends!(
     registration,
     login_and_verify,
@@ -466,6 +662,12 @@ flick_testkit::on_both_backends!(
     graphql,
     grpc,
     entities_batch_into_one_query,
+    password_hashing_is_bounded,
+    login_burst_cannot_pass_the_limit,
+    other_peoples_failures_do_not_lock_out_a_correct_password,
+    overlong_logins_are_refused_before_counting,
+    deletion_and_password_change_need_the_current_password,
+    refresh_refuses_expired_sessions,
 );
 
 // ---------- replicas, outages, expiry ----------
@@ -522,6 +724,34 @@ async fn real_revocation_holds_while_redis_is_unreachable() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(c.verify(Some(&valid), false).await.0, StatusCode::OK);
+}
+
+/// With Redis cut off, attempts are still counted in the process: never fail open.
+#[tokio::test]
+async fn real_login_throttling_holds_while_redis_is_unreachable() {
+    let mut infra = TestInfra::new(Backend::Real).await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    infra.config.cache.url = Some(proxy.rewrite(&redis_url()));
+    let app = start(infra).await;
+    let c = client(&app);
+    let n = name();
+    c.register(&n).await;
+    assert_eq!(c.login(&n, "wrong password!").await.0, StatusCode::UNAUTHORIZED);
+    proxy.cut();
+    for _ in 0..4 {
+        assert_eq!(c.login(&n, "wrong password!").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = c.login(&n, "correct horse battery").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the sixth attempt waits, cache or not: {body}");
+    let results = login_burst(&c, (0..8).map(|_| json!({ "login": n, "password": "wrong password!" })).collect()).await;
+    assert_eq!(count(&results, StatusCode::TOO_MANY_REQUESTS), 8, "{results:?}");
+
+    // Another user from the same address is unaffected, with Redis still down.
+    proxy.restore();
+    let other = name();
+    c.register(&other).await;
+    proxy.cut();
+    assert_eq!(c.login(&other, "correct horse battery").await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -71,10 +71,21 @@ pub struct AccountsConfig {
     /// `data_dir/keys` on first start.
     pub jwt_keys_dir: Option<PathBuf>,
     pub access_token_ttl_seconds: u64,
-    /// Failed logins per account, then per client address, allowed in one window.
+    /// A session (refresh-token family) ends this long after its login; refreshing does not
+    /// extend it.
+    pub session_lifetime_seconds: u64,
+    /// Login attempts allowed in one window per account from one client address,
+    pub login_failures_per_account_address: u64,
+    /// per account from all addresses together (distributed guessing),
     pub login_failures_per_account: u64,
+    /// and per address: past it, an address gets only a first attempt per account per window
+    /// (so other people's failures never lock out a correct password).
     pub login_failures_per_address: u64,
     pub login_failure_window_seconds: u64,
+    /// Memory argon2id hashing may use at once: each hash takes 19 MiB, so this / 19 hashes
+    /// run in parallel (at least one); the rest wait `password_hash_wait_ms`, then get 503.
+    pub password_hash_memory_mib: u64,
+    pub password_hash_wait_ms: u64,
 }
 
 impl Default for AccountsConfig {
@@ -82,9 +93,14 @@ impl Default for AccountsConfig {
         Self {
             jwt_keys_dir: None,
             access_token_ttl_seconds: 900,
-            login_failures_per_account: 5,
+            session_lifetime_seconds: 30 * 24 * 3600,
+            login_failures_per_account_address: 5,
+            login_failures_per_account: 20,
             login_failures_per_address: 30,
             login_failure_window_seconds: 900,
+            // 8 hashes at once.
+            password_hash_memory_mib: 152,
+            password_hash_wait_ms: 500,
         }
     }
 }

@@ -145,6 +145,12 @@ impl AppError {
         Self::new(ErrorCode::Unavailable, "service temporarily unavailable")
     }
 
+    /// Adds `Retry-After` (e.g. to UNAVAILABLE when a bounded resource is busy).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds.max(1));
+        self
+    }
+
     pub fn with_field(mut self, field: &str, problem: impl Into<String>) -> Self {
         self.fields
             .get_or_insert_with(Default::default)
