@@ -455,7 +455,7 @@ pub struct GraphqlConfig {
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
-        Self { max_depth: 12, max_complexity: 500, introspection: true, graphiql: true }
+        Self { max_depth: 12, max_complexity: 2000, introspection: true, graphiql: true }
     }
 }
 

@@ -36,9 +36,166 @@ where
         .enable_federation()
         .enable_subscription_in_federation()
         .limit_depth(cfg.max_depth)
-        .limit_complexity(cfg.max_complexity);
+        .extension(CostLimit { max: cfg.max_complexity });
     if cfg.introspection { builder } else { builder.disable_introspection() }
 }
+
+/// The largest page a list field serves (`first` ≤ 100 everywhere).
+pub const MAX_LIST: usize = 100;
+
+/// `extensions.code` of a request refused for its cost, before anything ran.
+pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+
+/// `extensions.code` of a request refused for its depth.
+pub const TOO_DEEP: &str = "QUERY_TOO_DEEP";
+
+/// The cost of a list field: 1 for the field plus `first` (or the field's default when absent;
+/// out-of-range values, which the resolver refuses, count as [`MAX_LIST`]) times the cost of
+/// what it selects. Every list field declares it, so a query's cost bounds the fields its
+/// answer can hold: `#[graphql(complexity = "flick_kit::graphql::list_cost(first, 20,
+/// child_complexity)")]`.
+pub fn list_cost(first: Option<i32>, default: usize, child_complexity: usize) -> usize {
+    let n = match first {
+        None => default,
+        Some(n) => usize::try_from(n).ok().filter(|n| *n <= MAX_LIST).unwrap_or(MAX_LIST),
+    };
+    n.min(MAX_LIST).saturating_mul(child_complexity).saturating_add(1)
+}
+
+/// Refuses, before execution, a request whose cost is over `max` (`QUERY_TOO_COMPLEX`): the
+/// complexity async-graphql computes (with [`list_cost`] on list fields), times the number of
+/// representations of `_entities` when the router resolves entities (each representation
+/// runs the selection once). Depth errors get `QUERY_TOO_DEEP`.
+struct CostLimit {
+    max: usize,
+}
+
+impl async_graphql::extensions::ExtensionFactory for CostLimit {
+    fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
+        std::sync::Arc::new(CostCheck { max: self.max, representations: Default::default() })
+    }
+}
+
+struct CostCheck {
+    max: usize,
+    representations: std::sync::atomic::AtomicUsize,
+}
+
+#[async_graphql::async_trait::async_trait]
+impl async_graphql::extensions::Extension for CostCheck {
+    async fn parse_query(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        self.representations.store(entity_representations(&document, variables), std::sync::atomic::Ordering::Relaxed);
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
+        let mut result = next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| if e.message == "Query is nested too deep." { coded(e, TOO_DEEP) } else { e })
+                .collect::<Vec<_>>()
+        })?;
+        let representations = self.representations.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let cost = result.complexity.saturating_mul(representations);
+        if cost > self.max {
+            let message = if representations > 1 {
+                format!(
+                    "query too complex: cost {} per entity × {representations} entities is over the limit {} \
+                     (a list field costs `first` times its selection)",
+                    result.complexity, self.max
+                )
+            } else {
+                format!(
+                    "query too complex: cost {cost} is over the limit {} (a list field costs `first` times its \
+                     selection)",
+                    self.max
+                )
+            };
+            return Err(vec![coded(async_graphql::ServerError::new(message, None), TOO_COMPLEX)]);
+        }
+        result.complexity = cost;
+        Ok(result)
+    }
+}
+
+fn coded(mut error: async_graphql::ServerError, code: &str) -> async_graphql::ServerError {
+    error.extensions.get_or_insert_with(Default::default).set("code", code);
+    error
+}
+
+/// How many entity representations a document's `_entities` fields carry (0 without any):
+/// literal lists or variables, at the root of any operation, through fragments.
+fn entity_representations(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    variables: &async_graphql::Variables,
+) -> usize {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn walk<'a>(
+        set: &'a SelectionSet,
+        document: &'a async_graphql::parser::types::ExecutableDocument,
+        variables: &async_graphql::Variables,
+        seen: &mut Vec<&'a str>,
+    ) -> usize {
+        let mut total = 0usize;
+        for selection in &set.items {
+            total = total.saturating_add(match &selection.node {
+                Selection::Field(field) if field.node.name.node == "_entities" => {
+                    // A variable stands for its list's length (not copied); a literal list counts.
+                    let mut from_variable = 0;
+                    let value = field.node.get_argument("representations").map(|v| {
+                        v.node.clone().into_const_with(|name| {
+                            if let Some(async_graphql::Value::List(items)) = variables.get(&name) {
+                                from_variable = items.len();
+                            }
+                            Ok::<_, std::convert::Infallible>(async_graphql::Value::Null)
+                        })
+                    });
+                    match value {
+                        Some(Ok(async_graphql::Value::List(items))) => items.len(),
+                        Some(Ok(async_graphql::Value::Null)) => from_variable,
+                        _ => 0,
+                    }
+                }
+                Selection::Field(_) => 0,
+                Selection::InlineFragment(fragment) => {
+                    walk(&fragment.node.selection_set.node, document, variables, seen)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    match document.fragments.get(name) {
+                        // A cycle (refused by validation later) is not followed.
+                        Some(fragment) if !seen.contains(&name) => {
+                            seen.push(name);
+                            let n = walk(&fragment.node.selection_set.node, document, variables, seen);
+                            seen.pop();
+                            n
+                        }
+                        _ => 0,
+                    }
+                }
+            });
+        }
+        total
+    }
+    let mut seen = Vec::new();
+    document
+        .operations
+        .iter()
+        .map(|(_, operation)| walk(&operation.node.selection_set.node, document, variables, &mut seen))
+        .fold(0usize, usize::saturating_add)
+}
+
 
 /// The subgraph SDL the composition step and `_service { sdl }` use.
 pub fn federation_sdl<Q, M, S>(schema: &Schema<Q, M, S>) -> String
@@ -199,6 +356,33 @@ mod tests {
         assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
         assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
         assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
+    }
+
+    #[test]
+    fn list_cost_multiplies_the_selection_by_the_page() {
+        assert_eq!(list_cost(None, 20, 3), 61);
+        assert_eq!(list_cost(Some(100), 20, 3), 301);
+        assert_eq!(list_cost(Some(0), 20, 3), 1);
+        // Out of range (refused by the resolver) counts as the largest page.
+        assert_eq!(list_cost(Some(-1), 20, 3), 301);
+        assert_eq!(list_cost(Some(i32::MAX), 20, usize::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn entity_representations_are_counted_from_variables_literals_and_fragments() {
+        let count = |query: &str, variables: serde_json::Value| {
+            let document = async_graphql::parser::parse_query(query).unwrap();
+            entity_representations(&document, &async_graphql::Variables::from_json(variables))
+        };
+        let reps =
+            serde_json::json!({ "r": [{ "__typename": "Video", "id": "1" }, { "__typename": "Video", "id": "2" }] });
+        let query = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Video { id } } }";
+        assert_eq!(count(query, reps.clone()), 2);
+        let aliased = "query($r: [_Any!]!) { a: _entities(representations: $r) { __typename } ...F } \
+                       fragment F on Query { b: _entities(representations: [{ __typename: \"User\", id: \"1\" }]) { __typename } }";
+        assert_eq!(count(aliased, reps), 3);
+        assert_eq!(count("{ feed { edges { node { id } } } }", serde_json::json!({})), 0);
+        assert_eq!(count("{ ...F } fragment F on Query { ...F }", serde_json::json!({})), 0);
     }
 
     #[test]

@@ -82,38 +82,109 @@ pub async fn metrics_endpoint() -> impl IntoResponse {
 }
 
 /// Middleware recording `http_requests_total`/`http_request_duration_seconds` per matched
-/// route, and `grpc_requests_total`/`grpc_request_duration_seconds` per RPC.
+/// route, and `grpc_requests_total`/`grpc_request_duration_seconds` per RPC. No label is taken
+/// from the request as sent: methods outside the standard ones are `OTHER`, unmatched routes
+/// `unmatched`, and gRPC paths outside the RPCs the platform defines `unknown`.
 pub async fn track_requests(State(service): State<&'static str>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let is_grpc = request
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     // gRPC: the path names the RPC; REST: the route template keeps label cardinality bounded.
-    let route = if is_grpc {
-        request.uri().path().to_owned()
+    let route: metrics::SharedString = if is_grpc {
+        rpc_label(request.uri().path()).into()
     } else {
         request
             .extensions()
             .get::<MatchedPath>()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "unmatched".to_owned())
+            .map(|p| metrics::SharedString::from(p.as_str().to_owned()))
+            .unwrap_or_else(|| "unmatched".into())
     };
     let response = next.run(request).await;
     let elapsed = started.elapsed().as_secs_f64();
     if is_grpc {
         // Failed unary calls answer "trailers-only": grpc-status sits in the headers.
-        let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
+        let code = grpc_code_label(response.headers().get("grpc-status").map(|v| v.as_bytes()));
         metrics::counter!("grpc_requests_total", "service" => service, "rpc" => route.clone(), "code" => code)
             .increment(1);
         metrics::histogram!("grpc_request_duration_seconds", "service" => service, "rpc" => route).record(elapsed);
     } else {
         let status = response.status().as_u16().to_string();
-        metrics::counter!("http_requests_total", "service" => service, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        metrics::counter!("http_requests_total", "service" => service, "method" => method, "route" => route.clone(), "status" => status)
             .increment(1);
         metrics::histogram!("http_request_duration_seconds", "service" => service, "method" => method, "route" => route)
             .record(elapsed);
     }
     response
+}
+
+/// The standard methods by name; anything else (extension methods, garbage) is `OTHER`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// A gRPC status code as sent (0–16); anything else is `unknown`.
+fn grpc_code_label(code: Option<&[u8]>) -> &'static str {
+    const CODES: [&str; 17] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+    match code {
+        None => "0",
+        Some(code) => CODES.iter().find(|c| c.as_bytes() == code).copied().unwrap_or("unknown"),
+    }
+}
+
+/// `/package.Service/Method` when the platform's descriptors (flick's, gRPC health and
+/// reflection) define that RPC, else `unknown`.
+fn rpc_label(path: &str) -> &'static str {
+    static KNOWN: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        use prost::Message as _;
+        let mut paths = std::collections::HashSet::new();
+        for set in [flick_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+            for file in set.file {
+                for svc in &file.service {
+                    for m in &svc.method {
+                        let path = format!("/{}.{}/{}", file.package(), svc.name(), m.name());
+                        paths.insert(&*Box::leak(path.into_boxed_str()));
+                    }
+                }
+            }
+        }
+        paths.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+        paths
+    });
+    known.get(path).copied().unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_take_only_known_values() {
+        assert_eq!(
+            rpc_label("/flick.accounts.v1.AccountsService/GetUsers"),
+            "/flick.accounts.v1.AccountsService/GetUsers"
+        );
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/Check");
+        assert_eq!(rpc_label("/flick.accounts.v1.AccountsService/Nope"), "unknown");
+        assert_eq!(rpc_label("/x/y"), "unknown");
+        assert_eq!(method_label(&axum::http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
+        assert_eq!(method_label(&axum::http::Method::PATCH), "PATCH");
+        assert_eq!(grpc_code_label(Some(b"5")), "5");
+        assert_eq!(grpc_code_label(Some(b"999")), "unknown");
+    }
 }

@@ -141,6 +141,7 @@ pub struct User {
 #[ComplexObject]
 impl User {
     /// The user's videos: all of them for the user, public ready ones for others.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn videos(
         &self,
         ctx: &Context<'_>,
@@ -248,6 +249,7 @@ impl Video {
         Ok((self.row.view_count + live(ctx, &self.row.id).await?.pending_views) as i32)
     }
     /// Oldest first.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn comments(
         &self,
         ctx: &Context<'_>,
@@ -319,6 +321,7 @@ pub struct Dashboard(Vec<Video>);
 #[Object]
 impl Dashboard {
     /// Every video of the caller, any status or visibility, newest first (at most 100).
+    #[graphql(complexity = "flick_kit::graphql::list_cost(None, flick_kit::graphql::MAX_LIST, child_complexity)")]
     async fn videos(&self) -> &[Video] {
         &self.0
     }
@@ -347,6 +350,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// Latest public, ready videos.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn feed(
         &self,
         ctx: &Context<'_>,
@@ -366,6 +370,7 @@ impl Query {
 
     /// Public, ready videos matching words (title first, then tags, then description;
     /// tolerant of small typos), tags and a category.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn search(
         &self,
         ctx: &Context<'_>,
@@ -389,6 +394,7 @@ impl Query {
     }
 
     /// Public, ready videos of the channels the caller follows.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn subscriptions_feed(
         &self,
         ctx: &Context<'_>,

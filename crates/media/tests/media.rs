@@ -610,6 +610,187 @@ async fn feed_costs_a_fixed_number_of_queries(backend: Backend) {
     );
 }
 
+/// Issue 12's fan-out: 100 videos, each owner's 100 videos, each of their owner's 100 videos.
+const FAN_OUT: &str = "{ feed(first: 100) { edges { node { id owner { videos(first: 100) { edges { node { \
+                       owner { videos(first: 100) { edges { node { id title } } } } } } } } } } } }";
+
+/// `copies` aliased copies of `field` in one query.
+fn aliased(field: &str, copies: usize) -> String {
+    let body: Vec<String> = (0..copies).map(|i| format!("a{i}: {field}")).collect();
+    format!("{{ {} }}", body.join(" "))
+}
+
+/// The router's `_entities` call for `count` representations of `typename`.
+fn entities(typename: &str, ids: &[String], selection: &str) -> (String, Value) {
+    let reps: Vec<Value> = ids.iter().map(|id| json!({ "__typename": typename, "id": id })).collect();
+    let query =
+        format!("query($r: [_Any!]!) {{ _entities(representations: $r) {{ ... on {typename} {{ {selection} }} }} }}");
+    (query, json!({ "r": reps }))
+}
+
+const BENCH_FEED: &str =
+    "{ feed(first: 20) { edges { node { id title owner { displayName } likeCount viewerHasLiked } } } }";
+const SMOKE_FEED: &str = "{ feed(first: 5) { edges { node { id title owner { displayName } likeCount } } } }";
+const SMOKE_DASHBOARD: &str = "{ dashboard { videos { title owner { id displayName } } } }";
+/// The video page's media part: the video, its owner, counts and the first comments.
+const VIDEO_PAGE: &str = "query($id: ID!) { video(id: $id) { id title description tags category visibility status \
+    createdAt publishedAt viewCount likeCount commentCount viewerHasLiked \
+    owner { id displayName subscriberCount viewerIsSubscribed } \
+    comments(first: 20) { edges { cursor node { id body createdAt editedAt parentId author { id } } } \
+    pageInfo { hasNextPage endCursor } } } }";
+/// What the router asks media for the videos `related` names, and for a feed's owners.
+const RELATED_VIDEOS: &str = "id title viewCount createdAt owner { id displayName }";
+const OWNER_FIELDS: &str = "subscriberCount viewerIsSubscribed";
+
+/// The fan-out (plain, aliased, or through `_entities`) is refused before any statement runs,
+/// with `QUERY_TOO_COMPLEX`; the app's real queries, and the router's entity calls for a full
+/// page, pass.
+async fn fan_out_is_refused_before_it_runs(backend: Backend) {
+    let app = app(backend).await;
+    let g = gql(&app);
+    let owner = user();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = g.create(&owner, &format!("Fan-out {i}"), "PUBLIC").await;
+        g.make_ready(&owner, &id).await;
+        ids.push(id);
+    }
+    let hundred_users: Vec<String> = (0..99).map(|_| user()).chain([owner.clone()]).collect();
+    let (users_videos, users_vars) =
+        entities("User", &hundred_users, "videos(first: 100) { edges { node { id title } } }");
+    let refused = [
+        (FAN_OUT.to_string(), json!({})),
+        (aliased(&FAN_OUT[2..FAN_OUT.len() - 2], 5), json!({})),
+        // Each copy passes alone; eight of them are over the limit.
+        (aliased("feed(first: 100) { edges { node { id title likeCount } } }", 8), json!({})),
+        (users_videos, users_vars),
+    ];
+    for (query, variables) in &refused {
+        // The outbox relay polls in the background: the least of three runs is the request's.
+        let mut statements = Vec::new();
+        for _ in 0..3 {
+            let before = app.db_queries("media").await;
+            let res = g.run(None, query, variables.clone()).await;
+            statements.push(app.db_queries("media").await - before);
+            assert_eq!(res["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX", "{query}: {res}");
+            assert!(res["errors"][0]["message"].as_str().unwrap().contains("over the limit 2000"), "{res}");
+            assert!(res.get("data").is_none_or(Value::is_null), "nothing ran: {res}");
+        }
+        assert_eq!(statements.iter().min(), Some(&0), "{query}: {statements:?}");
+    }
+
+    // The app's queries pass (display names are accounts' and no accounts runs here: those
+    // fields fail on their own, unrelated to the cost).
+    let passes = |user: String, query: String, variables: Value| {
+        let g = &g;
+        async move {
+            let res = g.run(Some(&user), &query, variables).await;
+            let refused =
+                res["errors"].as_array().into_iter().flatten().any(|e| {
+                    e["extensions"]["code"] == "QUERY_TOO_COMPLEX" || e["extensions"]["code"] == "QUERY_TOO_DEEP"
+                });
+            assert!(!refused, "{query}: {res}");
+            let data = res["data"].as_object().unwrap_or_else(|| panic!("{query}: {res}")).clone();
+            assert!(!data.values().any(Value::is_null), "{query}: {res}");
+            data
+        }
+    };
+    let viewer = user();
+    for (query, variables) in [
+        (BENCH_FEED.to_string(), json!({})),
+        (SMOKE_FEED.to_string(), json!({})),
+        (SMOKE_DASHBOARD.to_string(), json!({})),
+        (VIDEO_PAGE.to_string(), json!({ "id": ids[0] })),
+        (
+            "{ feed(first: 100) { edges { node { id title likeCount viewCount owner { displayName } } } } }".into(),
+            json!({}),
+        ),
+    ] {
+        passes(owner.clone(), query.clone(), variables.clone()).await;
+        passes(viewer.clone(), query, variables).await;
+    }
+    // The router's entity calls: `related(first: 100)`'s videos, a 100-video feed's owners.
+    let many: Vec<String> = ids.iter().cycle().take(100).cloned().collect();
+    let (query, variables) = entities("Video", &many, RELATED_VIDEOS);
+    let data = passes(viewer.clone(), query, variables).await;
+    assert_eq!(data["_entities"].as_array().unwrap().len(), 100);
+    assert_eq!(data["_entities"][0]["title"], "Fan-out 0");
+    let (query, variables) = entities("User", &hundred_users, OWNER_FIELDS);
+    assert_eq!(passes(viewer, query, variables).await["_entities"].as_array().unwrap().len(), 100);
+}
+
+/// The cost of each real query against the limit, from the refusal's message on a schema with
+/// a limit of 0 (nothing runs). Prints them for ARCHITECTURE.md; the real ones keep headroom.
+#[tokio::test]
+async fn real_queries_cost_well_under_the_limit() {
+    let limit = flick_kit::config::GraphqlConfig::default().max_complexity;
+    let schema =
+        flick_media::schema(&flick_kit::config::GraphqlConfig { max_complexity: 0, ..Default::default() }, None);
+    let cost = |query: String, variables: Value| {
+        let schema = schema.clone();
+        async move {
+            let request =
+                async_graphql::Request::new(query.clone()).variables(async_graphql::Variables::from_json(variables));
+            let res = serde_json::to_value(schema.execute(request).await).unwrap();
+            let message = res["errors"][0]["message"].as_str().unwrap_or_else(|| panic!("{query}: {res}")).to_string();
+            let words: Vec<&str> = message.split(' ').collect();
+            let n =
+                |after: &str| words.iter().position(|w| *w == after).map(|i| words[i + 1].parse::<usize>().unwrap());
+            // "cost C per entity × N entities" or "cost C is over".
+            n("cost").unwrap() * n("×").unwrap_or(1)
+        }
+    };
+    let ten: Vec<String> = (0..10).map(|_| user()).collect();
+    let twenty: Vec<String> = (0..20).map(|_| user()).collect();
+    let real = [
+        ("bench feed", BENCH_FEED.to_string(), json!({})),
+        ("smoke feed", SMOKE_FEED.to_string(), json!({})),
+        ("smoke dashboard", SMOKE_DASHBOARD.to_string(), json!({})),
+        ("video page", VIDEO_PAGE.to_string(), json!({ "id": user() })),
+        (
+            "_entities: related(first: 10)'s videos",
+            entities("Video", &ten, RELATED_VIDEOS).0,
+            entities("Video", &ten, RELATED_VIDEOS).1,
+        ),
+        (
+            "_entities: a 20-video feed's owners",
+            entities("User", &twenty, OWNER_FIELDS).0,
+            entities("User", &twenty, OWNER_FIELDS).1,
+        ),
+    ];
+    for (name, query, variables) in real {
+        let c = cost(query, variables).await;
+        println!("{name}: {c}");
+        assert!(c * 4 <= limit, "{name} costs {c}, too close to the limit {limit}");
+    }
+    let fan_out = cost(FAN_OUT.to_string(), json!({})).await;
+    println!("fan-out: {fan_out}");
+    assert!(fan_out > limit * 1000);
+}
+
+/// Metric labels never come from the request as sent: an unknown gRPC path is `unknown`, an
+/// extension method `OTHER` (`/metrics` gains no value named after either).
+#[tokio::test]
+async fn request_labels_on_metrics_are_bounded() {
+    let app = app(Backend::Embedded).await;
+    let http = reqwest::Client::new();
+    let tag = Uuid::now_v7().simple().to_string();
+    let rpc = format!("/flick.media.v1.MediaService/Probe{tag}");
+    let res =
+        http.post(app.url(&rpc)).header("content-type", "application/grpc").body(vec![0u8; 5]).send().await.unwrap();
+    assert!(res.status().is_client_error() || res.headers().contains_key("grpc-status"), "{res:?}");
+    let method = reqwest::Method::from_bytes(format!("BREW{tag}").to_uppercase().as_bytes()).unwrap();
+    http.request(method, app.url("/graphql")).send().await.unwrap();
+    // A real RPC keeps its name.
+    let known = "/grpc.health.v1.Health/Check";
+    http.post(app.url(known)).header("content-type", "application/grpc").body(vec![0u8; 5]).send().await.unwrap();
+    let metrics = http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.to_lowercase().contains(&tag), "a label names the request: {metrics}");
+    assert!(metrics.contains(r#"rpc="unknown""#), "{metrics}");
+    assert!(metrics.contains(r#"method="OTHER""#), "{metrics}");
+    assert!(metrics.contains(&format!(r#"rpc="{known}""#)), "{metrics}");
+}
+
 /// A service whose reconciler runs only when the test calls it, and its `Media`.
 async fn app_with_media(mut infra: TestInfra) -> (TestApp, flick_media::Media) {
     infra.config.media.reconcile_interval_seconds = 3600;
@@ -776,6 +957,7 @@ flick_testkit::on_both_backends!(
     grpc,
     search,
     feed_costs_a_fixed_number_of_queries,
+    fan_out_is_refused_before_it_runs,
     counts_follow_writes_and_are_recounted_when_the_cache_loses_them,
     a_reconcile_corrects_a_corrupted_counter_and_the_columns,
     views_are_pending_in_the_cache_until_a_reconcile_flushes_them,

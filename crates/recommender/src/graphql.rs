@@ -40,6 +40,7 @@ impl Video {
 
     /// Public videos most like this one (its owner's other videos only when there are not
     /// enough of anyone else's). At most 100.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 10, child_complexity)")]
     async fn related(&self, ctx: &Context<'_>, #[graphql(default = 10)] first: Option<i32>) -> Result<Vec<Video>> {
         Ok(videos(recommender(ctx).related(&self.id, first).await?))
     }
@@ -56,6 +57,7 @@ impl Query {
 
     /// Videos for the caller: like the ones they liked or watched, not their own and not
     /// liked or watched yet; recent popular videos for new and anonymous callers. At most 100.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn recommended_for_me(
         &self,
         ctx: &Context<'_>,
