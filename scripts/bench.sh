@@ -140,7 +140,9 @@ $PSQL -c 'DROP DATABASE IF EXISTS flick_bench WITH (FORCE)' -c 'CREATE DATABASE 
 export FLICK_DATABASE__URL=postgres://postgres@127.0.0.1:5433/flick_bench
 export FLICK_CACHE__URL=redis://127.0.0.1:6379/ FLICK_TELEMETRY__LOG_LEVEL=warn
 "${FLICK_ENV[@]}" "$bin" seed --videos "${FLICK_BENCH_VIDEOS:-10000}" --users 200 | sed 's/^/bench: /'
-FLICK_BIN=$bin FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data/dev scripts/dev.sh >"$data/dev.log" 2>&1 &
+# The edge limits /graphql per client address (deploy/traefik/dynamic.yml); wrk is one address.
+FLICK_GRAPHQL_RATE=${FLICK_GRAPHQL_RATE:-1000000} FLICK_GRAPHQL_BURST=${FLICK_GRAPHQL_BURST:-1000000} \
+  FLICK_BIN=$bin FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data/dev scripts/dev.sh >"$data/dev.log" 2>&1 &
 dev=$!
 trap 'rc=$?; kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null || true; rm -rf "$data"; exit $rc' EXIT
 wait_dev_stack "$data/dev.log" "$dev" 120

@@ -132,5 +132,27 @@ for sg in "${SUBGRAPHS[@]}"; do
     echo "note  $name /metrics: no http_request_duration_seconds yet"
 done
 
+# The edge's per-client /graphql rate limit (FLICK_GRAPHQL_RATE a second, bursts of
+# FLICK_GRAPHQL_BURST; Traefik's defaults 100 and 200): a burst of three times what one second
+# allows gets some 429s, then the bucket refills. Last, so no other check meets the limit.
+rate=${FLICK_GRAPHQL_RATE:-100}
+burst=${FLICK_GRAPHQL_BURST:-200}
+if [ "$((rate + burst))" -gt 2000 ]; then
+  echo "note  /graphql rate limit raised to $rate/s (burst $burst): burst check skipped"
+else
+  # One curl with parallel transfers: fast enough to outrun the refill on a loaded host.
+  codes=$(for _ in $(seq $(((rate + burst) * 3))); do printf 'url = "%s/graphql"\noutput = "/dev/null"\n' "$EDGE"; done |
+    curl -s -Z --parallel-max 32 -m 10 -H 'content-type: application/json' -d '{"query":"{ __typename }"}' \
+      -w '%{http_code}\n' -K - 2>/dev/null || true)
+  limited=$(grep -c '^429$' <<<"$codes" || true)
+  served=$(grep -c '^200$' <<<"$codes" || true)
+  if [ "$limited" -gt 0 ] && [ "$served" -gt 0 ]; then
+    ok "a /graphql burst past the edge's rate limit: $served answered, $limited got 429"
+  else fail "rate limit burst: $served answered, $limited got 429 ($(sort <<<"$codes" | uniq -c | tr '\n' ' '))"; fi
+  edge_ok() { [ "$(http_code "$EDGE/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}')" = 200 ]; }
+  if wait_until 10 "the /graphql rate limit to refill" edge_ok; then ok "/graphql answers again once the bucket refills"; else
+    fail "/graphql still refused 10 s after the burst"; fi
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
