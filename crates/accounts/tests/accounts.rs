@@ -517,6 +517,7 @@ async fn password_hashing_is_bounded(backend: Backend) {
 async fn login_burst_cannot_pass_the_limit(backend: Backend) {
     let mut infra = TestInfra::new(backend).await;
     infra.config.accounts.login_failures_per_account_address = 3;
+    infra.config.accounts.login_failures_per_account = 3;
     infra.config.accounts.password_hash_memory_mib = 19 * 16;
     infra.config.accounts.password_hash_wait_ms = 60_000;
     let app = start(infra).await;
@@ -732,6 +733,7 @@ async fn real_login_throttling_holds_while_redis_is_unreachable() {
     let mut infra = TestInfra::new(Backend::Real).await;
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
     infra.config.cache.url = Some(proxy.rewrite(&redis_url()));
+    infra.config.accounts.login_failures_per_account = 5;
     let app = start(infra).await;
     let c = client(&app);
     let n = name();
