@@ -145,11 +145,58 @@ pub struct Relay {
     wake: Arc<Notify>,
     batch: u64,
     idle_poll: Duration,
+    retention: Duration,
+    prune_every: Duration,
+}
+
+/// How long published outbox rows and inbox rows are kept by default: a redelivery older than
+/// this would be applied again, and no broker holds a message that long here.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes published outbox rows published more than `retention` ago and inbox rows applied
+/// more than `retention` ago; unpublished rows stay whatever their age. Returns the numbers of
+/// outbox and inbox rows deleted.
+pub async fn prune(db: &DatabaseConnection, retention: Duration) -> Result<(u64, u64), DbErr> {
+    let backend = db.get_database_backend();
+    let before = now_ms() - retention.as_millis() as i64;
+    let outbox = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, "DELETE FROM outbox WHERE published_at_ms IS NOT NULL AND published_at_ms < ?"),
+            [before.into()],
+        ))
+        .await?
+        .rows_affected();
+    let inbox = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, "DELETE FROM inbox WHERE applied_at_ms < ?"),
+            [before.into()],
+        ))
+        .await?
+        .rows_affected();
+    Ok((outbox, inbox))
 }
 
 impl Relay {
     pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
-        Self { db, bus, wake: Arc::new(Notify::new()), batch: 100, idle_poll: Duration::from_millis(500) }
+        Self {
+            db,
+            bus,
+            wake: Arc::new(Notify::new()),
+            batch: 100,
+            idle_poll: Duration::from_millis(500),
+            retention: DEFAULT_RETENTION,
+            prune_every: Duration::from_secs(3600),
+        }
+    }
+
+    /// Keeps published outbox rows and inbox rows for `retention`, pruning every `every` while
+    /// [`Relay::run`] runs (the defaults: 7 days, hourly).
+    pub fn with_retention(mut self, retention: Duration, every: Duration) -> Self {
+        self.retention = retention;
+        self.prune_every = every;
+        self
     }
 
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
@@ -248,9 +295,19 @@ impl Relay {
     }
 
     /// Relays until `shutdown`, then makes a last attempt to flush what is pending.
+    /// Old published and applied rows are pruned as it goes ([`Relay::with_retention`]).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
+        let mut next_prune = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune = tokio::time::Instant::now() + self.prune_every;
+                match prune(&self.db, self.retention).await {
+                    Ok((0, 0)) => {}
+                    Ok((outbox, inbox)) => tracing::info!(outbox, inbox, "pruned old outbox and inbox rows"),
+                    Err(e) => tracing::warn!(error = %e, "outbox and inbox pruning failed; will retry"),
+                }
+            }
             let wait = match self.flush().await {
                 Ok(_) => {
                     backoff = Duration::from_millis(200);

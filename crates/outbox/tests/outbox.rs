@@ -173,3 +173,71 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
     relay_task.await.unwrap();
     consumer_bus.delete_queues(&queue).await.unwrap();
 }
+
+/// The relay prunes published outbox rows and inbox rows older than the retention (rows
+/// backdated in the store); unpublished rows and recent ones stay.
+async fn old_published_and_applied_rows_are_pruned(db: DatabaseConnection, bus: Bus) {
+    migrate(&db, &[flick_outbox::MIGRATIONS]).await.unwrap();
+    let event_type = format!("{}.pruned", unique("t").replace('-', ""));
+    write_events(&db, &event_type, 4).await;
+    let relay = Relay::new(db.clone(), bus.clone());
+    assert_eq!(relay.flush().await.unwrap(), 4);
+    for i in 0..3 {
+        apply_once(&db, "pruner", &format!("event-{i}"), |_| Box::pin(async { Ok::<_, flick_db::sea_orm::DbErr>(()) }))
+            .await
+            .unwrap();
+    }
+    let ten_days_ago = chrono::Utc::now().timestamp_millis() - 10 * 24 * 3600 * 1000;
+    let backdate = |sql: String| {
+        let db = db.clone();
+        async move { db.execute_unprepared(&sql).await.unwrap() }
+    };
+    backdate(format!("UPDATE outbox SET published_at_ms = {ten_days_ago} WHERE subject IN ('video-0', 'video-1')"))
+        .await;
+    write_events(&db, &event_type, 1).await; // unpublished: kept whatever its age
+    backdate(format!("UPDATE outbox SET occurred_at_ms = {ten_days_ago} WHERE published_at_ms IS NULL")).await;
+    backdate(format!("UPDATE inbox SET applied_at_ms = {ten_days_ago} WHERE event_id IN ('event-0', 'event-1')")).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM outbox").await, 5);
+
+    // Old published and applied rows go; the old unpublished one and the recent ones stay.
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(flick_outbox::prune(&db, week).await.unwrap(), (2, 2));
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM outbox WHERE subject = 'video-1'").await, 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NULL").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM outbox").await, 3);
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM inbox").await, 1);
+
+    // The running relay prunes periodically: rows that age past the retention go too.
+    backdate(format!("UPDATE outbox SET published_at_ms = {ten_days_ago} WHERE subject = 'video-2'")).await;
+    backdate(format!("UPDATE inbox SET applied_at_ms = {ten_days_ago}")).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(
+        Relay::new(db.clone(), bus.clone()).with_retention(week, Duration::from_millis(100)).run(stop.clone()),
+    );
+    let pruned = eventually(Duration::from_secs(10), || async {
+        count(&db, "SELECT COUNT(*) AS n FROM outbox WHERE subject = 'video-2'").await == 0
+            && count(&db, "SELECT COUNT(*) AS n FROM inbox").await == 0
+    })
+    .await;
+    assert!(pruned, "the relay pruned the rows that aged");
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM outbox").await, 2, "the recent rows stay");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_prunes_old_published_and_applied_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = flick_db::service_url(None, dir.path(), "media").unwrap();
+    let db = connect(&url, "media", 4).await.unwrap();
+    old_published_and_applied_rows_are_pruned(db, Bus::memory(options())).await;
+}
+
+#[tokio::test]
+async fn postgres_prunes_old_published_and_applied_rows() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let test_db = TestDatabase::create().await;
+    let db = connect(&test_db.url, "media", 4).await.unwrap();
+    let bus = Bus::connect(Some(&amqp_url()), options()).unwrap();
+    old_published_and_applied_rows_are_pruned(db, bus).await;
+}
