@@ -141,11 +141,24 @@ if [ ! -s "$SUPERGRAPH" ]; then
 fi
 
 compose_check() {
+  # No mesh secret, no stack: Compose must refuse rather than fall back to a known value.
+  if env -u FLICK_MESH_SECRET docker-compose -f docker-compose.yml config -q >/dev/null 2>&1; then
+    echo "docker-compose config succeeded without FLICK_MESH_SECRET (it must refuse)"
+    return 1
+  fi
+  export FLICK_MESH_SECRET=${FLICK_MESH_SECRET:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
   docker-compose -f docker-compose.yml config -q || return 1
   local n; n="$(docker-compose -f docker-compose.yml config --services | wc -l)"
   for f in deploy/compose/traefik.yml deploy/compose/traefik-dynamic.yml deploy/compose/router.yaml; do
     "$PY" -c 'import sys,yaml; yaml.safe_load(open(sys.argv[1]))' "$f" || { echo "bad YAML: $f"; return 1; }
   done
+  # The Compose edge refuses the same encoded path characters as the dev edge.
+  "$PY" -c '
+import sys, yaml
+enc = lambda f: yaml.safe_load(open(f))["entryPoints"]["web"]["http"].get("encodedCharacters")
+dev, compose = enc("deploy/traefik/traefik.yml"), enc("deploy/compose/traefik.yml")
+if not dev or dev != compose or any(dev.values()):
+    sys.exit(f"encodedCharacters differ or allow something: dev {dev}, compose {compose}")' || return 1
   # Every service's FLICK_* environment must be a configuration flick accepts (unknown keys
   # are errors at start-up), checked with the built binary when there is one.
   local bin=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick} checked="not checked (no flick binary)"

@@ -93,6 +93,13 @@ passed=$((passed + $(grep -c '^ok ' <<<"$upload_out" || true)))
 failed=$((failed + $(grep -c '^FAIL ' <<<"$upload_out" || true)))
 grep -q '^ok  .*ffprobe 240p' <<<"$upload_out" || fail "upload to playback did not reach the last check"
 
+# Identity over WebSockets and subscriptions' lifetime (its own ok/FAIL lines count here).
+security_out=$(python3 "$(dirname "${BASH_SOURCE[0]}")/e2e_security.py" 2>&1) || true
+echo "$security_out"
+passed=$((passed + $(grep -c '^ok ' <<<"$security_out" || true)))
+failed=$((failed + $(grep -c '^FAIL ' <<<"$security_out" || true)))
+grep -q '^ok  .*SSE subscription' <<<"$security_out" || fail "the security checks did not reach the last one"
+
 for internal in /user/token_verify /user/list; do
   code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$EDGE$internal" -H "Authorization: Bearer $access" || true)
   if [ "$code" = 403 ]; then ok "internal $internal is closed at the edge"; else fail "$internal from outside: HTTP $code"; fi

@@ -71,6 +71,7 @@ FLICK_DATA_DIR: "/tmp/flick"
 # the migrate hook Job applies migrations before the services roll out
 FLICK_DATABASE__MIGRATE_ON_START: "false"
 FLICK_GRAPHQL__GRAPHIQL: {{ .Values.config.graphiql | quote }}
+FLICK_GRAPHQL__INTROSPECTION: {{ .Values.config.introspection | quote }}
 FLICK_TELEMETRY__LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 # gRPC between services (media → transcoder, transcoder → accounts, recommender → media)
 {{- range $name, $svc := .Values.services }}

@@ -126,6 +126,13 @@ pub struct Verified {
     pub claims: Arc<Claims>,
 }
 
+impl Verified {
+    /// The revocation-list members that revoke this token: its id and its session.
+    pub fn revocation_keys(&self) -> Vec<String> {
+        vec![jti_key(&self.claims.jti), sid_key(&self.claims.sid)]
+    }
+}
+
 pub struct Registration {
     pub email: String,
     pub username: String,
@@ -180,7 +187,7 @@ fn sid_key(sid: &str) -> String {
 
 impl Accounts {
     pub fn new(db: DatabaseConnection, cache: Cache, relay: Relay, keys: Arc<Keyring>, limits: Limits) -> Self {
-        let revoked = cache.denylist("accounts:revoked");
+        let revoked = cache.denylist(flick_platform::REVOKED_TOKENS);
         let hasher = Hasher::new(limits.hash_memory_mib, limits.hash_wait);
         let throttle = Throttle::new(cache.clone(), limits.failure_window);
         Self { db, revoked, relay, keys, limits, hasher, throttle, db_check_until_ms: Arc::new(AtomicI64::new(0)) }

@@ -19,9 +19,10 @@ impl pb::accounts_service_server::AccountsService for AccountsGrpc {
     ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
         let verified = self.0.verify(&request.into_inner().access_token).await?;
         Ok(Response::new(pb::VerifyTokenResponse {
+            revocation_keys: verified.revocation_keys(),
+            expires_at_ms: verified.claims.exp * 1000,
             user_id: verified.user_id,
             role: verified.role,
-            expires_at_ms: verified.claims.exp * 1000,
         }))
     }
 

@@ -47,7 +47,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let schema = schema(&shared.config.graphql, Some(accounts.clone()));
     let pruner = accounts.clone();
     let mut service = Service::new(NAME)
-        .http(flick_kit::graphql::routes(schema, &shared.config.graphql))
+        .http(flick_kit::graphql::routes_with(schema, &shared.config.graphql, shared.token_verifier()?))
         .http(rest::routes(accounts.clone()))
         .grpc(
             "flick.accounts.v1.AccountsService",

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     /// The highest sequence number of our own messages seen coming back.
     echoed: watch::Sender<u64>,
+    /// Counts the additions this mirror learned of, so holders of long-lived sessions
+    /// (subscriptions) can re-check at once instead of polling.
+    additions: watch::Sender<u64>,
 }
 
 fn unix_ms() -> i64 {
@@ -76,6 +79,7 @@ impl Cache {
                 heard_at: AtomicI64::new(0),
                 next_seq: AtomicU64::new(1),
                 echoed: watch::channel(0).0,
+                additions: watch::channel(0).0,
             })
         };
         let shared = match &self.inner.backend {
@@ -146,6 +150,11 @@ impl Denylist {
         Ok(found)
     }
 
+    /// Changes whenever this mirror learns of an addition (here or from another replica).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.additions.subscribe()
+    }
+
     /// The mirror's answer, or `None` when it may be missing additions.
     pub fn mirrored(&self, members: &[&str]) -> Option<bool> {
         let s = &self.shared;
@@ -171,8 +180,13 @@ impl Denylist {
 impl Shared {
     fn remember(&self, member: &str, expires: i64) {
         let mut members = self.members.write().expect("denylist lock");
-        let slot = members.entry(member.to_string()).or_insert(expires);
-        *slot = (*slot).max(expires);
+        let known = members.get(member).copied();
+        if known.is_some_and(|k| k >= expires) {
+            return;
+        }
+        members.insert(member.to_string(), expires);
+        drop(members);
+        self.additions.send_modify(|n| *n += 1);
     }
 
     fn forget_expired(&self) {

@@ -257,6 +257,39 @@ async fn memory_denylist_is_shared_by_every_handle() {
     assert_eq!(cache.replica().denylist(&name).mirrored(&["m"]), Some(true));
 }
 
+/// Long-lived sessions (subscriptions) wake on `changes()` when another handle or replica
+/// adds a member, instead of polling; re-adding a member it already holds is no change.
+async fn denylist_changes_wake_watchers(writer: Cache, watcher: Cache) {
+    let name = unique("changes");
+    let (on_writer, on_watcher) = (writer.denylist(&name), watcher.denylist(&name));
+    current(&on_writer).await;
+    current(&on_watcher).await;
+    let mut changes = on_watcher.changes();
+    changes.mark_unchanged();
+    on_writer.add("sid:1", Duration::from_secs(60)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("the watcher was never told of the addition")
+        .unwrap();
+    assert_eq!(on_watcher.mirrored(&["sid:1"]), Some(true));
+    let seen = *changes.borrow_and_update();
+    on_watcher.add("sid:1", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(*changes.borrow(), seen, "a member already held for longer is not news");
+}
+
+#[tokio::test]
+async fn memory_denylist_changes_wake_watchers() {
+    let cache = Cache::memory();
+    denylist_changes_wake_watchers(cache.clone(), cache.replica()).await;
+}
+
+#[tokio::test]
+async fn redis_denylist_changes_wake_watchers() {
+    let a = redis().await;
+    let b = a.replica();
+    denylist_changes_wake_watchers(a, b).await;
+}
+
 async fn current(list: &flick_cache::Denylist) {
     assert!(eventually(Duration::from_secs(5), || async { list.is_current() }).await, "mirror never became current");
 }

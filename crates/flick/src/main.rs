@@ -268,6 +268,7 @@ fn local_endpoints(config: &mut Config, services: &[&'static str]) {
 
 async fn serve(mut config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
     local_endpoints(&mut config, &services);
+    flick_kit::identity::check_mesh_secret(config.identity.mesh_secret.expose(), &config.server.host)?;
     flick_kit::identity::require_mesh_secret(config.identity.mesh_secret.expose());
     let name = if services.len() == 1 { format!("flick-{}", services[0]) } else { "flick".to_string() };
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, &name)?;

@@ -202,6 +202,59 @@ fn unknown_configuration_keys_are_errors() {
     assert!(err.contains("servr"), "{err}");
 }
 
+/// Identity headers are trusted only beside the mesh secret, so a service reachable from other
+/// hosts must not start without one (an empty value, as from an empty Kubernetes Secret key,
+/// counts as none), nor with a short or published one; loopback may.
+#[tokio::test]
+async fn serving_beyond_loopback_needs_a_real_mesh_secret() {
+    let data = tempfile::tempdir().unwrap();
+    let refused = |secret: Option<&str>| {
+        let mut cmd = flick();
+        cmd.args(["serve", "--services", "accounts"])
+            .env("FLICK_DATA_DIR", data.path())
+            .env("FLICK_SERVER__HOST", "0.0.0.0")
+            .env("FLICK_SERVER__PORTS__ACCOUNTS", free_port().to_string());
+        if let Some(secret) = secret {
+            cmd.env("FLICK_IDENTITY__MESH_SECRET", secret);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "started on 0.0.0.0 with mesh secret {secret:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = refused(None);
+    assert!(err.contains("refusing to serve on 0.0.0.0 without identity.mesh_secret"), "{err}");
+    let err = refused(Some(""));
+    assert!(err.contains("without identity.mesh_secret"), "{err}");
+    let err = refused(Some("short-secret"));
+    assert!(err.contains("at least 32"), "{err}");
+    let err = refused(Some("flick-dev-mesh-secret-change-me"));
+    assert!(err.contains("published example"), "{err}");
+
+    // A real secret starts it; health answers on the loopback side of 0.0.0.0.
+    let port = free_port();
+    let child = flick()
+        .args(["serve", "--services", "accounts"])
+        .env("FLICK_DATA_DIR", data.path())
+        .env("FLICK_SERVER__HOST", "0.0.0.0")
+        .env("FLICK_SERVER__PORTS__ACCOUNTS", port.to_string())
+        .env("FLICK_IDENTITY__MESH_SECRET", "0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running { child, ports: [port; 4] };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(running.url(0, "/healthz")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "accounts with a mesh secret on 0.0.0.0 never answered /healthz");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn version_and_sdl_work_offline() {
     let out = flick().arg("--version").output().unwrap();

@@ -451,11 +451,23 @@ pub struct GraphqlConfig {
     pub introspection: bool,
     /// Serve GraphiQL on `GET /graphql`.
     pub graphiql: bool,
+    /// How often an open subscription re-checks the token that opened it with accounts (a
+    /// revocation the shared list reports ends it at once; expiry ends it on time).
+    pub subscription_recheck_seconds: u64,
+    /// Subscriptions one user may have open at once in one service process.
+    pub max_subscriptions_per_user: usize,
 }
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
-        Self { max_depth: 12, max_complexity: 2000, introspection: true, graphiql: true }
+        Self {
+            max_depth: 12,
+            max_complexity: 2000,
+            introspection: true,
+            graphiql: true,
+            subscription_recheck_seconds: 30,
+            max_subscriptions_per_user: 16,
+        }
     }
 }
 

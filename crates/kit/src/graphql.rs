@@ -3,11 +3,13 @@
 //! graphql-ws subscriptions on `/ws`.
 
 use crate::config::GraphqlConfig;
-use crate::identity::{Caller, TokenVerifier};
+use crate::error::AppError;
+use crate::identity::{Caller, TokenSession, TokenVerifier};
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, Executor, ObjectType, SDLExportOptions, Schema, SchemaBuilder, SubscriptionType};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
@@ -196,7 +198,6 @@ fn entity_representations(
         .fold(0usize, usize::saturating_add)
 }
 
-
 /// The subgraph SDL the composition step and `_service { sdl }` use.
 pub fn federation_sdl<Q, M, S>(schema: &Schema<Q, M, S>) -> String
 where
@@ -212,15 +213,26 @@ pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
     routes_with(executor, cfg, None)
 }
 
-/// [`routes`], with WebSocket connections that carry an `authorization` bearer token in their
-/// `connection_init` payload identified by `verifier` (the router passes a client's token
-/// there; it cannot pass the edge's headers over a WebSocket).
+/// [`routes`], with bearer tokens checked by `verifier`: a WebSocket connection is identified
+/// only by the token in its `connection_init` payload (or upgrade request), and an HTTP
+/// request that carries no identity from the mesh but a token is identified by the token
+/// (the router sends a WebSocket client's queries that way). Without a verifier, a token is
+/// refused rather than ignored.
 pub fn routes_with<E: Executor>(executor: E, cfg: &GraphqlConfig, verifier: Option<TokenVerifier>) -> Router {
+    let ws_auth = WsAuth {
+        verifier: verifier.clone(),
+        recheck: std::time::Duration::from_secs(cfg.subscription_recheck_seconds.max(1)),
+        slots: SubscriptionSlots::new(cfg.max_subscriptions_per_user),
+    };
     let ws = get(move |state: State<E>, headers: HeaderMap, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade| {
-        subscriptions::<E>(state, headers, protocol, upgrade, verifier)
+        subscriptions::<E>(state, headers, protocol, upgrade, ws_auth)
     });
     let mut router = Router::new().route("/ws", ws).with_state(executor.clone());
-    let post = axum::routing::post(execute::<E>);
+    let post = axum::routing::post(
+        move |state: State<E>, caller: Caller, headers: HeaderMap, body: Result<axum::body::Bytes, BytesRejection>| {
+            execute::<E>(state, caller, headers, body, verifier)
+        },
+    );
     router = if cfg.graphiql {
         router.route("/graphql", post.get(graphiql).with_state(executor))
     } else {
@@ -229,12 +241,16 @@ pub fn routes_with<E: Executor>(executor: E, cfg: &GraphqlConfig, verifier: Opti
     router
 }
 
+type BytesRejection = axum::extract::rejection::BytesRejection;
+
 /// Reads the body under the server's body limit (413 past it) and answers malformed requests
 /// with a GraphQL error (`extensions.code`), never with a parser's debug text.
 async fn execute<E: Executor>(
     State(executor): State<E>,
     caller: Caller,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+    verifier: Option<TokenVerifier>,
 ) -> Response {
     let bytes = match body {
         Ok(bytes) => bytes,
@@ -253,7 +269,25 @@ async fn execute<E: Executor>(
             return request_error(axum::http::StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message);
         }
     };
+    let caller = match (caller.user_id, bearer_from_headers(&headers)) {
+        (None, Some(token)) => match verifier {
+            Some(verifier) => match verifier.verify(&token).await {
+                Ok(caller) => caller,
+                Err(e) => return app_error(e),
+            },
+            None => return app_error(AppError::unauthenticated("this service does not accept bearer tokens")),
+        },
+        _ => caller,
+    };
     GraphQLResponse::from(executor.execute(request.data(caller)).await).into_response()
+}
+
+fn app_error(e: AppError) -> Response {
+    let status = match e.code() {
+        crate::error::ErrorCode::Unauthenticated => axum::http::StatusCode::UNAUTHORIZED,
+        _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    request_error(status, e.code().as_str(), e.message())
 }
 
 fn request_error(status: axum::http::StatusCode, code: &str, message: &str) -> Response {
@@ -265,76 +299,224 @@ async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").finish())
 }
 
-/// graphql-ws for the router. Identity comes from the upgrade request's headers, or from the
-/// `connection_init` payload where hive-router puts the headers it propagates. Both are set
-/// by the mesh: subgraphs are reachable only from the router (network policy / Istio), and the
-/// router's own client-facing WebSocket is disabled because it would pass a client's payload
-/// through (see ARCHITECTURE.md).
+/// What the WebSocket endpoint needs to identify connections and keep them honest.
+#[derive(Clone)]
+struct WsAuth {
+    verifier: Option<TokenVerifier>,
+    recheck: std::time::Duration,
+    slots: SubscriptionSlots,
+}
+
+/// graphql-ws for the router. A connection's identity comes only from a bearer token (in the
+/// `connection_init` payload, where the router puts the client's `authorization`, or in the
+/// upgrade request), verified with accounts. Identity headers in the payload (`x-user-id`,
+/// `x-flick-mesh`) are ignored: over a client's WebSocket the router fills the payload from
+/// what the client wrote, so they prove nothing.
+///
+/// The connection ends (close 4403) when its token expires or is revoked: at once when the
+/// shared revocation list reports it (a logout on any replica), else at the next re-check.
 async fn subscriptions<E: Executor>(
     State(executor): State<E>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
-    verifier: Option<TokenVerifier>,
+    auth: WsAuth,
 ) -> Response {
-    let from_upgrade = Caller::from_headers(&headers);
+    let upgrade_token = bearer_from_headers(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, executor, protocol)
+        .on_upgrade(move |socket| async move {
+            let (socket_tx, socket_rx) = futures::StreamExt::split(socket);
+            // Outgoing frames pass through a channel, so a close frame can be sent from here.
+            let (out_tx, out_rx) = futures::channel::mpsc::channel::<Message>(16);
+            let mut closer = out_tx.clone();
+            let forward = tokio::spawn(forward_frames(out_rx, socket_tx));
+            let (session_tx, session_rx) = tokio::sync::oneshot::channel::<(String, TokenSession)>();
+            let init_auth = auth.clone();
+            let serve = GraphQLWebSocket::new_with_pair(out_tx, socket_rx, executor, protocol)
                 .on_connection_init(move |payload| async move {
-                    // A token is checked with accounts; a bad one closes the connection.
-                    let caller = match (bearer_from_init_payload(&payload), verifier) {
-                        (Some(token), Some(verifier)) => {
-                            verifier.verify(&token).await.map_err(|e| async_graphql::Error::new(e.message()))?
-                        }
-                        _ => caller_from_init_payload(&payload).unwrap_or(from_upgrade),
-                    };
                     let mut data = Data::default();
-                    data.insert(caller);
+                    data.insert(init_auth.slots.clone());
+                    let Some(token) = bearer_from_init_payload(&payload).or(upgrade_token) else {
+                        data.insert(Caller::anonymous());
+                        return Ok(data);
+                    };
+                    let verifier = init_auth
+                        .verifier
+                        .ok_or_else(|| async_graphql::Error::new("this service does not accept bearer tokens"))?;
+                    // A bad token refuses the connection.
+                    let session =
+                        verifier.verify_session(&token).await.map_err(|e| async_graphql::Error::new(e.message()))?;
+                    data.insert(session.caller.clone());
+                    let _ = session_tx.send((token, session));
                     Ok(data)
                 })
-                .serve()
+                .serve();
+            tokio::select! {
+                _ = serve => {}
+                reason = session_end(session_rx, &auth) => {
+                    let frame = CloseFrame { code: 4403, reason: reason.into() };
+                    let _ = futures::SinkExt::send(&mut closer, Message::Close(Some(frame))).await;
+                }
+            }
+            drop(closer);
+            let _ = forward.await;
         })
         .into_response()
+}
+
+async fn forward_frames(
+    mut frames: futures::channel::mpsc::Receiver<Message>,
+    mut socket: futures::stream::SplitSink<axum::extract::ws::WebSocket, Message>,
+) {
+    use futures::{SinkExt, StreamExt};
+    while let Some(frame) = frames.next().await {
+        let last = matches!(frame, Message::Close(_));
+        if socket.send(frame).await.is_err() || last {
+            break;
+        }
+    }
+    let _ = socket.close().await;
+}
+
+/// Resolves when the token that opened a connection stops being valid; never for a
+/// connection opened without one.
+async fn session_end(session: tokio::sync::oneshot::Receiver<(String, TokenSession)>, auth: &WsAuth) -> &'static str {
+    let (Ok((token, session)), Some(verifier)) = (session.await, auth.verifier.as_ref()) else {
+        return std::future::pending().await;
+    };
+    let feed = verifier.revocations().cloned();
+    let mut changes = feed.as_ref().map(|f| f.changes());
+    let expires_in = std::time::Duration::from_millis((session.expires_at_ms - now_ms()).max(0) as u64);
+    let expiry = async {
+        if session.expires_at_ms > 0 { tokio::time::sleep(expires_in).await } else { std::future::pending().await }
+    };
+    tokio::pin!(expiry);
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + auth.recheck, auth.recheck);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let listed = async {
+            match changes.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut expiry => return "token expired",
+            _ = recheck.tick() => {
+                // Only a definite "no" ends it: an accounts outage is not a revocation.
+                if let Err(e) = verifier.verify(&token).await
+                    && e.code() == crate::error::ErrorCode::Unauthenticated
+                {
+                    return "token revoked";
+                }
+            }
+            alive = listed => {
+                if !alive {
+                    changes = None;
+                    continue;
+                }
+                let revoked = match &feed {
+                    Some(feed) => feed.is_revoked(&session.revocation_keys).await,
+                    None => None,
+                };
+                let revoked = match revoked {
+                    Some(revoked) => revoked,
+                    None => matches!(verifier.verify(&token).await, Err(e) if e.code() == crate::error::ErrorCode::Unauthenticated),
+                };
+                if revoked {
+                    return "token revoked";
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Caps the subscriptions one user holds open in this process; see [`subscription_slot`].
+#[derive(Clone, Debug)]
+pub struct SubscriptionSlots {
+    max_per_user: usize,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>>,
+}
+
+impl SubscriptionSlots {
+    pub fn new(max_per_user: usize) -> Self {
+        Self { max_per_user, open: Default::default() }
+    }
+
+    /// A slot for `user`, held until the guard drops; an error once the user holds the most.
+    pub fn acquire(&self, user: uuid::Uuid) -> Result<SubscriptionSlot, AppError> {
+        let mut open = self.open.lock().expect("subscription slots lock");
+        let count = open.entry(user).or_default();
+        if *count >= self.max_per_user {
+            return Err(AppError::new(
+                crate::error::ErrorCode::RateLimited,
+                format!("too many open subscriptions (at most {} per user)", self.max_per_user),
+            ));
+        }
+        *count += 1;
+        Ok(SubscriptionSlot { slots: self.clone(), user })
+    }
+}
+
+/// One open subscription of a user; frees its slot when dropped (the stream ended).
+#[derive(Debug)]
+pub struct SubscriptionSlot {
+    slots: SubscriptionSlots,
+    user: uuid::Uuid,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("subscription slots lock");
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A subscription slot for the caller of a subscription resolver: keep the guard alive as
+/// long as the stream (move it into the stream). Anonymous callers are not counted here;
+/// resolvers that serve them must bound their work otherwise.
+pub fn subscription_slot(
+    ctx: &async_graphql::Context<'_>,
+    user: uuid::Uuid,
+) -> Result<Option<SubscriptionSlot>, AppError> {
+    match ctx.data_opt::<SubscriptionSlots>() {
+        Some(slots) => slots.acquire(user).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn init_headers(payload: &serde_json::Value) -> Option<&serde_json::Map<String, serde_json::Value>> {
     payload.get("headers").and_then(|h| h.as_object()).or_else(|| payload.as_object())
 }
 
-/// `authorization: Bearer <token>` from a `connection_init` payload.
-fn bearer_from_init_payload(payload: &serde_json::Value) -> Option<String> {
-    init_headers(payload)?.iter().find_map(|(k, v)| {
-        let v = v.as_str()?;
-        (k.eq_ignore_ascii_case("authorization"))
-            .then(|| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .flatten()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    })
+fn bearer(value: &str) -> Option<String> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
-/// Reads `x-user-id`/`x-user-role` from a `connection_init` payload, at the top level or under
-/// `headers`, with any key case.
-fn caller_from_init_payload(payload: &serde_json::Value) -> Option<Caller> {
-    let object = init_headers(payload)?;
-    let mut headers = HeaderMap::new();
-    for (key, value) in object {
-        let key = key.to_ascii_lowercase();
-        if (key == crate::identity::USER_ID_HEADER
-            || key == crate::identity::USER_ROLE_HEADER
-            || key == crate::identity::MESH_HEADER)
-            && let (Ok(name), Some(Ok(value))) = (
-                axum::http::HeaderName::from_bytes(key.as_bytes()),
-                value.as_str().map(axum::http::HeaderValue::from_str),
-            )
-        {
-            headers.insert(name, value);
-        }
-    }
-    let caller = Caller::from_headers(&headers);
-    caller.user_id.is_some().then_some(caller)
+/// `authorization: Bearer <token>` from a `connection_init` payload.
+fn bearer_from_init_payload(payload: &serde_json::Value) -> Option<String> {
+    init_headers(payload)?
+        .iter()
+        .find_map(|(k, v)| k.eq_ignore_ascii_case("authorization").then(|| v.as_str().and_then(bearer)).flatten())
+}
+
+/// `Authorization: Bearer <token>` of an HTTP request.
+fn bearer_from_headers(headers: &HeaderMap) -> Option<String> {
+    headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
 }
 
 /// The caller of a GraphQL request (anonymous when the request carries no identity).
@@ -346,17 +528,6 @@ pub fn caller<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn init_payload_identity_is_read_at_top_level_or_under_headers() {
-        let id = uuid::Uuid::now_v7();
-        let top = serde_json::json!({ "x-user-id": id.to_string(), "x-user-role": "user" });
-        assert_eq!(caller_from_init_payload(&top), Some(Caller::user(id, "user")));
-        let nested = serde_json::json!({ "headers": { "X-User-Id": id.to_string() } });
-        assert_eq!(caller_from_init_payload(&nested).unwrap().user_id, Some(id));
-        assert_eq!(caller_from_init_payload(&serde_json::json!({ "x-user-id": "nope" })), None);
-        assert_eq!(caller_from_init_payload(&serde_json::json!(null)), None);
-    }
 
     #[test]
     fn list_cost_multiplies_the_selection_by_the_page() {

@@ -19,9 +19,47 @@ static MESH_SECRET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::n
 
 /// Makes identity headers count only beside the mesh secret (`identity.mesh_secret`).
 /// Called once at start-up; without a call (or with none) identity is trusted by network
-/// position alone, as tests and single-host setups without an edge do.
+/// position alone, which [`check_mesh_secret`] allows only on loopback.
 pub fn require_mesh_secret(secret: Option<&str>) {
     let _ = MESH_SECRET.set(secret.filter(|s| !s.is_empty()).map(str::to_owned));
+}
+
+/// The shortest mesh secret a service exposed beyond loopback accepts: 128 bits as hex.
+pub const MIN_MESH_SECRET_LEN: usize = 32;
+
+/// Values that were once published as examples; a secret anyone can read is no secret.
+const KNOWN_SECRETS: &[&str] = &["flick-dev-mesh-secret-change-me", "change-me", "changeme", "secret"];
+
+/// Refuses to serve identity-bearing routes on `host` without a usable mesh secret.
+///
+/// Without one, `x-user-id` is trusted by network position: fine for the one-process mode on
+/// loopback (only this machine can connect), fatal on any other address, where anyone who
+/// reaches the port could act as any user (user ids are public). An empty value (say, an
+/// empty key in an existing Kubernetes Secret) counts as none, never as "no check".
+pub fn check_mesh_secret(secret: Option<&str>, host: &str) -> anyhow::Result<()> {
+    let loopback = match host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost",
+    };
+    let secret = secret.map(str::trim).filter(|s| !s.is_empty());
+    match secret {
+        None if loopback => Ok(()),
+        None => anyhow::bail!(
+            "refusing to serve on {host} without identity.mesh_secret (FLICK_IDENTITY__MESH_SECRET): anyone who \
+             can reach this port could claim any user with an x-user-id header. Set it to the value the edge \
+             sends as X-Flick-Mesh (at least {MIN_MESH_SECRET_LEN} characters, e.g. `openssl rand -hex 32`), or \
+             serve on 127.0.0.1"
+        ),
+        Some(s) if KNOWN_SECRETS.iter().any(|k| k.eq_ignore_ascii_case(s)) => anyhow::bail!(
+            "identity.mesh_secret is a published example value; generate your own (e.g. `openssl rand -hex 32`)"
+        ),
+        Some(s) if !loopback && s.len() < MIN_MESH_SECRET_LEN => anyhow::bail!(
+            "identity.mesh_secret is {} characters; serving on {host} needs at least {MIN_MESH_SECRET_LEN} \
+             (e.g. `openssl rand -hex 32`)",
+            s.len()
+        ),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The client's address: the edge's `X-Forwarded-For` (Traefik replaces client copies), else
@@ -173,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn exposed_services_need_a_real_mesh_secret() {
+        let good = "0123456789abcdef0123456789abcdef";
+        check_mesh_secret(None, "127.0.0.1").expect("loopback may run without one");
+        check_mesh_secret(Some(""), "::1").expect("loopback may run without one");
+        check_mesh_secret(Some("short"), "127.0.0.1").expect("loopback takes any secret");
+        check_mesh_secret(Some(good), "0.0.0.0").expect("exposed with a real secret");
+        let err = check_mesh_secret(None, "0.0.0.0").unwrap_err().to_string();
+        assert!(err.contains("refusing to serve on 0.0.0.0 without identity.mesh_secret"), "{err}");
+        let err = check_mesh_secret(Some("  "), "10.0.0.5").unwrap_err().to_string();
+        assert!(err.contains("without identity.mesh_secret"), "an empty secret is none: {err}");
+        let err = check_mesh_secret(Some("abc"), "::").unwrap_err().to_string();
+        assert!(err.contains("needs at least 32"), "{err}");
+        let err = check_mesh_secret(Some("flick-dev-mesh-secret-change-me"), "127.0.0.1").unwrap_err().to_string();
+        assert!(err.contains("published example"), "{err}");
+    }
+
+    #[test]
     fn grpc_metadata_carries_identity() {
         let id = Uuid::now_v7();
         let mut request = tonic::Request::new(());
@@ -189,12 +244,37 @@ mod tests {
     }
 }
 
+/// The shared list of revoked tokens, as seen by a long-lived connection: it wakes on each
+/// addition and answers from the local mirror. Implemented over the cache's denylist by
+/// `flick_platform`; kit only knows this shape.
+pub trait RevocationFeed: Send + Sync + std::fmt::Debug {
+    /// Changes whenever a token or session may have been revoked (a logout on any replica).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Whether any of `keys` (a token's [`TokenSession::revocation_keys`]) is on the list.
+    /// `None` when the list cannot answer now; the caller then asks accounts.
+    fn is_revoked<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>>;
+}
+
+/// What a verified token proves, and what ends it.
+#[derive(Clone, Debug)]
+pub struct TokenSession {
+    pub caller: Caller,
+    /// The token's expiry (Unix ms); 0 when accounts did not say.
+    pub expires_at_ms: i64,
+    /// Revocation-list members that revoke the token (its id, its session).
+    pub revocation_keys: Vec<String>,
+}
+
 /// Verifies access tokens with accounts (gRPC `VerifyToken`: signature, expiry, revocation),
 /// for connections that carry a token instead of edge-set headers (WebSocket subscriptions
-/// through the router).
+/// through the router, queries the router sends for a WebSocket client).
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
     client: flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient<tonic::transport::Channel>,
+    revocations: Option<std::sync::Arc<dyn RevocationFeed>>,
 }
 
 impl TokenVerifier {
@@ -207,11 +287,27 @@ impl TokenVerifier {
             client: flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
                 endpoint.connect_lazy(),
             ),
+            revocations: None,
         })
+    }
+
+    /// Also watches the shared revocation list, so a logout ends open connections at once.
+    pub fn with_revocations(mut self, feed: std::sync::Arc<dyn RevocationFeed>) -> Self {
+        self.revocations = Some(feed);
+        self
+    }
+
+    pub fn revocations(&self) -> Option<&std::sync::Arc<dyn RevocationFeed>> {
+        self.revocations.as_ref()
     }
 
     /// The token's user, or an error safe to show (invalid, expired, revoked, unreachable).
     pub async fn verify(&self, token: &str) -> Result<Caller, AppError> {
+        Ok(self.verify_session(token).await?.caller)
+    }
+
+    /// [`Self::verify`], with what a long-lived connection needs to notice the token's end.
+    pub async fn verify_session(&self, token: &str) -> Result<TokenSession, AppError> {
         let mut request =
             tonic::Request::new(flick_proto::accounts::v1::VerifyTokenRequest { access_token: token.to_string() });
         Caller::anonymous().to_grpc(&mut request);
@@ -219,7 +315,11 @@ impl TokenVerifier {
             Ok(r) => {
                 let r = r.into_inner();
                 let id = Uuid::parse_str(&r.user_id).map_err(|_| AppError::unauthenticated("invalid token"))?;
-                Ok(Caller::user(id, r.role))
+                Ok(TokenSession {
+                    caller: Caller::user(id, r.role),
+                    expires_at_ms: r.expires_at_ms,
+                    revocation_keys: r.revocation_keys,
+                })
             }
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
                 Err(AppError::unauthenticated("invalid or expired token"))

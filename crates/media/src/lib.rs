@@ -64,7 +64,11 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
     let consumer = media.clone();
     let bus = shared.bus.clone();
     let mut service = Service::new(NAME)
-        .http(flick_kit::graphql::routes(schema(&shared.config.graphql, Some(media.clone())), &shared.config.graphql))
+        .http(flick_kit::graphql::routes_with(
+            schema(&shared.config.graphql, Some(media.clone())),
+            &shared.config.graphql,
+            shared.token_verifier()?,
+        ))
         .grpc(
             "flick.media.v1.MediaService",
             flick_proto::media::v1::media_service_server::MediaServiceServer::new(grpc::MediaGrpc(media.clone())),

@@ -18,6 +18,36 @@ pub use flick_db as db;
 pub use flick_outbox as outbox;
 pub use flick_storage as storage;
 
+/// The cache denylist of revoked access tokens and sessions: accounts writes it at logout
+/// (members are the `revocation_keys` VerifyToken answers), holders of long-lived
+/// connections watch it.
+pub const REVOKED_TOKENS: &str = "accounts:revoked";
+
+/// [`flick_kit::identity::RevocationFeed`] over the cache's mirrored denylist.
+struct DenylistFeed(flick_cache::Denylist);
+
+impl std::fmt::Debug for DenylistFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DenylistFeed")
+    }
+}
+
+impl flick_kit::identity::RevocationFeed for DenylistFeed {
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes()
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.0.contains_any(&keys).await.ok()
+        })
+    }
+}
+
 /// Adapters shared by every service of one process.
 #[derive(Clone, Debug)]
 pub struct Shared {
@@ -39,6 +69,15 @@ impl Shared {
             "adapters ready"
         );
         Ok(Self { config: Arc::new(config), cache, bus, storage })
+    }
+
+    /// Checks bearer tokens with accounts (`endpoints.accounts`), watching the shared
+    /// revocation list so a logout ends open subscriptions at once; `None` when this process
+    /// knows no accounts endpoint.
+    pub fn token_verifier(&self) -> anyhow::Result<Option<flick_kit::identity::TokenVerifier>> {
+        let Some(url) = self.config.endpoints.accounts.as_deref() else { return Ok(None) };
+        let feed = std::sync::Arc::new(DenylistFeed(self.cache.denylist(REVOKED_TOKENS)));
+        Ok(Some(flick_kit::identity::TokenVerifier::connect_lazy(url)?.with_revocations(feed)))
     }
 
     /// Connects `service`'s own database and applies its migrations when configured to

@@ -66,9 +66,10 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let checked = recommender.model().clone();
     let bus = shared.bus.clone();
     let mut service = Service::new(NAME)
-        .http(flick_kit::graphql::routes(
+        .http(flick_kit::graphql::routes_with(
             schema(&shared.config.graphql, Some(recommender.clone())),
             &shared.config.graphql,
+            shared.token_verifier()?,
         ))
         .grpc(
             "flick.recommender.v1.RecommenderService",

@@ -167,7 +167,8 @@ fn progress_of(p: events::TranscodeProgress) -> VideoProgress {
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The owner's view of a video's upload and transcode: the current state first, then
-    /// live progress at least once a second while it runs; ends at ready or failed.
+    /// live progress at least once a second while it runs; ends at ready or failed, or when
+    /// a video still awaiting its upload outlives the upload expiry.
     async fn video_progress(
         &self,
         ctx: &Context<'_>,
@@ -178,6 +179,12 @@ impl SubscriptionRoot {
         // Subscribe before reading the state, so nothing between the two is missed.
         let live = tokio_stream::wrappers::BroadcastStream::new(t.bus().subscribe_transient());
         let video = t.owned_video(&caller, &video_id).await.map_err(|e| e.into_graphql())?;
+        // Owners only, so there is a user; the slot is freed when the stream is dropped.
+        let slot = match caller.user_id {
+            Some(user) => flick_kit::graphql::subscription_slot(ctx, user).map_err(|e| e.into_graphql())?,
+            None => None,
+        };
+        let awaiting_upload = video.state == "AWAITING_UPLOAD";
         let view = t.view(&video, &caller);
         let (stage, percent) = match view.state.as_str() {
             "READY" => ("ready", 100.0),
@@ -217,6 +224,54 @@ impl SubscriptionRoot {
                 futures::future::ready(Some(p))
             });
         let stream = futures::stream::once(async move { first });
-        Ok(if finished { stream.boxed() } else { stream.chain(updates).boxed() })
+        if finished {
+            return Ok(stream.boxed());
+        }
+        let expiry = std::time::Duration::from_secs(t.config().upload_expiry_seconds);
+        let deadline = awaiting_upload.then(|| tokio::time::Instant::now() + expiry);
+        let updates = until_upload_expires(updates.boxed(), deadline, t, caller, video_id);
+        Ok(stream
+            .chain(updates)
+            .map(move |p| {
+                let _held = &slot;
+                p
+            })
+            .boxed())
     }
+}
+
+/// `updates`, ended at `deadline` if the video is still awaiting its upload then (an upload
+/// that never comes must not hold a subscription open for ever); a video that got its upload
+/// meanwhile goes on without a deadline.
+fn until_upload_expires(
+    updates: futures::stream::BoxStream<'static, VideoProgress>,
+    deadline: Option<tokio::time::Instant>,
+    t: Transcoder,
+    caller: flick_kit::identity::Caller,
+    video_id: ID,
+) -> impl Stream<Item = VideoProgress> + Send + 'static {
+    futures::stream::unfold((updates, deadline), move |(mut updates, mut deadline)| {
+        let (t, caller, video_id) = (t.clone(), caller.clone(), video_id.clone());
+        async move {
+            loop {
+                let Some(at) = deadline else {
+                    return updates.next().await.map(|p| (p, (updates, None)));
+                };
+                tokio::select! {
+                    next = updates.next() => return next.map(|p| (p, (updates, deadline))),
+                    _ = tokio::time::sleep_until(at) => {
+                        let still_waiting = t
+                            .owned_video(&caller, &video_id)
+                            .await
+                            .map(|v| v.state == "AWAITING_UPLOAD")
+                            .unwrap_or(true);
+                        if still_waiting {
+                            return None;
+                        }
+                        deadline = None;
+                    }
+                }
+            }
+        }
+    })
 }

@@ -15,7 +15,6 @@ mod uploads;
 mod worker;
 
 use flick_kit::Service;
-use flick_kit::identity::TokenVerifier;
 use flick_kit::server::BackgroundTask;
 use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
 use flick_platform::db::MigrationSet;
@@ -73,7 +72,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     }
     // videoProgress is for the owner: over a WebSocket through the router the caller is
     // known only by the token it sent in connection_init, checked with accounts.
-    let verifier = shared.config.endpoints.accounts.as_deref().map(TokenVerifier::connect_lazy).transpose()?;
+    let verifier = shared.token_verifier()?;
     let graphql = schema(&shared.config.graphql, Some(t.clone()));
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(graphql, &shared.config.graphql, verifier))
