@@ -72,6 +72,9 @@ pub struct VideoView {
     pub renditions: Vec<Rendition>,
 }
 
+/// After a failed visibility check, media is not asked again for this long.
+const MEDIA_RETRY_MS: i64 = 5_000;
+
 /// One viewer counts as one view of a video per this window.
 pub const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
@@ -97,6 +100,9 @@ pub struct Transcoder {
     /// Media, asked when a local copy of a video's visibility is older than
     /// `visibility_max_age_seconds` (none configured: the local copy is trusted).
     pub(crate) media: Option<MediaServiceClient<Channel>>,
+    /// Until when (ms) media counts as unreachable after a failed check: playback serves the
+    /// local copy meanwhile instead of waiting on a timeout per request.
+    pub(crate) media_down_until_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Transcoder {
@@ -118,6 +124,7 @@ impl Transcoder {
             upload_locks: Arc::default(),
             upload_bytes_in_flight: Arc::default(),
             media: None,
+            media_down_until_ms: Arc::default(),
         }
     }
 
@@ -184,7 +191,8 @@ impl Transcoder {
         let now = now_ms();
         let max_age = self.config.visibility_max_age_seconds as i64 * 1000;
         let Some(media) = &self.media else { return Ok(Some(video)) };
-        if now - video.synced_at_ms <= max_age {
+        let down_until = self.media_down_until_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now - video.synced_at_ms <= max_age || now < down_until {
             return Ok(Some(video));
         }
         // Asked as the owner, media answers whatever the video's state: NOT_FOUND is a deletion.
@@ -216,6 +224,7 @@ impl Transcoder {
             }
             Err(status) => {
                 metrics::counter!("transcoder_visibility_checks_total", "result" => "unavailable").increment(1);
+                self.media_down_until_ms.store(now + MEDIA_RETRY_MS, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(video.id = %video.id, error = %status.message(), code = ?status.code(),
                     "media did not confirm a stale visibility; serving the local copy");
                 Ok(Some(video))
