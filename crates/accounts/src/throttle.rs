@@ -60,6 +60,11 @@ impl Throttle {
         let mut windows = self.local.lock().expect("throttle lock");
         if windows.len() >= LOCAL_SWEEP_AT {
             windows.retain(|_, (_, end)| *end > now);
+            // Still full (many distinct logins or forged addresses): forget single attempts,
+            // which lose at most one count each, so memory stays bounded.
+            if windows.len() >= LOCAL_SWEEP_AT {
+                windows.retain(|_, (attempts, _)| *attempts > 1);
+            }
         }
         let slot = windows.entry(key.to_string()).or_insert((0, now + self.window));
         if slot.1 <= now {
