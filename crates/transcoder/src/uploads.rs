@@ -354,6 +354,17 @@ impl Transcoder {
                 return Err(AppError::new(ErrorCode::ChecksumMismatch, "the body does not match Upload-Checksum"));
             }
         }
+        if quota.is_some() && received > 0 {
+            // Again with what others committed meanwhile (their bytes moved from in flight
+            // to the database after this PATCH took its first figure).
+            let stored = store::bytes_held_by(&self.db, &upload.owner_id, &upload.id).await.map_err(db_error)? as u64
+                + start_offset as u64;
+            let user_in_flight = in_flight.add(0) as u64;
+            let limit = self.config.user_quota_bytes;
+            if stored + user_in_flight > limit {
+                return Err(quota_exceeded(stored, limit, Some(user_in_flight)));
+            }
+        }
         new_parts.sort_by_key(|(i, _)| *i);
         upload.parts.extend(new_parts.into_iter().map(|(_, id)| id));
         upload.offset = start_offset + received;
