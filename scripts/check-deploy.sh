@@ -279,9 +279,32 @@ for name, cfg in configs.items():
     for e in validator.iter_errors(cfg):
         bad += 1
         print(f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
+# Identity: a WebSocket operation's headers are the client's own connection_init payload, so
+# every router configuration passes x-user-*/x-flick-mesh only for requests on /graphql (the
+# edge's), serves its WebSocket on /graphql/ws, and production ones disable introspection.
+IDENTITY = {"x-user-id", "x-user-role", "x-flick-mesh"}
+for name, cfg in {**configs, "supergraph/router.yaml": yaml.safe_load(open("supergraph/router.yaml"))}.items():
+    rules = cfg.get("headers", {}).get("all", {}).get("request", [])
+    for rule in rules:
+        named = (rule.get("propagate") or {}).get("named") or []
+        named = [named] if isinstance(named, str) else named
+        if IDENTITY & {n.lower() for n in named}:
+            bad += 1
+            print(f"{name}: propagates {sorted(IDENTITY & set(named))} unconditionally (WebSocket clients write these)")
+    guarded = {r["insert"]["name"] for r in rules if "insert" in r
+               and '.request.url.path == "/graphql"' in r["insert"].get("expression", "")}
+    if guarded != IDENTITY:
+        bad += 1
+        print(f"{name}: identity inserts guarded by the /graphql path: {sorted(guarded)}, want {sorted(IDENTITY)}")
+    if cfg.get("websocket", {}).get("enabled") and cfg["websocket"].get("path") != "/graphql/ws":
+        bad += 1
+        print(f"{name}: the client WebSocket is not on /graphql/ws")
+    if name != "supergraph/router.yaml" and cfg.get("introspection") is not False:
+        bad += 1
+        print(f"{name}: introspection is not disabled")
 if bad or len(configs) < 2:
     sys.exit(1)
-print(f"hive-router config schema: {', '.join(configs)} valid")
+print(f"hive-router config schema: {', '.join(configs)} valid; identity only from the edge's /graphql")
 PYEOF
 }
 

@@ -246,7 +246,14 @@ async fn profile_changes_reach_grpc_answers(backend: Backend) {
 
     let key = format!("media:user:{}", owner.id);
     assert!(s.media.shared.cache.get(&key).await.unwrap().is_some(), "cached again");
-    let (status, body) = s.accounts_call(Method::DELETE, "/user/profile", Value::Null, Some(&owner.token)).await;
+    let (status, body) = s
+        .accounts_call(
+            Method::DELETE,
+            "/user/profile",
+            json!({ "current_password": "correct horse battery" }),
+            Some(&owner.token),
+        )
+        .await;
     assert_eq!(status, 204, "{body}");
     assert!(
         eventually(Duration::from_secs(10), || async { s.media.shared.cache.get(&key).await.unwrap().is_none() }).await,
