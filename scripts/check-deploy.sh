@@ -170,6 +170,10 @@ for name, svc in yaml.safe_load(sys.stdin)["services"].items():
     env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
     if not any(k.startswith("FLICK_") for k in env):
         continue
+    flick_service = any(k.startswith("FLICK_") and "__" in k for k in env)
+    if flick_service and env.get("FLICK_GRAPHQL__INTROSPECTION", "").lower() != "false":
+        bad += 1
+        print(f"{name}: GraphQL introspection is not off by default")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_")}
     r = subprocess.run([sys.argv[1], "config"], env={**clean, **env}, capture_output=True, text=True)
     if r.returncode:
@@ -302,6 +306,16 @@ for name, cfg in {**configs, "supergraph/router.yaml": yaml.safe_load(open("supe
     if name != "supergraph/router.yaml" and cfg.get("introspection") is not False:
         bad += 1
         print(f"{name}: introspection is not disabled")
+# ...and the subgraphs behind them too, by default.
+for doc in yaml.safe_load_all(open(sys.argv[2])):
+    if doc and doc.get("kind") == "ConfigMap" and "FLICK_GRAPHQL__INTROSPECTION" in doc.get("data", {}):
+        if doc["data"]["FLICK_GRAPHQL__INTROSPECTION"] != "false":
+            bad += 1
+            print(f"chart {doc['metadata']['name']}: subgraph introspection is on by default")
+        break
+else:
+    bad += 1
+    print("chart: no FLICK_GRAPHQL__INTROSPECTION in the services' ConfigMap")
 if bad or len(configs) < 2:
     sys.exit(1)
 print(f"hive-router config schema: {', '.join(configs)} valid; identity only from the edge's /graphql")
