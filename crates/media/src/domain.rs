@@ -35,6 +35,8 @@ pub const CATEGORIES: &[&str] = &[
     "travel",
 ];
 pub const MAX_PAGE: u64 = 100;
+/// Ids one `ListedVideoIds` call may ask about (a page of 100 and its spares).
+pub const MAX_LISTED_IDS: usize = 200;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -291,6 +293,18 @@ impl Media {
         let mut rows: Vec<VideoRow> = rows.into_iter().filter(|v| Self::visible(v, viewer)).collect();
         rows.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
         Ok(rows)
+    }
+
+    /// Of `ids` (at most `MAX_LISTED_IDS`), those public and ready now, in the order given:
+    /// what anyone may be shown in a list (gRPC `ListedVideoIds`, the recommender's check).
+    pub async fn listed_ids(&self, ids: &[String]) -> Result<Vec<String>, AppError> {
+        if ids.len() > MAX_LISTED_IDS {
+            return Err(AppError::bad_input(format!("at most {MAX_LISTED_IDS} ids")).with_field("ids", "too many"));
+        }
+        let valid: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
+        let listed: std::collections::HashSet<String> =
+            store::listed_ids(&self.db, &valid).await.map_err(db_error)?.into_iter().collect();
+        Ok(valid.into_iter().filter(|i| listed.contains(i)).collect())
     }
 
     async fn owned(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {

@@ -96,4 +96,12 @@ impl pb::media_service_server::MediaService for MediaGrpc {
         };
         Ok(Response::new(pb::ListPublicVideosResponse { videos: self.to_pb(page.items).await?, next_cursor }))
     }
+
+    async fn listed_video_ids(
+        &self,
+        request: Request<pb::ListedVideoIdsRequest>,
+    ) -> Result<Response<pb::ListedVideoIdsResponse>, Status> {
+        let ids = self.0.listed_ids(&request.into_inner().ids).await?;
+        Ok(Response::new(pb::ListedVideoIdsResponse { ids }))
+    }
 }

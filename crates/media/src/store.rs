@@ -183,6 +183,17 @@ pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<
     videos_where(c, &format!("WHERE id IN ({marks})"), ids.iter().map(|i| i.clone().into()).collect()).await
 }
 
+/// Of `ids`, those public and ready (listed to anyone).
+pub async fn listed_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<String>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let sql = format!("SELECT id FROM videos WHERE id IN ({marks}) AND visibility = 'PUBLIC' AND status = 'READY'");
+    let rows = c.query_all_raw(stmt(c, &sql, ids.iter().map(|i| i.clone().into()).collect())).await?;
+    rows.iter().map(|r| r.try_get::<String>("", "id")).collect()
+}
+
 pub struct NewVideo<'a> {
     pub id: &'a str,
     pub owner_id: &'a str,

@@ -442,7 +442,8 @@ async fn deleted_users_leave_nothing(backend: Backend) {
 
 async fn grpc(backend: Backend) {
     use flick_proto::media::v1::{
-        GetVideoRequest, GetVideosRequest, ListVideosByOwnerRequest, media_service_client::MediaServiceClient,
+        GetVideoRequest, GetVideosRequest, ListVideosByOwnerRequest, ListedVideoIdsRequest,
+        media_service_client::MediaServiceClient,
     };
     let app = app(backend).await;
     let g = gql(&app);
@@ -471,6 +472,14 @@ async fn grpc(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(listed.videos.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), vec![public.as_str()]);
+    // Whoever asks, only what is public and ready, in the order asked.
+    let unknown = Uuid::now_v7().to_string();
+    let asked = vec![unknown, private.clone(), "bad".into(), public.clone()];
+    let mut as_owner = tonic::Request::new(ListedVideoIdsRequest { ids: asked });
+    as_owner.metadata_mut().insert("x-user-id", owner.parse().unwrap());
+    assert_eq!(client.listed_video_ids(as_owner).await.unwrap().into_inner().ids, vec![public.clone()]);
+    let too_many = client.listed_video_ids(ListedVideoIdsRequest { ids: vec![public.clone(); 201] }).await.unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
 }
 
 async fn search(backend: Backend) {

@@ -12,11 +12,16 @@ use flick_kit::{AppError, ErrorCode};
 use flick_platform::bus::Envelope;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use flick_proto::events::v1 as events;
+use flick_proto::media::v1::ListedVideoIdsRequest;
+use flick_proto::media::v1::media_service_client::MediaServiceClient;
 use prost::Message;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 /// Largest `first` of `related` and `recommendedForMe`.
@@ -40,6 +45,15 @@ pub const MAX_EMBED_TEXTS: usize = 64;
 pub const MAX_EMBED_TEXT_CHARS: usize = 10_000;
 /// How often the embedding task looks at the queue without being woken.
 const POLL: Duration = Duration::from_secs(2);
+/// After media could not be asked, answers come from the index alone this long (ms) instead
+/// of each request waiting on a timeout.
+const MEDIA_RETRY_MS: i64 = 5_000;
+
+/// Candidates asked of the index for a page of `limit`: spares for videos media hid whose
+/// event has not been applied yet (a quarter more, at least 5).
+pub fn with_spares(limit: usize) -> usize {
+    if limit == 0 { 0 } else { limit + (limit / 4).max(5) }
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -98,11 +112,26 @@ pub struct Recommender {
     db: DatabaseConnection,
     model: Model,
     wake: Arc<Notify>,
+    /// Media, asked which candidates are still public and ready before a list is answered
+    /// (none configured: the index alone answers).
+    media: Option<MediaServiceClient<Channel>>,
+    /// Until when (ms) media counts as unreachable after a failed check.
+    media_down_until_ms: Arc<AtomicI64>,
 }
 
 impl Recommender {
     pub fn new(db: DatabaseConnection, model: Model) -> Self {
-        Self { db, model, wake: Arc::new(Notify::new()) }
+        Self { db, model, wake: Arc::new(Notify::new()), media: None, media_down_until_ms: Arc::default() }
+    }
+
+    /// Checks every answer's candidates with media at `url` (gRPC `ListedVideoIds`, one call
+    /// per answer), connecting on first use.
+    pub fn with_media(mut self, url: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1));
+        self.media = Some(MediaServiceClient::new(endpoint.connect_lazy()));
+        Ok(self)
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -323,7 +352,8 @@ impl Recommender {
     // ---------- queries ----------
 
     /// Public videos nearest to `video_id`, without itself; videos of the same owner only
-    /// when there are not enough others. Empty for a video that is not indexed.
+    /// when there are not enough others. Empty for a video that is not indexed. Candidates
+    /// media no longer lists are left out (see `listed`).
     pub async fn related(&self, video_id: &str, first: Option<i32>) -> Result<Vec<String>, AppError> {
         let limit = page_size(first, 10)?;
         if limit == 0 || Uuid::parse_str(video_id).is_err() {
@@ -332,37 +362,82 @@ impl Recommender {
         let Some((owner, v)) = store::embedding_of(&self.db, video_id).await.map_err(db_error)? else {
             return Ok(Vec::new());
         };
+        let wanted = with_spares(limit);
         let others = Filter { exclude_video: Some(video_id), exclude_owner: Some(&owner), ..Default::default() };
-        let mut ids = store::nearest(&self.db, &v, &others, limit as u64).await.map_err(db_error)?;
-        if ids.len() < limit {
+        let mut ids = store::nearest(&self.db, &v, &others, wanted as u64).await.map_err(db_error)?;
+        if ids.len() < wanted {
             let same = Filter { exclude_video: Some(video_id), only_owner: Some(&owner), ..Default::default() };
-            let more = store::nearest(&self.db, &v, &same, (limit - ids.len()) as u64).await.map_err(db_error)?;
+            let more = store::nearest(&self.db, &v, &same, (wanted - ids.len()) as u64).await.map_err(db_error)?;
             ids.extend(more);
         }
-        Ok(ids)
+        Ok(self.listed(ids, limit).await)
     }
 
     /// Videos for `user`: nearest to their preference vector, without their own, liked or
     /// watched videos, filled with recent popular ones; only those for new users and anonymous
-    /// callers.
+    /// callers. Candidates media no longer lists are left out (see `listed`).
     pub async fn for_user(&self, user: Option<Uuid>, first: Option<i32>) -> Result<Vec<String>, AppError> {
         let limit = page_size(first, 20)?;
+        let wanted = with_spares(limit);
         let since = now_ms() - POPULAR_WINDOW_MS;
         let Some(user) = user else {
-            return store::popular(&self.db, &Filter::default(), since, limit as u64).await.map_err(db_error);
+            let ids = store::popular(&self.db, &Filter::default(), since, wanted as u64).await.map_err(db_error)?;
+            return Ok(self.listed(ids, limit).await);
         };
         let me = user.to_string();
         let mine = Filter { exclude_owner: Some(&me), exclude_seen_by: Some(&me), ..Default::default() };
         let mut ids = match store::preference(&self.db, &me).await.map_err(db_error)? {
-            Some(p) => store::nearest(&self.db, &p, &mine, limit as u64).await.map_err(db_error)?,
+            Some(p) => store::nearest(&self.db, &p, &mine, wanted as u64).await.map_err(db_error)?,
             None => Vec::new(),
         };
-        if ids.len() < limit {
+        if ids.len() < wanted {
             let fill = Filter { exclude_ids: &ids, ..mine.clone() };
-            let more = store::popular(&self.db, &fill, since, (limit - ids.len()) as u64).await.map_err(db_error)?;
+            let more = store::popular(&self.db, &fill, since, (wanted - ids.len()) as u64).await.map_err(db_error)?;
             ids.extend(more);
         }
-        Ok(ids)
+        Ok(self.listed(ids, limit).await)
+    }
+
+    /// The first `limit` of `candidates` that media still lists (public and ready), asked in
+    /// one `ListedVideoIds` call: the index drops a video only once media's event about it is
+    /// applied, and a hidden video in the answer would make the router's join of the whole
+    /// list fail. Without media configured, or while it cannot be asked (a warning, then
+    /// `MEDIA_RETRY_MS` without asking), the index alone answers.
+    async fn listed(&self, mut candidates: Vec<String>, limit: usize) -> Vec<String> {
+        let Some(media) = &self.media else {
+            candidates.truncate(limit);
+            return candidates;
+        };
+        let now = now_ms();
+        if candidates.is_empty() || now < self.media_down_until_ms.load(Ordering::Relaxed) {
+            if !candidates.is_empty() {
+                metrics::counter!("recommender_media_checks_total", "result" => "skipped").increment(1);
+            }
+            candidates.truncate(limit);
+            return candidates;
+        }
+        let request = ListedVideoIdsRequest { ids: candidates.clone() };
+        match media.clone().listed_video_ids(request).await {
+            Ok(answer) => {
+                let listed: HashSet<String> = answer.into_inner().ids.into_iter().collect();
+                let before = candidates.len();
+                candidates.retain(|id| listed.contains(id));
+                let hidden = before - candidates.len();
+                metrics::counter!("recommender_media_checks_total", "result" => "ok").increment(1);
+                if hidden > 0 {
+                    metrics::counter!("recommender_hidden_candidates_total").increment(hidden as u64);
+                    tracing::debug!(hidden, "candidates media no longer lists were left out");
+                }
+            }
+            Err(status) => {
+                metrics::counter!("recommender_media_checks_total", "result" => "unavailable").increment(1);
+                self.media_down_until_ms.store(now + MEDIA_RETRY_MS, Ordering::Relaxed);
+                tracing::warn!(error = %status.message(), code = ?status.code(),
+                    "media did not say which candidates it still lists; answering from the index");
+            }
+        }
+        candidates.truncate(limit);
+        candidates
     }
 
     /// Embeddings of arbitrary texts (gRPC `Embed`).
@@ -417,6 +492,16 @@ mod tests {
         assert_eq!(page_size(Some(100), 10).unwrap(), 100);
         assert!(page_size(Some(101), 10).is_err());
         assert!(page_size(Some(-1), 10).is_err());
+    }
+
+    #[test]
+    fn spares_stay_within_what_media_is_asked_at_once() {
+        assert_eq!(with_spares(0), 0);
+        assert_eq!(with_spares(1), 6);
+        assert_eq!(with_spares(10), 15);
+        assert_eq!(with_spares(MAX_FIRST), 125);
+        // media's ListedVideoIds takes at most 200 ids.
+        assert!(with_spares(MAX_FIRST) <= 200);
     }
 
     #[test]

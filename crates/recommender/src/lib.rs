@@ -19,7 +19,7 @@ use flick_platform::db::MigrationSet;
 use flick_platform::db::sea_orm::DatabaseConnection;
 
 pub use backfill::{Progress, backfill};
-pub use domain::{MAX_FIRST, Recommender, video_text};
+pub use domain::{MAX_FIRST, Recommender, video_text, with_spares};
 pub use graphql::{RecommenderSchema, schema};
 pub use model::{Embedder, Model, ModelError};
 
@@ -56,7 +56,12 @@ pub fn recommender(db: DatabaseConnection, cfg: &RecommenderConfig) -> Recommend
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let recommender = recommender(infra.db.clone(), &shared.config.recommender);
+    let mut recommender = recommender(infra.db.clone(), &shared.config.recommender);
+    // Candidates are checked with media before a list is answered (videos hidden since).
+    match &shared.config.endpoints.media {
+        Some(url) => recommender = recommender.with_media(url)?,
+        None => tracing::info!("no endpoints.media: related and recommendedForMe trust media's events alone"),
+    }
     if let Err(e) = model::check_files(recommender.model().dir()) {
         // Still serves what is indexed; embeddings wait in their queue until the files exist.
         tracing::error!(error = %e, "recommender starts without its embedding model");

@@ -518,6 +518,146 @@ async fn backfill_indexes_every_public_video_media_lists(backend: Backend) {
     assert_eq!(recommender.related(&public[0], Some(1)).await.unwrap().len(), 1);
 }
 
+/// Media serving on `backend`, with an owner who creates videos there.
+struct MediaSide {
+    media: TestApp,
+    http: reqwest::Client,
+    owner: String,
+}
+
+impl MediaSide {
+    async fn start(backend: Backend) -> Self {
+        let media =
+            TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
+        Self { media, http: reqwest::Client::new(), owner: id() }
+    }
+
+    async fn gql(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req =
+            self.http.post(self.media.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        let res: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(res.get("errors").is_none(), "{res}");
+        res["data"].clone()
+    }
+
+    /// Anyone sees the video (public and ready).
+    async fn visible(&self, video: &str) -> bool {
+        let data = self.gql(None, "query($id: ID!) { video(id: $id) { id } }", json!({ "id": video })).await;
+        !data["video"].is_null()
+    }
+
+    /// A public video of `owner`, uploaded and transcoded (media's events, on media's bus).
+    async fn ready_video(&self, title: &str) -> String {
+        let create = "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } } }";
+        let data =
+            self.gql(Some(&self.owner), create, json!({ "i": { "title": title, "visibility": "PUBLIC" } })).await;
+        let video = data["createVideo"]["video"]["id"].as_str().unwrap().to_string();
+        let bus = &self.media.shared.bus;
+        bus.publish(&envelope("upload.completed", &video, "transcoder", vec![])).await.unwrap();
+        let done = events::TranscodeCompleted { video_id: video.clone(), duration_seconds: 3.0, ..Default::default() };
+        bus.publish(&envelope("transcode.completed", &video, "transcoder", done.encode_to_vec())).await.unwrap();
+        video
+    }
+}
+
+/// The recommender beside media but on a bus of its own: media's events never reach it, the
+/// test hands it only the publications (so a later hiding is an event it has not applied).
+async fn recommender_beside(backend: Backend, media_url: &str) -> TestApp {
+    require_model();
+    let mut infra = TestInfra::new(backend).await;
+    infra.config.endpoints.media = Some(media_url.to_string());
+    let app = TestApp::start(infra, |s| async move { flick_recommender::build(&s).await }).await;
+    // The event consumer declares its queue as the service starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app
+}
+
+/// Issue 12 item 11: media hid a video (made private, or deleted) and the recommender has not
+/// applied the event yet. `related` and `recommendedForMe` leave it out, full pages, no errors:
+/// a hidden id in the answer makes the router's `_entities` join fail the whole list.
+async fn lists_leave_out_videos_media_hid_before_the_recommender_heard_of_it(backend: Backend) {
+    let m = MediaSide::start(backend).await;
+    let titles = [
+        "cat playing the piano",
+        "kitten plays a keyboard",
+        "a cat sings along to a guitar",
+        "piano lesson for beginners",
+        "cats meowing to music",
+        "stock market news today",
+    ];
+    let mut videos = Vec::new();
+    for title in titles {
+        videos.push(m.ready_video(title).await);
+    }
+    let ready = eventually(Duration::from_secs(15), || async {
+        for v in &videos {
+            if !m.visible(v).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(ready, "media made every video public and ready");
+
+    let app = recommender_beside(backend, &m.media.url("")).await;
+    let c = catalogue(&app);
+    // Only the query video belongs to someone else, so related ranks all five others.
+    let query_owner = id();
+    for (i, (video, title)) in videos.iter().zip(titles).enumerate() {
+        let owner = if i == 0 { query_owner.as_str() } else { m.owner.as_str() };
+        c.send(&Catalogue::video_event("video.published", video, owner, title, "PUBLIC", 10 - i as i64)).await;
+    }
+    c.until_indexed(&videos.iter().collect::<Vec<_>>()).await;
+    let (query, private, deleted) = (&videos[0], &videos[1], &videos[2]);
+    let before = c.related(query, 5).await;
+    assert!(before.contains(private) && before.contains(deleted), "{before:?}");
+
+    // Hidden in media; the recommender's index still holds both (their events are withheld).
+    let hide = "mutation($id: ID!) { updateVideo(id: $id, input: { visibility: PRIVATE }) { id } }";
+    m.gql(Some(&m.owner), hide, json!({ "id": private })).await;
+    m.gql(Some(&m.owner), "mutation($id: ID!) { deleteVideo(id: $id) }", json!({ "id": deleted })).await;
+    let hidden =
+        eventually(Duration::from_secs(15), || async { !m.visible(private).await && !m.visible(deleted).await }).await;
+    assert!(hidden, "media hides both");
+    let db = flick_platform::connect_db(&app.shared.config, "recommender").await.unwrap();
+    let index_alone = flick_recommender::recommender(db, &app.shared.config.recommender);
+    let indexed = index_alone.for_user(None, Some(100)).await.unwrap();
+    assert!(indexed.contains(private) && indexed.contains(deleted), "still indexed: {indexed:?}");
+
+    let clean = |list: &[String], n: usize| list.len() == n && !list.contains(private) && !list.contains(deleted);
+    // related(first: 3): three of the other three, as the page stays full.
+    let ok = eventually(Duration::from_secs(15), || async { clean(&c.related(query, 3).await, 3) }).await;
+    assert!(ok, "related without the hidden videos: {:?}", c.related(query, 3).await);
+    let ok = eventually(Duration::from_secs(15), || async { clean(&c.for_me(None, 4).await, 4) }).await;
+    assert!(ok, "anonymous recommendedForMe without them: {:?}", c.for_me(None, 4).await);
+    let me = id();
+    let ok = eventually(Duration::from_secs(15), || async { clean(&c.for_me(Some(&me), 4).await, 4) }).await;
+    assert!(ok, "a new user's recommendedForMe without them: {:?}", c.for_me(Some(&me), 4).await);
+    let mut client = pb::recommender_service_client::RecommenderServiceClient::connect(app.url("")).await.unwrap();
+    let grpc = client.related(pb::RelatedRequest { video_id: query.clone(), first: 10 }).await.unwrap().into_inner();
+    assert!(clean(&grpc.ids, 3), "gRPC Related without them: {:?}", grpc.ids);
+}
+
+/// Media cannot be asked: lists come from the index alone (what the router then joins), not
+/// an error.
+async fn lists_come_from_the_index_when_media_cannot_be_asked(backend: Backend) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = recommender_beside(backend, &url).await;
+    let c = catalogue(&app);
+    let owner = id();
+    let piano = c.publish(&owner, "cat playing the piano", 3).await;
+    let kitten = c.publish(&id(), "kitten plays a keyboard", 2).await;
+    c.until_indexed(&[&piano, &kitten]).await;
+    assert_eq!(c.related(&piano, 10).await, vec![kitten.clone()]);
+    assert_eq!(c.for_me(None, 1).await, vec![kitten.clone()]);
+}
+
 flick_testkit::on_both_backends!(
     the_same_event_delivered_twice_is_applied_once,
     deleted_videos_leave_the_index,
@@ -532,4 +672,6 @@ flick_testkit::on_both_backends!(
     deleted_users_take_their_videos_and_likes_with_them,
     backfill_indexes_every_public_video_media_lists,
     a_burst_of_publications_is_embedded_in_batches,
+    lists_leave_out_videos_media_hid_before_the_recommender_heard_of_it,
+    lists_come_from_the_index_when_media_cannot_be_asked,
 );
