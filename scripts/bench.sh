@@ -200,6 +200,10 @@ echo "bench:   + viewerHasLiked:"
 echo "bench:   at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$users_paced")"
 echo "bench:   saturated: median ${urps} req/s, p99 ${up99} ms, non-2xx ${uerr}"
 
+# FLICK_BENCH_API_ONLY=1: token_verify, login and the feed only (a before/after check of a
+# request-path change), without the transcoder's and recommender's long sections.
+[ "${FLICK_BENCH_API_ONLY:-0}" = 1 ] && exit 0
+
 # ---------- transcoder: ladder vs ffmpeg baselines, 1 GiB tus upload vs direct multipart ----------
 kill -TERM "$dev" 2>/dev/null || true # the dev stack is not needed
 wait "$dev" 2>/dev/null || true

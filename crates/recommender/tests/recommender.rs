@@ -556,10 +556,18 @@ impl MediaSide {
             self.gql(Some(&self.owner), create, json!({ "i": { "title": title, "visibility": "PUBLIC" } })).await;
         let video = data["createVideo"]["video"]["id"].as_str().unwrap().to_string();
         let bus = &self.media.shared.bus;
-        bus.publish(&envelope("upload.completed", &video, "transcoder", vec![])).await.unwrap();
         let done = events::TranscodeCompleted { video_id: video.clone(), duration_seconds: 3.0, ..Default::default() };
-        bus.publish(&envelope("transcode.completed", &video, "transcoder", done.encode_to_vec())).await.unwrap();
-        video
+        // Events sent before media's consumer has bound its queue are dropped by the broker:
+        // send them again (media applies each once) until the video shows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            bus.publish(&envelope("upload.completed", &video, "transcoder", vec![])).await.unwrap();
+            bus.publish(&envelope("transcode.completed", &video, "transcoder", done.encode_to_vec())).await.unwrap();
+            if eventually(Duration::from_secs(2), || self.visible(&video)).await {
+                return video;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "media never made {video} public and ready");
+        }
     }
 }
 
