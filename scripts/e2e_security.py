@@ -154,6 +154,16 @@ def logout_ends_websocket_subscription():
         if first.get("type") != "next":
             fail(f"videoProgress over a WebSocket: {first}")
             return
+        # Still open before the logout: a query's answer arrives with no end of "1" before it.
+        alive = ws_request(ws, "2", "{ me { id } }")
+        if alive.get("id") != "2" or (((alive.get("payload") or {}).get("data") or {}).get("me") or {}).get("id") != owner:
+            fail(f"the subscription's connection was not alive before the logout: {alive}")
+            return
+        while alive.get("type") != "complete":
+            alive = ws.recv()
+            if alive.get("id") == "1":
+                fail(f"the subscription ended before the logout: {alive}")
+                return
         started = time.monotonic()
         status = logout(token)
         ws.sock.settimeout(15)
