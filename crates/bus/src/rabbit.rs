@@ -174,9 +174,11 @@ fn retry_queue(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}ms", delay.as_millis())
 }
 
-/// Where deferred messages wait (`retry_base`) before they expire back into `queue`.
-fn defer_queue(queue: &str) -> String {
-    format!("{queue}.defer")
+/// Where deferred messages wait (`retry_base`) before they expire back into `queue`. Named by
+/// its delay, like the retry queues: a queue's TTL cannot change once declared, so processes
+/// configured with another `retry_base` declare their own instead of failing on this one.
+fn defer_queue(queue: &str, delay: Duration) -> String {
+    format!("{queue}.defer.{}ms", delay.as_millis())
 }
 
 fn dead_letter_queue(queue: &str) -> String {
@@ -394,7 +396,9 @@ impl RabbitBus {
         args.insert("x-dead-letter-routing-key".try_into().expect("name"), FieldValue::from(spec.name.as_str()));
         channel
             .queue_declare(
-                QueueDeclareArguments::durable_client_named(&defer_queue(&spec.name)).arguments(args).finish(),
+                QueueDeclareArguments::durable_client_named(&defer_queue(&spec.name, self.options.retry_base))
+                    .arguments(args)
+                    .finish(),
             )
             .await?;
         channel.queue_declare(QueueDeclareArguments::durable_client_named(&dead_letter_queue(&spec.name))).await?;
@@ -497,7 +501,7 @@ impl RabbitBus {
             Err(HandlerError::Defer(reason)) => {
                 tracing::debug!(queue = %spec.name, attempt, reason = %reason, "message deferred");
                 let envelope = envelope.expect("deferred messages decoded");
-                Some((defer_queue(&spec.name), properties(&envelope, attempt, None)))
+                Some((defer_queue(&spec.name, self.options.retry_base), properties(&envelope, attempt, None)))
             }
             Err(HandlerError::Retry(e)) if attempt < spec.attempts(&self.options) => {
                 let delay = self.options.backoff(attempt);
@@ -536,7 +540,7 @@ impl RabbitBus {
     pub async fn delete_queues(&self, queue: &str) -> Result<()> {
         let connection = Connection::open(&self.args).await?;
         let channel = connection.open_channel(None).await?;
-        let mut names = vec![queue.to_string(), dead_letter_queue(queue), defer_queue(queue)];
+        let mut names = vec![queue.to_string(), dead_letter_queue(queue), defer_queue(queue, self.options.retry_base)];
         names.extend((1..self.options.max_attempts.max(1)).map(|a| retry_queue(queue, self.options.backoff(a))));
         for name in names {
             channel.queue_delete(QueueDeleteArguments::new(&name)).await?;

@@ -386,3 +386,57 @@ async fn memory_requeued_message_comes_back_without_spending_an_attempt() {
 async fn rabbitmq_requeued_message_comes_back_without_spending_an_attempt() {
     a_requeued_message_comes_back_without_spending_an_attempt(rabbit().await).await;
 }
+
+/// A deferred message (its work is held elsewhere, or must wait its turn) comes back after
+/// `retry_base` with its attempt unchanged, however often it is deferred, and never lands in
+/// the dead-letter queue; the consumer is free meanwhile, so a message behind it goes first.
+async fn a_deferred_message_comes_back_later_without_spending_an_attempt(bus: Bus) {
+    let queue = unique("q.defer");
+    let seen: Arc<Mutex<Vec<(String, u32, Instant)>>> = Arc::default();
+    let record = seen.clone();
+    let h = handler(move |d: Delivery| {
+        let seen = record.clone();
+        async move {
+            let deferred = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((d.envelope.subject.clone(), d.attempt, Instant::now()));
+                d.envelope.subject == "held" && seen.iter().filter(|(s, _, _)| s == "held").count() <= 3
+            };
+            if deferred { Err(HandlerError::Defer("held elsewhere".into())) } else { Ok(()) }
+        }
+    });
+    let spec = QueueSpec::work(&queue).with_max_attempts(1).with_prefetch(1);
+    bus.declare(spec.clone()).await.unwrap();
+    let stop = CancellationToken::new();
+    bus.consume(spec, h, stop.clone()).await.unwrap();
+    bus.enqueue(&queue, &envelope("job", "held", "test", vec![])).await.unwrap();
+    bus.enqueue(&queue, &envelope("job", "behind", "test", vec![])).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            seen.lock().unwrap().iter().filter(|(s, _, _)| s == "held").count() >= 4
+        })
+        .await,
+        "the deferred message came back until it was taken: {:?}",
+        seen.lock().unwrap()
+    );
+    let seen = seen.lock().unwrap().clone();
+    let held: Vec<_> = seen.iter().filter(|(s, _, _)| s == "held").collect();
+    assert!(held.iter().all(|(_, attempt, _)| *attempt == 1), "no attempt spent: {seen:?}");
+    for pair in held.windows(2) {
+        assert!(pair[1].2 - pair[0].2 >= Duration::from_millis(45), "back after retry_base, not at once: {seen:?}");
+    }
+    let behind = seen.iter().position(|(s, _, _)| s == "behind").expect("the message behind was handled");
+    assert!(behind < seen.len() - 1, "the message behind did not wait for the deferred one: {seen:?}");
+    assert!(dead_letters(&bus, &queue).await.is_empty(), "a limit of 1 attempt was not spent");
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_deferred_message_comes_back_later_without_spending_an_attempt() {
+    a_deferred_message_comes_back_later_without_spending_an_attempt(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_deferred_message_comes_back_later_without_spending_an_attempt() {
+    a_deferred_message_comes_back_later_without_spending_an_attempt(rabbit().await).await;
+}

@@ -2,6 +2,11 @@
 //! workers stopped (SIGTERM) or killed (SIGKILL) in the middle of a job lose nothing. The job
 //! goes back to the queue without spending an attempt, the next worker finishes it, and it
 //! completes exactly once with every output in place.
+//!
+//! Real backends only: a crash redelivery needs a broker that outlives the killed process
+//! (the in-process bus dies with it, and with it the job), and a second process sharing the
+//! database. The duplicate-delivery case without a crash also runs embedded, in
+//! crates/transcoder/tests/transcoder.rs (`a_second_delivery_of_a_running_job_…`).
 
 use flick_platform::db::sea_orm::{ConnectionTrait, Database, Statement};
 use flick_platform::storage::{ObjectStorage, StorageOptions};
@@ -120,6 +125,22 @@ impl Stack {
     }
 }
 
+/// Whether a job's scratch directory under `root` holds an encoded segment yet.
+fn encoding(root: &std::path::Path) -> bool {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "m4s") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 async fn state(http: &reqwest::Client, stack: &Stack, owner: &str, id: &str) -> serde_json::Value {
     match http.get(stack.url(&format!("/video/{id}"))).header("x-user-id", owner).send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
@@ -190,7 +211,11 @@ async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once(
             assert!(Instant::now() < deadline, "worker {victim} never started the job: {v}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Mid-encode: ffmpeg has written a segment into the job's scratch directory.
+        while !encoding(&stack._dir.path().join("scratch")) {
+            assert!(Instant::now() < deadline, "worker {victim} never started encoding");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if victim == 0 {
             let _ = Command::new("kill").args(["-TERM", &worker.0.id().to_string()]).status();
             let stopped = tokio::task::spawn_blocking(move || {

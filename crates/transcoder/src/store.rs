@@ -489,17 +489,12 @@ pub async fn claim_job(
     let row = txn
         .query_one_raw(stmt(
             &txn,
-            "SELECT job_id, holder, expires_at_ms, runs FROM job_leases WHERE video_id = ?",
+            "SELECT holder, expires_at_ms FROM job_leases WHERE video_id = ?",
             vec![video_id.into()],
         ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("job lease".into()))?;
-    let (held_job, held_by, expires, runs): (String, Option<String>, i64, i64) = (
-        row.try_get("", "job_id")?,
-        row.try_get("", "holder")?,
-        row.try_get("", "expires_at_ms")?,
-        row.try_get("", "runs")?,
-    );
+    let (held_by, expires): (Option<String>, i64) = (row.try_get("", "holder")?, row.try_get("", "expires_at_ms")?);
     if held_by.is_some_and(|h| h != holder) && expires > now {
         txn.rollback().await?;
         return Ok(Claim::Held);
@@ -534,13 +529,39 @@ pub async fn claim_job(
             }
         }
     }
-    let runs = if held_job == job_id { runs + 1 } else { 1 };
-    exec(
+    // Taken only if still free or lapsed: on PostgreSQL the row may have moved since the
+    // read above (the holder's heartbeat renewing it just in time), and the update
+    // re-checks the condition on the latest row. A new job of the video (a new upload)
+    // starts with no runs and no retries.
+    let taken = exec(
         &txn,
-        "UPDATE job_leases SET job_id = ?, owner_id = ?, holder = ?, expires_at_ms = ?, runs = ? WHERE video_id = ?",
-        vec![job_id.into(), owner_id.into(), holder.into(), (now + lease_ms).into(), runs.into(), video_id.into()],
+        "UPDATE job_leases SET holder = ?, expires_at_ms = ?, owner_id = ?,
+             runs = CASE WHEN job_id = ? THEN runs + 1 ELSE 1 END,
+             retries = CASE WHEN job_id = ? THEN retries ELSE 0 END,
+             job_id = ?
+         WHERE video_id = ? AND (holder IS NULL OR holder = ? OR expires_at_ms <= ?)",
+        vec![
+            holder.into(),
+            (now + lease_ms).into(),
+            owner_id.into(),
+            job_id.into(),
+            job_id.into(),
+            job_id.into(),
+            video_id.into(),
+            holder.into(),
+            now.into(),
+        ],
     )
     .await?;
+    if taken == 0 {
+        txn.rollback().await?;
+        return Ok(Claim::Held);
+    }
+    let runs = txn
+        .query_one_raw(stmt(&txn, "SELECT runs FROM job_leases WHERE video_id = ?", vec![video_id.into()]))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("job lease".into()))?
+        .try_get::<i64>("", "runs")?;
     txn.commit().await?;
     Ok(Claim::Claimed { runs })
 }
@@ -579,8 +600,9 @@ pub async fn release_job_lease<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Counts an owner's retry of the video, if it has had fewer than `max` (its job starts
-/// afresh: `runs` goes back to 0). False when the limit is reached.
+/// Counts an owner's retry of the video's job `job_id`, if it has had fewer than `max` (its
+/// job starts afresh: `runs` goes back to 0). A new job (a new upload of the video) starts
+/// counting again. False when the limit is reached.
 pub async fn count_video_retry<C: ConnectionTrait>(
     c: &C,
     video_id: &str,
@@ -591,8 +613,10 @@ pub async fn count_video_retry<C: ConnectionTrait>(
     let n = exec(
         c,
         "INSERT INTO job_leases (video_id, job_id, owner_id, retries) VALUES (?, ?, ?, 1)
-         ON CONFLICT (video_id) DO UPDATE SET retries = job_leases.retries + 1, runs = 0
-         WHERE job_leases.retries < ?",
+         ON CONFLICT (video_id) DO UPDATE SET
+             retries = CASE WHEN job_leases.job_id = excluded.job_id THEN job_leases.retries + 1 ELSE 1 END,
+             job_id = excluded.job_id, runs = 0
+         WHERE job_leases.job_id <> excluded.job_id OR job_leases.retries < ?",
         vec![video_id.into(), job_id.into(), owner_id.into(), max.into()],
     )
     .await?;

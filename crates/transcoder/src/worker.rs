@@ -74,6 +74,12 @@ impl Transcoder {
             tracing::info!(video.id = %video_id, job.id = %job_id, "job already completed; nothing to do");
             return Ok(());
         }
+        if video.state == "FAILED" {
+            // A stale copy (a duplicate delivery that waited while the job failed): failed is
+            // final until the owner retries, which queues the job again.
+            tracing::info!(video.id = %video_id, job.id = %job_id, "job already failed; dropped");
+            return Ok(());
+        }
         let Some(source_key) = video.source_key.clone() else {
             return Err(HandlerError::Reject("the video has no source".into()));
         };
@@ -93,9 +99,11 @@ impl Transcoder {
             Claim::Held => {
                 // A second delivery of a running job (the broker's consumer timeout, a dropped
                 // connection): it waits, and takes over only if the lease lapses.
+                metrics::counter!("transcode_jobs_deferred_total", "reason" => "held").increment(1);
                 return Err(HandlerError::Defer("the job is running on another worker".into()));
             }
             Claim::OwnerBusy => {
+                metrics::counter!("transcode_jobs_deferred_total", "reason" => "owner_busy").increment(1);
                 return Err(HandlerError::Defer(
                     "its owner has enough jobs running and another user's job waits".into(),
                 ));
@@ -111,7 +119,8 @@ impl Transcoder {
         };
         // Finished by the previous holder between the first look and the claim?
         match store::video(&self.db, &video_id).await {
-            Ok(Some(v)) if v.state != "READY" && v.job_id.as_deref() == Some(job_id.as_str()) => {}
+            Ok(Some(v))
+                if !matches!(v.state.as_str(), "READY" | "FAILED") && v.job_id.as_deref() == Some(job_id.as_str()) => {}
             Ok(_) => {
                 release(true).await;
                 return Ok(());
@@ -141,14 +150,14 @@ impl Transcoder {
         }
 
         let job = shutdown.child_token();
-        let lost = CancellationToken::new();
+        let lease_end = LeaseEnd { taken: CancellationToken::new(), stalled: CancellationToken::new() };
         let _heartbeat = Heartbeat(tokio::spawn(heartbeat(
             self.db.clone(),
             video_id.clone(),
             holder.clone(),
             lease,
             job.clone(),
-            lost.clone(),
+            lease_end.clone(),
         )));
         let started = Instant::now();
         // The whole job (download, encode, thumbnails and storyboard, upload) in one budget.
@@ -163,10 +172,19 @@ impl Transcoder {
             Err(_) => Err(JobError::Transient(format!("the job ran past its time limit of {} s", budget.as_secs()))),
         };
         drop(_heartbeat);
-        if lost.is_cancelled() {
-            // Another worker took the lease over (ours lapsed): the job is its now.
-            tracing::warn!(video.id = %video_id, job.id = %job_id, "job lease lost; stopped");
+        if lease_end.taken.is_cancelled() {
+            // Another worker took the lease over (ours lapsed) with its own delivery of the
+            // job: the job is its now, and this delivery is done.
+            tracing::warn!(video.id = %video_id, job.id = %job_id, "job lease lost to another worker; stopped");
             return Ok(());
+        }
+        if lease_end.stalled.is_cancelled() {
+            // The database took no heartbeat for a whole lease: another delivery may have
+            // started the job meanwhile. Not a failure of the job: this delivery goes back to
+            // the queue (its next start finds the lease lapsed, or held by that other run).
+            tracing::warn!(video.id = %video_id, job.id = %job_id, "job lease not renewed in time; stopped and requeued");
+            release(true).await;
+            return Err(HandlerError::Requeue("the job's lease could not be renewed".into()));
         }
         if shutdown.is_cancelled() && outcome.is_err() {
             // Stopped by a deploy, not failed: the next worker starts it again, uncounted.
@@ -523,31 +541,40 @@ impl Drop for Heartbeat {
     }
 }
 
+/// How a job's lease ended before the job did (cancelled when it happens).
+#[derive(Clone)]
+struct LeaseEnd {
+    /// Another worker holds it now (ours had lapsed).
+    taken: CancellationToken,
+    /// It could not be renewed (database errors) before it lapsed.
+    stalled: CancellationToken,
+}
+
 /// Renews the job's lease every third of its length. A lease that is no longer ours (it
 /// lapsed and another worker took it), or that could not be renewed before it lapsed, stops
-/// the job: `lost` and `job` are cancelled.
+/// the job: `job` and the matching token of `end` are cancelled.
 async fn heartbeat(
     db: flick_platform::db::sea_orm::DatabaseConnection,
     video_id: String,
     holder: String,
     lease: Duration,
     job: CancellationToken,
-    lost: CancellationToken,
+    end: LeaseEnd,
 ) {
     let mut renewed = Instant::now();
-    loop {
+    let why = loop {
         tokio::time::sleep(lease / 3).await;
         let expires = now_ms() + lease.as_millis() as i64;
         match store::renew_job_lease(&db, &video_id, &holder, expires).await {
             Ok(true) => renewed = Instant::now(),
-            Ok(false) => break,
+            Ok(false) => break end.taken,
             Err(e) if renewed.elapsed() < lease => {
                 tracing::warn!(video.id = %video_id, error = %e, "job lease not renewed; will try again");
             }
-            Err(_) => break,
+            Err(_) => break end.stalled,
         }
-    }
-    lost.cancel();
+    };
+    why.cancel();
     job.cancel();
 }
 

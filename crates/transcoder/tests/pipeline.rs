@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flick_transcoder::pipeline::{
-    self, EncodeProgress, EncodeSettings, Limits, MediaError, Packaged, Rung, RungSpec, SourceInfo, Tools, default_rungs,
-    ladder, sniff,
+    self, EncodeProgress, EncodeSettings, Limits, MediaError, Packaged, Rung, RungSpec, SourceInfo, Tools,
+    default_rungs, ladder, sniff,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

@@ -1019,6 +1019,251 @@ async fn playback_checks_a_stale_visibility_with_media(backend: Backend) {
     assert_eq!(c.video(Some(&owner), &id).await.0, 404);
 }
 
+/// Every `transcode.progress` this process sees: (video, stage, when it was published).
+type ProgressLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String, i64)>>>;
+
+/// Starts recording progress messages; returns once the subscription receives (RabbitMQ
+/// binds its queue on the first subscription: a probe message is sent until it arrives).
+async fn progress_log(app: &TestApp) -> ProgressLog {
+    let mut rx = app.shared.bus.subscribe_transient();
+    let log = ProgressLog::default();
+    let probed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sink, seen) = (log.clone(), probed.clone());
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.r#type == "transcode.progress" => {
+                    if let Ok(p) = events::TranscodeProgress::decode(e.payload.as_slice()) {
+                        sink.lock().unwrap().push((p.video_id, p.stage, e.occurred_at_ms));
+                    }
+                }
+                Ok(e) if e.r#type == "test.probe" => seen.store(true, std::sync::atomic::Ordering::SeqCst),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let bus = app.shared.bus.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (bus, probed) = (bus.clone(), probed.clone());
+            async move {
+                let _ = bus.publish_transient(&envelope("test.probe", "probe", "test", vec![])).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                probed.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        })
+        .await,
+        "the transient subscription is live"
+    );
+    log
+}
+
+/// When each job of `video` started (its `downloading` stages), in order.
+fn starts(log: &ProgressLog, video: &str) -> Vec<i64> {
+    log.lock().unwrap().iter().filter(|(v, stage, _)| v == video && stage == "downloading").map(|e| e.2).collect()
+}
+
+/// `transcode_jobs_deferred_total{reason}` of this process so far.
+fn deferred(reason: &str) -> u64 {
+    let metrics = flick_kit::telemetry::metrics_handle().render();
+    let label = format!("reason=\"{reason}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("transcode_jobs_deferred_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `PATCH /video/{id}` retries a FAILED video at most `video_retries` times (then 409 with
+/// the reason, and the video stays FAILED); a new upload of the video starts counting again.
+async fn retries_of_a_video_are_limited_until_its_source_is_uploaded_again(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(clip(dir.path(), "g.mp4", "320x240", 1)).unwrap();
+    // A valid MP4 header followed by garbage: it passes sniffing, not probing.
+    let mut broken = good[..64].to_vec();
+    broken.extend(std::iter::repeat_n(0x5au8, 20_000));
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.video_retries = 2;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let upload = |ticket: pb::Upload| {
+        let (c, owner, broken) = (&c, owner.clone(), broken.clone());
+        async move {
+            let path = Client::path(&ticket.url);
+            assert_eq!(c.patch(&owner, &path, 0, Some(broken.len() as u64), broken).await.status(), 204);
+        }
+    };
+    let retry = || async {
+        let res = c.http.patch(app.url(&format!("/video/{id}"))).header("x-user-id", &owner).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    upload(ticket).await;
+    assert_eq!(c.settled(&owner, &id, Duration::from_secs(60)).await["state"], "FAILED");
+    for n in 1..=2 {
+        assert_eq!(retry().await.0, 202, "retry {n} of 2");
+        assert_eq!(c.settled(&owner, &id, Duration::from_secs(60)).await["state"], "FAILED", "retry {n} ran");
+    }
+    let (status, body) = retry().await;
+    assert_eq!(status, 409, "a third retry is refused: {body}");
+    assert!(body.contains("retried 2 times"), "{body}");
+    assert_eq!(c.video(Some(&owner), &id).await.1["state"], "FAILED", "the refused retry queued nothing");
+
+    // The owner uploads the video's source again: its new job has retries of its own.
+    let again = c.register(&owner, &id, "PUBLIC").await.unwrap();
+    upload(again).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let v = c.video(Some(&owner), &id).await.1;
+            v["state"] == "FAILED" && v["error"].as_str().is_some_and(|e| !e.contains("retried"))
+        })
+        .await
+    );
+    assert_eq!(retry().await.0, 202, "a new upload starts counting again");
+}
+
+/// The job's time budget covers the thumbnails and storyboard too, not only the encode: with
+/// a storyboard step that hangs (an ffmpeg wrapper that sleeps when asked for the storyboard
+/// tiles) the job fails once `job_timeout_seconds` have passed, long before the storyboard
+/// ffmpeg's own timeout (two minutes), and that ffmpeg is stopped.
+async fn a_hung_storyboard_step_is_stopped_by_the_job_time_budget(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "clip.mp4", "320x240", 2)).unwrap();
+    let real = std::process::Command::new("sh").args(["-c", "command -v ffmpeg"]).output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    assert!(!real.is_empty(), "ffmpeg is on PATH");
+    let marker = dir.path().join("storyboard.pid");
+    let wrapper = dir.path().join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *tile=*) echo $$ > '{}'; exec sleep 600;; esac; done\nexec '{real}' \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.ffmpeg = wrapper.to_string_lossy().into_owned();
+    infra.config.transcoder.job_timeout_seconds = 10;
+    infra.config.transcoder.job_attempts = 1;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let started = std::time::Instant::now();
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    let v = c.settled(&owner, &id, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert_eq!(v["state"], "FAILED", "{v}");
+    let reason = v["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("ran past its time limit of 10 s"), "{reason}");
+    assert!(took < Duration::from_secs(60), "failed by the job's budget, not the storyboard's own timeout: {took:?}");
+    let pid = std::fs::read_to_string(&marker).expect("the job reached the storyboard step before its budget ran out");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            // Gone, or a zombie awaiting its reaper: either way no longer running.
+            std::fs::read_to_string(&stat)
+                .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        })
+        .await,
+        "the hung storyboard ffmpeg was stopped"
+    );
+}
+
+/// Fair scheduling: with `user_jobs_in_flight` 1 and two workers, user A's four jobs start
+/// two at once (nobody else waits), but once user B's job is queued behind A's other two, A's
+/// next jobs wait (deferred) and B's starts first, instead of after A's whole queue.
+async fn one_users_long_queue_does_not_hold_back_another_users_job(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 30)).unwrap();
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.workers = 2;
+    infra.config.transcoder.user_jobs_in_flight = 1;
+    let app = app_with(infra).await;
+    let log = progress_log(&app).await;
+    let c = Client::new(&app);
+    let (a, b) = (user(), user());
+    let upload = |owner: String| {
+        let (c, source) = (&c, source.clone());
+        async move {
+            let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+            let path = Client::path(&ticket.url);
+            assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+            id
+        }
+    };
+    let mut mine = Vec::new();
+    for _ in 0..4 {
+        mine.push(upload(a.clone()).await);
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async { mine[..2].iter().all(|v| !starts(&log, v).is_empty()) }).await,
+        "A's first two jobs run at once while nobody else waits"
+    );
+    let theirs = upload(b.clone()).await;
+    // The point of the test: B queued while A's first jobs still run and two more wait.
+    for v in &mine[..2] {
+        assert_eq!(c.video(Some(&a), v).await.1["state"], "PROCESSING", "the clip is long enough to queue B meanwhile");
+    }
+    for v in &mine[2..] {
+        assert!(starts(&log, v).is_empty(), "A's later jobs wait for a worker");
+    }
+    for (owner, v) in mine.iter().map(|v| (&a, v)).chain([(&b, &theirs)]) {
+        assert_eq!(c.settled(owner, v, Duration::from_secs(240)).await["state"], "READY", "{v}");
+    }
+    let first = |v: &String| starts(&log, v).first().copied().expect("the job started");
+    for v in &mine[2..] {
+        assert!(
+            first(&theirs) <= first(v),
+            "B's job started ({}) before A's queued job ({}): {:?}",
+            first(&theirs),
+            first(v),
+            log.lock().unwrap().iter().filter(|e| e.1 == "downloading").collect::<Vec<_>>()
+        );
+    }
+    assert!(deferred("owner_busy") > 0, "A's jobs were deferred while B's waited");
+}
+
+/// A second delivery of a running job (as RabbitMQ makes after its consumer timeout or a
+/// dropped connection; here a copy published while the job runs, with a second worker free
+/// to take it) waits while the job's lease is held and is dropped once the job is READY:
+/// one start, one completion. (Crashed workers need separate processes: crates/flick's
+/// tests/worker.rs.)
+async fn a_second_delivery_of_a_running_job_waits_and_the_job_runs_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 20)).unwrap();
+    let mut infra = infra(backend).await;
+    infra.config.transcoder.workers = 2;
+    let app = app_with(infra).await;
+    let log = progress_log(&app).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let path = Client::path(&ticket.url);
+    let upload_id = path.rsplit('/').next().unwrap().to_string();
+    assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source).await.status(), 204);
+    assert!(eventually(Duration::from_secs(30), || async { !starts(&log, &id).is_empty() }).await, "the job started");
+    let held_before = deferred("held");
+    let copy = events::UploadCompleted { video_id: id.clone(), upload_id, size_bytes: 0 };
+    app.shared.bus.publish(&envelope("upload.completed", &id, "test", copy.encode_to_vec())).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async { deferred("held") > held_before }).await,
+        "the copy was delivered while the job ran, and waited"
+    );
+    assert_eq!(c.video(Some(&owner), &id).await.1["state"], "PROCESSING", "the copy came while the job ran");
+    assert_eq!(c.settled(&owner, &id, Duration::from_secs(120)).await["state"], "READY");
+    // The copy is dropped at its next delivery (READY): no further start, then or later.
+    let ready = || log.lock().unwrap().iter().filter(|(v, stage, _)| *v == id && stage == "ready").count();
+    assert!(eventually(Duration::from_secs(10), || async { ready() >= 1 }).await);
+    assert_eq!(starts(&log, &id).len(), 1, "the job started once");
+    assert_eq!(ready(), 1, "the job completed once");
+}
+
 flick_testkit::on_both_backends!(
     a_head_during_a_patch_waits_for_its_offset,
     a_deferred_length_may_use_the_whole_quota,
@@ -1038,4 +1283,8 @@ flick_testkit::on_both_backends!(
     a_stalled_patch_times_out_keeps_its_bytes_and_frees_the_upload,
     reordered_media_events_never_reveal_a_private_or_deleted_video,
     playback_checks_a_stale_visibility_with_media,
+    retries_of_a_video_are_limited_until_its_source_is_uploaded_again,
+    a_hung_storyboard_step_is_stopped_by_the_job_time_budget,
+    one_users_long_queue_does_not_hold_back_another_users_job,
+    a_second_delivery_of_a_running_job_waits_and_the_job_runs_once,
 );
