@@ -189,7 +189,7 @@ pub struct TranscoderConfig {
     /// Jobs of one user running at once while another user's job waits (fair scheduling
     /// across workers); the excess waits in the queue. 0: no cap.
     pub user_jobs_in_flight: u32,
-    /// Retries (`PATCH /video/{id}`) one video may have.
+    /// Retries (`PATCH /video/{id}`) of one uploaded source; a new upload starts the count again.
     pub video_retries: u32,
     /// ffmpeg's and ffprobe's address-space limit (RLIMIT_AS), bytes; 0: none. Address space,
     /// not resident memory: every encoder thread reserves a stack, so many-core hosts need more.
