@@ -151,50 +151,10 @@ async fn state(http: &reqwest::Client, stack: &Stack, owner: &str, id: &str) -> 
 #[tokio::test]
 async fn workers_killed_mid_job_lose_nothing_and_the_job_completes_exactly_once() {
     let stack = Stack::new().await;
-    // The service without workers: uploads, playback, the relay.
-    let _service = stack.spawn(&["serve", "--services", "transcoder"], &[("FLICK_TRANSCODER__WORKERS", "0")]);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http.get(stack.url("/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the transcoder did not come up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    // A clip long enough that a kill lands mid-encode.
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("long.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine", "-t", "40", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let data = std::fs::read(&clip).unwrap();
-
-    let owner = uuid::Uuid::now_v7().to_string();
-    let video_id = uuid::Uuid::now_v7().to_string();
-    let channel = tonic::transport::Endpoint::from_shared(stack.url("")).unwrap().connect().await.unwrap();
-    let mut grpc = flick_proto::transcoder::v1::transcoder_service_client::TranscoderServiceClient::new(channel);
-    let mut request = tonic::Request::new(flick_proto::transcoder::v1::CreateUploadRequest {
-        video_id: video_id.clone(),
-        size_bytes: data.len() as i64,
-        visibility: "PUBLIC".into(),
-    });
-    request.metadata_mut().insert("x-user-id", owner.parse().unwrap());
-    let upload = grpc.create_upload(request).await.unwrap().into_inner();
-    let path = upload.url.trim_start_matches("http://127.0.0.1:8080").to_string();
-    let res = http
-        .patch(stack.url(&path))
-        .header("tus-resumable", "1.0.0")
-        .header("content-type", "application/offset+octet-stream")
-        .header("x-user-id", &owner)
-        .header("upload-offset", "0")
-        .body(data)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    // The service without workers (uploads, playback, the relay) and a clip long enough that a
+    // kill lands mid-encode.
+    let (_service, owner, video_id) = service_and_upload(&stack, &http, 40).await;
 
     // One worker gets SIGTERM mid-job (a deploy), the next SIGKILL (a crash), a third
     // finishes. Of two attempts the stop spends none, the crash one (a redelivery counts).
