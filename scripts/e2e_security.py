@@ -82,9 +82,13 @@ def ws_connect(payload):
 
 
 def ws_request(ws, op_id, query, variables=None):
-    """One operation over the WebSocket: its first `next` or `error` message."""
+    """One operation over the WebSocket: its first `next` or `error` message (what is left of
+    earlier operations, such as their `complete`, is passed over)."""
     ws.send({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}})
-    return ws.recv()
+    while True:
+        m = ws.recv()
+        if m.get("id") == op_id and m.get("type") in ("next", "error", "complete"):
+            return m
 
 
 PROGRESS = "subscription($id: ID!) { videoProgress(videoId: $id) { stage } }"
@@ -159,7 +163,7 @@ def logout_ends_websocket_subscription():
         if alive.get("id") != "2" or (((alive.get("payload") or {}).get("data") or {}).get("me") or {}).get("id") != owner:
             fail(f"the subscription's connection was not alive before the logout: {alive}")
             return
-        while alive.get("type") != "complete":
+        while alive.get("type") != "complete" or alive.get("id") != "2":
             alive = ws.recv()
             if alive.get("id") == "1":
                 fail(f"the subscription ended before the logout: {alive}")
