@@ -60,10 +60,14 @@ impl Throttle {
         let mut windows = self.local.lock().expect("throttle lock");
         if windows.len() >= LOCAL_SWEEP_AT {
             windows.retain(|_, (_, end)| *end > now);
-            // Still full (many distinct logins or forged addresses): forget single attempts,
-            // which lose at most one count each, so memory stays bounded.
-            if windows.len() >= LOCAL_SWEEP_AT {
-                windows.retain(|_, (attempts, _)| *attempts > 1);
+            // Still crowded (many distinct logins or forged addresses): keep the keys with the
+            // most attempts, at most half the room, so memory stays bounded and the next sweep
+            // is LOCAL_SWEEP_AT / 2 new keys away (a sweep per attempt would cost O(n) each).
+            if windows.len() >= LOCAL_SWEEP_AT / 2 {
+                let mut counts: Vec<u64> = windows.values().map(|(attempts, _)| *attempts).collect();
+                let middle = counts.len() / 2;
+                let (_, &mut keep_above, _) = counts.select_nth_unstable(middle);
+                windows.retain(|_, (attempts, _)| *attempts > keep_above);
             }
         }
         let slot = windows.entry(key.to_string()).or_insert((0, now + self.window));
@@ -72,5 +76,27 @@ impl Throttle {
         }
         slot.0 += 1;
         Count { attempts: slot.0, reset_after: slot.1 - now }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys with two attempts each (what a flood of distinct logins leaves) neither grow the
+    /// local map past its room nor push out a key with many attempts.
+    #[test]
+    fn local_counts_stay_bounded_and_keep_the_busiest_keys() {
+        let throttle = Throttle::new(Cache::memory(), Duration::from_secs(900));
+        for _ in 0..7 {
+            throttle.hit_local("victim");
+        }
+        for i in 0..(LOCAL_SWEEP_AT * 2) {
+            let key = format!("flood-{i}");
+            throttle.hit_local(&key);
+            throttle.hit_local(&key);
+            assert!(throttle.local.lock().unwrap().len() <= LOCAL_SWEEP_AT, "grew past its room at {i}");
+        }
+        assert_eq!(throttle.hit_local("victim").attempts, 8, "the busiest key kept its count");
     }
 }

@@ -186,7 +186,8 @@ impl Transcoder {
 
     /// The video with a visibility media confirmed within `visibility_max_age_seconds`: an
     /// older local copy (events late, or lost in a reordering) is checked with media first.
-    /// `None`: media deleted it. Media unreachable: the local copy, with a warning.
+    /// `None`: media does not show it (deleted, as far as this process can tell). Media
+    /// unreachable: the local copy, with a warning.
     async fn fresh(&self, mut video: VideoRow) -> Result<Option<VideoRow>, AppError> {
         let now = now_ms();
         let max_age = self.config.visibility_max_age_seconds as i64 * 1000;
@@ -216,10 +217,12 @@ impl Transcoder {
                     store::video(&self.db, &video.id).await.map_err(db_error)
                 }
             }
+            // Hidden, never forgotten here: NOT_FOUND is also what media answers when it did not
+            // take our identity (a mesh secret being rotated), and forgetting drops the files for
+            // good. Deleting is left to media's `video.deleted` event.
             Err(status) if status.code() == tonic::Code::NotFound => {
                 metrics::counter!("transcoder_visibility_checks_total", "result" => "deleted").increment(1);
-                tracing::info!(video.id = %video.id, "media no longer has the video: forgotten before its event");
-                self.forget_video(&video.id, 0).await?;
+                tracing::info!(video.id = %video.id, "media does not show the video: hidden until its event");
                 Ok(None)
             }
             Err(status) => {

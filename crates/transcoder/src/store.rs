@@ -201,7 +201,9 @@ pub async fn tombstone<C: ConnectionTrait>(c: &C, id: &str, version: i64, now: i
     Ok(())
 }
 
+/// Deletes the video and its job lease (a run still going loses the lease and stops).
 pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM job_leases WHERE video_id = ?", vec![id.into()]).await?;
     exec(c, "DELETE FROM videos WHERE id = ?", vec![id.into()]).await?;
     Ok(())
 }

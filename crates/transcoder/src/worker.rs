@@ -139,7 +139,9 @@ impl Transcoder {
                 "transcoding was started {} times and never finished (its worker crashed or was killed); giving up",
                 runs - 1
             );
-            self.fail(&video_id, &video.owner_id, &job_id, &reason).await.map_err(HandlerError::Retry)?;
+            self.fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
+                .await
+                .map_err(HandlerError::Retry)?;
             release(false).await;
             metrics::counter!("transcode_jobs_total", "outcome" => "crashed").increment(1);
             return Err(HandlerError::Reject(reason));
@@ -202,18 +204,18 @@ impl Transcoder {
             .record(started.elapsed().as_secs_f64());
         let settled = match outcome {
             Ok(playback) => {
-                self.complete(&video_id, &job_id, &playback).await.map_err(HandlerError::Retry).map(|()| {
+                self.complete(&video_id, &job_id, &holder, lease_ms, &playback).await.map_err(HandlerError::Retry).map(|()| {
                     tracing::info!(video.id = %video_id, duration_ms = started.elapsed().as_millis() as u64, "transcode completed");
                 })
             }
             Err(JobError::Invalid(reason)) => self
-                .fail(&video_id, &video.owner_id, &job_id, &reason)
+                .fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
                 .await
                 .map_err(HandlerError::Retry)
                 .and(Err(HandlerError::Reject(reason))),
             Err(JobError::Transient(error)) if attempt >= attempts => {
                 let reason = format!("transcoding failed {attempts} times; last error: {error}");
-                self.fail(&video_id, &video.owner_id, &job_id, &reason)
+                self.fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
                     .await
                     .map_err(HandlerError::Retry)
                     .and(Err(HandlerError::Reject(error)))
@@ -449,10 +451,38 @@ impl Transcoder {
         Ok(())
     }
 
+    /// Whether this run still holds the job's lease, renewed in `txn` so a take-over waits for
+    /// it: a run whose lease lapsed and was taken over must not settle the job (the run that
+    /// took it over does).
+    async fn still_holds(
+        &self,
+        txn: &impl flick_platform::db::sea_orm::ConnectionTrait,
+        video_id: &str,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<bool, String> {
+        let held =
+            store::renew_job_lease(txn, video_id, holder, now_ms() + lease_ms).await.map_err(|e| e.to_string())?;
+        if !held {
+            tracing::warn!(video.id = %video_id, "job lease taken over by another run; this run's result is dropped");
+        }
+        Ok(held)
+    }
+
     /// Records READY with the playback description and `transcode.completed`, atomically.
-    async fn complete(&self, video_id: &str, job_id: &str, playback: &Playback) -> Result<(), String> {
+    async fn complete(
+        &self,
+        video_id: &str,
+        job_id: &str,
+        holder: &str,
+        lease_ms: i64,
+        playback: &Playback,
+    ) -> Result<(), String> {
         let json = serde_json::to_string(playback).map_err(|e| e.to_string())?;
         let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if !self.still_holds(&txn, video_id, holder, lease_ms).await? {
+            return Ok(());
+        }
         if !store::set_state(&txn, video_id, job_id, "READY", None, Some(&json), now_ms())
             .await
             .map_err(|e| e.to_string())?
@@ -490,9 +520,20 @@ impl Transcoder {
     }
 
     /// Records FAILED with the reason and `transcode.failed`, atomically.
-    async fn fail(&self, video_id: &str, owner_id: &str, job_id: &str, reason: &str) -> Result<(), String> {
-        tracing::warn!(video.id = %video_id, reason = %reason, "transcode failed");
+    async fn fail(
+        &self,
+        video_id: &str,
+        owner_id: &str,
+        job_id: &str,
+        holder: &str,
+        lease_ms: i64,
+        reason: &str,
+    ) -> Result<(), String> {
         let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if !self.still_holds(&txn, video_id, holder, lease_ms).await? {
+            return Ok(());
+        }
+        tracing::warn!(video.id = %video_id, reason = %reason, "transcode failed");
         if store::set_state(&txn, video_id, job_id, "FAILED", Some(reason), None, now_ms())
             .await
             .map_err(|e| e.to_string())?

@@ -1017,6 +1017,11 @@ async fn playback_checks_a_stale_visibility_with_media(backend: Backend) {
         "a video media deleted stopped playing without its event"
     );
     assert_eq!(c.video(Some(&owner), &id).await.0, 404);
+    // Hidden, not deleted: NOT_FOUND is also what media answers a caller whose identity it
+    // did not take (a mesh secret being rotated), and dropped files are gone for good. The
+    // files go with media's `video.deleted` event.
+    let kept = app.shared.storage.list(&format!("videos/{id}")).await.unwrap();
+    assert!(!kept.is_empty(), "a visibility check deleted the video's files");
 }
 
 /// Every `transcode.progress` this process sees: (video, stage, when it was published).
