@@ -19,9 +19,12 @@ fn require_model() {
 }
 
 async fn app(backend: Backend) -> TestApp {
+    app_with(TestInfra::new(backend).await).await
+}
+
+async fn app_with(infra: TestInfra) -> TestApp {
     require_model();
-    let app =
-        TestApp::start(TestInfra::new(backend).await, |s| async move { flick_recommender::build(&s).await }).await;
+    let app = TestApp::start(infra, |s| async move { flick_recommender::build(&s).await }).await;
     // The event consumer declares its queue as the service starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     app
@@ -574,13 +577,9 @@ impl MediaSide {
 /// The recommender beside media but on a bus of its own: media's events never reach it, the
 /// test hands it only the publications (so a later hiding is an event it has not applied).
 async fn recommender_beside(backend: Backend, media_url: &str) -> TestApp {
-    require_model();
     let mut infra = TestInfra::new(backend).await;
     infra.config.endpoints.media = Some(media_url.to_string());
-    let app = TestApp::start(infra, |s| async move { flick_recommender::build(&s).await }).await;
-    // The event consumer declares its queue as the service starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    app
+    app_with(infra).await
 }
 
 /// Issue 12 item 11: media hid a video (made private, or deleted) and the recommender has not
@@ -597,19 +596,10 @@ async fn lists_leave_out_videos_media_hid_before_the_recommender_heard_of_it(bac
         "stock market news today",
     ];
     let mut videos = Vec::new();
+    // Each one public and ready in media before the next (`ready_video` waits for it).
     for title in titles {
         videos.push(m.ready_video(title).await);
     }
-    let ready = eventually(Duration::from_secs(15), || async {
-        for v in &videos {
-            if !m.visible(v).await {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(ready, "media made every video public and ready");
 
     let app = recommender_beside(backend, &m.media.url("")).await;
     let c = catalogue(&app);
