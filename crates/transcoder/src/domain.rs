@@ -5,9 +5,9 @@
 use crate::store::{self, VideoRow};
 use flick_kit::config::TranscoderConfig;
 use flick_kit::{AppError, Caller};
-use flick_platform::bus::{Bus, Envelope, envelope};
+use flick_platform::bus::{Bus, envelope};
 use flick_platform::cache::Cache;
-use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use flick_platform::db::sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use flick_platform::outbox::{self, Relay};
 use flick_platform::storage::{ObjectStorage, StorageError};
 use flick_proto::events::v1 as events;
@@ -365,7 +365,7 @@ impl Transcoder {
 
     /// Media deleted the video: it is remembered as deleted (so no late `video.updated`
     /// brings it back), then its objects, uploads and row go.
-    async fn forget_video(&self, video_id: &str, version: i64) -> Result<(), AppError> {
+    pub(crate) async fn forget_video(&self, video_id: &str, version: i64) -> Result<(), AppError> {
         store::tombstone(&self.db, video_id, version, now_ms()).await.map_err(db_error)?;
         self.remove_everything(video_id).await?;
         store::delete_video(&self.db, video_id).await.map_err(db_error)
@@ -383,54 +383,5 @@ impl Transcoder {
         }
         self.storage.delete_prefix(&format!("videos/{video_id}")).await.map_err(storage_error)?;
         Ok(())
-    }
-
-    /// Media's events: a created or updated video's owner and visibility; a deleted video's
-    /// files; a deleted user's videos.
-    pub async fn apply_event(&self, e: &Envelope) -> Result<(), AppError> {
-        match e.r#type.as_str() {
-            "video.created" | "video.updated" | "video.published" => {
-                let v = events::VideoChanged::decode(e.payload.as_slice())
-                    .map_err(|err| AppError::bad_input(format!("undecodable {}: {err}", e.r#type)))?;
-                let now = now_ms();
-                // True as of when media wrote it: a late event leaves the copy stale, so
-                // playback checks with media rather than trusting it for the full bound.
-                let as_of = if v.version > 0 { (v.version / 1000).min(now) } else { now };
-                let video = store::MediaVideo {
-                    id: &v.video_id,
-                    owner_id: &v.owner_id,
-                    visibility: &v.visibility,
-                    version: v.version,
-                    synced_at_ms: as_of,
-                };
-                if !store::upsert_video(&self.db, &video, now).await.map_err(db_error)? {
-                    tracing::debug!(video.id = %v.video_id, version = v.version, "an older or deleted video's event: ignored");
-                }
-                Ok(())
-            }
-            "video.deleted" => {
-                let version = events::VideoChanged::decode(e.payload.as_slice()).map(|v| v.version).unwrap_or_default();
-                self.forget_video(&e.subject, version).await
-            }
-            "user.deleted" => {
-                let owned: Vec<String> = self
-                    .db
-                    .query_all_raw(store::stmt(
-                        &self.db,
-                        "SELECT id FROM videos WHERE owner_id = ?",
-                        vec![e.subject.clone().into()],
-                    ))
-                    .await
-                    .map_err(db_error)?
-                    .iter()
-                    .filter_map(|r| r.try_get::<String>("", "id").ok())
-                    .collect();
-                for id in owned {
-                    self.forget_video(&id, 0).await?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
     }
 }

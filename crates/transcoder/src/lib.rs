@@ -5,6 +5,7 @@
 //! `Video.processing`, `Subscription.videoProgress`) and gRPC `TranscoderService`.
 
 mod domain;
+mod events;
 mod graphql;
 mod grpc;
 pub mod pipeline;
