@@ -4,6 +4,7 @@
 
 mod counters;
 mod domain;
+mod events;
 mod graphql;
 mod grpc;
 mod seed;

@@ -1,0 +1,107 @@
+//! Events media follows from other services (transcoder, accounts, the view beacon), applied
+//! once through the inbox.
+
+use crate::domain::{Media, PRODUCER, event_version, now_ms};
+use crate::store;
+use flick_platform::bus::{Envelope, envelope};
+use flick_platform::db::sea_orm::{ConnectionTrait, DbErr};
+use flick_platform::outbox;
+use flick_proto::events::v1 as events;
+use prost::Message;
+
+/// What an applied event changes outside the database, done once its transaction commits.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Videos whose counts changed in bulk.
+    recounted: Vec<String>,
+    /// A video watched once more.
+    viewed: Option<String>,
+}
+
+impl Media {
+    /// Handles one delivered event: applied once (inbox) in a transaction, then what it
+    /// changes outside the database.
+    pub async fn handle(&self, envelope: Envelope) -> Result<(), DbErr> {
+        let effects: std::sync::Arc<std::sync::Mutex<Effects>> = Default::default();
+        let (applier, out) = (self.clone(), effects.clone());
+        let id = envelope.id.clone();
+        // Whatever the inbox says (a redelivery may follow a crash before the eviction).
+        let changed_user =
+            matches!(envelope.r#type.as_str(), "user.updated" | "user.deleted").then(|| envelope.subject.clone());
+        let applied = outbox::apply_once(&self.db, "media", &id, move |txn| {
+            Box::pin(async move {
+                let fx = applier.apply(txn, &envelope).await?;
+                *out.lock().expect("effects lock") = fx;
+                Ok(())
+            })
+        })
+        .await?;
+        if applied == outbox::Applied::Now {
+            let fx = std::mem::take(&mut *effects.lock().expect("effects lock"));
+            self.counters.invalidate(&fx.recounted).await;
+            if let Some(video) = fx.viewed {
+                self.counters.viewed(&video).await?;
+            }
+            self.relay.notify();
+        }
+        if let Some(user) = changed_user
+            && let Err(e) = self.users.invalidate(&user).await
+        {
+            // Retried: a stale entry would outlive the outage.
+            return Err(DbErr::Custom(format!("evicting user {user} from the cache: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Applies an event from other services inside `txn` (the consumer's inbox transaction,
+    /// so the change and "applied" commit together). Unknown or stale events do nothing.
+    pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<Effects, DbErr> {
+        let now = now_ms();
+        let mut effects = Effects::default();
+        match e.r#type.as_str() {
+            // A new source or a retry: processing again (also after a failure).
+            "upload.completed" | "transcode.requested" => {
+                store::exec(
+                    txn,
+                    "UPDATE videos SET status = 'PROCESSING', failure = NULL, updated_at_ms = ?
+                     WHERE id = ? AND status IN ('AWAITING_UPLOAD', 'FAILED')",
+                    vec![now.into(), e.subject.clone().into()],
+                )
+                .await?;
+            }
+            "transcode.failed" => {
+                let reason =
+                    events::TranscodeFailed::decode(e.payload.as_slice()).map(|f| f.reason).unwrap_or_default();
+                store::set_status(txn, &e.subject, "FAILED", Some(&reason), None, now).await?;
+            }
+            "transcode.completed" => {
+                let Some(v) = store::video(txn, &e.subject).await? else { return Ok(effects) };
+                let public = v.visibility == "PUBLIC";
+                store::set_status(txn, &v.id, "READY", None, public.then_some(now), now).await?;
+                if public && v.published_at_ms.is_none() {
+                    let mut ready = v.clone();
+                    ready.status = "READY".into();
+                    outbox::record(txn, &envelope("video.published", &v.id, PRODUCER, Self::video_event(&ready)))
+                        .await?;
+                }
+            }
+            // Counted after the commit: the pending delta lives in the cache.
+            "video.viewed" => effects.viewed = Some(e.subject.clone()),
+            "user.deleted" => {
+                let forgotten = store::forget_user(txn, &e.subject).await?;
+                effects.recounted = forgotten.recounted;
+                for id in forgotten.videos {
+                    let payload = events::VideoChanged {
+                        video_id: id.clone(),
+                        owner_id: e.subject.clone(),
+                        version: event_version(),
+                        ..Default::default()
+                    };
+                    outbox::record(txn, &envelope("video.deleted", &id, PRODUCER, payload.encode_to_vec())).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(effects)
+    }
+}
