@@ -83,9 +83,9 @@ impl Cache {
             })
         };
         let shared = match &self.inner.backend {
-            Backend::Redis(conn, client) => {
-                let shared = fresh(Some(conn.clone()));
-                tokio::spawn(keep_current(Arc::downgrade(&shared), client.clone()));
+            Backend::Redis(r) => {
+                let shared = fresh(Some(r.conn.clone()));
+                tokio::spawn(keep_current(Arc::downgrade(&shared), r.client.clone()));
                 shared
             }
             // One process, one set: every handle of this cache shares it.

@@ -1,7 +1,8 @@
 //! The cache port: TTL values, atomic counters, a fixed-window rate limiter, and a near
 //! cache whose entries are invalidated on every replica.
 //!
-//! Backends: in-memory (moka, the embedded default) and Redis. With Redis each replica keeps
+//! Backends: in-memory (`memory`: moka, the embedded default) and Redis (`redis`); this
+//! module is the port both answer to. With Redis each replica keeps
 //! a short-lived local copy of hot values; writes and invalidations publish the key on a
 //! Redis channel so the other replicas drop their copies. A [`Denylist`] is mirrored whole
 //! in every replica, for lookups without a round trip.
@@ -11,17 +12,15 @@
 //! of the source never stores what an update has already replaced.
 
 mod denylist;
+mod memory;
+mod redis;
 
 pub use denylist::Denylist;
 use moka::Expiry;
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const INVALIDATION_CHANNEL: &str = "flick:cache:invalidate";
-/// Local copies live this long at most, so a lost invalidation heals quickly.
+/// Near copies (Redis backend) live this long at most, so a lost invalidation heals quickly.
 const NEAR_TTL: Duration = Duration::from_secs(5);
 /// Marks a value an invalidation replaced; never a prefix of a real value (callers store
 /// protobuf or UTF-8, neither starts with a NUL here).
@@ -37,7 +36,7 @@ fn is_tombstone(value: &[u8]) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache unavailable: {0}")]
-    Unavailable(#[from] redis::RedisError),
+    Unavailable(#[from] ::redis::RedisError),
     #[error("unsupported cache url {0:?}: use memory:// or redis://")]
     UnsupportedUrl(String),
 }
@@ -67,6 +66,7 @@ pub struct RateDecision {
     pub reset_after: Duration,
 }
 
+/// A handle on the cache; clones share everything, [`Cache::replica`] makes another replica.
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -80,51 +80,16 @@ impl std::fmt::Debug for Cache {
 
 struct Inner {
     backend: Backend,
-    /// Local tier: the whole store for memory, a near cache in front of Redis.
-    local: moka::sync::Cache<String, Entry>,
-    /// Identifies this replica's own invalidation messages.
-    origin: String,
     /// Prepended to every key (isolates environments sharing one Redis).
     prefix: String,
 }
 
 enum Backend {
-    Memory(MemoryState),
-    Redis(ConnectionManager, redis::Client),
+    Memory(Arc<memory::MemoryCache>),
+    Redis(Arc<redis::RedisCache>),
 }
 
-#[derive(Default)]
-struct MemoryState {
-    denylists: Mutex<HashMap<String, Arc<denylist::Shared>>>,
-    counters: Mutex<HashMap<String, Counter>>,
-    sets: Mutex<HashMap<String, std::collections::HashSet<String>>>,
-    windows: Mutex<HashMap<String, (u64, Instant)>>,
-    /// Serialises the check-and-store of fills with writes and invalidations.
-    values: Mutex<()>,
-}
-
-/// A counter in memory; `expires` mirrors a Redis key's TTL (`None`: persistent).
-#[derive(Clone, Copy)]
-struct Counter {
-    value: i64,
-    expires: Option<Instant>,
-}
-
-impl Counter {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|e| e > now)
-    }
-}
-
-/// The live counter at `key`, dropping an expired one (as Redis would have).
-fn live_counter<'a>(counters: &'a mut HashMap<String, Counter>, key: &str) -> Option<&'a mut Counter> {
-    let now = Instant::now();
-    if counters.get(key).is_some_and(|c| !c.live(now)) {
-        counters.remove(key);
-    }
-    counters.get_mut(key)
-}
-
+/// A value in a local tier (memory's store, Redis's near cache), expiring after `ttl`.
 #[derive(Clone)]
 struct Entry {
     value: Arc<[u8]>,
@@ -148,6 +113,7 @@ impl Expiry<String, Entry> for EntryTtl {
     }
 }
 
+/// A local tier holding at most `capacity` bytes of keys and values.
 fn local_tier(capacity: u64) -> moka::sync::Cache<String, Entry> {
     moka::sync::Cache::builder()
         .max_capacity(capacity)
@@ -156,34 +122,10 @@ fn local_tier(capacity: u64) -> moka::sync::Cache<String, Entry> {
         .build()
 }
 
-const RATE_LIMIT_SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {n, ttl}
-";
-
-/// SET only while the key holds what the reader saw (ARGV[1]; empty: absent).
-const FILL_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if (current == false and ARGV[1] == '') or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// INCRBY only when the key exists (keeps its TTL); nil otherwise.
-const INCR_IF_PRESENT_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
-return false
-";
-
 impl Cache {
     /// The embedded default: everything in this process's memory (64 MiB at most).
     pub fn memory() -> Self {
-        Self::from_backend(Backend::Memory(MemoryState::default()), 64 * 1024 * 1024, "")
+        Self::from_backend(Backend::Memory(Arc::new(memory::MemoryCache::new())), "")
     }
 
     /// `memory://` or empty for the embedded cache, `redis://…` for Redis. Redis connects
@@ -197,30 +139,14 @@ impl Cache {
         match url {
             None | Some("memory://") | Some("") => Ok(Self::memory()),
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                let client = redis::Client::open(u)?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(500)))
-                    .set_response_timeout(Some(Duration::from_millis(500)))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(2));
-                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                let cache = Self::from_backend(Backend::Redis(manager, client.clone()), 32 * 1024 * 1024, prefix);
-                cache.spawn_invalidation_listener(client);
-                Ok(cache)
+                Ok(Self::from_backend(Backend::Redis(redis::RedisCache::connect(u)?), prefix))
             }
             Some(u) => Err(CacheError::UnsupportedUrl(u.to_string())),
         }
     }
 
-    fn from_backend(backend: Backend, capacity: u64, prefix: &str) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                backend,
-                local: local_tier(capacity),
-                origin: uuid_like(),
-                prefix: prefix.to_string(),
-            }),
-        }
+    fn from_backend(backend: Backend, prefix: &str) -> Self {
+        Self { inner: Arc::new(Inner { backend, prefix: prefix.to_string() }) }
     }
 
     fn key(&self, key: &str) -> String {
@@ -231,43 +157,14 @@ impl Cache {
         matches!(self.inner.backend, Backend::Redis(..))
     }
 
-    /// Keeps other replicas' near caches honest: evicts keys they publish.
-    fn spawn_invalidation_listener(&self, client: redis::Client) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                drop(inner);
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if pubsub.subscribe(INVALIDATION_CHANNEL).await.is_ok() {
-                            backoff = Duration::from_millis(100);
-                            // Whatever changed while we were not listening is unknown: start clean.
-                            if let Some(inner) = weak.upgrade() {
-                                inner.local.invalidate_all();
-                            }
-                            let mut messages = pubsub.into_on_message();
-                            while let Some(msg) = messages.next().await {
-                                let Some(inner) = weak.upgrade() else { return };
-                                if let Ok(payload) = msg.get_payload::<String>()
-                                    && let Some((origin, key)) = payload.split_once('|')
-                                    && origin != inner.origin
-                                {
-                                    inner.local.invalidate(key);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cache invalidation listener cannot connect")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
+    /// True while this replica hears the other replicas' invalidations, so their writes
+    /// evict its near copies at once (until then a copy may be up to 5 s stale). Always
+    /// true in memory, where there are no copies.
+    pub fn is_listening(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Memory(_) => true,
+            Backend::Redis(r) => r.is_listening(),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -280,32 +177,9 @@ impl Cache {
     /// The value at `key`, or the token to [`Cache::fill`] it with after reading the source.
     pub async fn lookup(&self, key: &str) -> Result<Lookup> {
         let key = &self.key(key);
-        if let Some(entry) = self.inner.local.get(key) {
-            // Only the memory backend keeps tombstones locally.
-            return Ok(if is_tombstone(&entry.value) {
-                Lookup::Miss(FillToken(Some(entry.value)))
-            } else {
-                Lookup::Hit(entry.value.to_vec())
-            });
-        }
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(Lookup::Miss(FillToken(None))),
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let (value, ttl_ms): (Option<Vec<u8>>, i64) =
-                    redis::pipe().get(key).pttl(key).query_async(&mut conn).await?;
-                Ok(match value {
-                    None => Lookup::Miss(FillToken(None)),
-                    Some(v) if is_tombstone(&v) => Lookup::Miss(FillToken(Some(v.into()))),
-                    Some(v) => {
-                        if ttl_ms > 0 {
-                            let ttl = Duration::from_millis(ttl_ms as u64).min(NEAR_TTL);
-                            self.inner.local.insert(key.to_string(), Entry { value: v.as_slice().into(), ttl });
-                        }
-                        Lookup::Hit(v)
-                    }
-                })
-            }
+            Backend::Memory(m) => Ok(m.lookup(key)),
+            Backend::Redis(r) => r.lookup(key).await,
         }
     }
 
@@ -315,29 +189,8 @@ impl Cache {
         let key = &self.key(key);
         let ttl = ttl.max(Duration::from_millis(1));
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let _values = m.values.lock().expect("value lock");
-                let current = self.inner.local.get(key).map(|e| e.value);
-                if current != seen.0 {
-                    return Ok(false);
-                }
-                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
-                Ok(true)
-            }
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let stored: i64 = redis::Script::new(FILL_SCRIPT)
-                    .key(key)
-                    .arg(seen.0.as_deref().unwrap_or_default())
-                    .arg(value)
-                    .arg(ttl.as_millis() as u64)
-                    .invoke_async(&mut conn)
-                    .await?;
-                if stored == 1 {
-                    self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl: ttl.min(NEAR_TTL) });
-                }
-                Ok(stored == 1)
-            }
+            Backend::Memory(m) => Ok(m.fill(key, seen, value, ttl)),
+            Backend::Redis(r) => r.fill(key, seen, value, ttl).await,
         }
     }
 
@@ -347,23 +200,10 @@ impl Cache {
         let ttl = ttl.max(Duration::from_millis(1));
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let _values = m.values.lock().expect("value lock");
-                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl });
+                m.set(key, value, ttl);
                 Ok(())
             }
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let message = format!("{}|{key}", self.inner.origin);
-                redis::pipe()
-                    .pset_ex(key, value, ttl.as_millis() as u64)
-                    .ignore()
-                    .publish(INVALIDATION_CHANNEL, message)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await?;
-                self.inner.local.insert(key.to_string(), Entry { value: value.into(), ttl: ttl.min(NEAR_TTL) });
-                Ok(())
-            }
+            Backend::Redis(r) => r.set(key, value, ttl).await,
         }
     }
 
@@ -374,25 +214,10 @@ impl Cache {
         let tombstone: Arc<[u8]> = [TOMBSTONE, uuid_like().as_bytes()].concat().into();
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let _values = m.values.lock().expect("value lock");
-                self.inner.local.insert(key.to_string(), Entry { value: tombstone, ttl: TOMBSTONE_TTL });
+                m.invalidate(key, tombstone);
                 Ok(())
             }
-            Backend::Redis(conn, _) => {
-                self.inner.local.invalidate(key);
-                let mut conn = conn.clone();
-                let message = format!("{}|{key}", self.inner.origin);
-                redis::pipe()
-                    .pset_ex(key, &*tombstone, TOMBSTONE_TTL.as_millis() as u64)
-                    .ignore()
-                    .publish(INVALIDATION_CHANNEL, message)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await?;
-                // A lookup here may have copied the old value back while the write was under way.
-                self.inner.local.invalidate(key);
-                Ok(())
-            }
+            Backend::Redis(r) => r.invalidate(key, tombstone).await,
         }
     }
 
@@ -400,20 +225,8 @@ impl Cache {
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64> {
         let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let mut counters = m.counters.lock().expect("counter lock");
-                if live_counter(&mut counters, key).is_none() {
-                    if counters.len() > 100_000 {
-                        let now = Instant::now();
-                        counters.retain(|_, c| c.live(now));
-                    }
-                    counters.insert(key.to_string(), Counter { value: 0, expires: None });
-                }
-                let c = counters.get_mut(key).expect("just inserted");
-                c.value += by;
-                Ok(c.value)
-            }
-            Backend::Redis(conn, _) => Ok(conn.clone().incr(key, by).await?),
+            Backend::Memory(m) => Ok(m.incr(key, by)),
+            Backend::Redis(r) => r.incr(key, by).await,
         }
     }
 
@@ -422,17 +235,8 @@ impl Cache {
     pub async fn incr_if_present(&self, key: &str, by: i64) -> Result<Option<i64>> {
         let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let mut counters = m.counters.lock().expect("counter lock");
-                Ok(live_counter(&mut counters, key).map(|c| {
-                    c.value += by;
-                    c.value
-                }))
-            }
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                Ok(redis::Script::new(INCR_IF_PRESENT_SCRIPT).key(key).arg(by).invoke_async(&mut conn).await?)
-            }
+            Backend::Memory(m) => Ok(m.incr_if_present(key, by)),
+            Backend::Redis(r) => r.incr_if_present(key, by).await,
         }
     }
 
@@ -443,11 +247,8 @@ impl Cache {
         }
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let mut counters = m.counters.lock().expect("counter lock");
-                Ok(keys.iter().map(|k| live_counter(&mut counters, k).map(|c| c.value)).collect())
-            }
-            Backend::Redis(conn, _) => Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn.clone()).await?),
+            Backend::Memory(m) => Ok(m.counter_values(&keys)),
+            Backend::Redis(r) => r.counter_values(&keys).await,
         }
     }
 
@@ -467,30 +268,13 @@ impl Cache {
             return Ok(());
         }
         let ttl = ttl.max(Duration::from_millis(1));
+        let entries: Vec<(String, i64)> = entries.iter().map(|(k, v)| (self.key(k), *v)).collect();
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let mut counters = m.counters.lock().expect("counter lock");
-                let expires = Some(Instant::now() + ttl);
-                for (key, value) in entries {
-                    let key = self.key(key);
-                    if only_absent && live_counter(&mut counters, &key).is_some() {
-                        continue;
-                    }
-                    counters.insert(key, Counter { value: *value, expires });
-                }
+                m.set_counters(&entries, ttl, only_absent);
                 Ok(())
             }
-            Backend::Redis(conn, _) => {
-                let mut pipe = redis::pipe();
-                for (key, value) in entries {
-                    let cmd = pipe.cmd("SET").arg(self.key(key)).arg(*value).arg("PX").arg(ttl.as_millis() as u64);
-                    if only_absent {
-                        cmd.arg("NX");
-                    }
-                    cmd.ignore();
-                }
-                Ok(pipe.query_async::<()>(&mut conn.clone()).await?)
-            }
+            Backend::Redis(r) => r.set_counters(&entries, ttl, only_absent).await,
         }
     }
 
@@ -502,24 +286,8 @@ impl Cache {
         }
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let mut counters = m.counters.lock().expect("counter lock");
-                Ok(keys
-                    .iter()
-                    .map(|k| {
-                        let value = live_counter(&mut counters, k).map(|c| c.value);
-                        counters.remove(k);
-                        value
-                    })
-                    .collect())
-            }
-            Backend::Redis(conn, _) => {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("GETDEL").arg(key);
-                }
-                Ok(pipe.query_async(&mut conn.clone()).await?)
-            }
+            Backend::Memory(m) => Ok(m.take_counters(&keys)),
+            Backend::Redis(r) => r.take_counters(&keys).await,
         }
     }
 
@@ -531,33 +299,19 @@ impl Cache {
         let key = self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let mut sets = m.sets.lock().expect("set lock");
-                sets.entry(key).or_default().extend(members.iter().map(|m| m.to_string()));
+                m.set_add(key, members);
                 Ok(())
             }
-            Backend::Redis(conn, _) => Ok(conn.clone().sadd(key, members).await?),
+            Backend::Redis(r) => r.set_add(key, members).await,
         }
     }
 
     /// Removes and returns up to `count` members of the set at `key` (`SPOP`), in no order.
     pub async fn set_pop(&self, key: &str, count: usize) -> Result<Vec<String>> {
-        let key = self.key(key);
+        let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let mut sets = m.sets.lock().expect("set lock");
-                let Some(set) = sets.get_mut(&key) else { return Ok(Vec::new()) };
-                let taken: Vec<String> = set.iter().take(count).cloned().collect();
-                for t in &taken {
-                    set.remove(t);
-                }
-                if set.is_empty() {
-                    sets.remove(&key);
-                }
-                Ok(taken)
-            }
-            Backend::Redis(conn, _) => {
-                Ok(redis::cmd("SPOP").arg(key).arg(count.max(1)).query_async(&mut conn.clone()).await?)
-            }
+            Backend::Memory(m) => Ok(m.set_pop(key, count)),
+            Backend::Redis(r) => r.set_pop(key, count).await,
         }
     }
 
@@ -565,8 +319,8 @@ impl Cache {
     pub async fn counter(&self, key: &str) -> Result<Option<i64>> {
         let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(live_counter(&mut m.counters.lock().expect("counter lock"), key).map(|c| c.value)),
-            Backend::Redis(conn, _) => Ok(conn.clone().get(key).await?),
+            Backend::Memory(m) => Ok(m.counter(key)),
+            Backend::Redis(r) => r.counter(key).await,
         }
     }
 
@@ -575,10 +329,10 @@ impl Cache {
         let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
-                m.counters.lock().expect("counter lock").insert(key.to_string(), Counter { value, expires: None });
+                m.set_counter(key, value);
                 Ok(())
             }
-            Backend::Redis(conn, _) => Ok(conn.clone().set(key, value).await?),
+            Backend::Redis(r) => r.set_counter(key, value).await,
         }
     }
 
@@ -586,10 +340,10 @@ impl Cache {
         let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
-                m.counters.lock().expect("counter lock").remove(key);
+                m.delete_counter(key);
                 Ok(())
             }
-            Backend::Redis(conn, _) => Ok(conn.clone().del(key).await?),
+            Backend::Redis(r) => r.delete_counter(key).await,
         }
     }
 
@@ -597,28 +351,8 @@ impl Cache {
     pub async fn rate_limit(&self, key: &str, limit: u64, window: Duration) -> Result<RateDecision> {
         let key = &self.key(key);
         let (count, reset_after) = match &self.inner.backend {
-            Backend::Memory(m) => {
-                let now = Instant::now();
-                let mut windows = m.windows.lock().expect("window lock");
-                if windows.len() > 100_000 {
-                    windows.retain(|_, (_, reset)| *reset > now);
-                }
-                let slot = windows.entry(key.to_string()).or_insert((0, now + window));
-                if slot.1 <= now {
-                    *slot = (0, now + window);
-                }
-                slot.0 += 1;
-                (slot.0, slot.1 - now)
-            }
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let (count, ttl_ms): (u64, i64) = redis::Script::new(RATE_LIMIT_SCRIPT)
-                    .key(format!("ratelimit:{key}"))
-                    .arg(window.as_millis() as u64)
-                    .invoke_async(&mut conn)
-                    .await?;
-                (count, Duration::from_millis(ttl_ms.max(0) as u64))
-            }
+            Backend::Memory(m) => m.rate_limit(key, window),
+            Backend::Redis(r) => r.rate_limit(key, window).await?,
         };
         Ok(RateDecision { allowed: count <= limit, remaining: limit.saturating_sub(count), reset_after })
     }
@@ -627,21 +361,8 @@ impl Cache {
     pub async fn rate_count(&self, key: &str) -> Result<(u64, Duration)> {
         let key = &self.key(key);
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let now = Instant::now();
-                let windows = m.windows.lock().expect("window lock");
-                Ok(match windows.get(key) {
-                    Some((count, reset)) if *reset > now => (*count, *reset - now),
-                    _ => (0, Duration::ZERO),
-                })
-            }
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                let key = format!("ratelimit:{key}");
-                let (count, ttl_ms): (Option<u64>, i64) =
-                    redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await?;
-                Ok((count.unwrap_or(0), Duration::from_millis(ttl_ms.max(0) as u64)))
-            }
+            Backend::Memory(m) => Ok(m.rate_count(key)),
+            Backend::Redis(r) => r.rate_count(key).await,
         }
     }
 
@@ -650,10 +371,10 @@ impl Cache {
         let key = &self.key(key);
         match &self.inner.backend {
             Backend::Memory(m) => {
-                m.windows.lock().expect("window lock").remove(key);
+                m.rate_reset(key);
                 Ok(())
             }
-            Backend::Redis(conn, _) => Ok(conn.clone().del(format!("ratelimit:{key}")).await?),
+            Backend::Redis(r) => r.rate_reset(key).await,
         }
     }
 
@@ -661,11 +382,7 @@ impl Cache {
     pub async fn ping(&self) -> Result<()> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(conn, _) => {
-                let mut conn = conn.clone();
-                redis::cmd("PING").query_async::<String>(&mut conn).await?;
-                Ok(())
-            }
+            Backend::Redis(r) => r.ping().await,
         }
     }
 
@@ -674,19 +391,12 @@ impl Cache {
     pub fn replica(&self) -> Self {
         match &self.inner.backend {
             Backend::Memory(_) => self.clone(),
-            Backend::Redis(conn, client) => {
-                let replica = Self::from_backend(
-                    Backend::Redis(conn.clone(), client.clone()),
-                    32 * 1024 * 1024,
-                    &self.inner.prefix,
-                );
-                replica.spawn_invalidation_listener(client.clone());
-                replica
-            }
+            Backend::Redis(r) => Self::from_backend(Backend::Redis(r.replica()), &self.inner.prefix),
         }
     }
 }
 
+/// Unique enough for tombstones and replica identities: process, clock and a sequence.
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -698,15 +408,6 @@ fn uuid_like() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn memory_values_expire_after_their_ttl() {
-        let cache = Cache::memory();
-        cache.set("k", b"v", Duration::from_millis(80)).await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(cache.get("k").await.unwrap(), None);
-    }
 
     #[tokio::test]
     async fn unsupported_urls_are_rejected() {

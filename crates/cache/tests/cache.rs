@@ -4,6 +4,16 @@ use flick_cache::{Cache, Lookup};
 use flick_testkit::{TcpProxy, eventually, redis_url, require, unique};
 use std::time::{Duration, Instant};
 
+/// Waits until `ttl` has passed since `since`: for tests whose subject is expiry itself, the
+/// only waits on the clock here. The check that follows then allows a short grace for the
+/// backend's own clock (Redis expires on its side).
+async fn outlive(since: tokio::time::Instant, ttl: Duration) {
+    tokio::time::sleep_until(since + ttl).await;
+}
+
+/// How long after a TTL a backend may still show the key (clock granularity, a round trip).
+const EXPIRY_GRACE: Duration = Duration::from_secs(1);
+
 async fn redis() -> Cache {
     require("Redis", &redis_url(), 6379).await;
     Cache::connect(Some(&redis_url())).await.unwrap()
@@ -12,10 +22,11 @@ async fn redis() -> Cache {
 async fn values_expire_after_their_ttl(cache: Cache) {
     let key = unique("ttl");
     assert_eq!(cache.get(&key).await.unwrap(), None);
-    cache.set(&key, b"hello", Duration::from_millis(300)).await.unwrap();
+    let (set_at, ttl) = (tokio::time::Instant::now(), Duration::from_millis(300));
+    cache.set(&key, b"hello", ttl).await.unwrap();
     assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"hello"[..]));
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(cache.get(&key).await.unwrap(), None);
+    outlive(set_at, ttl).await;
+    assert!(eventually(EXPIRY_GRACE, || async { cache.get(&key).await.unwrap().is_none() }).await, "expired");
 }
 
 async fn counters_are_atomic_under_concurrency(cache: Cache) {
@@ -43,14 +54,18 @@ async fn counter_batches_and_conditional_increments(cache: Cache) {
     let (a, b, c) = (unique("likes"), unique("likes"), unique("pending"));
     assert_eq!(cache.incr_if_present(&a, 1).await.unwrap(), None, "absent: nothing created");
     assert_eq!(cache.counter(&a).await.unwrap(), None);
-    cache.set_counters_if_absent(&[(&a, 5), (&b, 0)], Duration::from_millis(400)).await.unwrap();
+    let (seeded_at, ttl) = (tokio::time::Instant::now(), Duration::from_millis(400));
+    cache.set_counters_if_absent(&[(&a, 5), (&b, 0)], ttl).await.unwrap();
     cache.set_counters_if_absent(&[(&a, 99)], Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.incr_if_present(&a, 2).await.unwrap(), Some(7), "the first value stays and moves");
     assert_eq!(cache.counters(&[&a, &c, &b]).await.unwrap(), vec![Some(7), None, Some(0)]);
     cache.set_counters(&[(&b, 3)], Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.counter(&b).await.unwrap(), Some(3), "overwritten");
-    tokio::time::sleep(Duration::from_millis(550)).await;
-    assert_eq!(cache.counter(&a).await.unwrap(), None, "the TTL survived the increment");
+    outlive(seeded_at, ttl).await;
+    assert!(
+        eventually(EXPIRY_GRACE, || async { cache.counter(&a).await.unwrap().is_none() }).await,
+        "the TTL survived the increment"
+    );
     assert_eq!(cache.incr_if_present(&a, 1).await.unwrap(), None);
     cache.incr(&c, 4).await.unwrap();
     assert_eq!(cache.take_counters(&[&c, &a]).await.unwrap(), vec![Some(4), None]);
@@ -79,15 +94,19 @@ async fn rate_limit_allows_the_limit_then_refuses_until_the_window_resets(cache:
     let refused = cache.rate_limit(&key, 3, window).await.unwrap();
     assert!(!refused.allowed);
     assert!(refused.reset_after <= window && refused.reset_after > Duration::ZERO);
-    tokio::time::sleep(refused.reset_after + Duration::from_millis(100)).await;
+    // The window's end is the subject: wait for it, then the next attempt opens a new one.
+    outlive(tokio::time::Instant::now(), refused.reset_after).await;
+    assert!(
+        eventually(EXPIRY_GRACE, || async { cache.rate_count(&key).await.unwrap().0 == 0 }).await,
+        "the window resets"
+    );
     assert!(cache.rate_limit(&key, 3, window).await.unwrap().allowed);
 }
 
 async fn invalidation_reaches_every_replica(a: Cache) {
     let b = a.replica();
     let key = unique("user");
-    // Let b's invalidation listener subscribe.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(eventually(Duration::from_secs(5), || async { b.is_listening() }).await, "b never subscribed");
     a.set(&key, b"v1", Duration::from_secs(60)).await.unwrap();
     assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&b"v1"[..]), "b now holds a local copy");
     a.set(&key, b"v2", Duration::from_secs(60)).await.unwrap();
@@ -203,7 +222,12 @@ async fn redis_outage_fails_fast_and_recovers() {
     let cache = Cache::connect(Some(&proxy.rewrite(&redis_url()))).await.unwrap();
     let key = unique("outage");
     cache.incr(&key, 1).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { cache.is_listening() }).await, "never subscribed");
     proxy.cut();
+    assert!(
+        eventually(Duration::from_secs(5), || async { !cache.is_listening() }).await,
+        "a cut invalidation channel is noticed (near copies may be stale)"
+    );
     let started = Instant::now();
     assert!(cache.incr(&key, 1).await.is_err(), "an unreachable cache is an error, not a hang");
     assert!(started.elapsed() < Duration::from_secs(3), "failed in {:?}", started.elapsed());
@@ -213,6 +237,7 @@ async fn redis_outage_fails_fast_and_recovers() {
         eventually(Duration::from_secs(10), || async { cache.incr(&key, 1).await.is_ok() }).await,
         "the cache reconnects when Redis is back"
     );
+    assert!(eventually(Duration::from_secs(10), || async { cache.is_listening() }).await, "listens again");
 }
 
 #[tokio::test]
@@ -230,12 +255,13 @@ async fn redis_key_prefixes_keep_environments_apart() {
 async fn denylist_members_expire(cache: Cache) {
     let list = cache.denylist(&unique("expiry"));
     let (short, long) = (unique("short"), unique("long"));
-    list.add(&short, Duration::from_millis(300)).await.unwrap();
+    let (added_at, ttl) = (tokio::time::Instant::now(), Duration::from_millis(300));
+    list.add(&short, ttl).await.unwrap();
     list.add(&long, Duration::from_secs(60)).await.unwrap();
     assert!(list.contains_any(&[&short]).await.unwrap());
     assert!(!list.contains_any(&["never-added"]).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(!list.contains_any(&[&short]).await.unwrap(), "expired");
+    outlive(added_at, ttl).await;
+    assert!(eventually(EXPIRY_GRACE, || async { !list.contains_any(&[&short]).await.unwrap() }).await, "expired");
     assert!(list.contains_any(&["never-added", &long]).await.unwrap(), "any of several");
 }
 
