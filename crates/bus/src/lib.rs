@@ -256,8 +256,14 @@ impl Bus {
         }
     }
 
-    /// Declares the queue (and its retry and dead-letter queues) and consumes it until
-    /// `shutdown`; the message in hand is finished first. Reconnects after broker outages.
+    /// Declares the queue (with its bindings, retry and dead-letter queues) and registers the
+    /// consumer, then consumes it in the returned task until `shutdown`; the message in hand is
+    /// finished first.
+    ///
+    /// Returns once the queue exists, is bound and the consumer is registered: a message
+    /// published after it returns is handled, and a broker that cannot be reached (or refuses
+    /// the topology) is the returned error. Later losses of the broker are the task's: it
+    /// reconnects with backoff until `shutdown`.
     pub async fn consume(
         &self,
         mut spec: QueueSpec,

@@ -21,9 +21,12 @@ use prost::Message as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The messages of one registered consumer.
+type ConsumerRx = mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>;
 
 const ATTEMPT_HEADER: &str = "x-flick-attempt";
 const ERROR_HEADER: &str = "x-flick-error";
@@ -405,17 +408,33 @@ impl RabbitBus {
         Ok(())
     }
 
+    /// Connects, declares `spec`'s topology and registers the consumer before it returns (its
+    /// error is the caller's); the returned task consumes until `shutdown`, reconnecting with
+    /// backoff whenever the broker is lost.
     pub async fn consume(
         self: &Arc<Self>,
         spec: QueueSpec,
         handler: Handler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>> {
+        let first = self.open_consumer(&spec).await?;
         let bus = self.clone();
         Ok(tokio::spawn(async move {
+            let mut session = Some(first);
             let mut backoff = Duration::from_millis(200);
             while !shutdown.is_cancelled() {
-                match bus.consume_once(&spec, &handler, &shutdown).await {
+                let opened = match session.take() {
+                    Some(open) => Ok(open),
+                    None => bus.open_consumer(&spec).await,
+                };
+                let result = match opened {
+                    Ok((side, rx)) => {
+                        backoff = Duration::from_millis(200);
+                        bus.run_consumer(side, rx, &spec, &handler, &shutdown).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(queue = %spec.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
@@ -430,8 +449,9 @@ impl RabbitBus {
         }))
     }
 
-    /// One connection's worth of consuming; returns Ok on shutdown, Err when the broker is lost.
-    async fn consume_once(&self, spec: &QueueSpec, handler: &Handler, shutdown: &CancellationToken) -> Result<()> {
+    /// Opens a consumer's connection: confirm channel, `spec`'s topology, QoS, and the
+    /// registered consumer, whose messages arrive on the returned receiver.
+    async fn open_consumer(&self, spec: &QueueSpec) -> Result<(Confirmed, ConsumerRx)> {
         let connection = tokio::time::timeout(Duration::from_secs(5), Connection::open(&self.args))
             .await
             .map_err(|_| BusError::Unavailable("connecting to RabbitMQ timed out".into()))??;
@@ -442,9 +462,21 @@ impl RabbitBus {
         self.declare(&channel, spec).await?;
         channel.basic_qos(BasicQosArguments::new(0, spec.prefetch.unwrap_or(self.options.prefetch), false)).await?;
         let side = Confirmed { connection, channel, confirms };
-        let (tag, mut rx) =
+        let (tag, rx) =
             side.channel.basic_consume_rx(BasicConsumeArguments::new(&spec.name, "").manual_ack(true).finish()).await?;
         tracing::info!(queue = %spec.name, consumer = %tag, "consuming");
+        Ok((side, rx))
+    }
+
+    /// One connection's worth of consuming; returns Ok on shutdown, Err when the broker is lost.
+    async fn run_consumer(
+        &self,
+        side: Confirmed,
+        mut rx: ConsumerRx,
+        spec: &QueueSpec,
+        handler: &Handler,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         loop {
             let message = tokio::select! {
                 biased;

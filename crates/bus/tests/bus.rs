@@ -59,9 +59,30 @@ async fn dead_letters(bus: &Bus, queue: &str) -> Vec<flick_bus::DeadLetter> {
     }
 }
 
-/// Waits until the consumer has declared its queue and bindings.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Stops `task`'s consumer, then shows what `queue` still holds for a consumer: a fresh one
+/// gets every message left (unacknowledged ones go back where they were), then a sentinel
+/// enqueued now. Returns the subjects that fresh consumer saw, the sentinel's last, so
+/// `["sentinel"]` proves every earlier message was acknowledged once and for all.
+async fn left_after_stopping(
+    bus: &Bus,
+    queue: &str,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+) -> Vec<String> {
+    stop.cancel();
+    task.await.unwrap();
+    let seen: Seen = Arc::default();
+    let again = CancellationToken::new();
+    let task = bus.consume(QueueSpec::work(queue), recorder(&seen, 0, false), again.clone()).await.unwrap();
+    bus.enqueue(queue, &envelope("job", "sentinel", "test", vec![])).await.unwrap();
+    let arrived = eventually(Duration::from_secs(10), || async {
+        seen.lock().unwrap().iter().any(|d| d.envelope.subject == "sentinel")
+    })
+    .await;
+    assert!(arrived, "the sentinel arrives");
+    again.cancel();
+    task.await.unwrap();
+    seen.lock().unwrap().iter().map(|d| d.envelope.subject.clone()).collect()
 }
 
 async fn events_reach_queues_whose_patterns_match(bus: Bus) {
@@ -70,13 +91,14 @@ async fn events_reach_queues_whose_patterns_match(bus: Bus) {
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
     let pattern = format!("{prefix}.video.*");
+    // No wait between consume and publish: consume returns once the queue is bound.
     bus.consume(QueueSpec::events(&queue, &[&pattern]), recorder(&seen, 0, false), stop.clone()).await.unwrap();
-    settle().await;
     bus.publish(&envelope(&format!("{prefix}.user.deleted"), "u1", "test", vec![])).await.unwrap();
     let liked = envelope(&format!("{prefix}.video.liked"), "v1", "test", b"payload".to_vec());
     bus.publish(&liked).await.unwrap();
     assert!(wait_for(&seen, 1).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One queue, one consumer, in order: had the earlier non-matching event been routed
+    // here, it would have arrived first.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "only the matching event arrives");
     assert_eq!(seen[0].envelope, liked, "the envelope arrives intact");
@@ -89,15 +111,15 @@ async fn acknowledged_jobs_are_processed_once(bus: Bus) {
     let queue = unique("q.work");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), stop.clone()).await.unwrap();
     for i in 0..5 {
         bus.enqueue(&queue, &envelope("transcode.requested", &format!("v{i}"), "test", vec![])).await.unwrap();
     }
     assert!(wait_for(&seen, 5).await);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let subjects: Vec<String> = seen.lock().unwrap().iter().map(|d| d.envelope.subject.clone()).collect();
+    assert_eq!(subjects, ["v0", "v1", "v2", "v3", "v4"], "each job once, in order");
+    assert_eq!(left_after_stopping(&bus, &queue, stop, task).await, ["sentinel"], "every job was acknowledged");
     assert_eq!(seen.lock().unwrap().len(), 5, "no job is delivered twice");
-    stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -105,18 +127,16 @@ async fn failing_messages_are_retried_with_backoff_then_succeed(bus: Bus) {
     let queue = unique("q.retry");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(QueueSpec::work(&queue), recorder(&seen, 2, false), stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(QueueSpec::work(&queue), recorder(&seen, 2, false), stop.clone()).await.unwrap();
     let started = Instant::now();
     bus.enqueue(&queue, &envelope("job", "x", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 3).await);
     let attempts: Vec<u32> = seen.lock().unwrap().iter().map(|d| d.attempt).collect();
     assert_eq!(attempts, vec![1, 2, 3]);
     assert!(started.elapsed() >= Duration::from_millis(150), "backoff 50 ms + 100 ms was respected");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(left_after_stopping(&bus, &queue, stop, task).await, ["sentinel"], "the success was acknowledged");
     assert_eq!(seen.lock().unwrap().len(), 3);
     assert!(bus.take_dead_letters(&queue, 10).await.unwrap().is_empty());
-    stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -124,8 +144,7 @@ async fn a_message_failing_every_attempt_lands_in_the_dead_letter_queue(bus: Bus
     let queue = unique("q.dlq");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(QueueSpec::work(&queue), recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(QueueSpec::work(&queue), recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
     let job = envelope("job", "poison", "test", vec![1, 2, 3]);
     bus.enqueue(&queue, &job).await.unwrap();
     assert!(wait_for(&seen, 3).await);
@@ -134,9 +153,8 @@ async fn a_message_failing_every_attempt_lands_in_the_dead_letter_queue(bus: Bus
     assert_eq!(dead[0].envelope.as_ref(), Some(&job));
     assert_eq!(dead[0].attempts, 3);
     assert!(dead[0].error.contains("failure 3"), "{}", dead[0].error);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(left_after_stopping(&bus, &queue, stop, task).await, ["sentinel"], "the last attempt was acknowledged");
     assert_eq!(seen.lock().unwrap().len(), 3, "exactly max_attempts deliveries");
-    stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -144,14 +162,15 @@ async fn rejected_messages_skip_retries(bus: Bus) {
     let queue = unique("q.reject");
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, true), stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, true), stop.clone()).await.unwrap();
     bus.enqueue(&queue, &envelope("job", "bad", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 1).await);
     let dead = dead_letters(&bus, &queue).await;
+    assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 1);
+    assert!(dead[0].error.contains("poison"), "{}", dead[0].error);
+    assert_eq!(left_after_stopping(&bus, &queue, stop, task).await, ["sentinel"], "the rejection was acknowledged");
     assert_eq!(seen.lock().unwrap().len(), 1);
-    stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -219,7 +238,6 @@ async fn rabbitmq_consumer_killed_mid_message_gets_it_redelivered() {
     let got = Arc::new(tokio::sync::Notify::new());
     let stop_doomed = CancellationToken::new();
     let doomed_task = doomed.consume(QueueSpec::work(&queue), stuck(got.clone()), stop_doomed.clone()).await.unwrap();
-    settle().await;
     let publisher = rabbit().await;
     let job = envelope("job", "survivor", "test", vec![]);
     publisher.enqueue(&queue, &job).await.unwrap();
@@ -271,6 +289,21 @@ async fn rabbitmq_publish_fails_fast_while_the_broker_is_unreachable_and_recover
 }
 
 #[tokio::test]
+async fn rabbitmq_consume_returns_the_error_when_the_broker_cannot_be_reached() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    proxy.cut();
+    let bus = Bus::connect(Some(&proxy.rewrite(&amqp_url())), options()).unwrap();
+    let queue = unique("q.unreachable");
+    let seen: Seen = Arc::default();
+    let started = Instant::now();
+    let result = bus.consume(QueueSpec::work(&queue), recorder(&seen, 0, false), CancellationToken::new()).await;
+    let error = result.expect_err("consume fails instead of starting a consumer that never binds");
+    assert!(matches!(error, flick_bus::BusError::Unavailable(_)), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(8), "within the connect timeout");
+}
+
+#[tokio::test]
 async fn rabbitmq_queue_prefixes_keep_environments_apart() {
     require("RabbitMQ", &amqp_url(), 5672).await;
     let prefixed =
@@ -280,11 +313,14 @@ async fn rabbitmq_queue_prefixes_keep_environments_apart() {
     let stop = CancellationToken::new();
     a.consume(QueueSpec::work("jobs"), recorder(&seen_a, 0, false), stop.clone()).await.unwrap();
     b.consume(QueueSpec::work("jobs"), recorder(&seen_b, 0, false), stop.clone()).await.unwrap();
-    settle().await;
     a.enqueue("jobs", &envelope("job", "for-a", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen_a, 1).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(seen_b.lock().unwrap().is_empty(), "the same queue name in another environment stays apart");
+    // Enqueued after a's job was confirmed: had that job reached b's queue, it would come first.
+    b.enqueue("jobs", &envelope("job", "for-b", "test", vec![])).await.unwrap();
+    assert!(wait_for(&seen_b, 1).await);
+    let subjects = |seen: &Seen| seen.lock().unwrap().iter().map(|d| d.envelope.subject.clone()).collect::<Vec<_>>();
+    assert_eq!(subjects(&seen_a), ["for-a"]);
+    assert_eq!(subjects(&seen_b), ["for-b"], "the same queue name in another environment stays apart");
     stop.cancel();
     a.delete_queues("jobs").await.unwrap();
     b.delete_queues("jobs").await.unwrap();
@@ -296,16 +332,14 @@ async fn a_queue_with_its_own_attempt_limit_dead_letters_after_it(bus: Bus) {
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
     let spec = QueueSpec::work(&queue).with_max_attempts(2).with_prefetch(1);
-    bus.consume(spec, recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(spec, recorder(&seen, u32::MAX, false), stop.clone()).await.unwrap();
     bus.enqueue(&queue, &envelope("job", "twice", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 2).await);
     let dead = dead_letters(&bus, &queue).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(left_after_stopping(&bus, &queue, stop, task).await, ["sentinel"], "the last attempt was acknowledged");
     assert_eq!(seen.lock().unwrap().len(), 2, "the queue's own limit, not the bus's 3");
-    stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -313,7 +347,26 @@ async fn a_queue_with_its_own_attempt_limit_dead_letters_after_it(bus: Bus) {
 async fn transient_messages_reach_every_current_subscriber(bus: Bus) {
     let mut first = bus.subscribe_transient();
     let mut second = bus.subscribe_transient();
-    settle().await;
+    // RabbitMQ binds the process's transient subscription in the background, and transient
+    // messages published before that are lost by design: probe until both receivers get one.
+    let probe = unique("probe");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut bound = false;
+    while !bound && Instant::now() < deadline {
+        bus.publish_transient(&envelope("transcode.progress", &probe, "test", vec![])).await.unwrap();
+        bound = true;
+        for rx in [&mut first, &mut second] {
+            let got = tokio::time::timeout(Duration::from_millis(100), async {
+                loop {
+                    if rx.recv().await.unwrap().subject == probe {
+                        return;
+                    }
+                }
+            });
+            bound &= got.await.is_ok();
+        }
+    }
+    assert!(bound, "the transient subscription is bound");
     let subject = unique("v");
     let progress = envelope("transcode.progress", &subject, "test", b"50%".to_vec());
     bus.publish_transient(&progress).await.unwrap();
@@ -366,15 +419,21 @@ async fn a_requeued_message_comes_back_without_spending_an_attempt(bus: Bus) {
             if first { Err(HandlerError::Requeue("stopping".into())) } else { Ok(()) }
         }
     });
-    bus.consume(QueueSpec::work(&queue).with_max_attempts(1), h, stop.clone()).await.unwrap();
-    settle().await;
+    let task = bus.consume(QueueSpec::work(&queue).with_max_attempts(1), h, stop.clone()).await.unwrap();
     bus.enqueue(&queue, &envelope("job", "again", "test", vec![])).await.unwrap();
     assert!(wait_for(&seen, 2).await);
     let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].attempt, 1, "still the first attempt");
     assert!(seen[1].redelivered);
-    assert!(dead_letters(&bus, &queue).await.is_empty(), "a limit of 1 attempt was not spent");
-    stop.cancel();
+    // A dead letter is written (and confirmed) before the message is settled, so it would be
+    // there by the time of the second delivery.
+    assert!(bus.take_dead_letters(&queue, 10).await.unwrap().is_empty(), "a limit of 1 attempt was not spent");
+    assert_eq!(
+        left_after_stopping(&bus, &queue, stop, task).await,
+        ["sentinel"],
+        "the second delivery was acknowledged"
+    );
     bus.delete_queues(&queue).await.unwrap();
 }
 
@@ -427,7 +486,9 @@ async fn a_deferred_message_comes_back_later_without_spending_an_attempt(bus: Bu
     }
     let behind = seen.iter().position(|(s, _, _)| s == "behind").expect("the message behind was handled");
     assert!(behind < seen.len() - 1, "the message behind did not wait for the deferred one: {seen:?}");
-    assert!(dead_letters(&bus, &queue).await.is_empty(), "a limit of 1 attempt was not spent");
+    // Had "held" been dead-lettered it would not have come back a fourth time, and "behind"
+    // succeeded: nothing can be in the dead-letter queue.
+    assert!(bus.take_dead_letters(&queue, 10).await.unwrap().is_empty(), "a limit of 1 attempt was not spent");
     stop.cancel();
     bus.delete_queues(&queue).await.unwrap();
 }
