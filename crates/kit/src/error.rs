@@ -1,13 +1,22 @@
 //! The one error model every transport shares.
 //!
 //! Which error type goes where:
-//! - domain modules return their own `thiserror` enum (e.g. `AccountsError`);
-//! - each domain enum converts into [`AppError`] (`impl From<DomainError> for AppError`);
+//! - domain code (each service's `domain.rs` and the modules it calls) returns
+//!   `Result<_, AppError>` directly, building client-facing failures with the constructors
+//!   below (`AppError::not_found`, `bad_input(..).with_field(..)`, `conflict`, …);
+//! - infrastructure errors are mapped at the call site by a small per-service function that
+//!   says which dependency failed, e.g. `.map_err(db_error)` with
+//!   `fn db_error(e: DbErr) -> AppError { AppError::internal(format!("media database: {e}")) }`
+//!   (likewise `storage_error`, `model_error`): [`AppError::internal`] for what clients cannot
+//!   fix, [`AppError::unavailable`] for a dependency that may come back. Either logs the cause
+//!   once, there, and clients only see a generic message;
+//! - internal `thiserror` enums (token checks, the transcode pipeline, the embedding model)
+//!   stay inside their module: where one reaches a request, it is matched into an `AppError`
+//!   explicitly, not through a blanket `From`, so each variant's client code is a decision;
 //! - REST handlers return `Result<_, AppError>` (an axum `IntoResponse`), gRPC handlers
-//!   `Result<_, tonic::Status>` via `AppError::into`, GraphQL resolvers
-//!   `async_graphql::Result` via [`AppError::into_graphql`] or `?` on `AppError`;
-//! - infrastructure failures become [`AppError::internal`]: the cause is logged once, here,
-//!   and clients only see "internal error".
+//!   `Result<_, tonic::Status>` with `?` (`From<AppError> for Status`), GraphQL resolvers
+//!   `async_graphql::Result` with `?` or [`AppError::into_graphql`] (never via `Display`,
+//!   which would drop `extensions.code`: see below).
 
 use async_graphql::ErrorExtensions as _;
 use axum::http::{HeaderValue, StatusCode, header};
