@@ -2,21 +2,21 @@
 //! defaults (or a subset with `--services`), `flick migrate` applies migrations,
 //! `flick config` prints the effective configuration, `flick sdl` a subgraph's schema.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flick_kit::{BoundService, Config, ServerOptions};
 use flick_platform::Shared;
+use services::ServiceName;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod services;
 mod upload;
 
 /// glibc's malloc took ~18% of media's CPU under load (arena locks, consolidation); mimalloc's
 /// thread-local heaps take most of that back (ARCHITECTURE.md, Measured).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const SERVICES: &[&str] = &["accounts", "media", "transcoder", "recommender"];
 
 #[derive(Parser)]
 #[command(name = "flick", version, about = "Flick video platform")]
@@ -94,34 +94,11 @@ enum KeysAction {
     List,
 }
 
-fn selected(services: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    if services.is_empty() {
-        return Ok(SERVICES.to_vec());
-    }
-    services
-        .iter()
-        .map(|s| {
-            SERVICES
-                .iter()
-                .find(|known| **known == s.trim())
-                .copied()
-                .with_context(|| format!("unknown service {s:?}; known: {}", SERVICES.join(", ")))
-        })
-        .collect()
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sdl { service } => {
-            let sdl = match service.as_str() {
-                "accounts" => flick_accounts::sdl(),
-                "media" => flick_media::sdl(),
-                "transcoder" => flick_transcoder::sdl(),
-                "recommender" => flick_recommender::sdl(),
-                other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
-            };
-            print!("{sdl}");
+            print!("{}", service.parse::<ServiceName>()?.sdl());
             Ok(())
         }
         Command::Config => {
@@ -131,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { services } => {
             let config = Config::load(cli.config.as_deref())?;
-            let services = selected(&services)?;
+            let services = ServiceName::parse_list(&services)?;
             runtime()?.block_on(migrate(config, services))
         }
         Command::Keys { action } => {
@@ -166,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { services } => {
             let config = Config::load(cli.config.as_deref())?;
-            let services = selected(&services)?;
+            let services = ServiceName::parse_list(&services)?;
             runtime()?.block_on(serve(config, services))
         }
     }
@@ -176,20 +153,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn migrations(service: &str) -> &'static [flick_platform::db::MigrationSet] {
-    match service {
-        "accounts" => flick_accounts::MIGRATIONS,
-        "media" => flick_media::MIGRATIONS,
-        "transcoder" => flick_transcoder::MIGRATIONS,
-        _ => flick_recommender::MIGRATIONS,
-    }
-}
-
-async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+async fn migrate(config: Config, services: Vec<ServiceName>) -> anyhow::Result<()> {
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-migrate")?;
     for service in services {
-        let db = flick_platform::connect_db(&config, service).await?;
-        let applied = flick_platform::db::migrate(&db, migrations(service)).await?;
+        let db = flick_platform::connect_db(&config, service.as_str()).await?;
+        let applied = flick_platform::db::migrate(&db, service.migrations()).await?;
         println!("{service}: {} migration(s) applied", applied.len());
         for m in applied {
             println!("  {m}");
@@ -201,8 +169,8 @@ async fn migrate(config: Config, services: Vec<&'static str>) -> anyhow::Result<
 async fn recommender_backfill(config: Config, media_url: Option<String>) -> anyhow::Result<()> {
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-recommender-backfill")?;
     let media_url = media_url.unwrap_or_else(|| format!("http://{}:{}", config.server.host, config.server.ports.media));
-    let db = flick_platform::connect_db(&config, "recommender").await?;
-    flick_platform::db::migrate(&db, flick_recommender::MIGRATIONS).await?;
+    let db = flick_platform::connect_db(&config, ServiceName::Recommender.as_str()).await?;
+    flick_platform::db::migrate(&db, ServiceName::Recommender.migrations()).await?;
     let recommender = flick_recommender::recommender(db, &config.recommender);
     let started = std::time::Instant::now();
     let done = flick_recommender::backfill(&recommender, &media_url, 100, |p| {
@@ -215,10 +183,10 @@ async fn recommender_backfill(config: Config, media_url: Option<String>) -> anyh
 
 async fn seed(config: Config, users: usize, videos: usize) -> anyhow::Result<()> {
     let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-seed")?;
-    let accounts = flick_platform::connect_db(&config, "accounts").await?;
-    flick_platform::db::migrate(&accounts, flick_accounts::MIGRATIONS).await?;
-    let media = flick_platform::connect_db(&config, "media").await?;
-    flick_platform::db::migrate(&media, flick_media::MIGRATIONS).await?;
+    let accounts = flick_platform::connect_db(&config, ServiceName::Accounts.as_str()).await?;
+    flick_platform::db::migrate(&accounts, ServiceName::Accounts.migrations()).await?;
+    let media = flick_platform::connect_db(&config, ServiceName::Media.as_str()).await?;
+    flick_platform::db::migrate(&media, ServiceName::Media.migrations()).await?;
     let started = std::time::Instant::now();
     let owners = flick_accounts::seed_users(&accounts, users.max(1)).await?;
     let added = flick_media::seed_videos(&media, &owners, videos).await?;
@@ -246,27 +214,22 @@ async fn worker(config: Config, jobs: Option<usize>, listen: SocketAddr) -> anyh
 }
 
 /// Fills in the gRPC endpoint of every service this process runs, unless configured.
-fn local_endpoints(config: &mut Config, services: &[&'static str]) {
+fn local_endpoints(config: &mut Config, services: &[ServiceName]) {
     let host = match config.server.host.as_str() {
         "0.0.0.0" | "::" => "127.0.0.1".to_string(),
         h if h.contains(':') => format!("[{h}]"),
         h => h.to_string(),
     };
     for service in services {
-        let url = Some(format!("http://{host}:{}", config.server.ports.of(service).expect("known service")));
-        let slot = match *service {
-            "accounts" => &mut config.endpoints.accounts,
-            "media" => &mut config.endpoints.media,
-            "transcoder" => &mut config.endpoints.transcoder,
-            _ => &mut config.endpoints.recommender,
-        };
+        let url = Some(format!("http://{host}:{}", service.port(&config.server.ports)));
+        let slot = service.endpoint(&mut config.endpoints);
         if slot.is_none() {
             *slot = url;
         }
     }
 }
 
-async fn serve(mut config: Config, services: Vec<&'static str>) -> anyhow::Result<()> {
+async fn serve(mut config: Config, services: Vec<ServiceName>) -> anyhow::Result<()> {
     local_endpoints(&mut config, &services);
     flick_kit::identity::check_mesh_secret(config.identity.mesh_secret.expose(), &config.server.host)?;
     flick_kit::identity::require_mesh_secret(config.identity.mesh_secret.expose());
@@ -281,14 +244,8 @@ async fn serve(mut config: Config, services: Vec<&'static str>) -> anyhow::Resul
 
     let mut bound = Vec::new();
     for service in services {
-        let built = match service {
-            "accounts" => flick_accounts::build(&shared).await,
-            "media" => flick_media::build(&shared).await,
-            "transcoder" => flick_transcoder::build(&shared).await,
-            _ => flick_recommender::build(&shared).await,
-        }
-        .with_context(|| format!("starting {service}"))?;
-        let port = config.server.ports.of(service).expect("known service");
+        let built = service.build(&shared).await.with_context(|| format!("starting {service}"))?;
+        let port = service.port(&config.server.ports);
         bound.push(BoundService::bind(built, SocketAddr::new(host, port), options.clone()).await?);
     }
     let mut running = tokio::task::JoinSet::new();

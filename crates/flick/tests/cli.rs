@@ -266,6 +266,28 @@ fn version_and_sdl_work_offline() {
     assert!(!flick().args(["sdl", "nope"]).output().unwrap().status.success());
 }
 
+/// The service registry has no default service: an unknown name anywhere is refused, and the
+/// error names the known ones.
+#[test]
+fn unknown_service_names_are_errors_naming_the_known_ones() {
+    let data = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--services", "nope"][..],
+        &["serve", "--services", "media,nope"],
+        &["migrate", "--services", "nope"],
+        &["sdl", "nope"],
+    ] {
+        let out = flick().args(args).env("FLICK_DATA_DIR", data.path()).output().unwrap();
+        assert!(!out.status.success(), "flick {args:?} succeeded");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(r#"unknown service "nope"; known: accounts, media, transcoder, recommender"#),
+            "flick {args:?}: {err}"
+        );
+    }
+    assert!(std::fs::read_dir(data.path()).unwrap().next().is_none(), "nothing started, nothing written");
+}
+
 #[tokio::test]
 async fn migrate_applies_pending_migrations_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -309,18 +309,6 @@ impl Default for ServicePorts {
     }
 }
 
-impl ServicePorts {
-    pub fn of(&self, service: &str) -> Option<u16> {
-        match service {
-            "accounts" => Some(self.accounts),
-            "media" => Some(self.media),
-            "transcoder" => Some(self.transcoder),
-            "recommender" => Some(self.recommender),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
