@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod identity;
+pub mod page;
 pub mod rest;
 pub mod server;
 pub mod shutdown;

@@ -1,9 +1,16 @@
-//! Media's domain logic, written once for GraphQL, gRPC and event consumers.
+//! Media's domain logic, written once for GraphQL, gRPC and event consumers: `Media` and its
+//! writes, reads, likes, comments and subscriptions. By responsibility, in their own modules:
+//! what is valid (`validation`), search (`search`), pages and cursors (`paging`), and the
+//! events media follows (`events`).
 
 use crate::counters::{Counters, Kind, Live};
-use crate::store::{self, CommentRow, NewVideo, Scope, VideoRow};
+use crate::paging::{decode_cursor, limit_of, page};
+use crate::store::{self, Scope};
 use crate::users::UserDirectory;
+use crate::validation::{check_body, validate};
+use crate::video::{Comment, Video, VideoInput, VideoStatus, Visibility};
 use flick_kit::config::MediaConfig;
+use flick_kit::page::{MAX_FIRST, Page};
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::envelope;
 use flick_platform::cache::Cache;
@@ -16,25 +23,6 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "media";
-pub const CATEGORIES: &[&str] = &[
-    "autos",
-    "comedy",
-    "education",
-    "entertainment",
-    "film",
-    "gaming",
-    "howto",
-    "music",
-    "news",
-    "nonprofit",
-    "people",
-    "pets",
-    "science",
-    "sports",
-    "tech",
-    "travel",
-];
-pub const MAX_PAGE: u64 = 100;
 /// Ids one `ListedVideoIds` call may ask about (a page of 100 and its spares).
 pub const MAX_LISTED_IDS: usize = 200;
 
@@ -44,144 +32,6 @@ pub(crate) fn now_ms() -> i64 {
 
 pub fn db_error(e: DbErr) -> AppError {
     AppError::internal(format!("media database: {e}"))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    Public,
-    Unlisted,
-    Private,
-}
-
-impl Visibility {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Visibility::Public => "PUBLIC",
-            Visibility::Unlisted => "UNLISTED",
-            Visibility::Private => "PRIVATE",
-        }
-    }
-}
-
-/// Fields of a new or changed video; `None` keeps the current value on update.
-#[derive(Debug, Default, Clone)]
-pub struct VideoInput {
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub tags: Option<Vec<String>>,
-    pub category: Option<Option<String>>,
-    pub visibility: Option<Visibility>,
-}
-
-/// Title 1–100, description ≤ 5,000, ≤ 10 tags (lower-case, 1–30 chars, deduplicated), a
-/// known category.
-fn validate(v: &mut VideoRow) -> Result<(), AppError> {
-    let mut err: Option<AppError> = None;
-    let mut problem = |field: &str, text: &str| {
-        err = Some(err.take().unwrap_or_else(|| AppError::bad_input("invalid video")).with_field(field, text));
-    };
-    v.title = v.title.trim().to_string();
-    if !(1..=100).contains(&v.title.chars().count()) {
-        problem("title", "must be 1 to 100 characters");
-    }
-    v.description = v.description.trim().to_string();
-    if v.description.chars().count() > 5000 {
-        problem("description", "must be at most 5000 characters");
-    }
-    let mut tags: Vec<String> = Vec::new();
-    for tag in &v.tags {
-        let t: String = tag.trim().to_lowercase().split_whitespace().collect::<Vec<_>>().join("-");
-        if t.is_empty() || t.chars().count() > 30 || !t.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
-            problem("tags", "each tag is 1 to 30 letters, digits, - or _");
-        } else if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    if tags.len() > 10 {
-        problem("tags", "at most 10 tags");
-    }
-    v.tags = tags;
-    if let Some(c) = &v.category {
-        let c = c.trim().to_lowercase();
-        if !CATEGORIES.contains(&c.as_str()) {
-            problem("category", &format!("must be one of {}", CATEGORIES.join(", ")));
-        }
-        v.category = Some(c);
-    }
-    err.map_or(Ok(()), Err)
-}
-
-/// Every query word of three letters or more is close to a word of the title or a tag:
-/// within one edit (two for words of eight letters or more), or a prefix of it.
-fn fuzzy_match(words: &[String], v: &VideoRow) -> bool {
-    let title = v.title.to_lowercase();
-    let tokens: Vec<&str> = title
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .chain(v.tags.iter().map(String::as_str))
-        .collect();
-    let words: Vec<&String> = words.iter().filter(|w| w.chars().count() >= 3).collect();
-    !words.is_empty()
-        && words.iter().all(|w| {
-            let allowed = if w.chars().count() >= 8 { 2 } else { 1 };
-            tokens.iter().any(|t| t.starts_with(w.as_str()) || edit_distance(w, t) <= allowed)
-        })
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 {
-        return 3;
-    }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// A keyset cursor: `(sort key, id)` in opaque base64.
-pub fn encode_cursor(key: i64, id: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{key}:{id}"))
-}
-
-pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<(i64, String)>, AppError> {
-    use base64::Engine;
-    let Some(c) = cursor else { return Ok(None) };
-    let bad = || AppError::bad_input("invalid cursor").with_field("after", "is not a cursor from this list");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (key, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok(Some((key.parse().map_err(|_| bad())?, id.to_string())))
-}
-
-pub fn page_size(first: Option<i32>) -> Result<u64, AppError> {
-    match first {
-        None => Ok(20),
-        Some(n) if n >= 0 && n as u64 <= MAX_PAGE => Ok(n as u64),
-        Some(_) => {
-            Err(AppError::bad_input(format!("first must be between 0 and {MAX_PAGE}"))
-                .with_field("first", "out of range"))
-        }
-    }
-}
-
-/// One page of a list: the rows and whether more follow.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub has_next: bool,
-}
-
-fn page<T>(mut rows: Vec<T>, limit: u64) -> Page<T> {
-    let has_next = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    Page { items: rows, has_next }
 }
 
 #[derive(Clone)]
@@ -219,9 +69,9 @@ impl Media {
 
     /// Opens the upload of a video just created. A transcoder that is down or absent leaves
     /// the video without a ticket (logged): the owner can start one at `/video/upload`.
-    pub async fn open_upload(&self, caller: &Caller, v: &VideoRow) -> Option<crate::uploads::Ticket> {
+    pub async fn open_upload(&self, caller: &Caller, v: &Video) -> Option<crate::uploads::Ticket> {
         let uploads = self.uploads.as_ref()?;
-        match uploads.create(caller, &v.id, &v.visibility).await {
+        match uploads.create(caller, &v.id, v.visibility).await {
             Ok(ticket) => Some(ticket),
             Err(e) => {
                 tracing::warn!(video.id = %v.id, error = %e.message(), code = ?e.code(), "no upload ticket: the transcoder did not answer");
@@ -244,7 +94,7 @@ impl Media {
         outbox::record(txn, &envelope(event_type, subject, PRODUCER, payload)).await.map_err(db_error)
     }
 
-    pub(crate) fn video_event(v: &VideoRow) -> Vec<u8> {
+    pub(crate) fn video_event(v: &Video) -> Vec<u8> {
         events::VideoChanged {
             video_id: v.id.clone(),
             owner_id: v.owner_id.clone(),
@@ -252,8 +102,8 @@ impl Media {
             description: v.description.clone(),
             tags: v.tags.clone(),
             category: v.category.clone().unwrap_or_default(),
-            visibility: v.visibility.clone(),
-            status: v.status.clone(),
+            visibility: v.visibility.as_str().into(),
+            status: v.status.as_str().into(),
             version: event_version(),
         }
         .encode_to_vec()
@@ -261,12 +111,12 @@ impl Media {
 
     /// Whether `viewer` may see `v` when asking for it by id: owners see everything; others
     /// see public and unlisted videos once they are ready.
-    pub fn visible(v: &VideoRow, viewer: &Caller) -> bool {
-        let owner = viewer.user_id.map(|u| u.to_string()).as_deref() == Some(v.owner_id.as_str());
-        owner || (v.visibility != "PRIVATE" && v.status == "READY")
+    pub fn visible(v: &Video, viewer: &Caller) -> bool {
+        v.is_owned_by(viewer.user_id.map(|u| u.to_string()).as_deref())
+            || (v.visibility != Visibility::Private && v.status == VideoStatus::Ready)
     }
 
-    pub async fn video(&self, viewer: &Caller, id: &str) -> Result<Option<VideoRow>, AppError> {
+    pub async fn video(&self, viewer: &Caller, id: &str) -> Result<Option<Video>, AppError> {
         if Uuid::parse_str(id).is_err() {
             return Ok(None);
         }
@@ -275,13 +125,13 @@ impl Media {
     }
 
     /// Videos by id for other services (gRPC), with the same visibility rule.
-    pub async fn videos(&self, viewer: &Caller, ids: &[String]) -> Result<Vec<VideoRow>, AppError> {
-        if ids.len() > MAX_PAGE as usize {
-            return Err(AppError::bad_input(format!("at most {MAX_PAGE} ids")));
+    pub async fn videos(&self, viewer: &Caller, ids: &[String]) -> Result<Vec<Video>, AppError> {
+        if ids.len() > MAX_FIRST {
+            return Err(AppError::bad_input(format!("at most {MAX_FIRST} ids")));
         }
         let ids: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
         let rows = store::videos_by_ids(&self.db, &ids).await.map_err(db_error)?;
-        let mut rows: Vec<VideoRow> = rows.into_iter().filter(|v| Self::visible(v, viewer)).collect();
+        let mut rows: Vec<Video> = rows.into_iter().filter(|v| Self::visible(v, viewer)).collect();
         rows.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
         Ok(rows)
     }
@@ -298,7 +148,7 @@ impl Media {
         Ok(valid.into_iter().filter(|i| listed.contains(i)).collect())
     }
 
-    async fn owned(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {
+    async fn owned(&self, caller: &Caller, id: &str) -> Result<Video, AppError> {
         caller.require_user()?;
         let v = match Uuid::parse_str(id) {
             Ok(_) => store::video(&self.db, id).await.map_err(db_error)?,
@@ -309,18 +159,18 @@ impl Media {
         Ok(v)
     }
 
-    pub async fn create_video(&self, caller: &Caller, input: VideoInput) -> Result<VideoRow, AppError> {
+    pub async fn create_video(&self, caller: &Caller, input: VideoInput) -> Result<Video, AppError> {
         let owner = caller.require_user()?.to_string();
         let now = now_ms();
-        let mut v = VideoRow {
+        let mut v = Video {
             id: Uuid::now_v7().to_string(),
             owner_id: owner,
             title: input.title.unwrap_or_default(),
             description: input.description.unwrap_or_default(),
             tags: input.tags.unwrap_or_default(),
             category: input.category.flatten(),
-            visibility: input.visibility.unwrap_or(Visibility::Public).as_str().into(),
-            status: "AWAITING_UPLOAD".into(),
+            visibility: input.visibility.unwrap_or(Visibility::Public),
+            status: VideoStatus::AwaitingUpload,
             failure: None,
             created_at_ms: now,
             published_at_ms: None,
@@ -330,30 +180,16 @@ impl Media {
         };
         validate(&mut v)?;
         let txn = self.db.begin().await.map_err(db_error)?;
-        store::insert_video(
-            &txn,
-            NewVideo {
-                id: &v.id,
-                owner_id: &v.owner_id,
-                title: &v.title,
-                description: &v.description,
-                tags: &v.tags,
-                category: v.category.as_deref(),
-                visibility: &v.visibility,
-                now_ms: now,
-            },
-        )
-        .await
-        .map_err(db_error)?;
+        store::insert_video(&txn, &v).await.map_err(db_error)?;
         self.emit(&txn, "video.created", &v.id, Self::video_event(&v)).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
         Ok(v)
     }
 
-    pub async fn update_video(&self, caller: &Caller, id: &str, input: VideoInput) -> Result<VideoRow, AppError> {
+    pub async fn update_video(&self, caller: &Caller, id: &str, input: VideoInput) -> Result<Video, AppError> {
         let mut v = self.owned(caller, id).await?;
-        let was_public = v.visibility == "PUBLIC";
+        let was_public = v.visibility == Visibility::Public;
         if let Some(t) = input.title {
             v.title = t;
         }
@@ -367,10 +203,10 @@ impl Media {
             v.category = c;
         }
         if let Some(vis) = input.visibility {
-            v.visibility = vis.as_str().into();
+            v.visibility = vis;
         }
         validate(&mut v)?;
-        let publish_now = !was_public && v.visibility == "PUBLIC" && v.status == "READY";
+        let publish_now = !was_public && v.is_listed();
         if publish_now && v.published_at_ms.is_none() {
             v.published_at_ms = Some(now_ms());
         }
@@ -395,8 +231,8 @@ impl Media {
         Ok(v.id)
     }
 
-    pub async fn feed(&self, after: Option<&str>, first: Option<i32>) -> Result<Page<VideoRow>, AppError> {
-        let limit = page_size(first)?;
+    pub async fn feed(&self, after: Option<&str>, first: Option<i32>) -> Result<Page<Video>, AppError> {
+        let limit = limit_of(first)?;
         let rows = store::feed(&self.db, decode_cursor(after)?, limit + 1).await.map_err(db_error)?;
         Ok(page(rows, limit))
     }
@@ -408,8 +244,8 @@ impl Media {
         owner: &str,
         after: Option<&str>,
         first: Option<i32>,
-    ) -> Result<Page<VideoRow>, AppError> {
-        let limit = page_size(first)?;
+    ) -> Result<Page<Video>, AppError> {
+        let limit = limit_of(first)?;
         let is_owner = viewer.user_id.map(|u| u.to_string()).as_deref() == Some(owner);
         let scope = if is_owner { Scope::Owner(owner) } else { Scope::OwnerPublic(owner) };
         let rows = store::list(&self.db, scope, decode_cursor(after)?, limit + 1).await.map_err(db_error)?;
@@ -421,9 +257,9 @@ impl Media {
         caller: &Caller,
         after: Option<&str>,
         first: Option<i32>,
-    ) -> Result<Page<VideoRow>, AppError> {
+    ) -> Result<Page<Video>, AppError> {
         let me = caller.require_user()?.to_string();
-        let limit = page_size(first)?;
+        let limit = limit_of(first)?;
         let rows = store::list(&self.db, Scope::Subscriptions(&me), decode_cursor(after)?, limit + 1)
             .await
             .map_err(db_error)?;
@@ -431,25 +267,19 @@ impl Media {
     }
 
     /// The caller's own videos, every status and visibility, newest first (at most 100).
-    pub async fn dashboard(&self, caller: &Caller) -> Result<Vec<VideoRow>, AppError> {
+    pub async fn dashboard(&self, caller: &Caller) -> Result<Vec<Video>, AppError> {
         let me = caller.require_user()?.to_string();
-        store::list(&self.db, Scope::Owner(&me), None, MAX_PAGE).await.map_err(db_error)
+        store::list(&self.db, Scope::Owner(&me), None, MAX_FIRST as u64).await.map_err(db_error)
     }
 
-    /// Sort key of a row in the list it came from (for cursors).
-    pub fn cursor_of(v: &VideoRow, by_created: bool) -> String {
-        let key = if by_created { v.created_at_ms } else { v.published_at_ms.unwrap_or(v.created_at_ms) };
-        encode_cursor(key, &v.id)
-    }
-
-    async fn visible_for_write(&self, caller: &Caller, video_id: &str) -> Result<(String, VideoRow), AppError> {
+    async fn visible_for_write(&self, caller: &Caller, video_id: &str) -> Result<(String, Video), AppError> {
         let me = caller.require_user()?.to_string();
         let v = self.video(caller, video_id).await?.ok_or_else(|| AppError::not_found("no such video"))?;
         Ok((me, v))
     }
 
     /// Idempotent: liking twice is one like.
-    pub async fn like(&self, caller: &Caller, video_id: &str) -> Result<VideoRow, AppError> {
+    pub async fn like(&self, caller: &Caller, video_id: &str) -> Result<Video, AppError> {
         let (me, v) = self.visible_for_write(caller, video_id).await?;
         let txn = self.db.begin().await.map_err(db_error)?;
         let added = store::like(&txn, &v.id, &me, now_ms()).await.map_err(db_error)?;
@@ -465,7 +295,7 @@ impl Media {
         store::video(&self.db, &v.id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
     }
 
-    pub async fn unlike(&self, caller: &Caller, video_id: &str) -> Result<VideoRow, AppError> {
+    pub async fn unlike(&self, caller: &Caller, video_id: &str) -> Result<Video, AppError> {
         let (me, v) = self.visible_for_write(caller, video_id).await?;
         let txn = self.db.begin().await.map_err(db_error)?;
         let removed = store::unlike(&txn, &v.id, &me).await.map_err(db_error)?;
@@ -489,23 +319,15 @@ impl Media {
         }
     }
 
-    fn check_body(body: &str) -> Result<String, AppError> {
-        let body = body.trim().to_string();
-        if !(1..=5000).contains(&body.chars().count()) {
-            return Err(AppError::bad_input("invalid comment").with_field("body", "must be 1 to 5000 characters"));
-        }
-        Ok(body)
-    }
-
     pub async fn add_comment(
         &self,
         caller: &Caller,
         video_id: &str,
         body: &str,
         parent_id: Option<&str>,
-    ) -> Result<CommentRow, AppError> {
+    ) -> Result<Comment, AppError> {
         let (me, v) = self.visible_for_write(caller, video_id).await?;
-        let body = Self::check_body(body)?;
+        let body = check_body(body)?;
         if let Some(parent) = parent_id {
             let p = store::comment(&self.db, parent).await.map_err(db_error)?;
             if p.is_none_or(|p| p.video_id != v.id) {
@@ -515,7 +337,7 @@ impl Media {
             }
         }
         let now = now_ms();
-        let row = CommentRow {
+        let row = Comment {
             id: Uuid::now_v7().to_string(),
             video_id: v.id.clone(),
             author_id: me.clone(),
@@ -534,7 +356,7 @@ impl Media {
         Ok(row)
     }
 
-    async fn comment_for_write(&self, caller: &Caller, id: &str) -> Result<(Uuid, CommentRow), AppError> {
+    async fn comment_for_write(&self, caller: &Caller, id: &str) -> Result<(Uuid, Comment), AppError> {
         let me = caller.require_user()?;
         let c = match Uuid::parse_str(id) {
             Ok(_) => store::comment(&self.db, id).await.map_err(db_error)?,
@@ -545,12 +367,12 @@ impl Media {
     }
 
     /// Only the author edits a comment.
-    pub async fn edit_comment(&self, caller: &Caller, id: &str, body: &str) -> Result<CommentRow, AppError> {
+    pub async fn edit_comment(&self, caller: &Caller, id: &str, body: &str) -> Result<Comment, AppError> {
         let (me, mut c) = self.comment_for_write(caller, id).await?;
         if c.author_id != me.to_string() {
             return Err(AppError::forbidden("only the author may edit a comment"));
         }
-        c.body = Self::check_body(body)?;
+        c.body = check_body(body)?;
         c.updated_at_ms = now_ms();
         store::edit_comment(&self.db, &c.id, &c.body, c.updated_at_ms).await.map_err(db_error)?;
         Ok(c)
@@ -587,8 +409,8 @@ impl Media {
         video_id: &str,
         after: Option<&str>,
         first: Option<i32>,
-    ) -> Result<Page<CommentRow>, AppError> {
-        let limit = page_size(first)?;
+    ) -> Result<Page<Comment>, AppError> {
+        let limit = limit_of(first)?;
         let rows = store::comments(&self.db, video_id, decode_cursor(after)?, limit + 1).await.map_err(db_error)?;
         Ok(page(rows, limit))
     }
@@ -616,58 +438,6 @@ impl Media {
     /// Which of `channels` the user `viewer` follows.
     pub async fn followed_by(&self, viewer: &str, channels: &[String]) -> Result<Vec<String>, AppError> {
         store::subscribed_among(&self.db, viewer, channels).await.map_err(db_error)
-    }
-
-    /// Ranked search of public, ready videos: words in the title count most, then tags, then
-    /// the description; a word one or two letters off still finds its title. Tags and the
-    /// category filter. Cursors are positions in the ranking.
-    pub async fn search(
-        &self,
-        query: Option<&str>,
-        tags: Option<Vec<String>>,
-        category: Option<&str>,
-        after: Option<&str>,
-        first: Option<i32>,
-    ) -> Result<Page<VideoRow>, AppError> {
-        let limit = page_size(first)?;
-        let offset = decode_cursor(after)?.map(|(n, _)| n.max(0) as u64).unwrap_or(0);
-        let words: Vec<String> = query
-            .unwrap_or_default()
-            .to_lowercase()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .take(12)
-            .map(|w| w.chars().take(40).collect())
-            .collect();
-        let tags: Vec<String> = tags
-            .unwrap_or_default()
-            .iter()
-            .map(|t| t.trim().to_lowercase())
-            .filter(|t| !t.is_empty())
-            .take(10)
-            .collect();
-        let category = category.map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty());
-        if let Some(c) = &category
-            && !CATEGORIES.contains(&c.as_str())
-        {
-            return Err(AppError::bad_input("unknown category").with_field("category", "is not a known category"));
-        }
-        let filter = store::SearchFilter { words: &words, tags: &tags, category: category.as_deref() };
-        let rows = if words.is_empty() {
-            store::filtered(&self.db, &filter, offset, limit + 1).await.map_err(db_error)?
-        } else if self.db.get_database_backend() == flick_platform::db::sea_orm::DatabaseBackend::Postgres {
-            store::search_postgres(&self.db, &filter, offset, limit + 1).await.map_err(db_error)?
-        } else {
-            let mut ranked = store::search_sqlite(&self.db, &filter, 0, offset + limit + 1).await.map_err(db_error)?;
-            if (ranked.len() as u64) < offset + limit + 1 {
-                // FTS5 has no typo tolerance: add close titles and tags, after the exact hits.
-                let candidates = store::filtered(&self.db, &filter, 0, 5000).await.map_err(db_error)?;
-                let known: std::collections::HashSet<String> = ranked.iter().map(|v| v.id.clone()).collect();
-                ranked.extend(candidates.into_iter().filter(|v| !known.contains(&v.id) && fuzzy_match(&words, v)));
-            }
-            ranked.into_iter().skip(offset as usize).take(limit as usize + 1).collect()
-        };
-        Ok(page(rows, limit))
     }
 
     /// Live like, comment and pending view counts of `ids` (one cache round trip when warm).

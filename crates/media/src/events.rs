@@ -3,6 +3,7 @@
 
 use crate::domain::{Media, PRODUCER, event_version, now_ms};
 use crate::store;
+use crate::video::{VideoStatus, Visibility};
 use flick_platform::bus::{Envelope, envelope};
 use flick_platform::db::sea_orm::{ConnectionTrait, DbErr};
 use flick_platform::outbox;
@@ -61,26 +62,20 @@ impl Media {
         match e.r#type.as_str() {
             // A new source or a retry: processing again (also after a failure).
             "upload.completed" | "transcode.requested" => {
-                store::exec(
-                    txn,
-                    "UPDATE videos SET status = 'PROCESSING', failure = NULL, updated_at_ms = ?
-                     WHERE id = ? AND status IN ('AWAITING_UPLOAD', 'FAILED')",
-                    vec![now.into(), e.subject.clone().into()],
-                )
-                .await?;
+                store::start_processing(txn, &e.subject, now).await?;
             }
             "transcode.failed" => {
                 let reason =
                     events::TranscodeFailed::decode(e.payload.as_slice()).map(|f| f.reason).unwrap_or_default();
-                store::set_status(txn, &e.subject, "FAILED", Some(&reason), None, now).await?;
+                store::set_status(txn, &e.subject, VideoStatus::Failed, Some(&reason), None, now).await?;
             }
             "transcode.completed" => {
                 let Some(v) = store::video(txn, &e.subject).await? else { return Ok(effects) };
-                let public = v.visibility == "PUBLIC";
-                store::set_status(txn, &v.id, "READY", None, public.then_some(now), now).await?;
+                let public = v.visibility == Visibility::Public;
+                store::set_status(txn, &v.id, VideoStatus::Ready, None, public.then_some(now), now).await?;
                 if public && v.published_at_ms.is_none() {
                     let mut ready = v.clone();
-                    ready.status = "READY".into();
+                    ready.status = VideoStatus::Ready;
                     outbox::record(txn, &envelope("video.published", &v.id, PRODUCER, Self::video_event(&ready)))
                         .await?;
                 }

@@ -2,16 +2,16 @@
 //! subscriptions feed, dashboard, and the writes. Resolvers only convert and call `Media`.
 
 use crate::counters::Live;
-use crate::domain::{self, Media, Page, VideoInput, Visibility as DomainVisibility};
-use crate::store::{CommentRow, VideoRow};
+use crate::domain::Media;
+use crate::paging;
+use crate::video::{self, VideoInput, VideoStatus, Visibility};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{
-    ComplexObject, Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject,
-};
+use async_graphql::{ComplexObject, Context, EmptySubscription, ID, InputObject, Object, Result, Schema, SimpleObject};
 use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
 use flick_kit::graphql::caller;
+use flick_kit::page::Page;
 use flick_kit::{AppError, Caller};
 use std::collections::{HashMap, HashSet};
 
@@ -106,31 +106,6 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum Visibility {
-    Public,
-    Unlisted,
-    Private,
-}
-
-impl From<Visibility> for DomainVisibility {
-    fn from(v: Visibility) -> Self {
-        match v {
-            Visibility::Public => DomainVisibility::Public,
-            Visibility::Unlisted => DomainVisibility::Unlisted,
-            Visibility::Private => DomainVisibility::Private,
-        }
-    }
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum VideoStatus {
-    AwaitingUpload,
-    Processing,
-    Ready,
-    Failed,
-}
-
 /// A reference to a user; accounts resolves the profile fields.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
@@ -183,7 +158,7 @@ fn user(id: &str) -> User {
 /// A video's metadata and interactions.
 #[derive(Clone)]
 pub struct Video {
-    row: VideoRow,
+    row: video::Video,
     viewer_has_liked: bool,
 }
 
@@ -205,19 +180,10 @@ impl Video {
         self.row.category.as_deref()
     }
     async fn visibility(&self) -> Visibility {
-        match self.row.visibility.as_str() {
-            "PRIVATE" => Visibility::Private,
-            "UNLISTED" => Visibility::Unlisted,
-            _ => Visibility::Public,
-        }
+        self.row.visibility
     }
     async fn status(&self) -> VideoStatus {
-        match self.row.status.as_str() {
-            "PROCESSING" => VideoStatus::Processing,
-            "READY" => VideoStatus::Ready,
-            "FAILED" => VideoStatus::Failed,
-            _ => VideoStatus::AwaitingUpload,
-        }
+        self.row.status
     }
     /// Why processing failed (owner only).
     async fn failure(&self, ctx: &Context<'_>) -> Option<&str> {
@@ -259,26 +225,26 @@ impl Video {
         let page = media(ctx).comments(&self.row.id, after.as_deref(), first).await?;
         let mut conn = Connection::new(after.is_some(), page.has_next);
         conn.edges.extend(
-            page.items.into_iter().map(|c| Edge::new(domain::encode_cursor(c.created_at_ms, &c.id), Comment(c))),
+            page.items.into_iter().map(|c| Edge::new(paging::encode_cursor(c.created_at_ms, &c.id), Comment(c))),
         );
         Ok(conn)
     }
 }
 
 /// Wraps rows with the viewer's likes, fetched in one query for the page.
-async fn with_likes(ctx: &Context<'_>, rows: Vec<VideoRow>) -> Result<Vec<Video>> {
+async fn with_likes(ctx: &Context<'_>, rows: Vec<video::Video>) -> Result<Vec<Video>> {
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let liked: HashSet<String> = media(ctx).liked_among(caller(ctx), &ids).await?.into_iter().collect();
     Ok(rows.into_iter().map(|row| Video { viewer_has_liked: liked.contains(&row.id), row }).collect())
 }
 
-async fn one(ctx: &Context<'_>, row: VideoRow) -> Result<Video> {
+async fn one(ctx: &Context<'_>, row: video::Video) -> Result<Video> {
     Ok(with_likes(ctx, vec![row]).await?.remove(0))
 }
 
 async fn connection(
     ctx: &Context<'_>,
-    page: Page<VideoRow>,
+    page: Page<video::Video>,
     has_previous: bool,
     by_created: bool,
 ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
@@ -288,7 +254,7 @@ async fn connection(
     Ok(conn)
 }
 
-pub struct Comment(CommentRow);
+pub struct Comment(video::Comment);
 
 #[Object]
 impl Comment {
@@ -380,7 +346,7 @@ impl Query {
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
-        let offset = domain::decode_cursor(after.as_deref())?.map(|(n, _)| n).unwrap_or(0);
+        let offset = paging::decode_cursor(after.as_deref())?.map(|(n, _)| n).unwrap_or(0);
         let page = media(ctx).search(query.as_deref(), tags, category.as_deref(), after.as_deref(), first).await?;
         let mut conn = Connection::new(after.is_some(), page.has_next);
         let videos = with_likes(ctx, page.items).await?;
@@ -388,7 +354,7 @@ impl Query {
             videos
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| Edge::new(domain::encode_cursor(offset + i as i64 + 1, "search"), v)),
+                .map(|(i, v)| Edge::new(paging::encode_cursor(offset + i as i64 + 1, "search"), v)),
         );
         Ok(conn)
     }
@@ -474,7 +440,7 @@ impl Mutation {
                     description: input.description,
                     tags: input.tags,
                     category: Some(input.category.filter(|c| !c.trim().is_empty())),
-                    visibility: Some(input.visibility.into()),
+                    visibility: Some(input.visibility),
                 },
             )
             .await?;
@@ -492,7 +458,7 @@ impl Mutation {
             description: input.description,
             tags: input.tags,
             category: input.category.map(|c| Some(c).filter(|c| !c.trim().is_empty())),
-            visibility: input.visibility.map(Into::into),
+            visibility: input.visibility,
         };
         let row = media(ctx).update_video(caller(ctx), &id, change).await?;
         one(ctx, row).await

@@ -2,7 +2,7 @@
 //! answer carries its videos' live counts and owners' details, looked up once per answer.
 
 use crate::domain::Media;
-use crate::store::VideoRow;
+use crate::video::Video;
 use flick_kit::{AppError, Caller};
 use flick_proto::media::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -11,7 +11,7 @@ pub struct MediaGrpc(pub Media);
 
 impl MediaGrpc {
     /// The rows as messages: one counters lookup and one directory lookup for all of them.
-    async fn to_pb(&self, rows: Vec<VideoRow>) -> Result<Vec<pb::Video>, AppError> {
+    async fn to_pb(&self, rows: Vec<Video>) -> Result<Vec<pb::Video>, AppError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -34,8 +34,8 @@ impl MediaGrpc {
                     description: v.description,
                     tags: v.tags,
                     category: v.category,
-                    visibility: v.visibility,
-                    status: v.status,
+                    visibility: v.visibility.as_str().into(),
+                    status: v.status.as_str().into(),
                     created_at_ms: v.created_at_ms,
                 }
             })

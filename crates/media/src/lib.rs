@@ -7,10 +7,14 @@ mod domain;
 mod events;
 mod graphql;
 mod grpc;
+mod paging;
+mod search;
 mod seed;
 mod store;
 mod uploads;
 mod users;
+mod validation;
+mod video;
 
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;

@@ -1,6 +1,7 @@
 //! Demo and benchmark data: public, ready videos with plausible titles, tags and numbers.
 
-use crate::store::{self, NewVideo};
+use crate::store;
+use crate::video::{Video, VideoStatus, Visibility};
 use flick_platform::db::sea_orm::{DatabaseConnection, TransactionTrait};
 
 const SUBJECTS: &[&str] = &[
@@ -53,30 +54,28 @@ pub async fn seed_videos(db: &DatabaseConnection, owners: &[String], n: usize) -
                 .collect();
             let description = format!("{title}. Shot and edited for Flick; tags: {}.", tags.join(", "));
             let published = now - (next() % (365 * 24 * 3600 * 1000)) as i64;
-            store::insert_video(
-                &txn,
-                NewVideo {
-                    id: &id,
-                    owner_id: &owners[k % owners.len()],
-                    title: &title,
-                    description: &description,
-                    tags: &tags,
-                    category: Some(CATEGORIES[(next() % CATEGORIES.len() as u64) as usize]),
-                    visibility: "PUBLIC",
-                    now_ms: published,
-                },
-            )
-            .await?;
+            let category = CATEGORIES[(next() % CATEGORIES.len() as u64) as usize];
             let likers = (next() % (owners.len().min(500) as u64 + 1)) as usize;
             let first = (next() % owners.len() as u64) as usize;
             let likers_ids: Vec<String> = (0..likers).map(|i| owners[(first + i) % owners.len()].clone()).collect();
-            store::insert_likes(&txn, &id, &likers_ids, published).await?;
-            store::exec(
-                &txn,
-                "UPDATE videos SET status = 'READY', published_at_ms = ?, like_count = ?, view_count = ? WHERE id = ?",
-                vec![published.into(), (likers as i64).into(), ((next() % 50_000) as i64).into(), id.into()],
-            )
-            .await?;
+            let video = Video {
+                id,
+                owner_id: owners[k % owners.len()].clone(),
+                title,
+                description,
+                tags,
+                category: Some(category.to_string()),
+                visibility: Visibility::Public,
+                status: VideoStatus::Ready,
+                failure: None,
+                created_at_ms: published,
+                published_at_ms: Some(published),
+                like_count: likers as i64,
+                comment_count: 0,
+                view_count: (next() % 50_000) as i64,
+            };
+            store::insert_video(&txn, &video).await?;
+            store::insert_likes(&txn, &video.id, &likers_ids, published).await?;
         }
         txn.commit().await?;
     }

@@ -1,7 +1,11 @@
-//! Media's tables and SQL (the same text on SQLite and PostgreSQL unless marked).
+//! Media's tables and SQL (the same text on SQLite and PostgreSQL unless marked): every
+//! statement media runs is here, behind a named function, and rows come out as the domain's
+//! types ([`Video`], [`Comment`]), their states decoded from the columns' text (text that
+//! names no state is an error, never a default).
 
+use crate::video::{Comment, Video, VideoStatus, Visibility};
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
-use flick_platform::db::{Migration, MigrationSet};
+use flick_platform::db::{Migration, MigrationSet, exec, stmt};
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "media",
@@ -94,88 +98,60 @@ CREATE TABLE channel_subscriptions (
 CREATE INDEX channel_subscriptions_channel ON channel_subscriptions (channel_id);
 ";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoRow {
-    pub id: String,
-    pub owner_id: String,
-    pub title: String,
-    pub description: String,
-    pub tags: Vec<String>,
-    pub category: Option<String>,
-    pub visibility: String,
-    pub status: String,
-    pub failure: Option<String>,
-    pub created_at_ms: i64,
-    pub published_at_ms: Option<i64>,
-    pub like_count: i64,
-    pub comment_count: i64,
-    pub view_count: i64,
-}
-
-pub const VIDEO_COLUMNS: &str = "id, owner_id, title, description, tags, category, visibility, status, failure, \
+const VIDEO_COLUMNS: &str = "id, owner_id, title, description, tags, category, visibility, status, failure, \
     created_at_ms, published_at_ms, like_count, comment_count, view_count";
 
-impl VideoRow {
-    pub fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
-        let tags: String = r.try_get("", "tags")?;
-        Ok(Self {
-            id: r.try_get("", "id")?,
-            owner_id: r.try_get("", "owner_id")?,
-            title: r.try_get("", "title")?,
-            description: r.try_get("", "description")?,
-            tags: tags.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
-            category: r.try_get("", "category")?,
-            visibility: r.try_get("", "visibility")?,
-            status: r.try_get("", "status")?,
-            failure: r.try_get("", "failure")?,
-            created_at_ms: r.try_get("", "created_at_ms")?,
-            published_at_ms: r.try_get("", "published_at_ms")?,
-            like_count: r.try_get("", "like_count")?,
-            comment_count: r.try_get("", "comment_count")?,
-            view_count: r.try_get("", "view_count")?,
-        })
-    }
+/// A state column's text as its enum.
+fn state<T: std::str::FromStr<Err = crate::video::UnknownState>>(r: &QueryResult, column: &str) -> Result<T, DbErr> {
+    let text: String = r.try_get("", column)?;
+    text.parse().map_err(|e| DbErr::Custom(format!("videos.{column}: {e}")))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommentRow {
-    pub id: String,
-    pub video_id: String,
-    pub author_id: String,
-    pub parent_id: Option<String>,
-    pub body: String,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
+fn video_of(r: &QueryResult) -> Result<Video, DbErr> {
+    let tags: String = r.try_get("", "tags")?;
+    Ok(Video {
+        id: r.try_get("", "id")?,
+        owner_id: r.try_get("", "owner_id")?,
+        title: r.try_get("", "title")?,
+        description: r.try_get("", "description")?,
+        tags: tags.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+        category: r.try_get("", "category")?,
+        visibility: state::<Visibility>(r, "visibility")?,
+        status: state::<VideoStatus>(r, "status")?,
+        failure: r.try_get("", "failure")?,
+        created_at_ms: r.try_get("", "created_at_ms")?,
+        published_at_ms: r.try_get("", "published_at_ms")?,
+        like_count: r.try_get("", "like_count")?,
+        comment_count: r.try_get("", "comment_count")?,
+        view_count: r.try_get("", "view_count")?,
+    })
 }
 
 const COMMENT_COLUMNS: &str = "id, video_id, author_id, parent_id, body, created_at_ms, updated_at_ms";
 
-impl CommentRow {
-    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
-        Ok(Self {
-            id: r.try_get("", "id")?,
-            video_id: r.try_get("", "video_id")?,
-            author_id: r.try_get("", "author_id")?,
-            parent_id: r.try_get("", "parent_id")?,
-            body: r.try_get("", "body")?,
-            created_at_ms: r.try_get("", "created_at_ms")?,
-            updated_at_ms: r.try_get("", "updated_at_ms")?,
-        })
-    }
+fn comment_of(r: &QueryResult) -> Result<Comment, DbErr> {
+    Ok(Comment {
+        id: r.try_get("", "id")?,
+        video_id: r.try_get("", "video_id")?,
+        author_id: r.try_get("", "author_id")?,
+        parent_id: r.try_get("", "parent_id")?,
+        body: r.try_get("", "body")?,
+        created_at_ms: r.try_get("", "created_at_ms")?,
+        updated_at_ms: r.try_get("", "updated_at_ms")?,
+    })
 }
 
-pub use flick_platform::db::{exec, stmt};
-
-pub async fn videos_where<C: ConnectionTrait>(c: &C, clause: &str, values: Vec<Value>) -> Result<Vec<VideoRow>, DbErr> {
+/// Videos selected by `clause` (this module's own SQL; callers outside name what they want).
+async fn videos_where<C: ConnectionTrait>(c: &C, clause: &str, values: Vec<Value>) -> Result<Vec<Video>, DbErr> {
     let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos {clause}");
-    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(video_of).collect()
 }
 
-pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<VideoRow>, DbErr> {
+pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Video>, DbErr> {
     Ok(videos_where(c, "WHERE id = ?", vec![id.into()]).await?.pop())
 }
 
-pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<VideoRow>, DbErr> {
+pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<Video>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -194,39 +170,36 @@ pub async fn listed_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec
     rows.iter().map(|r| r.try_get::<String>("", "id")).collect()
 }
 
-pub struct NewVideo<'a> {
-    pub id: &'a str,
-    pub owner_id: &'a str,
-    pub title: &'a str,
-    pub description: &'a str,
-    pub tags: &'a [String],
-    pub category: Option<&'a str>,
-    pub visibility: &'a str,
-    pub now_ms: i64,
-}
-
-pub async fn insert_video<C: ConnectionTrait>(c: &C, v: NewVideo<'_>) -> Result<(), DbErr> {
+/// Inserts a new video with its tags (`v.created_at_ms` is also its last change).
+pub async fn insert_video<C: ConnectionTrait>(c: &C, v: &Video) -> Result<(), DbErr> {
     exec(
         c,
-        "INSERT INTO videos (id, owner_id, title, description, tags, category, visibility, status, created_at_ms, updated_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'AWAITING_UPLOAD', ?, ?)",
+        "INSERT INTO videos (id, owner_id, title, description, tags, category, visibility, status, failure, \
+         created_at_ms, updated_at_ms, published_at_ms, like_count, comment_count, view_count) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
-            v.id.into(),
-            v.owner_id.into(),
-            v.title.into(),
-            v.description.into(),
+            v.id.clone().into(),
+            v.owner_id.clone().into(),
+            v.title.clone().into(),
+            v.description.clone().into(),
             v.tags.join(" ").into(),
-            v.category.map(str::to_owned).into(),
-            v.visibility.into(),
-            v.now_ms.into(),
-            v.now_ms.into(),
+            v.category.clone().into(),
+            v.visibility.as_str().into(),
+            v.status.as_str().into(),
+            v.failure.clone().into(),
+            v.created_at_ms.into(),
+            v.created_at_ms.into(),
+            v.published_at_ms.into(),
+            v.like_count.into(),
+            v.comment_count.into(),
+            v.view_count.into(),
         ],
     )
     .await?;
-    set_tags(c, v.id, v.tags).await
+    set_tags(c, &v.id, &v.tags).await
 }
 
-pub async fn set_tags<C: ConnectionTrait>(c: &C, video_id: &str, tags: &[String]) -> Result<(), DbErr> {
+async fn set_tags<C: ConnectionTrait>(c: &C, video_id: &str, tags: &[String]) -> Result<(), DbErr> {
     exec(c, "DELETE FROM video_tags WHERE video_id = ?", vec![video_id.into()]).await?;
     for tag in tags {
         exec(c, "INSERT INTO video_tags (video_id, tag) VALUES (?, ?)", vec![video_id.into(), tag.clone().into()])
@@ -235,7 +208,8 @@ pub async fn set_tags<C: ConnectionTrait>(c: &C, video_id: &str, tags: &[String]
     Ok(())
 }
 
-pub async fn update_video<C: ConnectionTrait>(c: &C, v: &VideoRow, now_ms: i64) -> Result<(), DbErr> {
+/// Saves a video's metadata, visibility and publication time (not its status or counts).
+pub async fn update_video<C: ConnectionTrait>(c: &C, v: &Video, now_ms: i64) -> Result<(), DbErr> {
     exec(
         c,
         "UPDATE videos SET title = ?, description = ?, tags = ?, category = ?, visibility = ?, published_at_ms = ?, \
@@ -245,7 +219,7 @@ pub async fn update_video<C: ConnectionTrait>(c: &C, v: &VideoRow, now_ms: i64) 
             v.description.clone().into(),
             v.tags.join(" ").into(),
             v.category.clone().into(),
-            v.visibility.clone().into(),
+            v.visibility.as_str().into(),
             v.published_at_ms.into(),
             now_ms.into(),
             v.id.clone().into(),
@@ -255,10 +229,11 @@ pub async fn update_video<C: ConnectionTrait>(c: &C, v: &VideoRow, now_ms: i64) 
     set_tags(c, &v.id, &v.tags).await
 }
 
+/// Sets a video's status and failure; `published_at_ms` is kept when the video has one.
 pub async fn set_status<C: ConnectionTrait>(
     c: &C,
     id: &str,
-    status: &str,
+    status: VideoStatus,
     failure: Option<&str>,
     published_at_ms: Option<i64>,
     now_ms: i64,
@@ -266,7 +241,19 @@ pub async fn set_status<C: ConnectionTrait>(
     exec(
         c,
         "UPDATE videos SET status = ?, failure = ?, published_at_ms = COALESCE(published_at_ms, ?), updated_at_ms = ? WHERE id = ?",
-        vec![status.into(), failure.map(str::to_owned).into(), published_at_ms.into(), now_ms.into(), id.into()],
+        vec![status.as_str().into(), failure.map(str::to_owned).into(), published_at_ms.into(), now_ms.into(), id.into()],
+    )
+    .await
+}
+
+/// A new source or a retry: a video awaiting its upload, or failed, is processing (again);
+/// one processing or ready already is left as it is.
+pub async fn start_processing<C: ConnectionTrait>(c: &C, id: &str, now_ms: i64) -> Result<u64, DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET status = 'PROCESSING', failure = NULL, updated_at_ms = ? \
+         WHERE id = ? AND status IN ('AWAITING_UPLOAD', 'FAILED')",
+        vec![now_ms.into(), id.into()],
     )
     .await
 }
@@ -284,7 +271,7 @@ pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbE
 }
 
 /// Keyset page of public, ready videos, newest first: `after` is `(published_at_ms, id)`.
-pub async fn feed<C: ConnectionTrait>(c: &C, after: Option<(i64, String)>, limit: u64) -> Result<Vec<VideoRow>, DbErr> {
+pub async fn feed<C: ConnectionTrait>(c: &C, after: Option<(i64, String)>, limit: u64) -> Result<Vec<Video>, DbErr> {
     let base = "WHERE visibility = 'PUBLIC' AND status = 'READY'";
     match after {
         None => videos_where(c, &format!("{base} ORDER BY published_at_ms DESC, id DESC LIMIT {limit}"), vec![]).await,
@@ -318,7 +305,7 @@ pub async fn list<C: ConnectionTrait>(
     scope: Scope<'_>,
     after: Option<(i64, String)>,
     limit: u64,
-) -> Result<Vec<VideoRow>, DbErr> {
+) -> Result<Vec<Video>, DbErr> {
     let (mut clause, mut values, key): (String, Vec<Value>, &str) = match scope {
         Scope::Owner(owner) => ("WHERE owner_id = ?".into(), vec![owner.into()], "created_at_ms"),
         Scope::OwnerPublic(owner) => (
@@ -395,7 +382,7 @@ pub async fn liked_among<C: ConnectionTrait>(c: &C, user_id: &str, video_ids: &[
     rows.iter().map(|r| r.try_get("", "video_id")).collect()
 }
 
-pub async fn insert_comment<C: ConnectionTrait>(c: &C, row: &CommentRow) -> Result<(), DbErr> {
+pub async fn insert_comment<C: ConnectionTrait>(c: &C, row: &Comment) -> Result<(), DbErr> {
     exec(
         c,
         "INSERT INTO comments (id, video_id, author_id, parent_id, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -413,9 +400,9 @@ pub async fn insert_comment<C: ConnectionTrait>(c: &C, row: &CommentRow) -> Resu
     Ok(())
 }
 
-pub async fn comment<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<CommentRow>, DbErr> {
+pub async fn comment<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Comment>, DbErr> {
     let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE id = ?");
-    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.map(|r| CommentRow::from_row(&r)).transpose()
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.map(|r| comment_of(&r)).transpose()
 }
 
 pub async fn edit_comment<C: ConnectionTrait>(c: &C, id: &str, body: &str, now_ms: i64) -> Result<(), DbErr> {
@@ -429,7 +416,7 @@ pub async fn edit_comment<C: ConnectionTrait>(c: &C, id: &str, body: &str, now_m
 }
 
 /// Deletes a comment and its replies; returns how many went.
-pub async fn delete_comment<C: ConnectionTrait>(c: &C, comment: &CommentRow) -> Result<u64, DbErr> {
+pub async fn delete_comment<C: ConnectionTrait>(c: &C, comment: &Comment) -> Result<u64, DbErr> {
     exec(
         c,
         "DELETE FROM comments WHERE id = ? OR parent_id = ?",
@@ -444,7 +431,7 @@ pub async fn comments<C: ConnectionTrait>(
     video_id: &str,
     after: Option<(i64, String)>,
     limit: u64,
-) -> Result<Vec<CommentRow>, DbErr> {
+) -> Result<Vec<Comment>, DbErr> {
     let (cond, mut values): (&str, Vec<Value>) = match &after {
         None => ("", vec![]),
         Some((t, id)) => (
@@ -456,7 +443,7 @@ pub async fn comments<C: ConnectionTrait>(
     let sql = format!(
         "SELECT {COMMENT_COLUMNS} FROM comments WHERE video_id = ?{cond} ORDER BY created_at_ms, id LIMIT {limit}"
     );
-    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(CommentRow::from_row).collect()
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(comment_of).collect()
 }
 
 pub async fn subscribe<C: ConnectionTrait>(c: &C, subscriber: &str, channel: &str, now_ms: i64) -> Result<(), DbErr> {
@@ -659,7 +646,7 @@ pub async fn search_postgres<C: ConnectionTrait>(
     f: &SearchFilter<'_>,
     offset: u64,
     limit: u64,
-) -> Result<Vec<VideoRow>, DbErr> {
+) -> Result<Vec<Video>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
     values.push(f.words.join(" ").into());
     let filters = filter_clause(f, &mut values, "videos.");
@@ -670,7 +657,7 @@ pub async fn search_postgres<C: ConnectionTrait>(
            WHERE {filters} AND (search @@ query OR q.text OPERATOR(public.<%) lower(title)) \
          ) ranked ORDER BY rank DESC, published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}"
     );
-    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(video_of).collect()
 }
 
 /// SQLite: FTS5 matches (every word, as a prefix), ranked by bm25 with title > tags >
@@ -680,7 +667,7 @@ pub async fn search_sqlite<C: ConnectionTrait>(
     f: &SearchFilter<'_>,
     offset: u64,
     limit: u64,
-) -> Result<Vec<VideoRow>, DbErr> {
+) -> Result<Vec<Video>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
     // Words are letters and digits only, quoted: nothing in them is FTS5 syntax.
     let matcher = f.words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" ");
@@ -692,7 +679,7 @@ pub async fn search_sqlite<C: ConnectionTrait>(
          WHERE videos_fts MATCH ? AND {filters} \
          ORDER BY bm25(videos_fts, 10.0, 4.0, 1.0), v.published_at_ms DESC, v.id DESC LIMIT {limit} OFFSET {offset}"
     );
-    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(VideoRow::from_row).collect()
+    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(video_of).collect()
 }
 
 /// Public, ready videos passing the filters, newest first: the search without words, and the
@@ -702,7 +689,7 @@ pub async fn filtered<C: ConnectionTrait>(
     f: &SearchFilter<'_>,
     offset: u64,
     limit: u64,
-) -> Result<Vec<VideoRow>, DbErr> {
+) -> Result<Vec<Video>, DbErr> {
     let mut values: Vec<Value> = Vec::new();
     let filters = filter_clause(f, &mut values, "");
     let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");

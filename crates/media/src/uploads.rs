@@ -1,6 +1,7 @@
 //! The transcoder as media's `createVideo` sees it: a gRPC client that registers the new
 //! video and creates its tus upload, so the client gets where to send the bytes.
 
+use crate::video::Visibility;
 use flick_kit::Caller;
 use flick_proto::transcoder::v1 as pb;
 use pb::transcoder_service_client::TranscoderServiceClient;
@@ -30,11 +31,16 @@ impl Uploads {
     }
 
     /// Registers `video_id` for `caller` and opens its upload (length deferred to the client).
-    pub async fn create(&self, caller: &Caller, video_id: &str, visibility: &str) -> Result<Ticket, tonic::Status> {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        video_id: &str,
+        visibility: Visibility,
+    ) -> Result<Ticket, tonic::Status> {
         let mut request = tonic::Request::new(pb::CreateUploadRequest {
             video_id: video_id.into(),
             size_bytes: 0,
-            visibility: visibility.into(),
+            visibility: visibility.as_str().into(),
         });
         caller.to_grpc(&mut request);
         let upload = self.client.clone().create_upload(request).await?.into_inner();
