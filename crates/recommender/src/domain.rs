@@ -8,6 +8,7 @@
 
 use crate::model::{Model, ModelError};
 use crate::store::{self, Filter, VideoText};
+use flick_kit::page::page_size;
 use flick_kit::{AppError, ErrorCode};
 use flick_platform::bus::Envelope;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
@@ -24,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
-/// Largest `first` of `related` and `recommendedForMe`.
-pub const MAX_FIRST: usize = 100;
+/// Largest `first` of `related` and `recommendedForMe` (the platform's, [`flick_kit::page`]).
+pub const MAX_FIRST: usize = flick_kit::page::MAX_FIRST;
 /// Likes that make up a preference vector: the user's most recent ones (and as many views).
 pub const PREFERENCE_LIKES: u64 = 100;
 /// A watched video's weight in the preference against a liked one's 1: starting a video says
@@ -80,15 +81,23 @@ pub fn video_text(title: &str, tags: &[String], description: &str) -> String {
     parts.join(". ").chars().take(MAX_TEXT_CHARS).collect()
 }
 
-/// `first` as a count: the default when absent, `BAD_USER_INPUT` outside 0..=100.
-pub fn page_size(first: Option<i32>, default: usize) -> Result<usize, AppError> {
-    match first {
-        None => Ok(default),
-        Some(n) if n >= 0 && n as usize <= MAX_FIRST => Ok(n as usize),
-        Some(_) => {
-            Err(AppError::bad_input(format!("first must be between 0 and {MAX_FIRST}"))
-                .with_field("first", "out of range"))
-        }
+/// Whether a video belongs in the index, as a `VideoChanged` says: only what media lists to
+/// anyone (public and ready) does. The event carries media's `Visibility` and `VideoStatus` as
+/// their text; it is read here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Public and ready: indexed.
+    Listed,
+    /// Anything else (private, unlisted, not ready, or a state this version does not know):
+    /// taken out of the index.
+    Hidden,
+}
+
+impl Listing {
+    pub fn of(v: &events::VideoChanged) -> Self {
+        const PUBLIC: &str = "PUBLIC";
+        const READY: &str = "READY";
+        if v.visibility == PUBLIC && v.status == READY { Listing::Listed } else { Listing::Hidden }
     }
 }
 
@@ -155,7 +164,7 @@ impl Recommender {
                     return Ok(false);
                 };
                 let id = if v.video_id.is_empty() { e.subject.clone() } else { v.video_id.clone() };
-                if v.visibility == "PUBLIC" && v.status == "READY" {
+                if Listing::of(&v) == Listing::Listed {
                     let text = VideoText {
                         text: video_text(&v.title, &v.tags, &v.description),
                         video_id: id,
@@ -487,11 +496,24 @@ mod tests {
     }
 
     #[test]
-    fn first_is_bounded() {
-        assert_eq!(page_size(None, 10).unwrap(), 10);
-        assert_eq!(page_size(Some(100), 10).unwrap(), 100);
-        assert!(page_size(Some(101), 10).is_err());
-        assert!(page_size(Some(-1), 10).is_err());
+    fn only_public_ready_videos_are_listed() {
+        let change = |visibility: &str, status: &str| events::VideoChanged {
+            visibility: visibility.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        assert_eq!(Listing::of(&change("PUBLIC", "READY")), Listing::Listed);
+        for (visibility, status) in [
+            ("PUBLIC", "PROCESSING"),
+            ("PUBLIC", "FAILED"),
+            ("PUBLIC", "AWAITING_UPLOAD"),
+            ("UNLISTED", "READY"),
+            ("PRIVATE", "READY"),
+            ("public", "ready"),
+            ("", ""),
+        ] {
+            assert_eq!(Listing::of(&change(visibility, status)), Listing::Hidden, "{visibility} {status}");
+        }
     }
 
     #[test]
