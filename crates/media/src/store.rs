@@ -695,3 +695,57 @@ pub async fn filtered<C: ConnectionTrait>(
     let sql = format!("WHERE {filters} ORDER BY published_at_ms DESC, id DESC LIMIT {limit} OFFSET {offset}");
     videos_where(c, &sql, values).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_state_column_that_names_no_state_is_an_error_not_a_default() {
+        let db = flick_platform::db::connect("sqlite::memory:", "media", 1).await.unwrap();
+        flick_platform::db::migrate(&db, &[MIGRATIONS]).await.unwrap();
+        let v = Video {
+            id: "0190f1a8-0000-7000-8000-000000000001".into(),
+            owner_id: "0190f1a8-0000-7000-8000-000000000002".into(),
+            title: "Typed".into(),
+            description: String::new(),
+            tags: vec!["a".into(), "b".into()],
+            category: None,
+            visibility: Visibility::Unlisted,
+            status: VideoStatus::AwaitingUpload,
+            failure: None,
+            created_at_ms: 1,
+            published_at_ms: None,
+            like_count: 0,
+            comment_count: 0,
+            view_count: 0,
+        };
+        insert_video(&db, &v).await.unwrap();
+        assert_eq!(video(&db, &v.id).await.unwrap(), Some(v.clone()));
+        assert_eq!(start_processing(&db, &v.id, 2).await.unwrap(), 1);
+        set_status(&db, &v.id, VideoStatus::Failed, Some("no video stream"), None, 3).await.unwrap();
+        let failed = video(&db, &v.id).await.unwrap().unwrap();
+        assert_eq!((failed.status, failed.failure.as_deref()), (VideoStatus::Failed, Some("no video stream")));
+
+        for (column, text, expected) in [
+            ("visibility", "public", r#"videos.visibility: "public" is not a visibility"#),
+            ("status", "QUEUED", r#"videos.status: "QUEUED" is not a video status"#),
+        ] {
+            exec(&db, &format!("UPDATE videos SET {column} = ? WHERE id = ?"), vec![text.into(), v.id.clone().into()])
+                .await
+                .unwrap();
+            let e = video(&db, &v.id).await.unwrap_err();
+            assert!(e.to_string().contains(expected), "{e}");
+            let restored = if column == "status" { "READY" } else { "PRIVATE" };
+            exec(
+                &db,
+                &format!("UPDATE videos SET {column} = ? WHERE id = ?"),
+                vec![restored.into(), v.id.clone().into()],
+            )
+            .await
+            .unwrap();
+        }
+        let restored = video(&db, &v.id).await.unwrap().unwrap();
+        assert_eq!((restored.visibility, restored.status), (Visibility::Private, VideoStatus::Ready));
+    }
+}
