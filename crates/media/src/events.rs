@@ -5,8 +5,9 @@ use crate::domain::{Media, PRODUCER, event_version, now_ms};
 use crate::store;
 use crate::video::{VideoStatus, Visibility};
 use flick_platform::bus::{Envelope, envelope};
-use flick_platform::db::sea_orm::{ConnectionTrait, DbErr};
-use flick_platform::outbox;
+use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use flick_platform::outbox::{self, Applied};
+use flick_platform::{EventApplier, EventError};
 use flick_proto::events::v1 as events;
 use prost::Message;
 
@@ -19,41 +20,34 @@ pub struct Effects {
     viewed: Option<String>,
 }
 
-impl Media {
-    /// Handles one delivered event: applied once (inbox) in a transaction, then what it
-    /// changes outside the database.
-    pub async fn handle(&self, envelope: Envelope) -> Result<(), DbErr> {
-        let effects: std::sync::Arc<std::sync::Mutex<Effects>> = Default::default();
-        let (applier, out) = (self.clone(), effects.clone());
-        let id = envelope.id.clone();
-        // Whatever the inbox says (a redelivery may follow a crash before the eviction).
-        let changed_user =
-            matches!(envelope.r#type.as_str(), "user.updated" | "user.deleted").then(|| envelope.subject.clone());
-        let applied = outbox::apply_once(&self.db, "media", &id, move |txn| {
-            Box::pin(async move {
-                let fx = applier.apply(txn, &envelope).await?;
-                *out.lock().expect("effects lock") = fx;
-                Ok(())
-            })
-        })
-        .await?;
-        if applied == outbox::Applied::Now {
-            let fx = std::mem::take(&mut *effects.lock().expect("effects lock"));
+/// Media's consumer of other services' events (`flick_platform::ServiceInfra::consume_events`
+/// applies each once, through the inbox).
+impl EventApplier for Media {
+    type Effects = Effects;
+
+    async fn apply(&self, txn: &DatabaseTransaction, event: &Envelope) -> Result<Effects, EventError> {
+        Ok(Media::apply(self, txn, event).await?)
+    }
+
+    async fn after_commit(&self, event: &Envelope, applied: Applied<Effects>) -> Result<(), EventError> {
+        if let Applied::Now(fx) = applied {
             self.counters.invalidate(&fx.recounted).await;
             if let Some(video) = fx.viewed {
                 self.counters.viewed(&video).await?;
             }
-            self.relay.notify();
         }
-        if let Some(user) = changed_user
-            && let Err(e) = self.users.invalidate(&user).await
+        // Whatever the inbox says (a redelivery may follow a crash before the eviction).
+        if matches!(event.r#type.as_str(), "user.updated" | "user.deleted")
+            && let Err(e) = self.users.invalidate(&event.subject).await
         {
             // Retried: a stale entry would outlive the outage.
-            return Err(DbErr::Custom(format!("evicting user {user} from the cache: {e}")));
+            return Err(EventError::Transient(format!("evicting user {} from the cache: {e}", event.subject)));
         }
         Ok(())
     }
+}
 
+impl Media {
     /// Applies an event from other services inside `txn` (the consumer's inbox transaction,
     /// so the change and "applied" commit together). Unknown or stale events do nothing.
     pub async fn apply<C: ConnectionTrait>(&self, txn: &C, e: &Envelope) -> Result<Effects, DbErr> {

@@ -19,7 +19,7 @@ mod video;
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;
 use flick_platform::Shared;
-use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
+use flick_platform::bus::QueueSpec;
 use flick_platform::db::MigrationSet;
 use std::time::Duration;
 
@@ -66,8 +66,8 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
         Some(url) => media = media.with_users(UserDirectory::new(shared.cache.clone()).with_accounts(url)?),
         None => tracing::info!("no endpoints.accounts: gRPC answers carry no owner details"),
     }
-    let consumer = media.clone();
-    let bus = shared.bus.clone();
+    // Consuming from now on: events published once the service is built are kept for it.
+    let events = infra.consume_events(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), media.clone()).await?;
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(
             schema(&shared.config.graphql, Some(media.clone())),
@@ -83,21 +83,7 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
             media.clone(),
             Duration::from_secs(shared.config.media.reconcile_interval_seconds.max(1)),
         ))
-        .task(Box::new(move |shutdown| {
-            Box::pin(async move {
-                // Each event is applied once (inbox), whatever the broker redelivers.
-                let h = handler(move |d: Delivery| {
-                    let media = consumer.clone();
-                    async move { media.handle(d.envelope).await.map_err(|e| HandlerError::Retry(e.to_string())) }
-                });
-                match bus.consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h, shutdown.clone()).await {
-                    Ok(task) => {
-                        let _ = task.await;
-                    }
-                    Err(e) => tracing::error!(error = %e, "media cannot consume events"),
-                }
-            })
-        }));
+        .task(events);
     for check in infra.checks() {
         service = service.check(check);
     }

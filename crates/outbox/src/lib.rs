@@ -93,23 +93,26 @@ pub async fn record<C: ConnectionTrait>(txn: &C, envelope: &Envelope) -> Result<
     Ok(())
 }
 
-/// Outcome of [`apply_once`].
+/// Outcome of [`apply_once`]: the change's result when this call applied the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    Now,
+pub enum Applied<T = ()> {
+    Now(T),
     AlreadyApplied,
 }
 
 /// Runs `change` and records `event_id` for `consumer` in one transaction, unless the event
-/// was applied before. Concurrent duplicates are resolved by the inbox's primary key.
-pub async fn apply_once<F, T>(
+/// was applied before. Concurrent duplicates are resolved by the inbox's primary key. The
+/// change's error type is the caller's (anything a database error converts into), so a
+/// change can tell a bad event from a failed database.
+pub async fn apply_once<F, T, E>(
     db: &DatabaseConnection,
     consumer: &str,
     event_id: &str,
     change: F,
-) -> Result<Applied, DbErr>
+) -> Result<Applied<T>, E>
 where
-    F: for<'t> FnOnce(&'t DatabaseTransaction) -> futures_like::BoxFuture<'t, Result<T, DbErr>>,
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> futures_like::BoxFuture<'t, Result<T, E>>,
+    E: From<DbErr>,
 {
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
@@ -127,9 +130,9 @@ where
         txn.rollback().await?;
         return Ok(Applied::AlreadyApplied);
     }
-    change(&txn).await?;
+    let result = change(&txn).await?;
     txn.commit().await?;
-    Ok(Applied::Now)
+    Ok(Applied::Now(result))
 }
 
 /// Boxed futures without pulling `futures` into every caller's signature.

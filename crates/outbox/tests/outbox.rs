@@ -2,10 +2,13 @@
 //! PostgreSQL + RabbitMQ including a broker outage.
 
 use flick_bus::{Bus, BusOptions, Delivery, HandlerError, QueueSpec, envelope, handler};
+use flick_db::sea_orm::DbErr;
 use flick_db::sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use flick_db::{Migration, MigrationSet, connect, migrate};
 use flick_outbox::{Applied, Relay, apply_once, record};
 use flick_testkit::{TcpProxy, TestDatabase, amqp_url, eventually, require, unique};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -34,11 +37,20 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     row.try_get("", "n").unwrap()
 }
 
-/// A consumer that applies each event once, recording it in `applied`.
-async fn start_consumer(bus: &Bus, db: &DatabaseConnection, queue: &str, pattern: &str, stop: &CancellationToken) {
+/// A consumer that applies each event once, recording it in `applied`; consuming when it
+/// returns. The returned counter counts the deliveries it has finished (applied or not).
+async fn start_consumer(
+    bus: &Bus,
+    db: &DatabaseConnection,
+    queue: &str,
+    pattern: &str,
+    stop: &CancellationToken,
+) -> Arc<AtomicUsize> {
     let db = db.clone();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let done = handled.clone();
     let h = handler(move |d: Delivery| {
-        let db = db.clone();
+        let (db, done) = (db.clone(), done.clone());
         async move {
             let id = d.envelope.id.clone();
             apply_once(&db, "test-consumer", &d.envelope.id, move |txn| {
@@ -53,12 +65,14 @@ async fn start_consumer(bus: &Bus, db: &DatabaseConnection, queue: &str, pattern
                 })
             })
             .await
-            .map(|_| ())
+            .map(|_| {
+                done.fetch_add(1, Ordering::SeqCst);
+            })
             .map_err(|e| HandlerError::Retry(e.to_string()))
         }
     });
     bus.consume(QueueSpec::events(queue, &[pattern]), h, stop.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    handled
 }
 
 async fn write_events(db: &DatabaseConnection, event_type: &str, n: usize) {
@@ -75,7 +89,7 @@ async fn rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(db
     let event_type = format!("{prefix}.video.liked");
     let queue = unique("q.outbox");
     let stop = CancellationToken::new();
-    start_consumer(&bus, &db, &queue, &format!("{prefix}.#"), &stop).await;
+    let handled = start_consumer(&bus, &db, &queue, &format!("{prefix}.#"), &stop).await;
 
     let txn = db.begin().await.unwrap();
     record(&txn, &envelope(&event_type, "v", "test", vec![])).await.unwrap();
@@ -93,7 +107,11 @@ async fn rolled_back_changes_emit_nothing_and_committed_ones_are_applied_once(db
     // The relay crashed after publishing but before marking: everything goes out again.
     db.execute_unprepared("UPDATE outbox SET published_at_ms = NULL").await.unwrap();
     assert_eq!(relay.flush().await.unwrap(), 3);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { handled.load(Ordering::SeqCst) >= 6 }).await,
+        "the three duplicates were delivered and handled"
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 6, "each event published twice, delivered twice");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 3, "duplicates are applied once");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM inbox").await, 3);
     stop.cancel();
@@ -123,15 +141,15 @@ async fn apply_once_ignores_a_second_delivery() {
     let url = flick_db::service_url(None, dir.path(), "media").unwrap();
     let db = connect(&url, "media", 4).await.unwrap();
     migrate(&db, &[flick_outbox::MIGRATIONS]).await.unwrap();
-    let first = apply_once(&db, "c", "event-1", |_txn| Box::pin(async { Ok(()) })).await.unwrap();
+    let first = apply_once(&db, "c", "event-1", |_txn| Box::pin(async { Ok::<_, DbErr>(()) })).await.unwrap();
     let second = apply_once(&db, "c", "event-1", |_txn| {
         Box::pin(async { Err::<(), _>(flick_db::sea_orm::DbErr::Custom("applied twice".into())) })
     })
     .await
     .unwrap();
-    assert_eq!((first, second), (Applied::Now, Applied::AlreadyApplied));
-    let other_consumer = apply_once(&db, "d", "event-1", |_txn| Box::pin(async { Ok(()) })).await.unwrap();
-    assert_eq!(other_consumer, Applied::Now, "each consumer applies the event once");
+    assert_eq!((first, second), (Applied::Now(()), Applied::AlreadyApplied));
+    let other_consumer = apply_once(&db, "d", "event-1", |_txn| Box::pin(async { Ok::<_, DbErr>(()) })).await.unwrap();
+    assert_eq!(other_consumer, Applied::Now(()), "each consumer applies the event once");
 }
 
 #[tokio::test]
@@ -144,7 +162,7 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
     let queue = unique("q.outage");
     let stop = CancellationToken::new();
     let consumer_bus = Bus::connect(Some(&amqp_url()), options()).unwrap();
-    start_consumer(&consumer_bus, &db, &queue, &format!("{prefix}.#"), &stop).await;
+    let handled = start_consumer(&consumer_bus, &db, &queue, &format!("{prefix}.#"), &stop).await;
 
     // The relay reaches RabbitMQ through a proxy we can cut.
     let proxy = TcpProxy::start("127.0.0.1:5672").await;
@@ -155,7 +173,15 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
     proxy.cut();
     // Users keep writing: every change commits, its event waits in the outbox.
     write_events(&db, &format!("{prefix}.video.liked"), 10).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The relay counts its failed publishes per row: two failed tries on the oldest row show
+    // it has been at work during the outage.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            count(&db, "SELECT COUNT(*) AS n FROM outbox WHERE attempts >= 2").await >= 1
+        })
+        .await,
+        "the relay tried to publish during the outage"
+    );
     assert_eq!(relay.pending().await.unwrap(), 10, "nothing was published during the outage");
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 0);
 
@@ -166,9 +192,19 @@ async fn events_written_while_rabbitmq_is_unreachable_are_delivered_once_after_i
         "every event arrives after the broker returns"
     );
     assert_eq!(relay.pending().await.unwrap(), 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&db, "SELECT COUNT(DISTINCT event_id) AS n FROM applied").await, 10, "each applied once");
-    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 10);
+    // A publish whose confirm was lost in the outage is published again: duplicates may be
+    // queued. A sentinel published now, after every relay publish was confirmed, comes behind
+    // them all, so once it is handled every duplicate has been handled too.
+    let sentinel = envelope(&format!("{prefix}.sentinel"), "sentinel", "test", vec![]);
+    consumer_bus.publish(&sentinel).await.unwrap();
+    let sentinel_applied = format!("SELECT COUNT(*) AS n FROM applied WHERE event_id = '{}'", sentinel.id);
+    assert!(
+        eventually(Duration::from_secs(10), || async { count(&db, &sentinel_applied).await == 1 }).await,
+        "the sentinel is applied"
+    );
+    assert!(handled.load(Ordering::SeqCst) >= 11, "every event and the sentinel were handled");
+    assert_eq!(count(&db, "SELECT COUNT(DISTINCT event_id) AS n FROM applied").await, 11, "each applied once");
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM applied").await, 11);
     stop.cancel();
     relay_task.await.unwrap();
     consumer_bus.delete_queues(&queue).await.unwrap();

@@ -1,5 +1,8 @@
 //! Builds the adapters a service runs on from the configuration: the shared ones (cache,
-//! bus, object storage) once per process, the database once per service.
+//! bus, object storage) once per process, the database once per service; and the one shape
+//! of a service's bus consumers ([`consumers`]).
+
+mod consumers;
 
 use flick_bus::{Bus, BusOptions};
 use flick_cache::Cache;
@@ -11,6 +14,9 @@ use flick_outbox::Relay;
 use flick_storage::{ObjectStorage, StorageOptions};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use consumers::{EventApplier, EventError};
 
 pub use flick_bus as bus;
 pub use flick_cache as cache;
@@ -89,7 +95,7 @@ impl Shared {
             flick_db::migrate(&db, migrations).await?;
         }
         let relay = Relay::new(db.clone(), self.bus.clone());
-        Ok(ServiceInfra { name, db, shared: self.clone(), relay })
+        Ok(ServiceInfra { name, db, shared: self.clone(), relay, stopping: CancellationToken::new() })
     }
 }
 
@@ -130,9 +136,17 @@ pub struct ServiceInfra {
     pub db: DatabaseConnection,
     pub shared: Shared,
     pub relay: Relay,
+    /// Cancelled when the service's shutdown reaches its consumers (see [`consumers`]).
+    stopping: CancellationToken,
 }
 
 impl ServiceInfra {
+    /// Cancelled once the service is stopping (its shutdown has begun, or it was dropped
+    /// without running): a consumer's handler watches it to give back the message in hand.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
     /// Readiness checks of every adapter this service uses.
     pub fn checks(&self) -> Vec<ReadyCheck> {
         let db = self.db.clone();

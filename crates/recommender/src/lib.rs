@@ -6,6 +6,7 @@
 
 mod backfill;
 mod domain;
+mod events;
 mod graphql;
 mod grpc;
 pub mod model;
@@ -14,7 +15,7 @@ pub mod store;
 use flick_kit::Service;
 use flick_kit::config::RecommenderConfig;
 use flick_platform::Shared;
-use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
+use flick_platform::bus::QueueSpec;
 use flick_platform::db::MigrationSet;
 use flick_platform::db::sea_orm::DatabaseConnection;
 
@@ -66,10 +67,10 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         // Still serves what is indexed; embeddings wait in their queue until the files exist.
         tracing::error!(error = %e, "recommender starts without its embedding model");
     }
-    let consumer = recommender.clone();
+    // Consuming from now on: events published once the service is built are kept for it.
+    let events = infra.consume_events(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), recommender.clone()).await?;
     let embedder = recommender.clone();
     let checked = recommender.model().clone();
-    let bus = shared.bus.clone();
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(
             schema(&shared.config.graphql, Some(recommender.clone())),
@@ -84,36 +85,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         )
         .task(infra.relay_task())
         .task(Box::new(move |shutdown| Box::pin(embedder.run_embedder(shutdown))))
-        .task(Box::new(move |shutdown| {
-            Box::pin(async move {
-                // Each event is applied once (inbox), whatever the broker redelivers.
-                let h = handler(move |d: Delivery| {
-                    let recommender = consumer.clone();
-                    async move {
-                        let db = recommender.db().clone();
-                        let envelope = d.envelope;
-                        let applier = recommender.clone();
-                        let applied = flick_platform::outbox::apply_once(&db, NAME, &envelope.id.clone(), move |txn| {
-                            Box::pin(async move { applier.apply(txn, &envelope).await })
-                        })
-                        .await;
-                        match applied {
-                            Ok(_) => {
-                                recommender.wake_embedder();
-                                Ok(())
-                            }
-                            Err(e) => Err(HandlerError::Retry(e.to_string())),
-                        }
-                    }
-                });
-                match bus.consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h, shutdown.clone()).await {
-                    Ok(task) => {
-                        let _ = task.await;
-                    }
-                    Err(e) => tracing::error!(error = %e, "recommender cannot consume events"),
-                }
-            })
-        }))
+        .task(events)
         .check(flick_kit::ReadyCheck::new("model", move || {
             let model = checked.clone();
             async move { model.check().await }
