@@ -1,24 +1,206 @@
-//! The transcoder's operations, once, for every transport: videos' processing state and
-//! playback, retry and deletion, and media's events. Uploads are in `uploads`, the job in
-//! `worker`.
+//! The transcoder's domain: its states as types (a video's status and visibility, an
+//! upload's state, a job's stages), videos and uploads as the rest of the crate sees them,
+//! the playback description, what clients see of a video, and the service handle
+//! [`Transcoder`]. Its operations are split by responsibility: `videos` (processing state,
+//! playback access, retry, deletion), `uploads` (tus), `events` (media's events), `worker`
+//! (the transcode job). Text forms of the states exist only at the store boundary (`store`)
+//! and in the transports' own names.
 
-use crate::store::{self, VideoRow};
+use flick_kit::AppError;
 use flick_kit::config::TranscoderConfig;
-use flick_kit::{AppError, Caller};
-use flick_platform::bus::{Bus, envelope};
+use flick_platform::bus::Bus;
 use flick_platform::cache::Cache;
-use flick_platform::db::sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
-use flick_platform::outbox::{self, Relay};
+use flick_platform::db::sea_orm::{DatabaseConnection, DbErr};
+use flick_platform::outbox::Relay;
 use flick_platform::storage::{ObjectStorage, StorageError};
-use flick_proto::events::v1 as events;
-use flick_proto::media::v1::GetVideoRequest;
 use flick_proto::media::v1::media_service_client::MediaServiceClient;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tonic::transport::{Channel, Endpoint};
-use uuid::Uuid;
+
+/// Declares a state enum with its one text form (the database's and the transports').
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The text form (stored, and shown by the transports).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The state named `text`, if it is one.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a video is between its upload and playback:
+    /// `AWAITING_UPLOAD → QUEUED → PROCESSING → READY | FAILED` (a retry queues a failed
+    /// video again; a new upload queues any video; deleting its media awaits an upload again).
+    /// A video's job has no state of its own: the job is the video's current source, and its
+    /// state is this status.
+    pub enum VideoStatus {
+        AwaitingUpload = "AWAITING_UPLOAD",
+        Queued = "QUEUED",
+        Processing = "PROCESSING",
+        Ready = "READY",
+        Failed = "FAILED",
+    }
+}
+
+text_enum! {
+    /// Who may watch a video (media decides; the transcoder keeps a copy).
+    pub enum Visibility {
+        Public = "PUBLIC",
+        Unlisted = "UNLISTED",
+        Private = "PRIVATE",
+    }
+}
+
+text_enum! {
+    /// A tus upload: `UPLOADING`, then `COMPLETED` (the video's source) or dropped as
+    /// `REJECTED` (not a video), `TERMINATED` (by its owner, or with its video), `EXPIRED`;
+    /// a completed one is `REPLACED` by the next completed upload of its video.
+    pub enum UploadState {
+        Uploading = "UPLOADING",
+        Completed = "COMPLETED",
+        Rejected = "REJECTED",
+        Terminated = "TERMINATED",
+        Expired = "EXPIRED",
+        Replaced = "REPLACED",
+    }
+}
+
+text_enum! {
+    /// A job's stages as published in `transcode.progress` (and `videoProgress.stage`),
+    /// with the stages a video's status maps to when no job reports.
+    pub enum Stage {
+        AwaitingUpload = "awaiting_upload",
+        Queued = "queued",
+        Processing = "processing",
+        Downloading = "downloading",
+        Probing = "probing",
+        Encoding = "encoding",
+        Playable = "playable",
+        Thumbnails = "thumbnails",
+        Uploading = "uploading",
+        Ready = "ready",
+        Failed = "failed",
+    }
+}
+
+impl VideoStatus {
+    /// The stage and percent a client is shown for a video in this status, from the job's
+    /// last stored percent while it runs: the one mapping behind gRPC `GetProcessing` and
+    /// the first message of `videoProgress`.
+    pub fn progress(self, stored_percent: f64) -> (Stage, f64) {
+        match self {
+            VideoStatus::Ready => (Stage::Ready, 100.0),
+            VideoStatus::Failed => (Stage::Failed, 0.0),
+            VideoStatus::AwaitingUpload => (Stage::AwaitingUpload, 0.0),
+            VideoStatus::Queued => (Stage::Queued, 0.0),
+            VideoStatus::Processing => (Stage::Processing, stored_percent.clamp(0.0, 100.0)),
+        }
+    }
+
+    /// Whether the video's job is done, one way or the other.
+    pub fn is_final(self) -> bool {
+        matches!(self, VideoStatus::Ready | VideoStatus::Failed)
+    }
+}
+
+impl Stage {
+    /// The last message of a job's progress.
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Ready | Stage::Failed)
+    }
+}
+
+/// The transcoder's copy of one of media's videos, with its processing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Video {
+    pub id: String,
+    pub owner_id: String,
+    pub visibility: Visibility,
+    pub status: VideoStatus,
+    pub error: Option<String>,
+    pub source_key: Option<String>,
+    pub source_bytes: Option<i64>,
+    /// The current source's job (the id of the upload that made it).
+    pub job_id: Option<String>,
+    /// Set at READY (kept, unused, while a new source is processed).
+    pub playback: Option<Playback>,
+    /// Set while PROCESSING once the renditions' first segments can be played.
+    pub playable_at_ms: Option<i64>,
+    pub source_duration_seconds: Option<f64>,
+    /// The highest version of media's events applied (0: none carried one).
+    pub media_version: i64,
+    /// When media last confirmed owner and visibility (an event's time, a gRPC check).
+    pub synced_at_ms: i64,
+    /// The running job's progress (0–100) as last stored by its worker.
+    pub progress_percent: f64,
+}
+
+impl Video {
+    pub fn is_owned_by(&self, user: Option<uuid::Uuid>) -> bool {
+        user.map(|u| u.to_string()).as_deref() == Some(self.owner_id.as_str())
+    }
+
+    /// Ready, or far enough into processing that its first segments play (long videos).
+    pub fn playable(&self) -> bool {
+        self.status == VideoStatus::Ready || (self.status == VideoStatus::Processing && self.playable_at_ms.is_some())
+    }
+}
+
+/// A tus upload: bytes go to an object-store multipart upload whose id and finished parts
+/// are kept; bytes after the last full part wait in a tail object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub id: String,
+    pub video_id: String,
+    pub owner_id: String,
+    /// `None`: deferred until a PATCH says it.
+    pub length: Option<i64>,
+    pub offset: i64,
+    /// The raw `Upload-Metadata` header.
+    pub metadata: String,
+    pub object_key: String,
+    pub multipart_id: String,
+    pub parts: Vec<String>,
+    pub tail_key: Option<String>,
+    pub tail_bytes: i64,
+    pub state: UploadState,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -35,7 +217,7 @@ pub(crate) fn storage_error(e: StorageError) -> AppError {
     }
 }
 
-/// The playback description of a READY video, kept as JSON in `videos.playback`.
+/// The playback description of a READY video (kept as JSON in the store).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Playback {
     pub duration_seconds: f64,
@@ -59,7 +241,7 @@ pub struct Rendition {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VideoView {
     pub id: String,
-    pub state: String,
+    pub state: VideoStatus,
     pub error: Option<String>,
     /// Set once the video plays: at READY, or earlier for long videos (a growing playlist).
     pub hls_url: Option<String>,
@@ -70,10 +252,13 @@ pub struct VideoView {
     pub storyboard_vtt_url: Option<String>,
     pub duration_seconds: Option<f64>,
     pub renditions: Vec<Rendition>,
+    /// The job's progress (not part of the REST body, which predates it).
+    #[serde(skip)]
+    pub percent: f64,
 }
 
 /// After a failed visibility check, media is not asked again for this long.
-const MEDIA_RETRY_MS: i64 = 5_000;
+pub(crate) const MEDIA_RETRY_MS: i64 = 5_000;
 
 /// One viewer counts as one view of a video per this window.
 pub const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -153,235 +338,38 @@ impl Transcoder {
     pub fn storage(&self) -> &ObjectStorage {
         &self.storage
     }
+}
 
-    /// The video, if the caller owns it: NOT_FOUND when it does not exist or is not theirs
-    /// and private (no existence leak), FORBIDDEN when visible but someone else's.
-    pub async fn owned_video(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {
-        let me = caller.require_user()?;
-        let not_found = || AppError::not_found("no such video (create it with createVideo first)");
-        if Uuid::parse_str(id).is_err() {
-            return Err(not_found());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_has_one_text_and_other_texts_name_none() {
+        for s in VideoStatus::ALL {
+            assert_eq!(VideoStatus::parse(s.as_str()), Some(*s));
         }
-        let video = store::video(&self.db, id).await.map_err(db_error)?.ok_or_else(not_found)?;
-        if video.owner_id != me.to_string() {
-            return Err(if video.visibility == "PRIVATE" {
-                not_found()
-            } else {
-                AppError::forbidden("only the owner may do this")
-            });
+        for s in Visibility::ALL {
+            assert_eq!(Visibility::parse(s.as_str()), Some(*s));
         }
-        Ok(video)
+        for s in UploadState::ALL {
+            assert_eq!(UploadState::parse(s.as_str()), Some(*s));
+        }
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(VideoStatus::parse("ready"), None, "exact text only");
+        assert_eq!(Visibility::parse(""), None);
+        assert_eq!(serde_json::to_value(VideoStatus::AwaitingUpload).unwrap(), "AWAITING_UPLOAD");
     }
 
-    /// The video if `caller` may watch it: its owner always; others when it is public or
-    /// unlisted (by id) and ready.
-    pub async fn watchable(&self, caller: &Caller, id: &str) -> Result<Option<VideoRow>, AppError> {
-        if Uuid::parse_str(id).is_err() {
-            return Ok(None);
-        }
-        let Some(video) = store::video(&self.db, id).await.map_err(db_error)? else { return Ok(None) };
-        let Some(video) = self.fresh(video).await? else { return Ok(None) };
-        Ok(Self::may_watch(&video, caller).then_some(video))
-    }
-
-    /// The video with a visibility media confirmed within `visibility_max_age_seconds`: an
-    /// older local copy (events late, or lost in a reordering) is checked with media first.
-    /// `None`: media does not show it (deleted, as far as this process can tell). Media
-    /// unreachable: the local copy, with a warning.
-    async fn fresh(&self, mut video: VideoRow) -> Result<Option<VideoRow>, AppError> {
-        let now = now_ms();
-        let max_age = self.config.visibility_max_age_seconds as i64 * 1000;
-        let Some(media) = &self.media else { return Ok(Some(video)) };
-        let down_until = self.media_down_until_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if now - video.synced_at_ms <= max_age || now < down_until {
-            return Ok(Some(video));
-        }
-        // Asked as the owner, media answers whatever the video's state: NOT_FOUND is a deletion.
-        let owner = Caller { user_id: Uuid::parse_str(&video.owner_id).ok(), ..Caller::anonymous() };
-        let mut request = tonic::Request::new(GetVideoRequest { id: video.id.clone() });
-        owner.to_grpc(&mut request);
-        match media.clone().get_video(request).await {
-            Ok(answer) => {
-                let answer = answer.into_inner();
-                let result = if answer.visibility != video.visibility { "changed" } else { "confirmed" };
-                metrics::counter!("transcoder_visibility_checks_total", "result" => result).increment(1);
-                if store::confirm_video(&self.db, &video.id, &answer.visibility, video.media_version, now)
-                    .await
-                    .map_err(db_error)?
-                {
-                    video.visibility = answer.visibility;
-                    video.synced_at_ms = now;
-                    Ok(Some(video))
-                } else {
-                    // An event moved the row while media answered: it is newer still.
-                    store::video(&self.db, &video.id).await.map_err(db_error)
-                }
-            }
-            // Hidden, never forgotten here: NOT_FOUND is also what media answers when it did not
-            // take our identity (a mesh secret being rotated), and forgetting drops the files for
-            // good. Deleting is left to media's `video.deleted` event.
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                metrics::counter!("transcoder_visibility_checks_total", "result" => "deleted").increment(1);
-                tracing::info!(video.id = %video.id, "media does not show the video: hidden until its event");
-                Ok(None)
-            }
-            Err(status) => {
-                metrics::counter!("transcoder_visibility_checks_total", "result" => "unavailable").increment(1);
-                self.media_down_until_ms.store(now + MEDIA_RETRY_MS, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(video.id = %video.id, error = %status.message(), code = ?status.code(),
-                    "media did not confirm a stale visibility; serving the local copy");
-                Ok(Some(video))
-            }
-        }
-    }
-
-    pub fn may_watch(video: &VideoRow, caller: &Caller) -> bool {
-        let owner = caller.user_id.map(|u| u.to_string()).as_deref() == Some(video.owner_id.as_str());
-        owner || (video.visibility != "PRIVATE" && Self::playable(video))
-    }
-
-    /// Ready, or far enough into processing that its first segments play (long videos).
-    pub fn playable(video: &VideoRow) -> bool {
-        video.state == "READY" || (video.state == "PROCESSING" && video.playable_at_ms.is_some())
-    }
-
-    /// What a client sees of the video: processing state for everyone allowed to see it,
-    /// the error only for its owner.
-    pub fn view(&self, video: &VideoRow, caller: &Caller) -> VideoView {
-        let owner = caller.user_id.map(|u| u.to_string()).as_deref() == Some(video.owner_id.as_str());
-        let playback: Option<Playback> =
-            video.playback.as_deref().and_then(|p| serde_json::from_str(p).ok()).filter(|_| video.state == "READY");
-        let base = format!("{}/video/{}", self.config.public_base_url.trim_end_matches('/'), video.id);
-        let url = |path: &Option<String>| path.as_ref().map(|p| format!("{base}/hls/{p}"));
-        VideoView {
-            id: video.id.clone(),
-            state: video.state.clone(),
-            error: if owner {
-                video.error.clone()
-            } else {
-                video.error.as_ref().map(|_| "processing failed".to_string())
-            },
-            hls_url: Self::playable(video).then(|| format!("{base}/hls/master.m3u8")),
-            playable: Self::playable(video),
-            dash_url: playback.as_ref().map(|_| format!("{base}/dash/manifest.mpd")),
-            thumbnail_url: playback.as_ref().and_then(|p| url(&p.poster)),
-            storyboard_url: playback.as_ref().and_then(|p| url(&p.storyboard)),
-            storyboard_vtt_url: playback.as_ref().and_then(|p| url(&p.storyboard_vtt)),
-            duration_seconds: playback
-                .as_ref()
-                .map(|p| p.duration_seconds)
-                .or(video.source_duration_seconds.filter(|_| Self::playable(video))),
-            renditions: playback.map(|p| p.renditions).unwrap_or_default(),
-        }
-    }
-
-    /// A playback start by `viewer` ("user:<id>" or "addr:<address>"): `video.viewed` through
-    /// the outbox, at most once per viewer and video per [`VIEW_WINDOW`]. Without the cache
-    /// the view still counts (an outage must not lose views; it may count a repeat).
-    pub async fn record_view(&self, video_id: &str, viewer: &str) -> Result<(), AppError> {
-        let key = format!("transcoder:viewed:{video_id}:{viewer}");
-        match self.cache.rate_limit(&key, 1, VIEW_WINDOW).await {
-            Ok(d) if !d.allowed => return Ok(()),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cache unavailable: view not deduplicated"),
-        }
-        let payload = events::VideoViewed { video_id: video_id.into(), viewer: viewer.into() };
-        outbox::record(&self.db, &envelope("video.viewed", video_id, crate::NAME, payload.encode_to_vec()))
-            .await
-            .map_err(db_error)?;
-        self.relay.notify();
-        Ok(())
-    }
-
-    pub async fn videos_by_ids(&self, ids: &[String]) -> Result<Vec<VideoRow>, AppError> {
-        store::videos_by_ids(&self.db, ids).await.map_err(db_error)
-    }
-
-    /// Registers a video for uploads (gRPC `CreateUpload` from media, before its event).
-    pub async fn register_video(&self, caller: &Caller, video_id: &str, visibility: &str) -> Result<(), AppError> {
-        let me = caller.require_user()?;
-        if Uuid::parse_str(video_id).is_err() {
-            return Err(AppError::bad_input("video_id is not a UUID"));
-        }
-        let visibility = match visibility {
-            "" => "PRIVATE",
-            v @ ("PUBLIC" | "UNLISTED" | "PRIVATE") => v,
-            _ => return Err(AppError::bad_input("visibility must be PUBLIC, UNLISTED or PRIVATE")),
-        };
-        if let Some(existing) = store::video(&self.db, video_id).await.map_err(db_error)?
-            && existing.owner_id != me.to_string()
-        {
-            return Err(AppError::forbidden("the video belongs to someone else"));
-        }
-        let now = now_ms();
-        let owner = me.to_string();
-        // Version 0: an event media already sent about the video outranks this call.
-        let v = store::MediaVideo { id: video_id, owner_id: &owner, visibility, version: 0, synced_at_ms: now };
-        store::upsert_video(&self.db, &v, now).await.map_err(db_error)?;
-        Ok(())
-    }
-
-    /// Retries a failed transcode of the current source (REST `PATCH /video/{id}`).
-    pub async fn retry(&self, caller: &Caller, id: &str) -> Result<VideoRow, AppError> {
-        let video = self.owned_video(caller, id).await?;
-        if video.state != "FAILED" {
-            return Err(AppError::conflict(format!("only a failed video can be retried; this one is {}", video.state)));
-        }
-        let (Some(job), Some(_)) = (&video.job_id, &video.source_key) else {
-            return Err(AppError::conflict("the video has no uploaded source to transcode; upload one"));
-        };
-        let txn = self.db.begin().await.map_err(db_error)?;
-        let max = i64::from(self.config.video_retries);
-        if !store::count_video_retry(&txn, &video.id, job, &video.owner_id, max).await.map_err(db_error)? {
-            return Err(AppError::conflict(format!(
-                "this video was retried {max} times already; upload its source again to start over"
-            )));
-        }
-        store::set_state(&txn, &video.id, job, "QUEUED", None, None, now_ms()).await.map_err(db_error)?;
-        let payload = events::TranscodeRequested { video_id: video.id.clone(), job_id: job.clone() };
-        outbox::record(&txn, &envelope("transcode.requested", &video.id, crate::NAME, payload.encode_to_vec()))
-            .await
-            .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
-        self.relay.notify();
-        store::video(&self.db, id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
-    }
-
-    /// Removes the video's renditions, thumbnails and sources (REST `DELETE /video/{id}`).
-    /// The metadata stays with media; the video goes back to awaiting an upload.
-    pub async fn delete_media(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
-        let video = self.owned_video(caller, id).await?;
-        self.remove_everything(&video.id).await?;
-        store::exec(
-            &self.db,
-            "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_bytes = NULL,
-             job_id = NULL, playback = NULL, playable_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
-            vec![now_ms().into(), video.id.clone().into()],
-        )
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    /// Media deleted the video: it is remembered as deleted (so no late `video.updated`
-    /// brings it back), then its objects, uploads and row go.
-    pub(crate) async fn forget_video(&self, video_id: &str, version: i64) -> Result<(), AppError> {
-        store::tombstone(&self.db, video_id, version, now_ms()).await.map_err(db_error)?;
-        self.remove_everything(video_id).await?;
-        store::delete_video(&self.db, video_id).await.map_err(db_error)
-    }
-
-    /// Drops every object of the video and its unfinished uploads.
-    async fn remove_everything(&self, video_id: &str) -> Result<(), AppError> {
-        let uploads =
-            store::uploads_where(&self.db, "WHERE video_id = ?", vec![video_id.into()]).await.map_err(db_error)?;
-        for upload in &uploads {
-            if upload.state == "UPLOADING" {
-                self.drop_upload(upload, "TERMINATED").await?;
-            }
-            store::delete_upload(&self.db, &upload.id).await.map_err(db_error)?;
-        }
-        self.storage.delete_prefix(&format!("videos/{video_id}")).await.map_err(storage_error)?;
-        Ok(())
+    #[test]
+    fn a_status_maps_to_one_stage_and_percent() {
+        assert_eq!(VideoStatus::Ready.progress(0.0), (Stage::Ready, 100.0));
+        assert_eq!(VideoStatus::Failed.progress(55.0), (Stage::Failed, 0.0));
+        assert_eq!(VideoStatus::AwaitingUpload.progress(0.0), (Stage::AwaitingUpload, 0.0));
+        assert_eq!(VideoStatus::Queued.progress(30.0), (Stage::Queued, 0.0));
+        assert_eq!(VideoStatus::Processing.progress(37.5), (Stage::Processing, 37.5));
+        assert_eq!(VideoStatus::Processing.progress(120.0), (Stage::Processing, 100.0));
     }
 }

@@ -1,11 +1,10 @@
 //! Media's events the transcoder follows: owners and visibility of videos, deletions of
 //! videos and users.
 
-use crate::domain::{Transcoder, db_error, now_ms};
+use crate::domain::{Transcoder, Visibility, db_error, now_ms};
 use crate::store;
 use flick_kit::AppError;
 use flick_platform::bus::Envelope;
-use flick_platform::db::sea_orm::ConnectionTrait;
 use flick_proto::events::v1 as events;
 use prost::Message as _;
 
@@ -17,6 +16,9 @@ impl Transcoder {
             "video.created" | "video.updated" | "video.published" => {
                 let v = events::VideoChanged::decode(e.payload.as_slice())
                     .map_err(|err| AppError::bad_input(format!("undecodable {}: {err}", e.r#type)))?;
+                let visibility = Visibility::parse(&v.visibility).ok_or_else(|| {
+                    AppError::bad_input(format!("{} with an unknown visibility {:?}", e.r#type, v.visibility))
+                })?;
                 let now = now_ms();
                 // True as of when media wrote it: a late event leaves the copy stale, so
                 // playback checks with media rather than trusting it for the full bound.
@@ -24,7 +26,7 @@ impl Transcoder {
                 let video = store::MediaVideo {
                     id: &v.video_id,
                     owner_id: &v.owner_id,
-                    visibility: &v.visibility,
+                    visibility,
                     version: v.version,
                     synced_at_ms: as_of,
                 };
@@ -38,18 +40,7 @@ impl Transcoder {
                 self.forget_video(&e.subject, version).await
             }
             "user.deleted" => {
-                let owned: Vec<String> = self
-                    .db
-                    .query_all_raw(store::stmt(
-                        &self.db,
-                        "SELECT id FROM videos WHERE owner_id = ?",
-                        vec![e.subject.clone().into()],
-                    ))
-                    .await
-                    .map_err(db_error)?
-                    .iter()
-                    .filter_map(|r| r.try_get::<String>("", "id").ok())
-                    .collect();
+                let owned = store::video_ids_of_owner(&self.db, &e.subject).await.map_err(db_error)?;
                 for id in owned {
                     self.forget_video(&id, 0).await?;
                 }

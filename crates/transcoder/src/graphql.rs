@@ -1,8 +1,7 @@
 //! The transcoder subgraph: `Video.playback`, `Video.processing` and
 //! `Subscription.videoProgress`. Resolvers convert; the domain decides.
 
-use crate::domain::{Transcoder, VideoView};
-use crate::store::VideoRow;
+use crate::domain::{Stage, Transcoder, Video as VideoState, VideoStatus, VideoView};
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, EmptyMutation, ID, Object, Result, Schema, SimpleObject, Subscription};
 use flick_kit::config::GraphqlConfig;
@@ -26,10 +25,10 @@ pub fn schema(cfg: &GraphqlConfig, transcoder: Option<Transcoder>) -> Transcoder
 struct Rows(Transcoder);
 
 impl Loader<String> for Rows {
-    type Value = VideoRow;
+    type Value = VideoState;
     type Error = async_graphql::Error;
 
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, VideoRow>, Self::Error> {
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, VideoState>, Self::Error> {
         let rows = self.0.videos_by_ids(keys).await.map_err(|e| e.into_graphql())?;
         Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
     }
@@ -112,7 +111,7 @@ impl From<VideoView> for Option<Playback> {
     }
 }
 
-async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<VideoRow>> {
+async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<VideoState>> {
     let loader = ctx.data::<DataLoader<Rows>>()?;
     let row = loader.load_one(id.to_string()).await?;
     Ok(row.filter(|r| Transcoder::may_watch(r, caller(ctx))))
@@ -134,7 +133,7 @@ impl Video {
         let t = ctx.data::<Transcoder>()?;
         Ok(row(ctx, &self.id).await?.map(|r| {
             let view = t.view(&r, caller(ctx));
-            Processing { state: view.state, error: view.error, playable: view.playable }
+            Processing { state: view.state.to_string(), error: view.error, playable: view.playable }
         }))
     }
 }
@@ -184,25 +183,19 @@ impl SubscriptionRoot {
             Some(user) => flick_kit::graphql::subscription_slot(ctx, user).map_err(|e| e.into_graphql())?,
             None => None,
         };
-        let awaiting_upload = video.state == "AWAITING_UPLOAD";
+        let awaiting_upload = video.status == VideoStatus::AwaitingUpload;
         let view = t.view(&video, &caller);
-        let (stage, percent) = match view.state.as_str() {
-            "READY" => ("ready", 100.0),
-            "FAILED" => ("failed", 0.0),
-            "AWAITING_UPLOAD" => ("awaiting_upload", 0.0),
-            "QUEUED" => ("queued", 0.0),
-            _ => ("processing", 0.0),
-        };
+        let (stage, percent) = video.status.progress(video.progress_percent);
         let first = VideoProgress {
             video_id: video_id.clone(),
-            stage: stage.into(),
+            stage: stage.to_string(),
             percent,
             rendition: None,
             fps: None,
             eta_seconds: None,
             error: view.error,
         };
-        let finished = matches!(stage, "ready" | "failed");
+        let finished = stage.is_final();
         let id = video_id.to_string();
         let updates = live
             .filter_map(move |m| {
@@ -220,7 +213,7 @@ impl SubscriptionRoot {
                 if *done {
                     return futures::future::ready(None);
                 }
-                *done = matches!(p.stage.as_str(), "ready" | "failed");
+                *done = Stage::parse(&p.stage).is_some_and(Stage::is_final);
                 futures::future::ready(Some(p))
             });
         let stream = futures::stream::once(async move { first });
@@ -263,7 +256,7 @@ fn until_upload_expires(
                         let still_waiting = t
                             .owned_video(&caller, &video_id)
                             .await
-                            .map(|v| v.state == "AWAITING_UPLOAD")
+                            .map(|v| v.status == VideoStatus::AwaitingUpload)
                             .unwrap_or(true);
                         if still_waiting {
                             return None;

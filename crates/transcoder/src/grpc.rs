@@ -14,8 +14,9 @@ impl TranscoderGrpc {
         let view = self.0.view(&video, caller);
         Ok(pb::Processing {
             video_id: view.id,
-            percent: if view.state == "READY" { 100.0 } else { 0.0 },
-            stage: view.state,
+            // The status's own name: gRPC's stage predates the GraphQL stages.
+            stage: view.state.as_str().to_string(),
+            percent: view.percent,
             error: view.error,
             hls_url: view.hls_url,
             dash_url: view.dash_url,

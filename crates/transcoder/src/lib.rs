@@ -13,6 +13,7 @@ mod playback;
 mod store;
 mod tus;
 mod uploads;
+mod videos;
 mod worker;
 
 use flick_kit::Service;

@@ -2,7 +2,8 @@
 //! and DASH files under `/video/{id}/hls/…` and `/video/{id}/dash/…` (one set of CMAF
 //! segments serves both), with range requests, content types and cache headers.
 
-use crate::domain::{Transcoder, media_prefix, storage_error};
+use crate::domain::{Transcoder, VideoStatus, Visibility, media_prefix, storage_error};
+use crate::pipeline;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
@@ -101,7 +102,7 @@ async fn file(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let video = t.watchable(&caller, &id).await?.ok_or_else(|| AppError::not_found("no such video"))?;
-    if !Transcoder::playable(&video) {
+    if !video.playable() {
         return Err(AppError::not_found("the video is not ready yet"));
     }
     if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
@@ -111,7 +112,7 @@ async fn file(
     let info =
         t.storage().head(&key).await.map_err(storage_error)?.ok_or_else(|| AppError::not_found("no such file"))?;
     // A playback starts with the master playlist (HLS) or the manifest (DASH).
-    if (path == "master.m3u8" || path == "manifest.mpd")
+    if (path == pipeline::MASTER || path == pipeline::MANIFEST)
         && let Some(viewer) = viewer(&caller, &headers, peer.map(|Extension(ConnectInfo(a))| a))
         && let Err(e) = t.record_view(&video.id, &viewer).await
     {
@@ -125,8 +126,8 @@ async fn file(
     // Segments never change for a given source; playlists may when a video is re-encoded.
     let playlist = path.ends_with(".m3u8") || path.ends_with(".mpd");
     // While a long video is still encoding its playlists grow: players must refetch them.
-    let growing = playlist && video.state != "READY";
-    let scope = if video.visibility == "PRIVATE" { "private" } else { "public" };
+    let growing = playlist && video.status != VideoStatus::Ready;
+    let scope = if video.visibility == Visibility::Private { "private" } else { "public" };
     let cache = match (growing, playlist) {
         (true, _) => "no-cache".to_string(),
         (false, true) => format!("{scope}, max-age=10"),

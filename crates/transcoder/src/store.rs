@@ -1,4 +1,6 @@
-//! The transcoder's tables and SQL (the same text on SQLite and PostgreSQL).
+//! The transcoder's tables and SQL (the same text on SQLite and PostgreSQL): the only place
+//! that has either. Rows come out as the domain's types ([`Video`], [`Upload`]); states are
+//! turned into text and back here only, and a text that names no state is an error.
 //!
 //! - `videos`: the transcoder's view of media's videos (owner and visibility, from events or
 //!   `CreateUpload`) with the processing state and, once ready, the playback description.
@@ -17,6 +19,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         Migration { version: 3, name: "source_duration", sqlite: DURATION, postgres: DURATION },
         Migration { version: 4, name: "media_versions", sqlite: VERSIONS, postgres: VERSIONS },
         Migration { version: 5, name: "job_leases", sqlite: JOB_LEASES, postgres: JOB_LEASES },
+        Migration { version: 6, name: "job_progress", sqlite: PROGRESS, postgres: PROGRESS },
     ],
 };
 
@@ -72,58 +75,51 @@ CREATE TABLE video_tombstones (
 );
 ";
 
-pub use flick_platform::db::{exec, stmt};
+/// The running job's percent, as its worker last stored it (every second or so), so any
+/// replica can answer `GetProcessing` with it.
+const PROGRESS: &str = "ALTER TABLE videos ADD COLUMN progress_percent DOUBLE PRECISION NOT NULL DEFAULT 0;";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoRow {
-    pub id: String,
-    pub owner_id: String,
-    pub visibility: String,
-    pub state: String,
-    pub error: Option<String>,
-    pub source_key: Option<String>,
-    pub source_bytes: Option<i64>,
-    pub job_id: Option<String>,
-    /// JSON of [`crate::domain::Playback`] once READY.
-    pub playback: Option<String>,
-    /// Set while PROCESSING once the renditions' first segments can be played.
-    pub playable_at_ms: Option<i64>,
-    pub source_duration_seconds: Option<f64>,
-    /// The highest version of media's events applied (0: none carried one).
-    pub media_version: i64,
-    /// When media last confirmed owner and visibility (an event's time, a gRPC check).
-    pub synced_at_ms: i64,
+use crate::domain::{Playback, Upload, UploadState, Video, VideoStatus, Visibility};
+use flick_platform::db::{exec, stmt};
+
+/// A state read from the database: an unknown text is an error, never a default.
+fn state<T>(r: &QueryResult, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, DbErr> {
+    let text: String = r.try_get("", column)?;
+    parse(&text).ok_or_else(|| DbErr::Custom(format!("{column} {text:?} names no known state")))
 }
 
 const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms, \
-     source_duration_seconds, media_version, synced_at_ms";
+     source_duration_seconds, media_version, synced_at_ms, progress_percent";
 
-impl VideoRow {
-    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
-        Ok(Self {
-            id: r.try_get("", "id")?,
-            owner_id: r.try_get("", "owner_id")?,
-            visibility: r.try_get("", "visibility")?,
-            state: r.try_get("", "state")?,
-            error: r.try_get("", "error")?,
-            source_key: r.try_get("", "source_key")?,
-            source_bytes: r.try_get("", "source_bytes")?,
-            job_id: r.try_get("", "job_id")?,
-            playback: r.try_get("", "playback")?,
-            playable_at_ms: r.try_get("", "playable_at_ms")?,
-            source_duration_seconds: r.try_get("", "source_duration_seconds")?,
-            media_version: r.try_get("", "media_version")?,
-            synced_at_ms: r.try_get("", "synced_at_ms")?,
-        })
-    }
+fn video_from_row(r: &QueryResult) -> Result<Video, DbErr> {
+    let playback: Option<String> = r.try_get("", "playback")?;
+    let playback: Option<Playback> = playback
+        .map(|p| serde_json::from_str(&p).map_err(|e| DbErr::Custom(format!("video playback: {e}"))))
+        .transpose()?;
+    Ok(Video {
+        id: r.try_get("", "id")?,
+        owner_id: r.try_get("", "owner_id")?,
+        visibility: state(r, "visibility", Visibility::parse)?,
+        status: state(r, "state", VideoStatus::parse)?,
+        error: r.try_get("", "error")?,
+        source_key: r.try_get("", "source_key")?,
+        source_bytes: r.try_get("", "source_bytes")?,
+        job_id: r.try_get("", "job_id")?,
+        playback,
+        playable_at_ms: r.try_get("", "playable_at_ms")?,
+        source_duration_seconds: r.try_get("", "source_duration_seconds")?,
+        media_version: r.try_get("", "media_version")?,
+        synced_at_ms: r.try_get("", "synced_at_ms")?,
+        progress_percent: r.try_get("", "progress_percent")?,
+    })
 }
 
-pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<VideoRow>, DbErr> {
+pub async fn video<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Video>, DbErr> {
     let sql = format!("SELECT {VIDEO_COLUMNS} FROM videos WHERE id = ?");
-    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(VideoRow::from_row).transpose()
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(video_from_row).transpose()
 }
 
-pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<VideoRow>, DbErr> {
+pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<Video>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -132,7 +128,7 @@ pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<
     c.query_all_raw(stmt(c, &sql, ids.iter().map(|i| i.clone().into()).collect()))
         .await?
         .iter()
-        .map(VideoRow::from_row)
+        .map(video_from_row)
         .collect()
 }
 
@@ -140,7 +136,7 @@ pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<
 pub struct MediaVideo<'a> {
     pub id: &'a str,
     pub owner_id: &'a str,
-    pub visibility: &'a str,
+    pub visibility: Visibility,
     /// `VideoChanged.version`; 0 when unknown (applies over rows that have none either).
     pub version: i64,
     /// When media's statement was true (the event's version time, or a check's time).
@@ -161,7 +157,7 @@ pub async fn upsert_video<C: ConnectionTrait>(c: &C, v: &MediaVideo<'_>, now: i6
         vec![
             v.id.into(),
             v.owner_id.into(),
-            v.visibility.into(),
+            v.visibility.as_str().into(),
             now.into(),
             v.version.into(),
             v.synced_at_ms.into(),
@@ -177,14 +173,14 @@ pub async fn upsert_video<C: ConnectionTrait>(c: &C, v: &MediaVideo<'_>, now: i6
 pub async fn confirm_video<C: ConnectionTrait>(
     c: &C,
     id: &str,
-    visibility: &str,
+    visibility: Visibility,
     seen_version: i64,
     now: i64,
 ) -> Result<bool, DbErr> {
     let n = exec(
         c,
         "UPDATE videos SET visibility = ?, synced_at_ms = ? WHERE id = ? AND media_version = ?",
-        vec![visibility.into(), now.into(), id.into(), seen_version.into()],
+        vec![visibility.as_str().into(), now.into(), id.into(), seen_version.into()],
     )
     .await?;
     Ok(n > 0)
@@ -208,29 +204,34 @@ pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbE
     Ok(())
 }
 
-/// Moves the video to `state` for job `job_id`; only a row still on that job changes, so a
-/// superseded job cannot overwrite a newer one's outcome. Returns whether it changed.
-pub async fn set_state<C: ConnectionTrait>(
+/// Moves the video to `status` for job `job_id`; only a row still on that job changes, so a
+/// superseded job cannot overwrite a newer one's outcome. Its progress starts over. Returns
+/// whether it changed.
+pub async fn set_status<C: ConnectionTrait>(
     c: &C,
     id: &str,
     job_id: &str,
-    state: &str,
+    status: VideoStatus,
     error: Option<&str>,
-    playback: Option<&str>,
+    playback: Option<&Playback>,
     now: i64,
 ) -> Result<bool, DbErr> {
+    let playback = playback
+        .map(|p| serde_json::to_string(p).map_err(|e| DbErr::Custom(format!("video playback: {e}"))))
+        .transpose()?;
     // Early playback belongs to a running job: any other state ends it.
-    let early = if state == "PROCESSING" { "" } else { ", playable_at_ms = NULL" };
+    let early = if status == VideoStatus::Processing { "" } else { ", playable_at_ms = NULL" };
     let n = exec(
         c,
         &format!(
-            "UPDATE videos SET state = ?, error = ?, playback = COALESCE(?, playback), updated_at_ms = ?{early}
+            "UPDATE videos SET state = ?, error = ?, playback = COALESCE(?, playback), updated_at_ms = ?,
+             progress_percent = 0{early}
              WHERE id = ? AND job_id = ?"
         ),
         vec![
-            state.into(),
+            status.as_str().into(),
             error.map(str::to_owned).into(),
-            playback.map(str::to_owned).into(),
+            playback.into(),
             now.into(),
             id.into(),
             job_id.into(),
@@ -259,6 +260,40 @@ pub async fn set_playable<C: ConnectionTrait>(
     Ok(n > 0)
 }
 
+/// Stores the running job's percent (never lowering it: a late write of an older figure
+/// changes nothing). Only while the video is PROCESSING that job.
+pub async fn set_progress<C: ConnectionTrait>(c: &C, id: &str, job_id: &str, percent: f64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE videos SET progress_percent = ?
+         WHERE id = ? AND job_id = ? AND state = 'PROCESSING' AND progress_percent <= ?",
+        vec![percent.into(), id.into(), job_id.into(), percent.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// The ids of a user's videos.
+pub async fn video_ids_of_owner<C: ConnectionTrait>(c: &C, owner_id: &str) -> Result<Vec<String>, DbErr> {
+    c.query_all_raw(stmt(c, "SELECT id FROM videos WHERE owner_id = ?", vec![owner_id.into()]))
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String>("", "id"))
+        .collect()
+}
+
+/// The video's media was deleted: it awaits an upload again, with no source, job or playback.
+pub async fn clear_media<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_bytes = NULL,
+         job_id = NULL, playback = NULL, playable_at_ms = NULL, progress_percent = 0, updated_at_ms = ? WHERE id = ?",
+        vec![now.into(), id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Points the video at a new source (a completed upload) and queues it.
 pub async fn queue_source<C: ConnectionTrait>(
     c: &C,
@@ -271,71 +306,76 @@ pub async fn queue_source<C: ConnectionTrait>(
     exec(
         c,
         "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_bytes = ?, job_id = ?,
-         playable_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
+         playable_at_ms = NULL, progress_percent = 0, updated_at_ms = ? WHERE id = ?",
         vec![source_key.into(), source_bytes.into(), job_id.into(), now.into(), id.into()],
     )
     .await?;
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct UploadRow {
-    pub id: String,
-    pub video_id: String,
-    pub owner_id: String,
-    pub length: Option<i64>,
-    pub offset: i64,
-    pub metadata: String,
-    pub object_key: String,
-    pub multipart_id: String,
-    pub parts: Vec<String>,
-    pub tail_key: Option<String>,
-    pub tail_bytes: i64,
-    pub state: String,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-}
-
 const UPLOAD_COLUMNS: &str = "id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts, \
     tail_key, tail_bytes, state, created_at_ms, expires_at_ms";
 
-impl UploadRow {
-    fn from_row(r: &QueryResult) -> Result<Self, DbErr> {
-        let parts: String = r.try_get("", "parts")?;
-        Ok(Self {
-            id: r.try_get("", "id")?,
-            video_id: r.try_get("", "video_id")?,
-            owner_id: r.try_get("", "owner_id")?,
-            length: r.try_get("", "length")?,
-            offset: r.try_get("", "upload_offset")?,
-            metadata: r.try_get("", "metadata")?,
-            object_key: r.try_get("", "object_key")?,
-            multipart_id: r.try_get("", "multipart_id")?,
-            parts: serde_json::from_str(&parts).map_err(|e| DbErr::Custom(format!("upload parts: {e}")))?,
-            tail_key: r.try_get("", "tail_key")?,
-            tail_bytes: r.try_get("", "tail_bytes")?,
-            state: r.try_get("", "state")?,
-            created_at_ms: r.try_get("", "created_at_ms")?,
-            expires_at_ms: r.try_get("", "expires_at_ms")?,
-        })
-    }
+fn upload_from_row(r: &QueryResult) -> Result<Upload, DbErr> {
+    let parts: String = r.try_get("", "parts")?;
+    Ok(Upload {
+        id: r.try_get("", "id")?,
+        video_id: r.try_get("", "video_id")?,
+        owner_id: r.try_get("", "owner_id")?,
+        length: r.try_get("", "length")?,
+        offset: r.try_get("", "upload_offset")?,
+        metadata: r.try_get("", "metadata")?,
+        object_key: r.try_get("", "object_key")?,
+        multipart_id: r.try_get("", "multipart_id")?,
+        parts: serde_json::from_str(&parts).map_err(|e| DbErr::Custom(format!("upload parts: {e}")))?,
+        tail_key: r.try_get("", "tail_key")?,
+        tail_bytes: r.try_get("", "tail_bytes")?,
+        state: state(r, "state", UploadState::parse)?,
+        created_at_ms: r.try_get("", "created_at_ms")?,
+        expires_at_ms: r.try_get("", "expires_at_ms")?,
+    })
 }
 
-pub async fn upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<UploadRow>, DbErr> {
+pub async fn upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Upload>, DbErr> {
     let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?");
-    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(UploadRow::from_row).transpose()
+    c.query_one_raw(stmt(c, &sql, vec![id.into()])).await?.as_ref().map(upload_from_row).transpose()
 }
 
-pub async fn uploads_where<C: ConnectionTrait>(
-    c: &C,
-    clause: &str,
-    values: Vec<Value>,
-) -> Result<Vec<UploadRow>, DbErr> {
-    let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads {clause}");
-    c.query_all_raw(stmt(c, &sql, values)).await?.iter().map(UploadRow::from_row).collect()
+fn uploads_sql(clause: &str) -> String {
+    format!("SELECT {UPLOAD_COLUMNS} FROM uploads {clause}")
 }
 
-pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &UploadRow) -> Result<(), DbErr> {
+async fn uploads<C: ConnectionTrait>(c: &C, clause: &str, values: Vec<Value>) -> Result<Vec<Upload>, DbErr> {
+    c.query_all_raw(stmt(c, &uploads_sql(clause), values)).await?.iter().map(upload_from_row).collect()
+}
+
+/// Every upload of a video, whatever its state.
+pub async fn uploads_of_video<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<Vec<Upload>, DbErr> {
+    uploads(c, "WHERE video_id = ?", vec![video_id.into()]).await
+}
+
+/// Unfinished uploads past their deadline, the oldest first (at most `limit`).
+pub async fn expired_uploads<C: ConnectionTrait>(c: &C, now: i64, limit: u32) -> Result<Vec<Upload>, DbErr> {
+    uploads(
+        c,
+        "WHERE state = 'UPLOADING' AND expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?",
+        vec![now.into(), i64::from(limit).into()],
+    )
+    .await
+}
+
+/// Marks the video's completed uploads other than `keep` REPLACED (the new source replaces
+/// them); returns them, so their objects can go.
+pub async fn replace_sources<C: ConnectionTrait>(c: &C, video_id: &str, keep: &str) -> Result<Vec<Upload>, DbErr> {
+    let old = uploads(c, "WHERE video_id = ? AND state = 'COMPLETED' AND id <> ?", vec![video_id.into(), keep.into()])
+        .await?;
+    for upload in &old {
+        exec(c, "UPDATE uploads SET state = 'REPLACED' WHERE id = ?", vec![upload.id.clone().into()]).await?;
+    }
+    Ok(old)
+}
+
+pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &Upload) -> Result<(), DbErr> {
     exec(
         c,
         "INSERT INTO uploads (id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts,
@@ -352,7 +392,7 @@ pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &UploadRow) -> Result<(
             serde_json::to_string(&u.parts).expect("strings serialise").into(),
             u.tail_key.clone().into(),
             u.tail_bytes.into(),
-            u.state.clone().into(),
+            u.state.as_str().into(),
             u.created_at_ms.into(),
             u.expires_at_ms.into(),
         ],
@@ -363,7 +403,7 @@ pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &UploadRow) -> Result<(
 
 /// Records appended bytes, if nobody else moved the offset meanwhile (optimistic lock:
 /// two PATCHes of one upload, on any replicas, cannot both win). Returns whether it did.
-pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &UploadRow, from_offset: i64) -> Result<bool, DbErr> {
+pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &Upload, from_offset: i64) -> Result<bool, DbErr> {
     let n = exec(
         c,
         "UPDATE uploads SET upload_offset = ?, length = ?, parts = ?, tail_key = ?, tail_bytes = ?, state = ?
@@ -374,7 +414,7 @@ pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &UploadRow, from_offse
             serde_json::to_string(&u.parts).expect("strings serialise").into(),
             u.tail_key.clone().into(),
             u.tail_bytes.into(),
-            u.state.clone().into(),
+            u.state.as_str().into(),
             u.id.clone().into(),
             from_offset.into(),
         ],
@@ -383,11 +423,16 @@ pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &UploadRow, from_offse
     Ok(n > 0)
 }
 
-pub async fn set_upload_state<C: ConnectionTrait>(c: &C, id: &str, state: &str, now: i64) -> Result<bool, DbErr> {
+pub async fn set_upload_state<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    state: UploadState,
+    now: i64,
+) -> Result<bool, DbErr> {
     let n = exec(
         c,
         "UPDATE uploads SET state = ?, completed_at_ms = ? WHERE id = ? AND state = 'UPLOADING'",
-        vec![state.into(), now.into(), id.into()],
+        vec![state.as_str().into(), now.into(), id.into()],
     )
     .await?;
     Ok(n > 0)
@@ -623,4 +668,45 @@ pub async fn count_video_retry<C: ConnectionTrait>(
     )
     .await?;
     Ok(n > 0 && max > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Stage;
+
+    async fn db() -> (tempfile::TempDir, flick_platform::db::sea_orm::DatabaseConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = flick_platform::db::service_url(None, dir.path(), "transcoder").unwrap();
+        let db = flick_platform::db::connect(&url, "transcoder", 1).await.unwrap();
+        flick_platform::db::migrate(&db, &[MIGRATIONS]).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn states_round_trip_and_an_unknown_state_is_an_error() {
+        let (_dir, db) = db().await;
+        let m = MediaVideo { id: "v1", owner_id: "u1", visibility: Visibility::Unlisted, version: 1, synced_at_ms: 5 };
+        assert!(upsert_video(&db, &m, 10).await.unwrap());
+        let v = super::video(&db, "v1").await.unwrap().unwrap();
+        assert_eq!((v.visibility, v.status), (Visibility::Unlisted, VideoStatus::AwaitingUpload));
+
+        queue_source(&db, "v1", "job1", "videos/v1/source/job1", 100, 20).await.unwrap();
+        assert!(set_status(&db, "v1", "job1", VideoStatus::Processing, None, None, 30).await.unwrap());
+        assert!(set_progress(&db, "v1", "job1", 42.5).await.unwrap());
+        assert!(!set_progress(&db, "v1", "job1", 10.0).await.unwrap(), "a late, lower figure changes nothing");
+        assert!(!set_progress(&db, "v1", "other-job", 80.0).await.unwrap(), "only the video's current job");
+        let v = super::video(&db, "v1").await.unwrap().unwrap();
+        assert_eq!(v.progress_percent, 42.5);
+        assert_eq!(v.status.progress(v.progress_percent), (Stage::Processing, 42.5));
+
+        assert!(set_status(&db, "v1", "job1", VideoStatus::Ready, None, None, 40).await.unwrap());
+        let v = super::video(&db, "v1").await.unwrap().unwrap();
+        assert_eq!(v.status.progress(v.progress_percent), (Stage::Ready, 100.0));
+        assert!(!set_progress(&db, "v1", "job1", 99.0).await.unwrap(), "no progress once the job is over");
+
+        exec(&db, "UPDATE videos SET state = 'DONE' WHERE id = 'v1'", vec![]).await.unwrap();
+        let err = super::video(&db, "v1").await.unwrap_err();
+        assert!(err.to_string().contains("\"DONE\" names no known state"), "{err}");
+    }
 }

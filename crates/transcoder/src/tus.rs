@@ -2,8 +2,7 @@
 //! termination, expiration, checksum): header parsing and responses only; the work is in
 //! `uploads`.
 
-use crate::domain::Transcoder;
-use crate::store::UploadRow;
+use crate::domain::{Transcoder, Upload, UploadState};
 use crate::uploads::{CHECKSUM_ALGORITHMS, Checksum, NewUpload};
 use axum::Router;
 use axum::body::Body;
@@ -77,7 +76,7 @@ fn http_date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-fn upload_headers(upload: &UploadRow, headers: &mut HeaderMap) {
+fn upload_headers(upload: &Upload, headers: &mut HeaderMap) {
     tus_headers(headers);
     let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -89,7 +88,7 @@ fn upload_headers(upload: &UploadRow, headers: &mut HeaderMap) {
         Some(length) => set(headers, "upload-length", length.to_string()),
         None => set(headers, "upload-defer-length", "1".into()),
     }
-    if upload.state == "UPLOADING" {
+    if upload.state == UploadState::Uploading {
         set(headers, "upload-expires", http_date(upload.expires_at_ms));
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

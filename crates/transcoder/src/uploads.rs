@@ -5,9 +5,9 @@
 //! uploads in flight); what is left after the last full part is kept as a small tail object,
 //! so the offset survives a restart and any replica can take the next PATCH.
 
-use crate::domain::{Transcoder, db_error, now_ms, storage_error};
+use crate::domain::{Transcoder, Upload, UploadState, db_error, now_ms, storage_error};
 use crate::pipeline::sniff;
-use crate::store::{self, UploadRow};
+use crate::store;
 use bytes::{Bytes, BytesMut};
 use flick_kit::identity::Caller;
 use flick_kit::{AppError, ErrorCode};
@@ -108,7 +108,7 @@ pub fn source_key(video_id: &str, upload_id: &str) -> String {
 
 impl Transcoder {
     /// Starts an upload for a video the caller owns (tus creation).
-    pub async fn create_upload(&self, caller: &Caller, new: NewUpload<'_>) -> Result<UploadRow, AppError> {
+    pub async fn create_upload(&self, caller: &Caller, new: NewUpload<'_>) -> Result<Upload, AppError> {
         let me = caller.require_user()?;
         let video = self.owned_video(caller, new.video_id).await?;
         let owner = me.to_string();
@@ -135,7 +135,7 @@ impl Transcoder {
         let object_key = source_key(&video.id, &id);
         let multipart_id = self.storage.multipart_start(&object_key).await.map_err(storage_error)?;
         let now = now_ms();
-        let row = UploadRow {
+        let row = Upload {
             id,
             video_id: video.id,
             owner_id: me.to_string(),
@@ -147,7 +147,7 @@ impl Transcoder {
             parts: Vec::new(),
             tail_key: None,
             tail_bytes: 0,
-            state: "UPLOADING".into(),
+            state: UploadState::Uploading,
             created_at_ms: now,
             expires_at_ms: now + self.config.upload_expiry_seconds as i64 * 1000,
         };
@@ -194,14 +194,14 @@ impl Transcoder {
     /// The upload's state for a tus HEAD. A PATCH of it still running here (a client that
     /// lost its connection often asks while the server is still saving what arrived) is
     /// waited for, briefly, so the offset is the one the next PATCH must use.
-    pub async fn upload_status(&self, caller: &Caller, id: &str) -> Result<UploadRow, AppError> {
+    pub async fn upload_status(&self, caller: &Caller, id: &str) -> Result<Upload, AppError> {
         let lock = self.upload_lock(id);
         let _settled = tokio::time::timeout(HEAD_WAITS_FOR_PATCH, lock.lock()).await;
         self.upload_for_owner(caller, id).await
     }
 
     /// The upload, for its owner, refusing terminated and expired ones.
-    pub async fn upload_for_owner(&self, caller: &Caller, id: &str) -> Result<UploadRow, AppError> {
+    pub async fn upload_for_owner(&self, caller: &Caller, id: &str) -> Result<Upload, AppError> {
         let me = caller.require_user()?;
         let not_found = || AppError::not_found("no such upload");
         if Uuid::parse_str(id).is_err() {
@@ -211,11 +211,17 @@ impl Transcoder {
         if upload.owner_id != me.to_string() {
             return Err(AppError::forbidden("only the uploader may use this upload"));
         }
-        match upload.state.as_str() {
-            "UPLOADING" if upload.expires_at_ms < now_ms() => Err(AppError::new(ErrorCode::Gone, "the upload expired")),
-            "UPLOADING" | "COMPLETED" => Ok(upload),
-            "REJECTED" => Err(AppError::new(ErrorCode::Gone, "the upload was refused: it is not a video file")),
-            _ => Err(AppError::new(ErrorCode::Gone, "the upload was terminated or expired")),
+        match upload.state {
+            UploadState::Uploading if upload.expires_at_ms < now_ms() => {
+                Err(AppError::new(ErrorCode::Gone, "the upload expired"))
+            }
+            UploadState::Uploading | UploadState::Completed => Ok(upload),
+            UploadState::Rejected => {
+                Err(AppError::new(ErrorCode::Gone, "the upload was refused: it is not a video file"))
+            }
+            UploadState::Terminated | UploadState::Expired | UploadState::Replaced => {
+                Err(AppError::new(ErrorCode::Gone, "the upload was terminated or expired"))
+            }
         }
     }
 
@@ -229,7 +235,7 @@ impl Transcoder {
         declared_length: Option<i64>,
         checksum: Option<Checksum>,
         body: S,
-    ) -> Result<UploadRow, AppError>
+    ) -> Result<Upload, AppError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -253,7 +259,7 @@ impl Transcoder {
             }
             _ => {}
         }
-        if upload.state == "COMPLETED" {
+        if upload.state == UploadState::Completed {
             return Ok(upload);
         }
 
@@ -388,7 +394,7 @@ impl Transcoder {
                 .await
                 .map_err(storage_error)?;
             upload.tail_bytes = 0;
-            upload.state = "COMPLETED".into();
+            upload.state = UploadState::Completed;
         } else {
             upload.tail_bytes = buffer.len() as i64;
             if !buffer.is_empty() {
@@ -416,7 +422,7 @@ impl Transcoder {
     fn spawn_part(
         &self,
         parts: &mut JoinSet<Result<(usize, String), AppError>>,
-        upload: &UploadRow,
+        upload: &Upload,
         index: usize,
         part: Bytes,
     ) {
@@ -430,7 +436,7 @@ impl Transcoder {
 
     /// Records the new offset; a completed upload also becomes the video's source and its
     /// transcode job (`upload.completed`), in the same transaction.
-    async fn commit_append(&self, upload: &UploadRow, from_offset: i64, complete: bool) -> Result<(), AppError> {
+    async fn commit_append(&self, upload: &Upload, from_offset: i64, complete: bool) -> Result<(), AppError> {
         let txn = self.db.begin().await.map_err(db_error)?;
         if !store::advance_upload(&txn, upload, from_offset).await.map_err(db_error)? {
             return Err(AppError::conflict("the upload moved on meanwhile (a concurrent PATCH)"));
@@ -449,17 +455,7 @@ impl Transcoder {
             let event = envelope("upload.completed", &upload.video_id, crate::NAME, payload.encode_to_vec());
             outbox::record(&txn, &event).await.map_err(db_error)?;
             // Older sources of this video are replaced by this one.
-            for old in store::uploads_where(
-                &txn,
-                "WHERE video_id = ? AND state = 'COMPLETED' AND id <> ?",
-                vec![upload.video_id.clone().into(), upload.id.clone().into()],
-            )
-            .await
-            .map_err(db_error)?
-            {
-                store::exec(&txn, "UPDATE uploads SET state = 'REPLACED' WHERE id = ?", vec![old.id.clone().into()])
-                    .await
-                    .map_err(db_error)?;
+            for old in store::replace_sources(&txn, &upload.video_id, &upload.id).await.map_err(db_error)? {
                 let _ = self.storage.delete(&old.object_key).await;
             }
         }
@@ -472,11 +468,11 @@ impl Transcoder {
     }
 
     /// Sniffs the first bytes; a file that is no media container is refused and dropped.
-    async fn refuse_unless_media(&self, upload: &UploadRow, head: &[u8]) -> Result<(), AppError> {
+    async fn refuse_unless_media(&self, upload: &Upload, head: &[u8]) -> Result<(), AppError> {
         if sniff(head).is_some() {
             return Ok(());
         }
-        self.drop_upload(upload, "REJECTED").await?;
+        self.drop_upload(upload, UploadState::Rejected).await?;
         Err(AppError::new(
             ErrorCode::UnsupportedMediaType,
             "this file is not a video: its first bytes match no known video container (MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, Ogg)",
@@ -487,14 +483,14 @@ impl Transcoder {
     pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
         let _held = self.lock_upload(id).await?;
         let upload = self.upload_for_owner(caller, id).await?;
-        if upload.state == "COMPLETED" {
+        if upload.state == UploadState::Completed {
             return Err(AppError::conflict("the upload is complete; delete the video instead"));
         }
-        self.drop_upload(&upload, "TERMINATED").await
+        self.drop_upload(&upload, UploadState::Terminated).await
     }
 
     /// Aborts the multipart upload, deletes the tail and marks the row.
-    pub(crate) async fn drop_upload(&self, upload: &UploadRow, state: &str) -> Result<(), AppError> {
+    pub(crate) async fn drop_upload(&self, upload: &Upload, state: UploadState) -> Result<(), AppError> {
         self.storage.multipart_abort(&upload.object_key, &upload.multipart_id).await.map_err(storage_error)?;
         if let Some(tail) = &upload.tail_key {
             self.storage.delete(tail).await.map_err(storage_error)?;
@@ -505,20 +501,14 @@ impl Transcoder {
 
     /// Expires unfinished uploads past their deadline; returns how many.
     pub async fn expire_uploads(&self) -> Result<usize, AppError> {
-        let due = store::uploads_where(
-            &self.db,
-            "WHERE state = 'UPLOADING' AND expires_at_ms < ? ORDER BY expires_at_ms LIMIT 100",
-            vec![now_ms().into()],
-        )
-        .await
-        .map_err(db_error)?;
+        let due = store::expired_uploads(&self.db, now_ms(), 100).await.map_err(db_error)?;
         let mut expired = 0;
         for upload in &due {
             // A PATCH still running here is left for the next round (it stops at the expiry
             // or its idle timeout): the sweeper never waits behind a client.
             let lock = self.upload_lock(&upload.id);
             let Ok(_held) = lock.try_lock() else { continue };
-            self.drop_upload(upload, "EXPIRED").await?;
+            self.drop_upload(upload, UploadState::Expired).await?;
             expired += 1;
             tracing::info!(upload.id = %upload.id, "upload expired; its parts were dropped");
         }

@@ -9,16 +9,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::package::{Packaged, SEGMENT_PATTERN, package};
+use super::layout::{AUDIO, MASTER, Rung, SEGMENT_PATTERN, THUMBS, output_frame_rate};
+use super::package::{Packaged, package};
 use super::probe::file_url;
-use super::progress::ProgressParser;
-use super::{MediaError, Rung, SourceInfo, Tools, failure, process};
-
-/// Above this the output is decimated (120 → 60, 240 → 60, 100 → 50): phones' slow-motion
-/// rates would double the encoding cost for frames nobody sees at normal speed.
-pub const MAX_OUTPUT_FRAME_RATE: f64 = 60.0;
-/// The audio rendition's name (directory and var-stream name).
-pub const AUDIO: &str = "audio";
+use super::progress::{EncodeProgress, ProgressParser};
+use super::{MediaError, SourceInfo, Tools, failure, process};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodeSettings {
@@ -40,17 +35,6 @@ impl Default for EncodeSettings {
             timeout: Duration::from_secs(2 * 3600),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncodeProgress {
-    /// 0–100, never decreasing; 100 only once every output is written.
-    pub percent: f64,
-    pub fps: Option<f64>,
-    /// Media seconds per wall second.
-    pub speed: Option<f64>,
-    pub eta_seconds: Option<f64>,
-    pub out_time_seconds: f64,
 }
 
 /// Encodes `rungs` of `input` into `out_dir` (see the module docs for the layout). `out_dir`
@@ -139,7 +123,7 @@ fn check_rungs(rungs: &[Rung]) -> Result<(), MediaError> {
     }
     for (i, r) in rungs.iter().enumerate() {
         let name_ok = !r.name.is_empty() && r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok || r.name == AUDIO || r.name == "thumbs" {
+        if !name_ok || r.name == AUDIO || r.name == THUMBS {
             return bad(format!("rung name {:?} is not a plain name", r.name));
         }
         if rungs[..i].iter().any(|o| o.name == r.name) {
@@ -150,15 +134,6 @@ fn check_rungs(rungs: &[Rung]) -> Result<(), MediaError> {
         }
     }
     Ok(())
-}
-
-/// Output frame rate: the source's, decimated below [`MAX_OUTPUT_FRAME_RATE`].
-pub(crate) fn output_frame_rate(source: &SourceInfo) -> (f64, bool) {
-    if source.frame_rate <= MAX_OUTPUT_FRAME_RATE {
-        return (source.frame_rate, false);
-    }
-    let divisor = (source.frame_rate / MAX_OUTPUT_FRAME_RATE).ceil();
-    (source.frame_rate / divisor, true)
 }
 
 pub(crate) fn command(
@@ -276,7 +251,7 @@ pub(crate) fn command(
         "-hls_segment_filename".into(),
         format!("{out}/%v/{SEGMENT_PATTERN}"),
         "-master_pl_name".into(),
-        "master.m3u8".into(),
+        MASTER.into(),
         "-var_stream_map".into(),
         streams.join(" "),
         "-progress".into(),

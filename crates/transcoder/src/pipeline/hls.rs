@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::layout::PLAYLIST;
+
 pub(crate) const EVENT: &str = "#EXT-X-PLAYLIST-TYPE:EVENT";
 pub(crate) const VOD: &str = "#EXT-X-PLAYLIST-TYPE:VOD";
 
@@ -104,21 +106,15 @@ pub(crate) fn parse_media(text: &str) -> MediaPlaylist {
     playlist
 }
 
-/// The init segment ffmpeg writes for `rung`, relative to `out_dir` (it names them after the
-/// rendition: `720p/init_720p.mp4`).
-pub fn init_file(rung: &str) -> PathBuf {
-    Path::new(rung).join(format!("init_{rung}.mp4"))
-}
-
 /// Segments of `rung` (a rung name or "audio") that ffmpeg has finished and listed in the
 /// rung's playlist so far, relative to `out_dir` (`720p/seg_00000.m4s`, …). Safe to call while
 /// `encode` runs: ffmpeg writes segments and playlists under a temporary name and renames them
 /// when complete. While encoding, `index.m3u8` is an EVENT playlist (growing, no ENDLIST; fine
 /// to serve) and `master.m3u8` appears with the first segments; `encode` turns the playlists
-/// into VOD ones before returning. The init segment ([`init_file`]) exists once a segment is
+/// into VOD ones before returning. The init segment ([`super::init_file`]) exists once a segment is
 /// listed.
 pub async fn completed_segments(out_dir: &Path, rung: &str) -> Vec<PathBuf> {
-    let Ok(text) = tokio::fs::read_to_string(out_dir.join(rung).join("index.m3u8")).await else {
+    let Ok(text) = tokio::fs::read_to_string(out_dir.join(rung).join(PLAYLIST)).await else {
         return Vec::new();
     };
     parse_media(&text).segments.into_iter().map(|(uri, _)| Path::new(rung).join(uri)).collect()

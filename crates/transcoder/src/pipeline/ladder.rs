@@ -2,26 +2,7 @@
 //! (4:2:0 chroma needs them).
 
 use super::SourceInfo;
-
-/// A rung of the configured ladder: `height` is the short side ("720p" is 1280x720 landscape,
-/// 720x1280 portrait).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RungSpec {
-    pub name: String,
-    pub height: u32,
-    pub video_bitrate_kbps: u32,
-    pub max_bitrate_kbps: u32,
-}
-
-/// A rendition to encode, sized for one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rung {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    pub video_bitrate_kbps: u32,
-    pub max_bitrate_kbps: u32,
-}
+use super::layout::{Rung, RungSpec};
 
 /// 1080p down to 240p; peak rates 7% over the average.
 pub fn default_rungs() -> Vec<RungSpec> {

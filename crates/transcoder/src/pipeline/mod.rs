@@ -23,8 +23,9 @@
 mod dash;
 mod encode;
 mod failure;
-mod hls;
+pub(crate) mod hls;
 mod ladder;
+mod layout;
 mod package;
 mod probe;
 mod process;
@@ -34,14 +35,16 @@ mod thumbs;
 
 use std::path::PathBuf;
 
-pub use encode::{AUDIO, EncodeProgress, EncodeSettings, MAX_OUTPUT_FRAME_RATE, encode};
-pub use hls::{completed_segments, init_file};
-pub use ladder::{Rung, RungSpec, default_rungs, ladder};
+pub use encode::{EncodeSettings, encode};
+pub use hls::completed_segments;
+pub use ladder::{default_rungs, ladder};
+pub use layout::{AUDIO, MANIFEST, MASTER, MAX_OUTPUT_FRAME_RATE, PLAYLIST, Rung, RungSpec, THUMBS, init_file};
 pub use package::{Packaged, RenditionInfo};
 pub use probe::{
     MAX_DIMENSION, MAX_DURATION_SECONDS, MAX_FRAME_RATE, MAX_PIXELS, MIN_DIMENSION, MIN_DURATION_SECONDS, SourceInfo,
     probe,
 };
+pub use progress::EncodeProgress;
 pub use sniff::sniff;
 pub use thumbs::{STILL_COUNT, Thumbnails, thumbnails, thumbnails_from};
 

@@ -4,12 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::dash::{self, Kind, Track};
-use super::encode::{AUDIO, output_frame_rate};
 use super::hls::{self, MediaPlaylist};
-use super::{MediaError, Rung, SourceInfo};
-
-/// ffmpeg's segment names; DASH's template says the same as `seg_$Number%05d$.m4s`.
-pub(crate) const SEGMENT_PATTERN: &str = "seg_%05d.m4s";
+use super::layout::{AUDIO, MANIFEST, MASTER, PLAYLIST, Rung, SEGMENT_PATTERN, output_frame_rate};
+use super::{MediaError, SourceInfo};
 
 /// One rendition as packaged. Paths are relative to `out_dir`. For the audio rendition width
 /// and height are 0.
@@ -45,7 +42,7 @@ pub struct Packaged {
 /// Reads what ffmpeg wrote, writes `manifest.mpd`, and lists everything.
 pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path) -> Result<Packaged, MediaError> {
     let corrupt = || MediaError::Invalid("the file is truncated or corrupt: no video could be decoded".into());
-    let master_text = tokio::fs::read_to_string(out_dir.join("master.m3u8")).await.map_err(|_| corrupt())?;
+    let master_text = tokio::fs::read_to_string(out_dir.join(MASTER)).await.map_err(|_| corrupt())?;
     let variants = hls::parse_master(&master_text);
     let variant_of = |name: &str| variants.iter().find(|v| v.uri.split('/').next() == Some(name));
     let audio_codec = variant_of(AUDIO)
@@ -53,7 +50,7 @@ pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path)
         .or_else(|| variants.iter().flat_map(|v| v.codecs.split(',')).find(|c| is_audio(c)).map(str::to_string))
         .unwrap_or_else(|| "mp4a.40.2".into());
 
-    let mut files = vec![PathBuf::from("master.m3u8"), PathBuf::from("manifest.mpd")];
+    let mut files = vec![PathBuf::from(MASTER), PathBuf::from(MANIFEST)];
     let mut renditions = Vec::new();
     let mut video_tracks = Vec::new();
     let (fps, _) = output_frame_rate(source);
@@ -104,15 +101,8 @@ pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path)
     }
     let duration_seconds = renditions.iter().chain(&audio).map(|r| r.duration_seconds).fold(0.0, f64::max);
     let mpd = dash::manifest(duration_seconds, &video_tracks, audio_track.as_ref());
-    tokio::fs::write(out_dir.join("manifest.mpd"), mpd).await?;
-    Ok(Packaged {
-        duration_seconds,
-        renditions,
-        audio,
-        master: "master.m3u8".into(),
-        manifest: "manifest.mpd".into(),
-        files,
-    })
+    tokio::fs::write(out_dir.join(MANIFEST), mpd).await?;
+    Ok(Packaged { duration_seconds, renditions, audio, master: MASTER.into(), manifest: MANIFEST.into(), files })
 }
 
 struct Media {
@@ -122,12 +112,12 @@ struct Media {
 
 /// A rendition's playlist and files; `None` when ffmpeg wrote no segment for it.
 async fn rendition(out_dir: &Path, name: &str) -> Result<Option<(MediaPlaylist, Media)>, MediaError> {
-    let Ok(text) = tokio::fs::read_to_string(out_dir.join(name).join("index.m3u8")).await else {
+    let Ok(text) = tokio::fs::read_to_string(out_dir.join(name).join(PLAYLIST)).await else {
         return Ok(None);
     };
     let playlist = hls::parse_media(&text);
     if text.contains(hls::EVENT) {
-        let path = out_dir.join(name).join("index.m3u8");
+        let path = out_dir.join(name).join(PLAYLIST);
         let staged = out_dir.join(name).join("index.m3u8.vod");
         tokio::fs::write(&staged, text.replace(hls::EVENT, hls::VOD)).await?;
         tokio::fs::rename(&staged, &path).await?;
@@ -136,7 +126,7 @@ async fn rendition(out_dir: &Path, name: &str) -> Result<Option<(MediaPlaylist, 
         return Ok(None);
     };
     let dir = PathBuf::from(name);
-    let mut files = vec![dir.join("index.m3u8"), dir.join(&init)];
+    let mut files = vec![dir.join(PLAYLIST), dir.join(&init)];
     files.extend(playlist.segments.iter().map(|(uri, _)| dir.join(uri)));
     let info = RenditionInfo {
         name: name.to_string(),
@@ -144,7 +134,7 @@ async fn rendition(out_dir: &Path, name: &str) -> Result<Option<(MediaPlaylist, 
         height: 0,
         bandwidth: 0,
         codecs: String::new(),
-        playlist: dir.join("index.m3u8"),
+        playlist: dir.join(PLAYLIST),
         init: dir.join(init),
         segments: playlist.segments.len(),
         duration_seconds: playlist.duration(),

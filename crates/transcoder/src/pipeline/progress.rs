@@ -1,7 +1,16 @@
 //! Parsing ffmpeg's `-progress` output: `key=value` lines in blocks that end with
 //! `progress=continue` or `progress=end`.
 
-use super::EncodeProgress;
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeProgress {
+    /// 0–100, never decreasing; 100 only once every output is written.
+    pub percent: f64,
+    pub fps: Option<f64>,
+    /// Media seconds per wall second.
+    pub speed: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub out_time_seconds: f64,
+}
 
 /// Percent stays below this until the outputs are complete; only `encode` reports 100.
 const RUNNING_CAP: f64 = 99.9;

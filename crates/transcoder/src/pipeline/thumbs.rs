@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::layout::THUMBS;
 use super::probe::file_url;
 use super::{MediaError, SourceInfo, Tools, failure, process};
 
@@ -58,7 +59,7 @@ pub async fn thumbnails_from(
     out_dir: &Path,
 ) -> Result<Thumbnails, MediaError> {
     let input = pictures;
-    let dir = PathBuf::from("thumbs");
+    let dir = PathBuf::from(THUMBS);
     tokio::fs::create_dir_all(out_dir.join(&dir)).await?;
     let d = source.duration_seconds;
 
