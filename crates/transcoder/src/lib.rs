@@ -16,11 +16,12 @@ mod uploads;
 mod videos;
 mod worker;
 
+use anyhow::Context as _;
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;
 use flick_platform::bus::{Delivery, HandlerError, QueueSpec, handler};
 use flick_platform::db::MigrationSet;
-use flick_platform::{ServiceInfra, Shared};
+use flick_platform::{EventError, ServiceInfra, Shared};
 use std::time::Duration;
 
 pub use domain::Transcoder;
@@ -68,10 +69,8 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         None => tracing::info!("no endpoints.media: playback trusts media's events alone for visibility"),
     }
     // Jobs published before any worker runs must wait in the queue, not be dropped by the
-    // exchange. A broker that is down now gets the queue from the first worker instead.
-    if let Err(e) = t.bus().declare(jobs_queue(&t)).await {
-        tracing::warn!(error = %e, "could not declare the transcode jobs queue yet; workers will");
-    }
+    // exchange (this process may run no workers).
+    t.bus().declare(jobs_queue(&t)).await.context("declaring the transcode jobs queue")?;
     // videoProgress is for the owner: over a WebSocket through the router the caller is
     // known only by the token it sent in connection_init, checked with accounts.
     let verifier = shared.token_verifier()?;
@@ -86,9 +85,9 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
             )),
         )
         .task(infra.relay_task())
-        .task(events_task(t.clone()))
+        .task(events_consumer(&infra, t.clone()).await?)
         .task(sweeper_task(t.clone()));
-    for task in worker_tasks(&t, shared.config.transcoder.workers) {
+    for task in worker_tasks(&infra, &t, shared.config.transcoder.workers).await? {
         service = service.task(task);
     }
     for check in infra.checks() {
@@ -102,7 +101,7 @@ pub async fn build_worker(shared: &Shared, workers: usize) -> anyhow::Result<Ser
     let infra = shared.service(NAME, MIGRATIONS).await?;
     let t = transcoder(&infra);
     let mut service = Service::new(NAME).task(infra.relay_task());
-    for task in worker_tasks(&t, workers.max(1)) {
+    for task in worker_tasks(&infra, &t, workers.max(1)).await? {
         service = service.task(task);
     }
     for check in infra.checks() {
@@ -111,53 +110,38 @@ pub async fn build_worker(shared: &Shared, workers: usize) -> anyhow::Result<Ser
     Ok(service)
 }
 
-fn worker_tasks(t: &Transcoder, workers: usize) -> Vec<BackgroundTask> {
-    (0..workers)
-        .map(|_| {
-            let t = t.clone();
-            let task: BackgroundTask = Box::new(move |shutdown| {
-                Box::pin(async move {
-                    let stop = shutdown.clone();
-                    let jobs = t.clone();
-                    let h = handler(move |d: Delivery| {
-                        let t = jobs.clone();
-                        let stop = stop.clone();
-                        async move { t.handle_job(d, stop).await }
-                    });
-                    match t.bus().consume(jobs_queue(&t), h, shutdown).await {
-                        Ok(task) => {
-                            let _ = task.await;
-                        }
-                        Err(e) => tracing::error!(error = %e, "transcode worker cannot consume jobs"),
-                    }
-                })
-            });
-            task
-        })
-        .collect()
+/// `workers` consumers of the jobs queue, consuming from now on. Jobs are work, not events:
+/// no inbox; `handle_job` owns a job's leases, retries and outcome, and gives the job back
+/// when the service is stopping.
+async fn worker_tasks(infra: &ServiceInfra, t: &Transcoder, workers: usize) -> anyhow::Result<Vec<BackgroundTask>> {
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (jobs, stopping) = (t.clone(), infra.stopping());
+        let h = handler(move |d: Delivery| {
+            let (t, stopping) = (jobs.clone(), stopping.clone());
+            async move { t.handle_job(d, stopping).await }
+        });
+        tasks.push(infra.consume(jobs_queue(t), h).await?);
+    }
+    Ok(tasks)
 }
 
-fn events_task(t: Transcoder) -> BackgroundTask {
-    Box::new(move |shutdown| {
-        Box::pin(async move {
-            let consumer = t.clone();
-            let h = handler(move |d: Delivery| {
-                let t = consumer.clone();
-                async move {
-                    t.apply_event(&d.envelope).await.map_err(|e| match e.code() {
-                        flick_kit::ErrorCode::BadUserInput => HandlerError::Reject(e.message().to_string()),
-                        _ => HandlerError::Retry(e.message().to_string()),
-                    })
-                }
-            });
-            match t.bus().consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h, shutdown).await {
-                Ok(task) => {
-                    let _ = task.await;
-                }
-                Err(e) => tracing::error!(error = %e, "transcoder cannot consume events"),
-            }
-        })
-    })
+/// Media's events, consuming from now on.
+///
+/// Not through the inbox, on purpose: `apply_event` is idempotent by itself. A video's copy
+/// carries media's `version` and is replaced only by a newer one (a redelivered or late event
+/// changes nothing), and forgetting a video (a tombstone, then its files and rows) or a user's
+/// videos deletes what is there, so doing it again deletes nothing more. It also deletes objects from the object store, outside any
+/// database transaction: with an inbox, a crash between the commit and those deletions would
+/// leave the redelivery marked applied and the files orphaned, while without one the
+/// redelivery deletes them. A bad event (undecodable payload) is dead-lettered at once
+/// (`EventError::Bad`), any other failure retried, as for the inbox consumers.
+async fn events_consumer(infra: &ServiceInfra, t: Transcoder) -> anyhow::Result<BackgroundTask> {
+    let h = handler(move |d: Delivery| {
+        let t = t.clone();
+        async move { t.apply_event(&d.envelope).await.map_err(|e| HandlerError::from(EventError::from(e))) }
+    });
+    infra.consume(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), h).await
 }
 
 /// Expires abandoned uploads (and aborts their multipart uploads) every minute.
