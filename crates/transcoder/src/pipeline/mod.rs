@@ -9,7 +9,8 @@
 //! meant for the video's owner (never a server path); [`MediaError::Tool`] and
 //! [`MediaError::Io`] are ours and worth a retry; [`MediaError::Cancelled`] follows the token.
 //!
-//! Layout of `out_dir` after `encode` and `thumbnails`:
+//! Layout of `out_dir` after `encode` and `thumbnails` (its names, the renditions' names and
+//! the ladder's types are in `layout`, which every step imports and which imports none):
 //! ```text
 //! master.m3u8                      HLS master (variants, audio group)
 //! manifest.mpd                     DASH, over the same segments
