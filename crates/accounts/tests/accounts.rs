@@ -1,6 +1,7 @@
 //! Accounts over HTTP, gRPC and GraphQL, on both adapter sets: SQLite + in-memory cache +
 //! in-process bus (`embedded_*`) and PostgreSQL + Redis + RabbitMQ (`real_*`).
 
+use flick_accounts::config::AccountsConfigExt as _;
 use flick_platform::bus::{Delivery, QueueSpec, handler};
 use flick_testkit::app::{Backend, TestApp, TestInfra};
 use flick_testkit::{TcpProxy, redis_url, unique};
@@ -283,7 +284,6 @@ async fn profile_lifecycle(backend: Backend) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (status, me) = c.send(reqwest::Method::GET, "/user/profile", None, Some(&token)).await;
     assert_eq!((status, me["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
@@ -486,9 +486,9 @@ fn count(results: &[(StatusCode, Option<u64>)], status: StatusCode) -> usize {
 /// at once; the others are turned away with 503 + Retry-After instead of taking memory.
 async fn password_hashing_is_bounded(backend: Backend) {
     let mut infra = TestInfra::new(backend).await;
-    infra.config.accounts.password_hash_memory_mib = 38; // two hashes at once
-    infra.config.accounts.password_hash_wait_ms = 0;
-    infra.config.accounts.login_failures_per_address = 1000;
+    infra.config.accounts_mut().password_hash_memory_mib = 38; // two hashes at once
+    infra.config.accounts_mut().password_hash_wait_ms = 0;
+    infra.config.accounts_mut().login_failures_per_address = 1000;
     let app = start(infra).await;
     let c = client(&app);
     // Unknown users: each still costs one hash (against the dummy), from separate accounts.
@@ -516,10 +516,10 @@ async fn password_hashing_is_bounded(backend: Backend) {
 /// counted before its hash, so no more than the limit are ever checked.
 async fn login_burst_cannot_pass_the_limit(backend: Backend) {
     let mut infra = TestInfra::new(backend).await;
-    infra.config.accounts.login_failures_per_account_address = 3;
-    infra.config.accounts.login_failures_per_account = 3;
-    infra.config.accounts.password_hash_memory_mib = 19 * 16;
-    infra.config.accounts.password_hash_wait_ms = 60_000;
+    infra.config.accounts_mut().login_failures_per_account_address = 3;
+    infra.config.accounts_mut().login_failures_per_account = 3;
+    infra.config.accounts_mut().password_hash_memory_mib = 19 * 16;
+    infra.config.accounts_mut().password_hash_wait_ms = 60_000;
     let app = start(infra).await;
     let c = client(&app);
     let n = name();
@@ -629,7 +629,7 @@ async fn deletion_and_password_change_need_the_current_password(backend: Backend
 /// A session ends `session_lifetime_seconds` after its login, however often it is refreshed.
 async fn refresh_refuses_expired_sessions(backend: Backend) {
     let mut infra = TestInfra::new(backend).await;
-    infra.config.accounts.session_lifetime_seconds = 2;
+    infra.config.accounts_mut().session_lifetime_seconds = 2;
     let app = start(infra).await;
     let c = client(&app);
     let n = name();
@@ -719,7 +719,8 @@ async fn real_revocation_holds_while_redis_is_unreachable() {
     assert_eq!(c.verify(Some(&revoked_during), false).await.0, StatusCode::UNAUTHORIZED);
 
     proxy.restore();
-    // Right after Redis returns, before the background retry has written the revocation.
+    // Right after Redis returns, before the background retry has written the revocation: the
+    // subject is that window of time, so the check is sampled across two seconds of it.
     for _ in 0..20 {
         assert_eq!(c.verify(Some(&revoked_during), false).await.0, StatusCode::UNAUTHORIZED, "never accepted");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -733,7 +734,7 @@ async fn real_login_throttling_holds_while_redis_is_unreachable() {
     let mut infra = TestInfra::new(Backend::Real).await;
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
     infra.config.cache.url = Some(proxy.rewrite(&redis_url()));
-    infra.config.accounts.login_failures_per_account = 5;
+    infra.config.accounts_mut().login_failures_per_account = 5;
     let app = start(infra).await;
     let c = client(&app);
     let n = name();
@@ -759,13 +760,14 @@ async fn real_login_throttling_holds_while_redis_is_unreachable() {
 #[tokio::test]
 async fn embedded_expired_tokens_are_refused() {
     let mut infra = TestInfra::new(Backend::Embedded).await;
-    infra.config.accounts.access_token_ttl_seconds = 1;
+    infra.config.accounts_mut().access_token_ttl_seconds = 1;
     let app = start(infra).await;
     let c = client(&app);
     let n = name();
     c.register(&n).await;
     let (token, refresh) = c.tokens(&n).await;
     assert_eq!(c.verify(Some(&token), false).await.0, StatusCode::OK);
+    // The subject is time: the 1 s token must have expired (whole-second expiry, so 2 s).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let res = c.http.get(format!("{}/user/token_verify", c.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);

@@ -28,42 +28,42 @@ async fn no_secret_is_ever_logged() {
         TestApp::start(TestInfra::new(Backend::Embedded).await, |s| async move { flick_accounts::build(&s).await })
             .await;
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value, token: Option<String>| {
+    // Every step must take the path it is meant to (a flow that failed early would log less).
+    let send = |req: reqwest::RequestBuilder, expected: u16, step: &'static str| async move {
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{step}: {body}");
+        body
+    };
+    let post = |path: &str, body: Value, token: Option<&str>| {
         let mut req = http.post(app.url(path)).json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        req.send()
+        req
     };
     let password = "Sup3r-Secret-Passw0rd";
-    post(
-        "/auth/register",
-        json!({ "email": "sec@example.com", "username": "secretive", "password": password, "display_name": "S" }),
-        None,
-    )
-    .await
-    .unwrap();
-    let _ = post("/auth/login", json!({ "login": "secretive", "password": "Wr0ng-Passw0rd-123" }), None).await.unwrap();
-    let tokens: Value = post("/auth/login", json!({ "login": "secretive", "password": password }), None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let register =
+        json!({ "email": "sec@example.com", "username": "secretive", "password": password, "display_name": "S" });
+    send(post("/auth/register", register, None), 201, "register").await;
+    let wrong = json!({ "login": "secretive", "password": "Wr0ng-Passw0rd-123" });
+    send(post("/auth/login", wrong, None), 401, "a wrong password").await;
+    let tokens =
+        send(post("/auth/login", json!({ "login": "secretive", "password": password }), None), 200, "login").await;
     let access = tokens["access_token"].as_str().unwrap().to_string();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
-    let rotated: Value =
-        post("/auth/refresh", json!({ "refresh_token": refresh }), None).await.unwrap().json().await.unwrap();
-    let _ = post("/auth/refresh", json!({ "refresh_token": refresh }), None).await.unwrap();
-    let _ = http.get(app.url("/user/token_verify")).bearer_auth(&access).send().await.unwrap();
-    let _ = http
-        .patch(app.url("/user/profile"))
-        .bearer_auth(rotated["access_token"].as_str().unwrap())
-        .json(&json!({ "current_password": "Wr0ng-Passw0rd-123", "new_password": "N3w-Passw0rd-456" }))
-        .send()
-        .await
-        .unwrap();
-    let _ = post("/auth/logout", json!({}), Some(access.clone())).await.unwrap();
+    let rotated = send(post("/auth/refresh", json!({ "refresh_token": refresh }), None), 200, "refresh").await;
+    let rotated_access = rotated["access_token"].as_str().unwrap().to_string();
+    send(http.get(app.url("/user/token_verify")).bearer_auth(&rotated_access), 200, "verify").await;
+    let profile = |body: Value| http.patch(app.url("/user/profile")).bearer_auth(&rotated_access).json(&body);
+    let change = json!({ "current_password": "Wr0ng-Passw0rd-123", "new_password": "N3w-Passw0rd-456" });
+    send(profile(change), 403, "a password change with a wrong current password").await;
+    let change = json!({ "current_password": password, "new_password": "N3w-Passw0rd-456" });
+    send(profile(change), 200, "a password change").await;
+    send(post("/auth/logout", json!({}), Some(&rotated_access)), 204, "logout").await;
+    // Last: reusing a rotated refresh token revokes its whole family.
+    send(post("/auth/refresh", json!({ "refresh_token": refresh }), None), 401, "a reused refresh token").await;
 
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("login"), "the flows were logged at all: {logs}");

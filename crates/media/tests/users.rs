@@ -31,9 +31,8 @@ async fn services(backend: Backend) -> Services {
     let accounts = TestApp::start(infra, |s| async move { flick_accounts::build(&s).await }).await;
     let proxy = TcpProxy::start(&accounts.addr.to_string()).await;
     media_infra.config.endpoints.accounts = Some(format!("http://{}", proxy.addr));
+    // Built means consuming: accounts' events from now on reach media.
     let media = TestApp::start_beside(media_infra, &accounts, |s| async move { flick_media::build(&s).await }).await;
-    // The event consumer declares its queue as the service starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     Services { accounts, media, proxy, http: reqwest::Client::new() }
 }
 
