@@ -127,6 +127,8 @@ async fn get_video(client: &mut MediaServiceClient<Channel>, id: &str) -> Video 
 }
 
 /// `name{labels…}` of the process's Prometheus metrics (0 when absent).
+/// The recorder is process-wide: this relies on nextest running each test in its own process
+/// (how the workspace runs its tests), so the counts are this test's alone.
 fn metric(name_and_labels: &str) -> u64 {
     let metrics = flick_kit::telemetry::metrics_handle().render();
     metrics

@@ -66,7 +66,9 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Builds a service with `build` on `infra` and serves it on a free port.
+    /// Builds a service with `build` on `infra` and serves it on a free port. Once it returns
+    /// the service's consumers are consuming (they start during `build`), so an event published
+    /// after it is kept for them: no settling wait is needed.
     pub async fn start<F, Fut>(infra: TestInfra, build: F) -> Self
     where
         F: FnOnce(Shared) -> Fut,
@@ -126,7 +128,10 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Statements `service` has run so far (`db_queries_total` of the app's `/metrics`).
+    /// Statements `service` has run so far (`db_queries_total` of the app's `/metrics`). The
+    /// recorder is process-wide: callers compare a before and an after around requests they
+    /// make, and rely on nextest running each test in its own process so that no other test's
+    /// statements land in between.
     pub async fn db_queries(&self, service: &str) -> u64 {
         let metrics = flick_kit::telemetry::metrics_handle().render();
         let prefix = format!("db_queries_total{{service=\"{service}\"}}");
