@@ -21,15 +21,35 @@ pub struct UploadArgs {
     /// Comma-separated tags.
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
-    /// PUBLIC, UNLISTED or PRIVATE.
-    #[arg(long, default_value = "PUBLIC")]
-    pub visibility: String,
+    /// Who may watch the video.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Visibility::Public)]
+    pub visibility: Visibility,
     /// The platform's edge.
     #[arg(long, env = "FLICK_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// An access token (from POST /auth/login).
     #[arg(long, env = "FLICK_TOKEN", hide_env_values = true)]
     pub token: String,
+}
+
+/// Who may watch the video: GraphQL's `Visibility`, checked before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Visibility {
+    Public,
+    Unlisted,
+    Private,
+}
+
+impl Visibility {
+    /// The GraphQL enum value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "PUBLIC",
+            Visibility::Unlisted => "UNLISTED",
+            Visibility::Private => "PRIVATE",
+        }
+    }
 }
 
 /// What is needed to continue an upload later: kept in `<file>.flick-upload`.
@@ -103,8 +123,7 @@ async fn create_video(
     modified_ms: u128,
 ) -> anyhow::Result<Resume> {
     let query = "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } upload { url } } }";
-    let input =
-        json!({ "title": title, "description": args.description, "tags": args.tags, "visibility": args.visibility });
+    let input = json!({ "title": title, "description": args.description, "tags": args.tags, "visibility": args.visibility.as_str() });
     let res: Value = http
         .post(format!("{base}/graphql"))
         .header("authorization", auth)
