@@ -9,6 +9,11 @@ use tonic::{Request, Response, Status};
 
 pub struct MediaGrpc(pub Media);
 
+/// A request's `first`: 0 (proto3's absent) is the list's default.
+fn first(n: i32) -> Option<i32> {
+    (n != 0).then_some(n)
+}
+
 impl MediaGrpc {
     /// The rows as messages: one counters lookup and one directory lookup for all of them.
     async fn to_pb(&self, rows: Vec<Video>) -> Result<Vec<pb::Video>, AppError> {
@@ -72,8 +77,7 @@ impl pb::media_service_server::MediaService for MediaGrpc {
         let caller = Caller::from_grpc(&request);
         let r = request.into_inner();
         let after = Some(r.after.as_str()).filter(|a| !a.is_empty());
-        let first = Some(if r.first == 0 { 20 } else { r.first });
-        let page = self.0.user_videos(&caller, &r.owner_id, after, first).await?;
+        let page = self.0.user_videos(&caller, &r.owner_id, after, first(r.first)).await?;
         let by_created = caller.user_id.map(|u| u.to_string()) == Some(r.owner_id.clone());
         let next_cursor = if page.has_next {
             page.items.last().map(|v| Media::cursor_of(v, by_created)).unwrap_or_default()
@@ -89,7 +93,7 @@ impl pb::media_service_server::MediaService for MediaGrpc {
     ) -> Result<Response<pb::ListPublicVideosResponse>, Status> {
         let r = request.into_inner();
         let after = Some(r.after.as_str()).filter(|a| !a.is_empty());
-        let page = self.0.feed(after, Some(if r.first == 0 { 20 } else { r.first })).await?;
+        let page = self.0.feed(after, first(r.first)).await?;
         let next_cursor = match page.items.last() {
             Some(v) if page.has_next => Media::cursor_of(v, false),
             _ => String::new(),
