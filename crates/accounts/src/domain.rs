@@ -43,13 +43,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let cfg = flick_kit::config::AccountsConfig::default();
+        let cfg = crate::config::AccountsConfig::default();
         Self::from(&cfg)
     }
 }
 
-impl From<&flick_kit::config::AccountsConfig> for Limits {
-    fn from(cfg: &flick_kit::config::AccountsConfig) -> Self {
+impl From<&crate::config::AccountsConfig> for Limits {
+    fn from(cfg: &crate::config::AccountsConfig) -> Self {
         Self {
             access_ttl: Duration::from_secs(cfg.access_token_ttl_seconds),
             session_lifetime: Duration::from_secs(cfg.session_lifetime_seconds),

@@ -2,6 +2,7 @@
 //! revocation, profiles, the edge's ForwardAuth check and user lookups, over REST (`/auth`,
 //! `/user`), gRPC (`AccountsService`) and GraphQL (`User`, `me`, `user`, `updateProfile`).
 
+pub mod config;
 mod domain;
 mod graphql;
 mod grpc;
@@ -13,6 +14,7 @@ mod throttle;
 mod tokens;
 mod validate;
 
+use crate::config::AccountsConfigExt as _;
 use flick_kit::Service;
 use flick_platform::Shared;
 use flick_platform::db::MigrationSet;
@@ -35,13 +37,13 @@ pub fn sdl() -> String {
 
 /// The service's signing keys: `accounts.jwt_keys_dir`, or `data_dir/keys` (created).
 pub fn keyring(shared: &Shared) -> anyhow::Result<Keyring> {
-    let dir = shared.config.accounts.jwt_keys_dir.clone().unwrap_or_else(|| shared.config.data_dir.join("keys"));
+    let dir = shared.config.accounts().jwt_keys_dir.clone().unwrap_or_else(|| shared.config.data_dir.join("keys"));
     Keyring::load_or_create(&dir)
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let limits = Limits::from(&shared.config.accounts);
+    let limits = Limits::from(&shared.config.accounts());
     let accounts =
         Accounts::new(infra.db.clone(), shared.cache.clone(), infra.relay.clone(), Arc::new(keyring(shared)?), limits);
     let schema = schema(&shared.config.graphql, Some(accounts.clone()));

@@ -4,8 +4,11 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use flick_accounts::config::AccountsConfigExt as _;
 use flick_kit::{BoundService, Config, ServerOptions};
 use flick_platform::Shared;
+use flick_recommender::config::RecommenderConfigExt as _;
+use flick_transcoder::config::TranscoderConfigExt as _;
 use services::ServiceName;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,18 +105,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
         Command::Migrate { services } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             let services = ServiceName::parse_list(&services)?;
             runtime()?.block_on(migrate(config, services))
         }
         Command::Keys { action } => {
-            let config = Config::load(cli.config.as_deref())?;
-            let dir = config.accounts.jwt_keys_dir.clone().unwrap_or_else(|| config.data_dir.join("keys"));
+            let config = load_config(cli.config.as_deref())?;
+            let dir = config.accounts().jwt_keys_dir.unwrap_or_else(|| config.data_dir.join("keys"));
             if let KeysAction::Rotate = action {
                 let (kid, _) = flick_accounts::Keyring::generate_key_file(&dir)?;
                 println!("added signing key {kid} in {}; restart accounts to sign with it", dir.display());
@@ -129,24 +132,30 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed { videos, users } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(seed(config, users, videos))
         }
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
         Command::Worker { jobs, listen } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(worker(config, jobs, listen))
         }
         Command::Recommender { action: RecommenderAction::Backfill { media_url } } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(recommender_backfill(config, media_url))
         }
         Command::Serve { services } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = load_config(cli.config.as_deref())?;
             let services = ServiceName::parse_list(&services)?;
             runtime()?.block_on(serve(config, services))
         }
     }
+}
+
+/// The configuration with every service's section, also of services this command does not run:
+/// a mistake in any of them is found at start-up.
+fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(file, &ServiceName::config_sections())?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -171,7 +180,7 @@ async fn recommender_backfill(config: Config, media_url: Option<String>) -> anyh
     let media_url = media_url.unwrap_or_else(|| format!("http://{}:{}", config.server.host, config.server.ports.media));
     let db = flick_platform::connect_db(&config, ServiceName::Recommender.as_str()).await?;
     flick_platform::db::migrate(&db, ServiceName::Recommender.migrations()).await?;
-    let recommender = flick_recommender::recommender(db, &config.recommender);
+    let recommender = flick_recommender::recommender(db, &config.recommender());
     let started = std::time::Instant::now();
     let done = flick_recommender::backfill(&recommender, &media_url, 100, |p| {
         println!("{} listed, {} indexed ({:.0}s)", p.listed, p.indexed, started.elapsed().as_secs_f64());
@@ -205,7 +214,7 @@ async fn worker(config: Config, jobs: Option<usize>, listen: SocketAddr) -> anyh
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let shutdown = flick_kit::shutdown::on_signal();
-    let jobs = jobs.unwrap_or(config.transcoder.workers).max(1);
+    let jobs = jobs.unwrap_or(config.transcoder().workers).max(1);
     let shared = Shared::connect(config.clone()).await?;
     let service = flick_transcoder::build_worker(&shared, jobs).await.context("starting the transcode worker")?;
     let bound = BoundService::bind(service, listen, ServerOptions::from(&config.server)).await?;

@@ -4,7 +4,7 @@
 //! unknown name is an error that lists the known ones, never a default.
 
 use flick_kit::Service;
-use flick_kit::config::{EndpointsConfig, ServicePorts};
+use flick_kit::config::{EndpointsConfig, SectionSpec, ServicePorts};
 use flick_platform::Shared;
 use flick_platform::db::MigrationSet;
 use std::fmt;
@@ -67,6 +67,21 @@ impl ServiceName {
             ServiceName::Transcoder => flick_transcoder::build(shared).await,
             ServiceName::Recommender => flick_recommender::build(shared).await,
         }
+    }
+
+    /// The service's own section of the configuration (`[media]`, `FLICK_MEDIA__*`).
+    pub fn config_section(self) -> SectionSpec {
+        match self {
+            ServiceName::Accounts => SectionSpec::of::<flick_accounts::config::AccountsConfig>(),
+            ServiceName::Media => SectionSpec::of::<flick_media::config::MediaConfig>(),
+            ServiceName::Transcoder => SectionSpec::of::<flick_transcoder::config::TranscoderConfig>(),
+            ServiceName::Recommender => SectionSpec::of::<flick_recommender::config::RecommenderConfig>(),
+        }
+    }
+
+    /// Every service's section, in [`ServiceName::ALL`]'s order (`flick config` prints them so).
+    pub fn config_sections() -> [SectionSpec; 4] {
+        Self::ALL.map(Self::config_section)
     }
 
     /// The port the service listens on.
@@ -147,6 +162,12 @@ mod tests {
             ServiceName::parse_list(&["transcoder".into(), "accounts".into()]).unwrap(),
             [ServiceName::Transcoder, ServiceName::Accounts]
         );
+    }
+
+    #[test]
+    fn every_service_has_its_configuration_section_under_its_own_name() {
+        let names: Vec<&str> = ServiceName::config_sections().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ServiceName::ALL.map(ServiceName::as_str));
     }
 
     #[test]

@@ -202,6 +202,118 @@ fn unknown_configuration_keys_are_errors() {
     assert!(err.contains("servr"), "{err}");
 }
 
+/// Each service's section lives in its crate, yet `flick config` prints all four where they
+/// always were (between `documents` and `endpoints`), and `FLICK_<SERVICE>__<KEY>` reaches it.
+#[test]
+fn service_sections_take_their_environment_overrides_and_print_in_place() {
+    let out = flick()
+        .arg("config")
+        .env("FLICK_ACCOUNTS__ACCESS_TOKEN_TTL_SECONDS", "61")
+        .env("FLICK_MEDIA__COUNTER_TTL_SECONDS", "62")
+        .env("FLICK_TRANSCODER__PRESET", "slow")
+        .env("FLICK_RECOMMENDER__BATCH_SIZE", "63")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let config: toml::Table = text.parse().unwrap();
+    assert_eq!(config["accounts"]["access_token_ttl_seconds"].as_integer(), Some(61), "{text}");
+    assert_eq!(config["accounts"]["session_lifetime_seconds"].as_integer(), Some(30 * 24 * 3600), "{text}");
+    assert_eq!(config["media"]["counter_ttl_seconds"].as_integer(), Some(62), "{text}");
+    assert_eq!(config["media"]["reconcile_interval_seconds"].as_integer(), Some(30), "{text}");
+    assert_eq!(config["transcoder"]["preset"].as_str(), Some("slow"), "{text}");
+    assert_eq!(config["transcoder"]["rungs"].as_array().map(Vec::len), Some(5), "{text}");
+    assert_eq!(config["recommender"]["batch_size"].as_integer(), Some(63), "{text}");
+    let at = |header: &str| text.find(header).unwrap_or_else(|| panic!("{header} missing: {text}"));
+    let order = ["[documents]", "[accounts]", "[media]", "[transcoder]", "[[transcoder.rungs]]", "[recommender]"];
+    for pair in order.windows(2).chain([["[recommender]", "[endpoints]"].as_slice()]) {
+        assert!(at(pair[0]) < at(pair[1]), "{} before {}: {text}", pair[0], pair[1]);
+    }
+}
+
+/// A service's section is as strict as the platform's: an unknown key in it, from a variable or
+/// a file, is an error naming the key and where it came from, and so is a misspelt section.
+#[test]
+fn unknown_keys_in_service_sections_are_errors() {
+    let refused = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = refused(flick().arg("config").env("FLICK_MEDIA__NOPE", "1"));
+    assert!(
+        err.contains("unknown field: found `nope`, expected ``reconcile_interval_seconds` or `counter_ttl_seconds``")
+            && err.contains(r#"for key "MEDIA.NOPE" in `FLICK_` environment variable(s)"#),
+        "{err}"
+    );
+    let err = refused(flick().arg("config").env("FLICK_RECOMMENDER__NOPE", "1"));
+    assert!(err.contains("found `nope`") && err.contains(r#""RECOMMENDER.NOPE""#), "{err}");
+    let err = refused(flick().arg("config").env("FLICK_TRANSCODER__WORKERS", "many"));
+    assert!(err.contains(r#"found string "many", expected usize for key "TRANSCODER.WORKERS""#), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flick.toml");
+    std::fs::write(
+        &file,
+        "[transcoder]\npreset = \"fast\"\n[[transcoder.rungs]]\nname = \"x\"\nheight = 1\nwidth = 2\n",
+    )
+    .unwrap();
+    let err = refused(flick().arg("--config").arg(&file).arg("config"));
+    assert!(err.contains("found `width`") && err.contains(r#"for key "default.transcoder.rungs.0.width""#), "{err}");
+    std::fs::write(&file, "[accounts]\nnope = 1\n").unwrap();
+    let err = refused(flick().arg("--config").arg(&file).arg("config"));
+    assert!(err.contains("found `nope`") && err.contains(r#"for key "default.accounts.nope""#), "{err}");
+
+    // A misspelt section is unknown, and the error lists the services' sections among the known.
+    let err = refused(flick().arg("config").env("FLICK_MEDAI__COUNTER_TTL_SECONDS", "1"));
+    assert!(
+        err.contains("found `medai`")
+            && err.contains("`documents`, `accounts`, `media`, `transcoder`, `recommender`, `endpoints`"),
+        "{err}"
+    );
+    // A service that does not run still has its section checked.
+    let data = tempfile::tempdir().unwrap();
+    let out = flick()
+        .args(["migrate", "--services", "media"])
+        .env("FLICK_DATA_DIR", data.path())
+        .env("FLICK_TRANSCODER__NOPE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(r#"for key "TRANSCODER.NOPE""#), "{err}");
+}
+
+/// The running service reads its section: the transcoder announces `transcoder.max_upload_bytes`
+/// as set in the environment (`Tus-Max-Size`).
+#[tokio::test]
+async fn a_running_service_uses_its_section_from_the_environment() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = flick()
+        .args(["serve", "--services", "transcoder"])
+        .env("FLICK_DATA_DIR", data.path())
+        .env("FLICK_SERVER__PORTS__TRANSCODER", port.to_string())
+        .env("FLICK_TRANSCODER__WORKERS", "0")
+        .env("FLICK_TRANSCODER__MAX_UPLOAD_BYTES", "123456789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running { child, ports: [port; 4] };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    let discovered = loop {
+        if let Ok(r) = http.request(reqwest::Method::OPTIONS, running.url(0, "/video/upload")).send().await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the transcoder never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(discovered.status(), 204);
+    assert_eq!(discovered.headers()["tus-max-size"], "123456789");
+}
+
 /// Identity headers are trusted only beside the mesh secret, so a service reachable from other
 /// hosts must not start without one (an empty value, as from an empty Kubernetes Secret key,
 /// counts as none), nor with a short or published one; loopback may.

@@ -5,8 +5,8 @@
 //! A reconciler recomputes changed ("dirty") videos, writes cache and columns (the persisted,
 //! sortable copy) and flushes pending views; a sweep over every video corrects any drift.
 
+use crate::config::MediaConfig;
 use crate::store;
-use flick_kit::config::MediaConfig;
 use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use std::collections::{HashMap, HashSet};

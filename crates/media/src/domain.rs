@@ -3,13 +3,13 @@
 //! what is valid (`validation`), search (`search`), pages and cursors (`paging`), and the
 //! events media follows (`events`).
 
+use crate::config::MediaConfig;
 use crate::counters::{Counters, Kind, Live};
 use crate::paging::{decode_cursor, limit_of, page};
 use crate::store::{self, Scope};
 use crate::users::UserDirectory;
 use crate::validation::{check_body, validate};
 use crate::video::{Comment, Video, VideoInput, VideoStatus, Visibility};
-use flick_kit::config::MediaConfig;
 use flick_kit::page::{MAX_FIRST, Page};
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::envelope;

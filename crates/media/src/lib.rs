@@ -2,6 +2,7 @@
 //! comments, channel subscriptions and the owner dashboard, as a federated subgraph and over
 //! gRPC (`MediaService`); it follows transcoder and accounts through events.
 
+pub mod config;
 mod counters;
 mod domain;
 mod events;
@@ -16,6 +17,7 @@ mod users;
 mod validation;
 mod video;
 
+use crate::config::MediaConfigExt as _;
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;
 use flick_platform::Shared;
@@ -58,7 +60,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
 /// reconciler on demand with [`Media::reconcile`]).
 pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Media)> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let mut media = Media::new(infra.db.clone(), infra.relay.clone(), shared.cache.clone(), &shared.config.media);
+    let mut media = Media::new(infra.db.clone(), infra.relay.clone(), shared.cache.clone(), &shared.config.media());
     if let Some(url) = &shared.config.endpoints.transcoder {
         media = media.with_uploads(uploads::Uploads::connect_lazy(url)?);
     }
@@ -81,7 +83,7 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
         .task(infra.relay_task())
         .task(reconciler_task(
             media.clone(),
-            Duration::from_secs(shared.config.media.reconcile_interval_seconds.max(1)),
+            Duration::from_secs(shared.config.media().reconcile_interval_seconds.max(1)),
         ))
         .task(events);
     for check in infra.checks() {

@@ -5,6 +5,7 @@
 //! media through events: publications, edits, deletions and likes.
 
 mod backfill;
+pub mod config;
 mod domain;
 mod events;
 mod graphql;
@@ -12,8 +13,8 @@ mod grpc;
 pub mod model;
 pub mod store;
 
+use crate::config::{RecommenderConfig, RecommenderConfigExt as _};
 use flick_kit::Service;
-use flick_kit::config::RecommenderConfig;
 use flick_platform::Shared;
 use flick_platform::bus::QueueSpec;
 use flick_platform::db::MigrationSet;
@@ -57,7 +58,7 @@ pub fn recommender(db: DatabaseConnection, cfg: &RecommenderConfig) -> Recommend
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
-    let mut recommender = recommender(infra.db.clone(), &shared.config.recommender);
+    let mut recommender = recommender(infra.db.clone(), &shared.config.recommender());
     // Candidates are checked with media before a list is answered (videos hidden since).
     match &shared.config.endpoints.media {
         Some(url) => recommender = recommender.with_media(url)?,

@@ -6,8 +6,8 @@
 //! (the transcode job). Text forms of the states exist only at the store boundary (`store`)
 //! and in the transports' own names.
 
+use crate::config::TranscoderConfig;
 use flick_kit::AppError;
-use flick_kit::config::TranscoderConfig;
 use flick_platform::bus::Bus;
 use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr};

@@ -4,6 +4,7 @@
 //! transient exchange, and playback. A federated subgraph (`Video.playback`,
 //! `Video.processing`, `Subscription.videoProgress`) and gRPC `TranscoderService`.
 
+pub mod config;
 mod domain;
 mod events;
 mod graphql;
@@ -16,6 +17,7 @@ mod uploads;
 mod videos;
 mod worker;
 
+use crate::config::TranscoderConfigExt as _;
 use anyhow::Context as _;
 use flick_kit::Service;
 use flick_kit::server::BackgroundTask;
@@ -48,7 +50,7 @@ fn transcoder(infra: &ServiceInfra) -> Transcoder {
         infra.shared.bus.clone(),
         infra.relay.clone(),
         infra.shared.cache.clone(),
-        infra.shared.config.transcoder.clone(),
+        infra.shared.config.transcoder(),
     )
 }
 
@@ -87,7 +89,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         .task(infra.relay_task())
         .task(events_consumer(&infra, t.clone()).await?)
         .task(sweeper_task(t.clone()));
-    for task in worker_tasks(&infra, &t, shared.config.transcoder.workers).await? {
+    for task in worker_tasks(&infra, &t, shared.config.transcoder().workers).await? {
         service = service.task(task);
     }
     for check in infra.checks() {

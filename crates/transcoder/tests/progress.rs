@@ -4,6 +4,7 @@
 
 use flick_proto::transcoder::v1 as pb;
 use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_transcoder::config::TranscoderConfigExt as _;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -27,8 +28,8 @@ async fn get_processing_reports_the_running_jobs_percent(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let source = clip(dir.path());
     let mut infra = TestInfra::new(backend).await;
-    infra.config.transcoder.public_base_url = "http://edge.test".into();
-    infra.config.transcoder.preset = "ultrafast".into();
+    infra.config.transcoder_mut().public_base_url = "http://edge.test".into();
+    infra.config.transcoder_mut().preset = "ultrafast".into();
     let app = TestApp::start(infra, |s| async move { flick_transcoder::build(&s).await }).await;
     let channel = tonic::transport::Endpoint::from_shared(app.url("")).unwrap().connect().await.unwrap();
     let mut grpc = pb::transcoder_service_client::TranscoderServiceClient::new(channel);

@@ -4,8 +4,10 @@
 //! `connection_init`, even with the mesh secret), and a subscription ends when that token is
 //! revoked or expires, when a video's upload never comes, and past a per-user cap.
 
+use flick_accounts::config::AccountsConfigExt as _;
 use flick_proto::transcoder::v1 as pb;
 use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_transcoder::config::TranscoderConfigExt as _;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -247,7 +249,7 @@ async fn a_logout_ends_the_subscriptions_its_token_opened(backend: Backend) {
 /// An access token that expires ends its subscriptions at its expiry.
 async fn an_expired_token_ends_its_subscriptions(backend: Backend) {
     let p = platform(backend, |c| {
-        c.accounts.access_token_ttl_seconds = 3;
+        c.accounts_mut().access_token_ttl_seconds = 3;
         c.graphql.subscription_recheck_seconds = 3600;
     })
     .await;
@@ -303,7 +305,7 @@ async fn open_subscriptions_per_user_are_capped(backend: Backend) {
 /// `videoProgress` of a video whose upload never comes ends once the upload would have
 /// expired, instead of holding a connection (and a slot) for ever.
 async fn progress_of_a_video_never_uploaded_ends_after_the_upload_expiry(backend: Backend) {
-    let p = platform(backend, |c| c.transcoder.upload_expiry_seconds = 2).await;
+    let p = platform(backend, |c| c.transcoder_mut().upload_expiry_seconds = 2).await;
     let (owner, token) = p.user().await;
     let video = p.video(&owner).await;
     let mut ws = p.ws(json!({ "authorization": format!("Bearer {token}") }), &[]).await.unwrap();

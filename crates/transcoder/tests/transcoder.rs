@@ -7,6 +7,7 @@ use flick_proto::events::v1 as events;
 use flick_proto::transcoder::v1 as pb;
 use flick_testkit::app::{Backend, TestApp, TestInfra};
 use flick_testkit::eventually;
+use flick_transcoder::config::TranscoderConfigExt as _;
 use prost::Message;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ async fn app_with(infra: TestInfra) -> TestApp {
 
 async fn infra(backend: Backend) -> TestInfra {
     let mut infra = TestInfra::new(backend).await;
-    infra.config.transcoder.public_base_url = "http://edge.test".into();
-    infra.config.transcoder.preset = "ultrafast".into();
+    infra.config.transcoder_mut().public_base_url = "http://edge.test".into();
+    infra.config.transcoder_mut().preset = "ultrafast".into();
     infra.config.bus.retry_base_ms = 100;
     infra
 }
@@ -309,8 +310,8 @@ fn b64(s: &str) -> String {
 /// is no video is refused from its first bytes (415) and its upload is dropped.
 async fn oversize_over_quota_and_non_media_uploads_are_refused(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.max_upload_bytes = 1_000_000;
-    infra.config.transcoder.user_quota_bytes = 1_500_000;
+    infra.config.transcoder_mut().max_upload_bytes = 1_000_000;
+    infra.config.transcoder_mut().user_quota_bytes = 1_500_000;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -351,8 +352,8 @@ async fn oversize_over_quota_and_non_media_uploads_are_refused(backend: Backend)
 /// once: the upload's own bytes are not counted twice.
 async fn a_deferred_length_may_use_the_whole_quota(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.max_upload_bytes = 1_000_000;
-    infra.config.transcoder.user_quota_bytes = 1_000_000;
+    infra.config.transcoder_mut().max_upload_bytes = 1_000_000;
+    infra.config.transcoder_mut().user_quota_bytes = 1_000_000;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -602,9 +603,9 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read(clip(dir.path(), "long.mp4", "640x360", 30)).unwrap();
     let mut infra = infra(backend).await;
-    infra.config.transcoder.early_playback_min_seconds = 10;
+    infra.config.transcoder_mut().early_playback_min_seconds = 10;
     // Slow enough that the encode outlasts a few publishing rounds.
-    infra.config.transcoder.preset = "medium".into();
+    infra.config.transcoder_mut().preset = "medium".into();
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -663,7 +664,7 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
 /// An upload not finished in time expires (410); the sweeper drops its parts.
 async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.upload_expiry_seconds = 1;
+    infra.config.transcoder_mut().upload_expiry_seconds = 1;
     let data_dir = infra.config.data_dir.clone();
     let replica = infra.replica();
     let owner = user();
@@ -749,8 +750,8 @@ async fn graphql_and_grpc_report_processing_and_playback(backend: Backend) {
 /// that arrive: a PATCH that would pass it is refused (413) and keeps what was stored.
 async fn deferred_uploads_count_toward_the_quota_by_bytes_received(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.max_upload_bytes = 10_000_000;
-    infra.config.transcoder.user_quota_bytes = 100_000;
+    infra.config.transcoder_mut().max_upload_bytes = 10_000_000;
+    infra.config.transcoder_mut().user_quota_bytes = 100_000;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -803,7 +804,7 @@ async fn deferred_uploads_count_toward_the_quota_by_bytes_received(backend: Back
 /// finishing or terminating one frees its place.
 async fn open_uploads_per_user_are_capped(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.max_open_uploads_per_user = 3;
+    infra.config.transcoder_mut().max_open_uploads_per_user = 3;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -873,7 +874,7 @@ async fn the_first_bytes_are_sniffed_however_the_patches_split_them(backend: Bac
 /// resumes from there while the stalled connection is still open.
 async fn a_stalled_patch_times_out_keeps_its_bytes_and_frees_the_upload(backend: Backend) {
     let mut infra = infra(backend).await;
-    infra.config.transcoder.upload_idle_timeout_seconds = 1;
+    infra.config.transcoder_mut().upload_idle_timeout_seconds = 1;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -984,7 +985,7 @@ async fn playback_checks_a_stale_visibility_with_media(backend: Backend) {
     let media = TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
     let mut infra = infra(backend).await;
     infra.config.endpoints.media = Some(media.url(""));
-    infra.config.transcoder.visibility_max_age_seconds = 1;
+    infra.config.transcoder_mut().visibility_max_age_seconds = 1;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -1089,7 +1090,7 @@ async fn retries_of_a_video_are_limited_until_its_source_is_uploaded_again(backe
     let mut broken = good[..64].to_vec();
     broken.extend(std::iter::repeat_n(0x5au8, 20_000));
     let mut infra = infra(backend).await;
-    infra.config.transcoder.video_retries = 2;
+    infra.config.transcoder_mut().video_retries = 2;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -1151,9 +1152,9 @@ async fn a_hung_storyboard_step_is_stopped_by_the_job_time_budget(backend: Backe
     .unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut infra = infra(backend).await;
-    infra.config.transcoder.ffmpeg = wrapper.to_string_lossy().into_owned();
-    infra.config.transcoder.job_timeout_seconds = 10;
-    infra.config.transcoder.job_attempts = 1;
+    infra.config.transcoder_mut().ffmpeg = wrapper.to_string_lossy().into_owned();
+    infra.config.transcoder_mut().job_timeout_seconds = 10;
+    infra.config.transcoder_mut().job_attempts = 1;
     let app = app_with(infra).await;
     let c = Client::new(&app);
     let owner = user();
@@ -1187,8 +1188,8 @@ async fn one_users_long_queue_does_not_hold_back_another_users_job(backend: Back
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 30)).unwrap();
     let mut infra = infra(backend).await;
-    infra.config.transcoder.workers = 2;
-    infra.config.transcoder.user_jobs_in_flight = 1;
+    infra.config.transcoder_mut().workers = 2;
+    infra.config.transcoder_mut().user_jobs_in_flight = 1;
     let app = app_with(infra).await;
     let log = progress_log(&app).await;
     let c = Client::new(&app);
@@ -1243,7 +1244,7 @@ async fn a_second_delivery_of_a_running_job_waits_and_the_job_runs_once(backend:
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 20)).unwrap();
     let mut infra = infra(backend).await;
-    infra.config.transcoder.workers = 2;
+    infra.config.transcoder_mut().workers = 2;
     let app = app_with(infra).await;
     let log = progress_log(&app).await;
     let c = Client::new(&app);
