@@ -1,7 +1,7 @@
 //! The transcoder subgraph: `Video.playback`, `Video.processing` and
 //! `Subscription.videoProgress`. Resolvers convert; the domain decides.
 
-use crate::domain::{Stage, Transcoder, Video as VideoState, VideoStatus, VideoView};
+use crate::domain::{self, Stage, Transcoder, VideoStatus, VideoView};
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, EmptyMutation, ID, Object, Result, Schema, SimpleObject, Subscription};
 use flick_kit::config::GraphqlConfig;
@@ -25,10 +25,10 @@ pub fn schema(cfg: &GraphqlConfig, transcoder: Option<Transcoder>) -> Transcoder
 struct Rows(Transcoder);
 
 impl Loader<String> for Rows {
-    type Value = VideoState;
+    type Value = domain::Video;
     type Error = async_graphql::Error;
 
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, VideoState>, Self::Error> {
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, domain::Video>, Self::Error> {
         let rows = self.0.videos_by_ids(keys).await.map_err(|e| e.into_graphql())?;
         Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
     }
@@ -111,7 +111,7 @@ impl From<VideoView> for Option<Playback> {
     }
 }
 
-async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<VideoState>> {
+async fn row(ctx: &Context<'_>, id: &ID) -> Result<Option<domain::Video>> {
     let loader = ctx.data::<DataLoader<Rows>>()?;
     let row = loader.load_one(id.to_string()).await?;
     Ok(row.filter(|r| Transcoder::may_watch(r, caller(ctx))))

@@ -3,8 +3,8 @@
 //! deletion of its media.
 
 use crate::domain::{
-    MEDIA_RETRY_MS, Playback, Transcoder, VIEW_WINDOW, Video, VideoStatus, VideoView, Visibility, db_error, now_ms,
-    storage_error,
+    MEDIA_RETRY_MS, Playback, Transcoder, UploadState, VIEW_WINDOW, Video, VideoStatus, VideoView, Visibility,
+    db_error, now_ms, storage_error,
 };
 use crate::store;
 use flick_kit::{AppError, Caller};
@@ -233,8 +233,8 @@ impl Transcoder {
     async fn remove_everything(&self, video_id: &str) -> Result<(), AppError> {
         let uploads = store::uploads_of_video(&self.db, video_id).await.map_err(db_error)?;
         for upload in &uploads {
-            if upload.state == crate::domain::UploadState::Uploading {
-                self.drop_upload(upload, crate::domain::UploadState::Terminated).await?;
+            if upload.state == UploadState::Uploading {
+                self.drop_upload(upload, UploadState::Terminated).await?;
             }
             store::delete_upload(&self.db, &upload.id).await.map_err(db_error)?;
         }
