@@ -3,8 +3,7 @@
 //! a page read at time T never overwrites a change the events brought after T, and the
 //! running service and the backfill may both embed a queued text (the later write is a no-op).
 
-use crate::domain::{Recommender, video_text};
-use crate::store::VideoText;
+use crate::domain::{Recommender, VideoText, video_text};
 use anyhow::Context as _;
 use flick_proto::media::v1 as media;
 

@@ -7,7 +7,7 @@
 //! a missing model delays embeddings instead of dead-lettering events.
 
 use crate::model::{Model, ModelError};
-use crate::store::{self, Filter, VideoText};
+use crate::store::{self, Filter};
 use flick_kit::page::page_size;
 use flick_kit::{AppError, ErrorCode};
 use flick_platform::bus::Envelope;
@@ -67,6 +67,18 @@ pub fn db_error(e: DbErr) -> AppError {
 fn model_error(e: ModelError) -> AppError {
     tracing::warn!(error = %e, "embedding model unavailable");
     AppError::new(ErrorCode::Unavailable, "the embedding model is not available; see the service's logs")
+}
+
+/// A public, ready video waiting to be embedded, or embedded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoText {
+    pub video_id: String,
+    pub owner_id: String,
+    pub text: String,
+    pub published_at_ms: i64,
+    /// When the change it reflects happened (the event's time): older changes never
+    /// overwrite newer ones, whatever order the events arrive in.
+    pub event_ms: i64,
 }
 
 /// What is embedded for a video: its title, tags and description.

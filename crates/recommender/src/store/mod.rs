@@ -24,8 +24,8 @@ pub use interest::{
 pub use search::{Filter, nearest, popular};
 pub use vectors::{dot, normalised, vector_blob, vector_text};
 pub use videos::{
-    VideoText, embedded_text, embedding_of, indexed_count, known_version, lock_video, pending, pending_count,
-    published_at, queue, remove, store_embedding, touch, videos_of,
+    embedded_text, embedding_of, indexed_count, known_version, lock_video, pending, pending_count, published_at, queue,
+    remove, store_embedding, touch, videos_of,
 };
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {

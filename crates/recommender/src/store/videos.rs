@@ -3,21 +3,10 @@
 
 use super::vectors::{read_vector, vector_column, vector_param, vector_value};
 use super::{is_pg, one_i64, strings};
+use crate::domain::VideoText;
 use flick_platform::db::exec;
 use flick_platform::db::sea_orm::{ConnectionTrait, DbErr};
 use flick_platform::db::stmt;
-
-/// A public, ready video waiting to be embedded, or embedded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoText {
-    pub video_id: String,
-    pub owner_id: String,
-    pub text: String,
-    pub published_at_ms: i64,
-    /// When the change it reflects happened (the event's time): older changes never
-    /// overwrite newer ones, whatever order the events arrive in.
-    pub event_ms: i64,
-}
 
 /// Serialises the transactions that change one video's rows (the consumer's and the
 /// embedding task's) on PostgreSQL, so neither acts on a snapshot the other is about to
