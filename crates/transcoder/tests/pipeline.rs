@@ -674,14 +674,14 @@ async fn broken_corpus(dir: &Path) -> Vec<(&'static str, PathBuf, &'static str)>
         "HTML page",
         "page.mp4",
         b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>\n",
-        "not",
+        "not a video file (it is an HTML or XML document)",
     );
     write("JSON", "data.mp4", br#"{"video": true, "frames": [1, 2, 3]}"#, "not a video file");
     write(
         "PDF",
         "doc.mp4",
         b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
-        "not",
+        "not a video file or the file is corrupt",
     );
     write("ELF program", "prog.mp4", &std::fs::read("/bin/true").unwrap(), "not a video file");
     let mut zip = b"PK\x03\x04\x14\x00\x00\x00\x00\x00".to_vec();
@@ -804,10 +804,10 @@ async fn broken_corpus(dir: &Path) -> Vec<(&'static str, PathBuf, &'static str)>
     let playlist = d("playlist.mp4");
     std::fs::write(&playlist, format!("#EXTM3U\n#EXT-X-TARGETDURATION:3\n#EXTINF:3,\n{}\n#EXT-X-ENDLIST\n", s(&good)))
         .unwrap();
-    cases.push(("an HLS playlist naming a local file", playlist, "not"));
+    cases.push(("an HLS playlist naming a local file", playlist, "playlists are not accepted"));
     let concat = d("concat.mp4");
     std::fs::write(&concat, "ffconcat version 1.0\nfile good.mp4\n").unwrap();
-    cases.push(("an ffconcat script", concat, "not"));
+    cases.push(("an ffconcat script", concat, "playlists are not accepted"));
     cases
 }
 

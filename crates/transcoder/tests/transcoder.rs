@@ -17,11 +17,10 @@ use uuid::Uuid;
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OCTET: (&str, &str) = ("content-type", "application/offset+octet-stream");
 
+/// The transcoder, its consumers (media's events, transcode jobs) consuming once started:
+/// their queues are bound during build.
 async fn app_with(infra: TestInfra) -> TestApp {
-    let app = TestApp::start(infra, |s| async move { flick_transcoder::build(&s).await }).await;
-    // Consumers declare their queues as the service starts.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    app
+    TestApp::start(infra, |s| async move { flick_transcoder::build(&s).await }).await
 }
 
 async fn infra(backend: Backend) -> TestInfra {
@@ -173,22 +172,31 @@ async fn chunked_upload_with_an_interruption_resumes_and_becomes_playable(backen
     assert_eq!(c.patch(&owner, &path, 0, Some(total), source[..first].to_vec()).await.status(), 204);
     assert_eq!(c.offset(&owner, &path).await, first as u64);
 
-    // A body that breaks off after some bytes: the server keeps what arrived.
+    // A body that breaks off after some bytes: the server keeps what arrived. The client
+    // half-closes (every byte sent arrives before the end of the stream), then reads until
+    // the server is done with the request, so exactly what was sent is what must be kept.
     let cut = first + 1000;
-    let chunk = bytes::Bytes::copy_from_slice(&source[first..cut]);
-    let broken = futures::stream::iter(vec![Ok(chunk), Err(std::io::Error::other("connection lost"))]);
-    let _ = c
-        .http
-        .patch(app.url(&path))
-        .header(TUS.0, TUS.1)
-        .header(OCTET.0, OCTET.1)
-        .header("x-user-id", &owner)
-        .header("upload-offset", first.to_string())
-        .body(reqwest::Body::wrap_stream(broken))
-        .send()
-        .await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n{}: {}\r\nx-user-id: {owner}\r\n\
+             upload-offset: {first}\r\ncontent-length: {}\r\n\r\n",
+            app.addr,
+            TUS.0,
+            TUS.1,
+            OCTET.0,
+            OCTET.1,
+            source.len() - first,
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(&source[first..cut]).await.unwrap();
+        sock.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), sock.read_to_end(&mut answer)).await.unwrap();
+    }
     let resumed = c.offset(&owner, &path).await;
-    assert!(resumed >= first as u64 && resumed <= cut as u64, "offset {resumed} after the interruption");
+    assert_eq!(resumed, cut as u64, "every byte that arrived before the interruption is kept");
 
     // A stale offset is refused; the right one continues.
     assert_eq!(c.patch(&owner, &path, 0, None, vec![0; 10]).await.status(), 409);
@@ -377,12 +385,16 @@ async fn a_head_during_a_patch_waits_for_its_offset(backend: Backend) {
     let path = Client::path(&ticket.url);
     let data = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "h.mp4", "320x240", 1)).unwrap();
     let (a, b) = (bytes::Bytes::copy_from_slice(&data[..3000]), bytes::Bytes::copy_from_slice(&data[3000..5000]));
+    let first_sent = std::sync::Arc::new(tokio::sync::Notify::new());
+    let sent = first_sent.clone();
     let slow = futures::stream::unfold(0, move |step| {
-        let (a, b) = (a.clone(), b.clone());
+        let (a, b, sent) = (a.clone(), b.clone(), sent.clone());
         async move {
             match step {
                 0 => Some((Ok::<_, std::io::Error>(a), 1)),
                 1 => {
+                    sent.notify_one();
+                    // A slow client: the rest comes well after the HEAD was sent.
                     tokio::time::sleep(Duration::from_millis(1200)).await;
                     Some((Ok(b), 2))
                 }
@@ -400,8 +412,10 @@ async fn a_head_during_a_patch_waits_for_its_offset(backend: Backend) {
         .header("upload-length", data.len().to_string())
         .body(reqwest::Body::wrap_stream(slow))
         .send();
+    // The HEAD goes out once the PATCH's first part has been written (the stream is asked for
+    // its second), while the PATCH still waits for the rest.
     let head = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        first_sent.notified().await;
         c.offset(&owner, &path).await
     };
     let (patched, offset) = tokio::join!(patch, head);
@@ -556,7 +570,6 @@ async fn playback_starts_emit_one_view_per_viewer_per_window(backend: Backend) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let fan = user();
     let get = |file: &'static str, user: Option<&str>, forwarded: Option<&str>| {
@@ -577,13 +590,19 @@ async fn playback_starts_emit_one_view_per_viewer_per_window(backend: Backend) {
     assert_eq!(get("dash/manifest.mpd", Some(&fan), None).await, 200);
     assert_eq!(get("hls/master.m3u8", None, Some("203.0.113.9, 10.0.0.1")).await, 200);
     assert_eq!(get("hls/240p/index.m3u8", Some(&user()), None).await, 200, "not a playback start");
+    // A last, distinct viewer: views go out through the outbox in order, so once its view
+    // has arrived every view recorded before it has too.
+    let last = user();
+    assert_eq!(get("hls/master.m3u8", Some(&last), None).await, 200);
+    let last_viewer = format!("user:{last}");
     assert!(
-        eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() >= 3 }).await,
+        eventually(Duration::from_secs(10), || async { seen.lock().unwrap().iter().any(|v| v.viewer == last_viewer) })
+            .await,
         "{:?}",
         seen.lock().unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let viewers: Vec<String> = seen.lock().unwrap().iter().map(|v| v.viewer.clone()).collect();
+    let mut viewers: Vec<String> = seen.lock().unwrap().iter().map(|v| v.viewer.clone()).collect();
+    assert_eq!(viewers.pop().as_ref(), Some(&last_viewer), "the last view came last: {viewers:?}");
     assert_eq!(viewers.len(), 3, "duplicates dropped: {viewers:?}");
     assert_eq!(viewers.iter().filter(|v| **v == format!("user:{fan}")).count(), 1, "{viewers:?}");
     let anonymous: std::collections::HashSet<&String> = viewers.iter().filter(|v| v.starts_with("addr:")).collect();
@@ -678,22 +697,32 @@ async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) 
         let mut start = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "e.mp4", "320x240", 1)).unwrap();
         start.truncate(2000);
         assert_eq!(c.patch(&owner, &path, 0, Some(1_000_000), start).await.status(), 204);
+        // The subject is time: the 1 s expiry must have passed.
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(c.head(&owner, &path).await.status(), 410, "expired");
         assert_eq!(c.patch(&owner, &path, 2000, None, vec![0; 10]).await.status(), 410);
         path
     };
-    // A restarted service sweeps at once.
+    // A restarted service sweeps at once (its sweeper's first run, in the background). Nothing
+    // else touches the upload meanwhile: a request holding it would make the sweeper leave it
+    // for its next round, a minute later.
     let app = app_with(replica).await;
+    let upload_id = path.rsplit('/').next().unwrap();
+    let parts_left = || {
+        let parts = data_dir.join("objects.multipart");
+        std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0)
+    };
+    let swept = eventually(Duration::from_secs(10), || async {
+        (backend != Backend::Embedded || parts_left() == 0)
+            && app.shared.storage.list(&format!("uploads/{upload_id}")).await.unwrap().is_empty()
+    })
+    .await;
+    if backend == Backend::Embedded {
+        assert_eq!(parts_left(), 0, "the multipart upload was aborted");
+    }
+    assert!(swept, "the tail is gone");
     let c = Client::new(&app);
     assert_eq!(c.head(&owner, &path).await.status(), 410);
-    if backend == Backend::Embedded {
-        let parts = data_dir.join("objects.multipart");
-        let left = std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(left, 0, "the multipart upload was aborted");
-    }
-    let upload_id = path.rsplit('/').next().unwrap();
-    assert!(app.shared.storage.list(&format!("uploads/{upload_id}")).await.unwrap().is_empty(), "the tail is gone");
 }
 
 /// The same state through GraphQL (`Video.playback`, `Video.processing`, as the router
@@ -1071,6 +1100,8 @@ fn starts(log: &ProgressLog, video: &str) -> Vec<i64> {
 }
 
 /// `transcode_jobs_deferred_total{reason}` of this process so far.
+/// The recorder is process-wide: this relies on nextest running each test in its own process
+/// (how the workspace runs its tests), so the counts are this test's alone.
 fn deferred(reason: &str) -> u64 {
     let metrics = flick_kit::telemetry::metrics_handle().render();
     let label = format!("reason=\"{reason}\"");
