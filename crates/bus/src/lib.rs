@@ -217,7 +217,9 @@ impl Bus {
     }
 
     /// `memory://` or empty for in-process, `amqp://user:pass@host:port/vhost` for RabbitMQ.
-    /// RabbitMQ connects lazily: an outage at start-up does not stop the process.
+    /// RabbitMQ connects lazily for publishing (an outage delays publishes, it does not stop
+    /// the process); [`Bus::consume`] connects before it returns, so a consumer cannot start
+    /// while the broker is unreachable.
     pub fn connect(url: Option<&str>, options: BusOptions) -> Result<Self> {
         match url {
             None | Some("") | Some("memory://") => Ok(Self::memory(options)),
