@@ -1213,8 +1213,9 @@ async fn a_hung_storyboard_step_is_stopped_by_the_job_time_budget(backend: Backe
 }
 
 /// Fair scheduling: with `user_jobs_in_flight` 1 and two workers, user A's four jobs start
-/// two at once (nobody else waits), but once user B's job is queued behind A's other two, A's
-/// next jobs wait (deferred) and B's starts first, instead of after A's whole queue.
+/// two at once (nobody else waits), but once user B's job is queued behind A's other two, A
+/// keeps at most one job in flight (the others are deferred) and B's starts on the other
+/// worker, instead of after A's whole queue.
 async fn one_users_long_queue_does_not_hold_back_another_users_job(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read(clip(dir.path(), "clip.mp4", "640x360", 30)).unwrap();
@@ -1254,15 +1255,17 @@ async fn one_users_long_queue_does_not_hold_back_another_users_job(backend: Back
         assert_eq!(c.settled(owner, v, Duration::from_secs(240)).await["state"], "READY", "{v}");
     }
     let first = |v: &String| starts(&log, v).first().copied().expect("the job started");
-    for v in &mine[2..] {
-        assert!(
-            first(&theirs) <= first(v),
-            "B's job started ({}) before A's queued job ({}): {:?}",
-            first(&theirs),
-            first(v),
-            log.lock().unwrap().iter().filter(|e| e.1 == "downloading").collect::<Vec<_>>()
-        );
-    }
+    // A may hold one job while B waits. Usually A's first jobs end apart, so the worker freed
+    // first defers A's queued jobs and B starts before both; when both end at once, A is
+    // below its cap and one of its queued jobs may take a worker, the other goes to B. Never
+    // do both of A's queued jobs start before B's.
+    let ahead_of_b = mine[2..].iter().filter(|v| first(v) < first(&theirs)).count();
+    assert!(
+        ahead_of_b <= 1,
+        "B's job started ({}) after {ahead_of_b} of A's queued jobs: {:?}",
+        first(&theirs),
+        log.lock().unwrap().iter().filter(|e| e.1 == "downloading").collect::<Vec<_>>()
+    );
     assert!(deferred("owner_busy") > 0, "A's jobs were deferred while B's waited");
 }
 
