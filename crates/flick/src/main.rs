@@ -17,7 +17,7 @@ mod services;
 mod upload;
 
 /// glibc's malloc took ~18% of media's CPU under load (arena locks, consolidation); mimalloc's
-/// thread-local heaps take most of that back (ARCHITECTURE.md, Measured).
+/// thread-local heaps take most of that back (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
