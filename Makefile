@@ -6,13 +6,16 @@ export FLICK_SERVICES_DIR ?= /var/cache/flick/services
 FLICK_BIN ?= $(CARGO_TARGET_DIR)/debug/flick
 export FLICK_BIN
 
-.PHONY: help dev test services services-down build lint fmt supergraph supergraph-check check-deploy bench
+.PHONY: help dev stack test services services-down build lint fmt supergraph supergraph-check check-deploy bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 dev: ## build flick, install Traefik + hive-router on first run, serve the platform at http://127.0.0.1:8080
 	scripts/dev.sh
+
+stack: ## production topology here: a process per service, replicas, real services, mesh, Prometheus (scripts/stack.sh)
+	scripts/stack.sh
 
 test: services ## start the real test services if needed, then run every test
 	scripts/tools.sh ffmpeg

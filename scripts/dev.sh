@@ -39,74 +39,9 @@ fi
 
 mkdir -p "$LOG_DIR"
 
-# ---------- children ----------
-declare -A NAME_OF=() # pid -> name
-PIDS=()
-
-cleanup() {
-  local rc=$? pid
-  trap - INT TERM EXIT
-  if [ ${#PIDS[@]} -gt 0 ]; then
-    log "stopping ${#PIDS[@]} process(es)"
-    # reverse start order: edge first, subgraphs last
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-      pid=${PIDS[i]}
-      if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
-    done
-    for pid in "${PIDS[@]}"; do
-      kill_pid "$pid" "${NAME_OF[$pid]}" 10
-      wait "$pid" 2>/dev/null || true
-    done
-  fi
-  log "stopped"
-  exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-started() { # NAME PID
-  PIDS+=("$2")
-  NAME_OF[$2]=$1
-  log "started $1 (pid $2)"
-}
-
-# wait_for NAME PID TIMEOUT LOGFILE|- WHAT CMD...: until CMD succeeds, while PID lives; else dies
-# with LOGFILE's tail ("NAME: no WHAT after TIMEOUTs").
-wait_for() {
-  local name=$1 pid=$2 timeout=$3 logf=$4 what=$5
-  shift 5
-  local deadline=$((SECONDS + timeout))
-  until "$@"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      [ "$logf" = - ] || tail -20 "$logf" >&2
-      die "$name (pid $pid) exited during startup"
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      [ "$logf" = - ] || tail -20 "$logf" >&2
-      die "$name: no $what after ${timeout}s"
-    fi
-    sleep 0.2
-  done
-}
-
-answers_200() { [ "$(http_code "$1")" = 200 ]; }
-
-# wait_ready NAME PID TIMEOUT LOGFILE|- URL...: every URL answers 200 (within TIMEOUT in all),
-# while PID lives.
-wait_ready() {
-  local name=$1 pid=$2 logf=$4 url
-  local deadline=$((SECONDS + $3))
-  shift 4
-  for url in "$@"; do
-    wait_for "$name" "$pid" $((deadline - SECONDS)) "$logf" "200 from $url" answers_200 "$url"
-  done
-}
-
-# A query goes through the edge to the router.
-edge_routes() {
-  [ "$(http_code "$EDGE/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}')" = 200 ]
-}
 
 # The mesh secret: the edge sets it beside the identity it vouches for and the services
 # ignore x-user-id without it (Traefik reads FLICK_MESH_SECRET, flick identity.mesh_secret).
@@ -133,7 +68,7 @@ traefik_pid=$!
 wait_ready traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
 # /ping answers before the file provider's routers are loaded (until then every route is a 404),
 # so the stack is up only once a query goes through the edge.
-wait_for traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" "route through the edge" edge_routes
+wait_for traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" "route through the edge" edge_routes "$EDGE"
 
 cat <<EOF
 

@@ -1,36 +1,73 @@
 #!/usr/bin/env bash
-# End-to-end check run by `make test`: starts the dev stack (flick + hive-router + Traefik, as
-# `make dev` does) on a fresh data directory, runs scripts/smoke.sh through the edge, then stops
-# the stack with SIGTERM and checks every port was released.
+# End-to-end checks run by `make test`, on both shapes of the platform:
+#   dev    scripts/dev.sh (one flick process, embedded adapters) on a fresh data directory
+#   stack  scripts/stack.sh (a process per service, replicas, real services, the mesh,
+#          Prometheus + Alertmanager) from fresh state (stack name `e2e`)
+# For each: start it, run scripts/smoke.sh through the edge (which runs the upload-to-playback
+# journey, scripts/e2e_upload.py, and the security checks), stop it with SIGTERM and check every
+# port it used was released.
+# usage: scripts/e2e.sh [dev|stack]...   (default: both)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$FLICK_ROOT"
 
-data=$(mktemp -d /tmp/flick-e2e.XXXXXX)
 # Known to the checks, as if it had leaked: a client that knows it must still gain nothing.
 export FLICK_MESH_SECRET=${FLICK_MESH_SECRET:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
-log "dev stack on $data"
-FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data scripts/dev.sh >"$data/dev.log" 2>&1 &
-dev=$!
-stop() {
-  kill -TERM "$dev" 2>/dev/null || true
-  wait "$dev" 2>/dev/null || true
-}
-trap stop EXIT
 
-wait_dev_stack "$data/dev.log" "$dev" 180
-
-status=0
-scripts/smoke.sh || status=$?
-stop
-trap - EXIT
-for port in 8080 8090 4000 8081 8082 8083 8084; do
-  if tcp_open 127.0.0.1 "$port"; then
-    echo "FAIL  port $port still open after the stack stopped"
-    status=1
+# run_shape NAME SCRIPT BANNER PORTS SMOKE_ENV...: start SCRIPT on a fresh data directory, wait
+# for BANNER in its output, smoke-test with SMOKE_ENV, stop it, check PORTS are free.
+run_shape() {
+  local name=$1 script=$2 banner=$3 ports=$4
+  shift 4
+  local data status=0 pid port
+  data=$(mktemp -d "/tmp/flick-e2e-$name.XXXXXX")
+  log "$name: $script on $data"
+  FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data "$script" >"$data/$name.log" 2>&1 &
+  pid=$!
+  local deadline=$((SECONDS + 300))
+  until grep -q "$banner" "$data/$name.log" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
+      tail -n 40 "$data/$name.log" >&2
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      die "$name: $script did not come up"
+    fi
+    sleep 0.5
+  done
+  env "$@" scripts/smoke.sh || status=$?
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for port in $ports; do
+    if tcp_open 127.0.0.1 "$port"; then
+      echo "FAIL  $name: port $port still open after the stack stopped"
+      status=1
+    fi
+  done
+  if [ "$status" -ne 0 ]; then
+    tail -n 40 "$data/$name.log" >&2
+    [ ! -d "$data/logs" ] || echo "($name: logs kept in $data/logs)" >&2
+  else
+    rm -rf "$data"
   fi
+  return "$status"
+}
+
+shapes=("$@")
+[ ${#shapes[@]} -gt 0 ] || shapes=(dev stack)
+status=0
+for shape in "${shapes[@]}"; do
+  case $shape in
+    dev)
+      run_shape dev scripts/dev.sh 'Flick dev stack is up' "8080 8090 4000 8081 8082 8083 8084" || status=1
+      ;;
+    stack)
+      FLICK_STACK_NAME=e2e FLICK_STACK_FRESH=1 run_shape stack scripts/stack.sh 'Flick stack is up' \
+        "8080 8090 4000 8191 8192 8193 8194 8281 8381 8282 8382 8283 8284 8285 8385 9090 9093" \
+        FLICK_SMOKE_PROCESSES="accounts-1:8281 accounts-2:8381 media-1:8282 media-2:8382 transcoder:8283 recommender:8284" \
+        FLICK_SMOKE_PROMETHEUS=http://127.0.0.1:9090 || status=1
+      ;;
+    *) die "unknown shape $shape (dev or stack)" ;;
+  esac
 done
-[ "$status" -eq 0 ] || tail -n 40 "$data/dev.log" >&2
-rm -rf "$data"
 exit "$status"

@@ -110,3 +110,90 @@ kill_pid() {
   warn "$name (pid $pid) still running ${timeout}s after TERM; sending KILL"
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# ---------- supervising children (scripts/dev.sh, scripts/stack.sh) ----------
+# A script starts children with `started NAME PID`, sets `trap cleanup EXIT` (plus INT/TERM
+# traps that exit), and on exit every child is stopped in reverse start order, by PID (TERM,
+# then KILL after STOP_TIMEOUT seconds, default 10).
+declare -A NAME_OF=() # pid -> name
+PIDS=()
+
+cleanup() {
+  local rc=$? pid i
+  trap - INT TERM EXIT
+  if [ ${#PIDS[@]} -gt 0 ]; then
+    log "stopping ${#PIDS[@]} process(es)"
+    # reverse start order: edge first, services last
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+      pid=${PIDS[i]}
+      if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for pid in "${PIDS[@]}"; do
+      kill_pid "$pid" "${NAME_OF[$pid]}" "${STOP_TIMEOUT:-10}"
+      wait "$pid" 2>/dev/null || true
+    done
+  fi
+  log "stopped"
+  exit "$rc"
+}
+
+started() { # NAME PID
+  PIDS+=("$2")
+  NAME_OF[$2]=$1
+  log "started $1 (pid $2)"
+}
+
+# wait_for NAME PID TIMEOUT LOGFILE|- WHAT CMD...: until CMD succeeds, while PID lives; else dies
+# with LOGFILE's tail ("NAME: no WHAT after TIMEOUTs").
+wait_for() {
+  local name=$1 pid=$2 timeout=$3 logf=$4 what=$5
+  shift 5
+  local deadline=$((SECONDS + timeout))
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      [ "$logf" = - ] || tail -20 "$logf" >&2
+      die "$name (pid $pid) exited during startup"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      [ "$logf" = - ] || tail -20 "$logf" >&2
+      die "$name: no $what after ${timeout}s"
+    fi
+    sleep 0.2
+  done
+}
+
+answers_200() { [ "$(http_code "$1")" = 200 ]; }
+
+# wait_ready NAME PID TIMEOUT LOGFILE|- URL...: every URL answers 200 (within TIMEOUT in all),
+# while PID lives.
+wait_ready() {
+  local name=$1 pid=$2 logf=$4 url
+  local deadline=$((SECONDS + $3))
+  shift 4
+  for url in "$@"; do
+    wait_for "$name" "$pid" $((deadline - SECONDS)) "$logf" "200 from $url" answers_200 "$url"
+  done
+}
+
+# edge_routes EDGE_URL: a query goes through the edge to the router (Traefik answers /ping
+# before its file provider's routes are loaded; until then every route is a 404).
+edge_routes() {
+  [ "$(http_code "$1/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}')" = 200 ]
+}
+
+# apt_install PKG...: Debian packages, without starting their daemons (a policy-rc.d that
+# refuses, only while installing and only when the host has none): the scripts run what they
+# need themselves, on their own ports and data.
+apt_install() {
+  local sudo="" ours=0 rc=0
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d && ours=1
+  fi
+  log "apt-get install -y $*"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null; } || rc=$?
+  [ "$ours" = 0 ] || $sudo rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || die "apt-get install $* failed"
+}

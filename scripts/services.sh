@@ -5,10 +5,11 @@
 #   Redis                     :6379  (Debian redis-server, only started when nothing answers)
 #   RabbitMQ                  :5672  (Debian rabbitmq-server, only started when nothing answers)
 #
-# usage: scripts/services.sh up|down|status
+# usage: scripts/services.sh up|down|status|createdb NAME|dropdb NAME
 #   up      use what already answers, start (and install) what is missing; idempotent
 #   down    stop what this script starts itself (pgvector, seaweedfs), by PID
 #   status  one line per service; exit 1 if any is down
+#   createdb NAME / dropdb NAME   a database on the pgvector server (idempotent; `make stack`)
 set -euo pipefail
 umask 022
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -228,13 +229,6 @@ s3_status() {
 
 # ---------- Redis and RabbitMQ (Debian packages) ----------
 
-apt_install() {
-  log "apt-get install -y $*"
-  apt-get install -y -q "$@" >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; } ||
-    die "apt-get install $* failed"
-}
-
 redis_up() {
   if command -v redis-cli >/dev/null; then
     [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
@@ -309,6 +303,17 @@ case ${1:-} in
     s3_stop
     pg_stop
     ;;
+  createdb | dropdb)
+    db=${2:-}
+    [[ $db =~ ^[a-z_][a-z0-9_]*$ ]] || die "usage: $0 $1 NAME (lower-case letters, digits, _)"
+    pg_up || die "PostgreSQL+pgvector does not answer on 127.0.0.1:$PG_PORT (scripts/services.sh up)"
+    exists=$(pg_query "SELECT 1 FROM pg_database WHERE datname = '$db'")
+    if [ "$1" = createdb ] && [ -z "$exists" ]; then
+      pg_query "CREATE DATABASE $db" && log "pgvector: database $db created"
+    elif [ "$1" = dropdb ] && [ -n "$exists" ]; then
+      pg_query "DROP DATABASE $db WITH (FORCE)" && log "pgvector: database $db dropped"
+    fi
+    ;;
   status)
     rc=0
     pg_status || rc=1
@@ -318,7 +323,7 @@ case ${1:-} in
     exit $rc
     ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|createdb NAME|dropdb NAME" >&2
     exit 2
     ;;
 esac

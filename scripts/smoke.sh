@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Smoke test of a running dev stack (scripts/dev.sh): edge -> router -> subgraphs.
+# Smoke test of a running dev stack (scripts/dev.sh) or stack (scripts/stack.sh): edge ->
+# router -> subgraphs.
 # usage: scripts/smoke.sh     (exit 1 if any check fails)
+# env: FLICK_EDGE_URL; FLICK_SMOKE_PROCESSES, the Flick processes whose /healthz and /metrics
+#      are checked, as NAME:PORT words (default: make dev's four ports; scripts/stack.sh prints
+#      its own); FLICK_SMOKE_PROMETHEUS, a Prometheus URL whose targets, rules and Alertmanager
+#      are checked too.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -8,7 +13,7 @@ set -euo pipefail
 EDGE=${FLICK_EDGE_URL:-http://127.0.0.1:8080}
 # The CLI under test (`flick upload`): the dev stack's binary.
 export FLICK_BIN=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick}
-SUBGRAPHS=(accounts:8081 media:8082 transcoder:8083 recommender:8084)
+read -r -a PROCESSES <<<"${FLICK_SMOKE_PROCESSES:-accounts:8081 media:8082 transcoder:8083 recommender:8084}"
 passed=0
 failed=0
 
@@ -127,7 +132,7 @@ if [ "$code" = 200 ]; then ok "router /health"; else fail "router /health: HTTP 
 code=$(http_code http://127.0.0.1:8090/ping)
 if [ "$code" = 200 ]; then ok "traefik /ping"; else fail "traefik /ping: HTTP $code"; fi
 
-for sg in "${SUBGRAPHS[@]}"; do
+for sg in "${PROCESSES[@]}"; do
   name=${sg%%:*}
   base=http://127.0.0.1:${sg##*:}
   code=$(http_code "$base/healthz")
@@ -139,6 +144,26 @@ for sg in "${SUBGRAPHS[@]}"; do
   if grep -q '^http_request_duration_seconds' <<<"$metrics"; then ok "$name /metrics has http_request_duration_seconds"; else
     fail "$name $base/metrics: http_requests_total without http_request_duration_seconds"; fi
 done
+
+# Monitoring (the stack): every target scraped, the project's rules loaded, alerts delivered.
+if [ -n "${FLICK_SMOKE_PROMETHEUS:-}" ]; then
+  prom=$FLICK_SMOKE_PROMETHEUS
+  # The first scrape of each target comes within one interval (5 s) of Prometheus starting.
+  flick_targets_up() {
+    curl -s -m 5 "$prom/api/v1/targets?state=active" | python3 -c '
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+flick = [t for t in targets if t["labels"]["job"] in ("flick", "router", "traefik")]
+sys.exit(0 if flick and all(t["health"] == "up" for t in flick) else 1)'
+  }
+  if wait_until 30 "Prometheus to scrape every Flick process" flick_targets_up; then
+    ok "Prometheus scrapes every Flick process, the router and the edge"
+  else fail "Prometheus: a Flick, router or edge target is not up ($prom/targets)"; fi
+  rules=$(curl -s -m 5 "$prom/api/v1/rules" | python3 -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))' 2>/dev/null || echo 0)
+  if [ "$rules" -gt 0 ]; then ok "Prometheus has the project's $rules rules loaded"; else fail "Prometheus: no rules loaded"; fi
+  am=$(curl -s -m 5 "$prom/api/v1/alertmanagers" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["activeAlertmanagers"]))' 2>/dev/null || echo 0)
+  if [ "$am" -gt 0 ]; then ok "Prometheus sends alerts to Alertmanager"; else fail "Prometheus: no Alertmanager"; fi
+fi
 
 # The edge's per-client /graphql rate limit (FLICK_GRAPHQL_RATE a second, bursts of
 # FLICK_GRAPHQL_BURST; Traefik's defaults 100 and 200): a burst of three times what one second

@@ -18,14 +18,20 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-/// A named readiness check of one dependency (database, cache, broker, storage).
+/// A named readiness check. A local check (the process's own model, say) takes the instance
+/// out of the load balancer's pool when it fails. A shared check (the database, cache, broker
+/// or storage every replica uses) is only reported: when it fails, every replica fails it at
+/// once, and taking them all out would turn a degraded platform (reads served from the cache,
+/// writes kept in the outbox, clear UNAVAILABLE errors) into a blank 503 from the edge.
 #[derive(Clone)]
 pub struct ReadyCheck {
     pub name: &'static str,
+    shared: bool,
     check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
 }
 
 impl ReadyCheck {
+    /// A check of something this instance alone holds: failing it makes `/readyz` answer 503.
     pub fn new<F, Fut, E>(name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -34,11 +40,23 @@ impl ReadyCheck {
     {
         Self {
             name,
+            shared: false,
             check: Arc::new(move || {
                 let fut = check();
                 Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
             }),
         }
+    }
+
+    /// A check of a dependency every replica shares: failing it makes `/readyz` answer 200
+    /// with status `degraded` and the failure named, so the instance stays in the pool.
+    pub fn shared<F, Fut, E>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        Self { shared: true, ..Self::new(name, check) }
     }
 }
 
@@ -264,14 +282,60 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
             Ok(Err(e)) => Err(e),
             Err(_) => Err("timed out after 2 s".to_string()),
         };
-        (c.name, outcome)
+        (c, outcome)
     }))
     .await;
-    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let failing_local = results.iter().any(|(c, r)| !c.shared && r.is_err());
+    let failing_shared = results.iter().any(|(c, r)| c.shared && r.is_err());
     let checks: serde_json::Map<_, _> = results
         .into_iter()
-        .map(|(name, r)| (name.to_string(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into()))))
+        .map(|(c, r)| (c.name.to_string(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into()))))
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })))
+    let (status, word) = match (failing_local, failing_shared) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (false, true) => (StatusCode::OK, "degraded"),
+        (false, false) => (StatusCode::OK, "ready"),
+    };
+    (status, axum::Json(serde_json::json!({ "status": word, "checks": checks })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &'static str, shared: bool, ok: bool) -> ReadyCheck {
+        let f = move || async move { if ok { Ok(()) } else { Err(format!("{name} unreachable")) } };
+        if shared { ReadyCheck::shared(name, f) } else { ReadyCheck::new(name, f) }
+    }
+
+    async fn ask(checks: Vec<ReadyCheck>, stopping: bool) -> (StatusCode, serde_json::Value) {
+        let shutdown = CancellationToken::new();
+        if stopping {
+            shutdown.cancel();
+        }
+        let res = readyz(State(Readiness { checks: Arc::new(checks), shutdown })).await.into_response();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_failing_shared_dependency_degrades_but_keeps_the_instance_in_the_pool() {
+        let (status, body) = ask(vec![check("database", true, true), check("bus", true, false)], false).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["checks"]["bus"], "bus unreachable");
+        assert_eq!(body["checks"]["database"], "ok");
+    }
+
+    #[tokio::test]
+    async fn a_failing_local_check_or_a_shutdown_takes_the_instance_out() {
+        let (status, body) = ask(vec![check("model", false, false), check("bus", true, true)], false).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not ready")));
+        assert_eq!(body["checks"]["model"], "model unreachable");
+        let (status, body) = ask(vec![check("bus", true, true)], true).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down")));
+        let (status, body) = ask(vec![check("model", false, true), check("bus", true, true)], false).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+    }
 }

@@ -147,26 +147,27 @@ impl ServiceInfra {
         self.stopping.clone()
     }
 
-    /// Readiness checks of every adapter this service uses.
+    /// Readiness checks of every adapter this service uses: shared ones, reported, never
+    /// taking a replica out of the pool (see [`ReadyCheck::shared`]).
     pub fn checks(&self) -> Vec<ReadyCheck> {
         let db = self.db.clone();
         let cache = self.shared.cache.clone();
         let bus = self.shared.bus.clone();
         let storage = self.shared.storage.clone();
         vec![
-            ReadyCheck::new("database", move || {
+            ReadyCheck::shared("database", move || {
                 let db = db.clone();
                 async move { flick_db::ping(&db).await }
             }),
-            ReadyCheck::new("cache", move || {
+            ReadyCheck::shared("cache", move || {
                 let cache = cache.clone();
                 async move { cache.ping().await }
             }),
-            ReadyCheck::new("bus", move || {
+            ReadyCheck::shared("bus", move || {
                 let bus = bus.clone();
                 async move { bus.ping().await }
             }),
-            ReadyCheck::new("storage", move || {
+            ReadyCheck::shared("storage", move || {
                 let storage = storage.clone();
                 async move { storage.ping().await }
             }),
