@@ -6,7 +6,7 @@ export FLICK_SERVICES_DIR ?= /var/cache/flick/services
 FLICK_BIN ?= $(CARGO_TARGET_DIR)/debug/flick
 export FLICK_BIN
 
-.PHONY: help dev stack test services services-down build lint fmt supergraph supergraph-check check-deploy bench
+.PHONY: help dev stack test services services-down build lint fmt supergraph supergraph-check check-deploy bench chaos
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ dev: ## build flick, install Traefik + hive-router on first run, serve the platf
 
 stack: ## production topology here: a process per service, replicas, real services, mesh, Prometheus (scripts/stack.sh)
 	scripts/stack.sh
+
+chaos: ## load and fault suite on the stack (release build, ~15 min): goose load, kills, outages, a table of figures (scripts/chaos.sh)
+	scripts/chaos.sh
 
 test: services ## start the real test services if needed, then run every test
 	scripts/tools.sh ffmpeg

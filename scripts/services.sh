@@ -10,6 +10,7 @@
 #   down    stop what this script starts itself (pgvector, seaweedfs), by PID
 #   status  one line per service; exit 1 if any is down
 #   createdb NAME / dropdb NAME   a database on the pgvector server (idempotent; `make stack`)
+#   outage postgres|redis|rabbitmq SECONDS   stop it, wait, start it again (`make chaos`)
 set -euo pipefail
 umask 022
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -280,6 +281,42 @@ amqp_status() {
     echo "rabbitmq           127.0.0.1:$AMQP_PORT  DOWN"; return 1; fi
 }
 
+# ---------- outages (the fault suite, scripts/chaos.sh) ----------
+
+now_ms() { date +%s%3N; }
+
+# outage SERVICE SECONDS: stops the service, keeps it down SECONDS, starts it again and waits
+# until it answers; prints `SERVICE START_MS END_MS` (down from START until it answered at END).
+outage() {
+  local service=$1 seconds=$2 start
+  [[ $seconds =~ ^[0-9]+$ ]] || die "outage: SECONDS must be a whole number"
+  start=$(now_ms)
+  case $service in # (their logs to stderr: stdout is the one line of figures)
+    postgres)
+      pg_our_pid >/dev/null || die "outage postgres: the PostgreSQL on :$PG_PORT is not one this script started"
+      pg_stop
+      sleep "$seconds"
+      pg_start
+      ;;
+    redis)
+      redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+      wait_until 10 "Redis to stop" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT) 2>/dev/null"
+      sleep "$seconds"
+      redis_ensure
+      ;;
+    rabbitmq)
+      # stop_app: the broker closes every connection and stops listening; the node (and its
+      # durable queues) stays, as in a broker restart.
+      rabbitmqctl -q stop_app >/dev/null
+      sleep "$seconds"
+      rabbitmqctl -q start_app >/dev/null
+      wait_until 60 "RabbitMQ on :$AMQP_PORT" amqp_up || die "RabbitMQ did not come back"
+      ;;
+    *) die "outage: postgres, redis or rabbitmq" ;;
+  esac >&2
+  echo "$service $start $(now_ms)"
+}
+
 # ---------- main ----------
 
 lock() {
@@ -314,6 +351,10 @@ case ${1:-} in
       pg_query "DROP DATABASE $db WITH (FORCE)" && log "pgvector: database $db dropped"
     fi
     ;;
+  outage)
+    lock
+    outage "${2:-}" "${3:-30}"
+    ;;
   status)
     rc=0
     pg_status || rc=1
@@ -323,7 +364,7 @@ case ${1:-} in
     exit $rc
     ;;
   *)
-    echo "usage: $0 up|down|status|createdb NAME|dropdb NAME" >&2
+    echo "usage: $0 up|down|status|createdb NAME|dropdb NAME|outage SERVICE SECONDS" >&2
     exit 2
     ;;
 esac

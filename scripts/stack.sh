@@ -109,6 +109,7 @@ export FLICK_STORAGE__S3__REGION=us-east-1
 export FLICK_STORAGE__S3__ACCESS_KEY_ID=flick
 export FLICK_STORAGE__S3__SECRET_ACCESS_KEY=flicksecret
 export FLICK_ACCOUNTS__JWT_KEYS_DIR=$DATA/keys
+export FLICK_TRANSCODER__WORK_DIR=$DATA/transcode # the workers' scratch directories
 export FLICK_TELEMETRY__LOG_FORMAT=json
 # Services call each other through the mesh, never a replica directly.
 export FLICK_ENDPOINTS__ACCOUNTS=http://127.0.0.1:8191
