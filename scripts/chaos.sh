@@ -37,7 +37,8 @@ SUMMARY=$DATA/summary.jsonl
 LOAD=$CARGO_TARGET_DIR/release/flick-load
 DATABASE_URL=postgres://postgres@127.0.0.1:5433/flick_chaos
 all=(mixed replica broker cache database worker)
-scenarios=("${@:-${all[@]}}")
+scenarios=("$@")
+[ $# -gt 0 ] || scenarios=("${all[@]}")
 for s in "${scenarios[@]}"; do
   [[ " ${all[*]} " == *" $s "* ]] || die "unknown scenario $s (one of: ${all[*]})"
 done
