@@ -66,14 +66,7 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-deadline=$((SECONDS + 900))
-until grep -q 'Flick stack is up' "$DATA/stack.log"; do
-  if ! kill -0 "$stack" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
-    tail -n 40 "$DATA/stack.log" >&2
-    die "the stack did not come up"
-  fi
-  sleep 1
-done
+wait_banner "$DATA/stack.log" "$stack" 900 'Flick stack is up' || die "the stack did not come up"
 log "stack is up"
 
 clip() { # NAME SECONDS SIZE: a test clip (H.264 + AAC)
@@ -83,7 +76,6 @@ clip() { # NAME SECONDS SIZE: a test clip (H.264 + AAC)
 clip short.mp4 3 640x360
 clip long.mp4 20 1280x720
 
-now_ms() { date +%s%3N; }
 pid_of_process() { cat "$STACK_DATA/run/$1.pid"; }
 
 # load LABEL [FLICK-LOAD ARGS...]: the mixed load in the background ($load_pid), its output in

@@ -25,16 +25,11 @@ run_shape() {
   log "$name: $script on $data"
   FLICK_DEV_BUILD=0 FLICK_DATA_DIR=$data "$script" >"$data/$name.log" 2>&1 &
   pid=$!
-  local deadline=$((SECONDS + 300))
-  until grep -q "$banner" "$data/$name.log" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
-      tail -n 40 "$data/$name.log" >&2
-      kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-      die "$name: $script did not come up"
-    fi
-    sleep 0.5
-  done
+  if ! wait_banner "$data/$name.log" "$pid" 300 "$banner"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    die "$name: $script did not come up"
+  fi
   env "$@" scripts/smoke.sh || status=$?
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

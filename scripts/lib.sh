@@ -61,18 +61,25 @@ wait_until() {
   done
 }
 
-# wait_dev_stack LOG PID TIMEOUT: until scripts/dev.sh (PID, its output in LOG) prints its
-# banner, which it does once a query goes through the edge (Traefik's routes are loaded).
-wait_dev_stack() {
+# wait_banner LOG PID TIMEOUT BANNER: until a stack script (PID, its output in LOG) prints its
+# banner, which scripts/dev.sh and scripts/stack.sh do once a query goes through the edge.
+# False (with the log's tail on stderr) when PID exits or TIMEOUT seconds pass first.
+wait_banner() {
   local deadline=$((SECONDS + $3))
-  until grep -q 'Flick dev stack is up' "$1" 2>/dev/null; do
+  until grep -q "$4" "$1" 2>/dev/null; do
     if ! kill -0 "$2" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
       tail -n 40 "$1" >&2
-      die "the dev stack did not come up"
+      return 1
     fi
     sleep 0.5
   done
 }
+
+# wait_dev_stack LOG PID TIMEOUT: wait_banner for scripts/dev.sh; dies if it does not come up.
+wait_dev_stack() { wait_banner "$1" "$2" "$3" 'Flick dev stack is up' || die "the dev stack did not come up"; }
+
+# now_ms: Unix time in milliseconds (fault windows of scripts/chaos.sh).
+now_ms() { date +%s%3N; }
 
 # http_code URL [CURL_ARGS...]: prints the HTTP status (000 when nothing answers).
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$@" || true; }

@@ -283,8 +283,6 @@ amqp_status() {
 
 # ---------- outages (the fault suite, scripts/chaos.sh) ----------
 
-now_ms() { date +%s%3N; }
-
 # outage SERVICE SECONDS: stops the service, keeps it down SECONDS, starts it again and waits
 # until it answers; prints `SERVICE START_MS END_MS` (down from START until it answered at END).
 outage() {

@@ -2,7 +2,7 @@
 //! failures by the platform's fault and refusals (this crate's log), the fault windows and the
 //! recovery after each, and the ledger checks. One JSON line per run for scripts/chaos.sh's table.
 
-use crate::shared::Failure;
+use crate::shared::{Cause, Failure};
 use crate::verify::Check;
 use anyhow::{Context, Result, bail};
 use goose::metrics::GooseMetrics;
@@ -62,8 +62,8 @@ impl Run<'_> {
             // goose's key is "METHOD NAME"; the name is the request's kind.
             let name = key.split_once(' ').map_or(key.as_str(), |(_, name)| name).to_owned();
             let times = &aggregate.raw_data.times;
-            let server = self.failures.iter().filter(|f| f.server && f.kind == name).count();
-            let refused = self.failures.iter().filter(|f| !f.server && f.kind == name).count();
+            let server = self.failures.iter().filter(|f| f.by_platform() && f.kind == name).count();
+            let refused = self.failures.iter().filter(|f| !f.by_platform() && f.kind == name).count();
             kinds.insert(
                 name,
                 json!({
@@ -81,7 +81,7 @@ impl Run<'_> {
             let grace = self.tolerate_ms.unwrap_or(0);
             self.faults.iter().any(|w| f.at_ms >= w.start_ms && f.at_ms <= w.end_ms + grace)
         };
-        let server: Vec<&Failure> = self.failures.iter().filter(|f| f.server).collect();
+        let server: Vec<&Failure> = self.failures.iter().filter(|f| f.by_platform()).collect();
         let tolerated = if self.tolerate_ms.is_some() { server.iter().filter(|f| in_window(f)).count() } else { 0 };
         let untolerated = server.len() - tolerated;
         let faults: Vec<Value> = self
@@ -101,7 +101,7 @@ impl Run<'_> {
             })
             .collect();
         // A request that hung until the client gave up: never acceptable, fault or not.
-        let timeouts = server.iter().filter(|f| f.what.starts_with("timeout")).count();
+        let timeouts = server.iter().filter(|f| f.cause == Cause::Timeout).count();
         let lost: usize = self.checks.iter().map(|c| c.problems.len()).sum();
         let checks: Vec<Value> = self
             .checks
@@ -117,7 +117,7 @@ impl Run<'_> {
             "rps": total as f64 / seconds,
             "server_errors": server.len(),
             "server_errors_tolerated": tolerated,
-            "refused": self.failures.iter().filter(|f| !f.server).count(),
+            "refused": self.failures.iter().filter(|f| !f.by_platform()).count(),
             "kinds": kinds,
             "faults": faults,
             "checks": checks,
@@ -155,15 +155,16 @@ impl Run<'_> {
             summary["timeouts"],
             summary["refused"]
         );
-        for (shown, f) in self.failures.iter().filter(|f| f.server).enumerate() {
+        for (shown, f) in self.failures.iter().filter(|f| f.by_platform()).enumerate() {
             if shown == 10 {
                 println!("  ...");
                 break;
             }
             println!(
-                "  failed {} at +{:.1} s: {}",
+                "  failed {} at +{:.1} s ({:?}): {}",
                 f.kind,
                 f.at_ms.saturating_sub(self.window_ms.0) as f64 / 1000.0,
+                f.cause,
                 f.what
             );
         }

@@ -4,7 +4,7 @@
 //! ledger.
 
 use crate::api::{CREATE_VIDEO, PASSWORD, upload_path};
-use crate::shared;
+use crate::shared::{self, Cause};
 use goose::prelude::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -77,24 +77,28 @@ async fn send(
     let response = match goose.response {
         Ok(response) => response,
         Err(e) => {
-            let what = if e.is_timeout() { "timeout" } else { "transport" };
-            shared.record_failure(kind, format!("{what}: {e}"), true);
+            let cause = if e.is_timeout() { Cause::Timeout } else { Cause::Server };
+            shared.record_failure(kind, format!("{e}"), cause);
             return Ok(Answer::Failed);
         }
     };
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     if status != expect {
-        let server = status >= 500;
-        shared.record_failure(kind, format!("HTTP {status}: {}", snippet(&text)), server);
+        let cause = if status >= 500 { Cause::Server } else { Cause::Refused };
+        shared.record_failure(kind, format!("HTTP {status}: {}", snippet(&text)), cause);
         let _ = user.set_failure(&format!("HTTP {status}"), &mut goose.request, None, Some(&text));
         return Ok(Answer::Failed);
     }
     let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
     if let Some(errors) = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
         let code = errors[0]["extensions"]["code"].as_str().unwrap_or("NO_CODE").to_owned();
-        let server = matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE" | "NO_CODE");
-        shared.record_failure(kind, format!("{code}: {}", snippet(&errors[0]["message"].to_string())), server);
+        let cause = if matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE" | "NO_CODE") {
+            Cause::Server
+        } else {
+            Cause::Refused
+        };
+        shared.record_failure(kind, format!("{code}: {}", snippet(&errors[0]["message"].to_string())), cause);
         let _ = user.set_failure(&code, &mut goose.request, None, Some(&text));
         return Ok(Answer::Failed);
     }
@@ -275,7 +279,7 @@ async fn upload(user: &mut GooseUser) -> TransactionResult {
     let (Some(video), Some(Ok(path))) =
         (ticket["video"]["id"].as_str(), ticket["upload"]["url"].as_str().map(upload_path))
     else {
-        shared.record_failure("createVideo", format!("no upload ticket: {created}"), true);
+        shared.record_failure("createVideo", format!("no upload ticket: {created}"), Cause::Server);
         return Ok(());
     };
     let clip = shared.clip.clone();

@@ -20,9 +20,23 @@ pub struct Failure {
     pub at_ms: u64,
     pub kind: &'static str,
     pub what: String,
-    /// The platform's fault (HTTP 5xx, a broken connection, a GraphQL INTERNAL/UNAVAILABLE);
-    /// otherwise a refusal (4xx: rate limited, bad input) that the client caused.
-    pub server: bool,
+    pub cause: Cause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A refusal the client caused (4xx: rate limited, bad input).
+    Refused,
+    /// The platform's fault: HTTP 5xx, a broken connection, a GraphQL INTERNAL/UNAVAILABLE.
+    Server,
+    /// The platform's fault too, the worst kind: no answer before the client gave up.
+    Timeout,
+}
+
+impl Failure {
+    pub fn by_platform(&self) -> bool {
+        self.cause != Cause::Refused
+    }
 }
 
 #[derive(Debug)]
@@ -59,8 +73,8 @@ impl Shared {
         format!("{role}{}x{}", self.run, self.next_user.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub fn record_failure(&self, kind: &'static str, what: String, server: bool) {
-        let failure = Failure { at_ms: now_ms(), kind, what, server };
+    pub fn record_failure(&self, kind: &'static str, what: String, cause: Cause) {
+        let failure = Failure { at_ms: now_ms(), kind, what, cause };
         self.failures.lock().unwrap().push(failure);
     }
 
