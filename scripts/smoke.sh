@@ -91,6 +91,56 @@ feed=$(curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' \
   -d '{"query":"{ feed(first: 5) { edges { node { id title owner { displayName } likeCount } } } }"}' || true)
 if grep -q '"feed":{"edges":' <<<"$feed"; then ok "feed query through the edge"; else fail "feed: ${feed:-nothing}"; fi
 
+# GraphQL errors through the edge say what went wrong: a subgraph's message and code arrive
+# unchanged (the router masks nothing but the `service` extension), the router's own errors
+# carry theirs, and no internal detail (address, SQL, stack trace, the masked placeholder) shows.
+# error_is LABEL BODY CODE MESSAGE-PART [EXTENSION]: the first error has CODE, its message
+# contains MESSAGE-PART, and EXTENSION (if given) is among its extensions.
+error_is() {
+  local verdict
+  verdict=$(python3 -c '
+import json, re, sys
+body, code, part, ext = sys.argv[1:5]
+try:
+    err = json.loads(body)["errors"][0]
+except Exception:
+    print("no GraphQL error"); sys.exit()
+exts = err.get("extensions") or {}
+leak = re.search(r"Unexpected error|127\.0\.0\.1|localhost|[a-z0-9]:\d{4,5}\b|SELECT |sqlx|panicked|\.rs:\d", body)
+if exts.get("code") != code: print("code %r, want %r" % (exts.get("code"), code))
+elif part not in err.get("message", ""): print("message %r lacks %r" % (err.get("message"), part))
+elif ext and ext not in exts: print("no extensions.%s" % ext)
+elif "service" in exts: print("extensions.service names the subgraph")
+elif leak: print("internal detail %r" % leak.group(0))
+else: print("ok")
+' "$2" "$3" "$4" "${5:-}")
+  if [ "$verdict" = ok ]; then ok "GraphQL error: $1 ($3)"; else fail "GraphQL error: $1: $verdict in ${2:-nothing}"; fi
+}
+gql() { curl -s -m 10 "$EDGE/graphql" -H 'content-type: application/json' "${@:2}" -d "$1" || true; }
+error_is "a subgraph refuses an anonymous write" \
+  "$(gql '{"query":"mutation { updateVideo(id: \"x\", input: {title: \"a\"}) { id } }"}')" UNAUTHENTICATED "login required"
+error_is "a subgraph's validation names the field" \
+  "$(gql '{"query":"mutation { createVideo(input: {title: \"\"}) { video { id } } }"}' -H "Authorization: Bearer $access")" \
+  BAD_USER_INPUT "invalid video" fields
+error_is "the router validates the query" "$(gql '{"query":"{ noSuchField }"}')" GRAPHQL_VALIDATION_FAILED noSuchField
+error_is "the router parses the query" "$(gql '{"query":"{ feed("}')" GRAPHQL_PARSE_FAILED ""
+# A subgraph that cannot be reached, on a second router with the same configuration whose
+# recommender points at a closed port.
+router_cfg=$(mktemp)
+{ sed '/^http:/,/^$/d' "$FLICK_ROOT/supergraph/router.yaml"
+  printf 'http:\n  host: 127.0.0.1\n  port: 4099\noverride_subgraph_urls:\n  subgraphs:\n    recommender:\n      url: http://127.0.0.1:9/graphql\n'
+} >"$router_cfg"
+ROUTER_CONFIG_FILE_PATH=$router_cfg SUPERGRAPH_FILE_PATH=$FLICK_ROOT/supergraph/supergraph.graphql \
+  "$FLICK_TOOLS_DIR/bin/hive_router" >"$router_cfg.log" 2>&1 &
+router_pid=$!
+if wait_until 30 "the second router" curl -sf -o /dev/null -m 1 http://127.0.0.1:4099/readiness; then
+  error_is "a subgraph is unreachable" "$(curl -s -m 10 http://127.0.0.1:4099/graphql -H 'content-type: application/json' \
+    -d '{"query":"{ recommendedForMe { id } }"}' || true)" SUBREQUEST_HTTP_ERROR "Failed to send request to subgraph"
+else fail "the second router did not start: $(tail -3 "$router_cfg.log")"; fi
+kill "$router_pid" 2>/dev/null || true
+wait "$router_pid" 2>/dev/null || true
+rm -f "$router_cfg" "$router_cfg.log"
+
 # Upload -> transcode -> playback through the edge (its own ok/FAIL lines count here).
 upload_out=$(python3 "$(dirname "${BASH_SOURCE[0]}")/e2e_upload.py" "$access" 2>&1) || true
 echo "$upload_out"

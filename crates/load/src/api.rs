@@ -87,6 +87,8 @@ impl Api {
             .bearer_auth(token)
             .header("tus-resumable", "1.0.0")
             .header("upload-offset", "0")
+            // The ticket's upload has a deferred length: the first PATCH declares it.
+            .header("upload-length", clip.len())
             .header("content-type", "application/offset+octet-stream")
             .body(clip.to_vec())
             .send()

@@ -283,10 +283,13 @@ async fn upload(user: &mut GooseUser) -> TransactionResult {
         return Ok(());
     };
     let clip = shared.clip.clone();
+    let length = clip.len();
     let patch = |b: reqwest::RequestBuilder| {
+        // The ticket's upload has a deferred length: the first PATCH declares it.
         b.bearer_auth(&token)
             .header("tus-resumable", "1.0.0")
             .header("upload-offset", "0")
+            .header("upload-length", length)
             .header("content-type", "application/offset+octet-stream")
             .body(clip)
     };

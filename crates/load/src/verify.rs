@@ -64,7 +64,8 @@ impl Verifier<'_> {
 
     async fn likes(&self, ledger: &Ledger) -> Result<Vec<String>> {
         let videos: BTreeSet<&str> = ledger.likes.keys().map(|(_, v)| v.as_str()).collect();
-        let rows = self.rows(&format!("SELECT user_id, video_id FROM likes WHERE video_id IN ({})", list(videos)?))?;
+        let rows =
+            self.rows(&format!("SELECT user_id, video_id FROM media.likes WHERE video_id IN ({})", list(videos)?))?;
         let stored: BTreeSet<(String, String)> = rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
         Ok(mismatches("like", &ledger.likes, &stored))
     }
@@ -72,7 +73,7 @@ impl Verifier<'_> {
     async fn subscriptions(&self, ledger: &Ledger) -> Result<Vec<String>> {
         let channels: BTreeSet<&str> = ledger.subscriptions.keys().map(|(_, c)| c.as_str()).collect();
         let sql = format!(
-            "SELECT subscriber_id, channel_id FROM channel_subscriptions WHERE channel_id IN ({})",
+            "SELECT subscriber_id, channel_id FROM media.channel_subscriptions WHERE channel_id IN ({})",
             list(channels)?
         );
         let stored: BTreeSet<(String, String)> =
@@ -83,7 +84,7 @@ impl Verifier<'_> {
     async fn comments(&self, ledger: &Ledger) -> Result<Vec<String>> {
         let ids: BTreeSet<&str> = ledger.comments.iter().map(|(_, id)| id.as_str()).collect();
         let stored: BTreeSet<String> = self
-            .rows(&format!("SELECT id FROM comments WHERE id IN ({})", list(ids.iter().copied())?))?
+            .rows(&format!("SELECT id FROM media.comments WHERE id IN ({})", list(ids.iter().copied())?))?
             .into_iter()
             .map(|r| r[0].clone())
             .collect();
@@ -98,8 +99,8 @@ impl Verifier<'_> {
     async fn video_counts(&self, ledger: &Ledger) -> Result<Vec<String>> {
         let videos = ledger.touched_videos();
         let sql = format!(
-            "SELECT v.id, (SELECT count(*) FROM likes l WHERE l.video_id = v.id), \
-             (SELECT count(*) FROM comments c WHERE c.video_id = v.id) FROM videos v WHERE v.id IN ({})",
+            "SELECT v.id, (SELECT count(*) FROM media.likes l WHERE l.video_id = v.id), \
+             (SELECT count(*) FROM media.comments c WHERE c.video_id = v.id) FROM media.videos v WHERE v.id IN ({})",
             list(videos.iter().map(String::as_str))?
         );
         let stored: BTreeMap<String, (i64, i64)> = self
@@ -129,7 +130,7 @@ impl Verifier<'_> {
     async fn channel_counts(&self, ledger: &Ledger) -> Result<Vec<String>> {
         let channels = ledger.touched_channels();
         let sql = format!(
-            "SELECT channel_id, count(*) FROM channel_subscriptions WHERE channel_id IN ({}) GROUP BY channel_id",
+            "SELECT channel_id, count(*) FROM media.channel_subscriptions WHERE channel_id IN ({}) GROUP BY channel_id",
             list(channels.iter().map(String::as_str))?
         );
         let stored: BTreeMap<String, i64> =
@@ -157,7 +158,7 @@ impl Verifier<'_> {
 /// How many `transcode.completed` events the outbox holds for each video.
 pub fn completions(database_url: &str, videos: &[&str]) -> Result<BTreeMap<String, usize>> {
     let sql = format!(
-        "SELECT subject, count(*) FROM outbox WHERE event_type = 'transcode.completed' AND subject IN ({}) GROUP BY subject",
+        "SELECT subject, count(*) FROM transcoder.outbox WHERE event_type = 'transcode.completed' AND subject IN ({}) GROUP BY subject",
         list(videos.iter().copied())?
     );
     Ok(rows(database_url, &sql)?.into_iter().map(|r| (r[0].clone(), r[1].parse().unwrap_or(0))).collect())
