@@ -122,11 +122,11 @@ error_is "a subgraph refuses an anonymous write" \
 error_is "a subgraph's validation names the field" \
   "$(gql '{"query":"mutation { createVideo(input: {title: \"\"}) { video { id } } }"}' -H "Authorization: Bearer $access")" \
   BAD_USER_INPUT "invalid video" fields
-error_is "the router validates the query" "$(gql '{"query":"{ noSuchField }"}')" GRAPHQL_VALIDATION_FAILED noSuchField
+error_is "the router validates the query (code: the rule broken)" "$(gql '{"query":"{ noSuchField }"}')" FieldsOnCorrectType noSuchField
 error_is "the router parses the query" "$(gql '{"query":"{ feed("}')" GRAPHQL_PARSE_FAILED ""
 # A subgraph that cannot be reached, on a second router with the same configuration whose
 # recommender points at a closed port.
-router_cfg=$(mktemp)
+router_cfg=$(mktemp --suffix=.yaml)
 { sed '/^http:/,/^$/d' "$FLICK_ROOT/supergraph/router.yaml"
   printf 'http:\n  host: 127.0.0.1\n  port: 4099\noverride_subgraph_urls:\n  subgraphs:\n    recommender:\n      url: http://127.0.0.1:9/graphql\n'
 } >"$router_cfg"

@@ -168,6 +168,18 @@ impl Run<'_> {
                 f.what
             );
         }
+        for (shown, f) in self.failures.iter().filter(|f| !f.by_platform()).enumerate() {
+            if shown == 10 {
+                println!("  ...");
+                break;
+            }
+            println!(
+                "  refused {} at +{:.1} s: {}",
+                f.kind,
+                f.at_ms.saturating_sub(self.window_ms.0) as f64 / 1000.0,
+                f.what
+            );
+        }
         for fault in summary["faults"].as_array().into_iter().flatten() {
             println!(
                 "fault {}: {:.1} s, {} failures, recovery {:.1} s after it ended",

@@ -93,16 +93,31 @@ async fn send(
     let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
     if let Some(errors) = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
         let code = errors[0]["extensions"]["code"].as_str().unwrap_or("NO_CODE").to_owned();
-        let cause = if matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE" | "NO_CODE") {
-            Cause::Server
-        } else {
-            Cause::Refused
-        };
+        let cause = if is_refusal(&code) { Cause::Refused } else { Cause::Server };
         shared.record_failure(kind, format!("{code}: {}", snippet(&errors[0]["message"].to_string())), cause);
         let _ = user.set_failure(&code, &mut goose.request, None, Some(&text));
         return Ok(Answer::Failed);
     }
     Ok(Answer::Ok(body))
+}
+
+/// Codes that say the request itself was refused. Anything else is the platform's failure:
+/// INTERNAL, UNAVAILABLE, the router's own (SUBREQUEST_HTTP_ERROR, ...), and UNAUTHENTICATED,
+/// since every virtual user that signs in holds a token that is valid for the whole run.
+fn is_refusal(code: &str) -> bool {
+    matches!(
+        code,
+        "FORBIDDEN"
+            | "NOT_FOUND"
+            | "BAD_USER_INPUT"
+            | "CONFLICT"
+            | "RATE_LIMITED"
+            | "PAYLOAD_TOO_LARGE"
+            | "QUERY_TOO_COMPLEX"
+            | "QUERY_TOO_DEEP"
+            | "GRAPHQL_PARSE_FAILED"
+            | "GRAPHQL_VALIDATION_FAILED"
+    )
 }
 
 fn snippet(text: &str) -> String {
@@ -297,4 +312,19 @@ async fn upload(user: &mut GooseUser) -> TransactionResult {
         shared.ledger.lock().unwrap().uploads.push((token.clone(), video.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_refusal;
+
+    #[test]
+    fn router_and_server_codes_are_the_platforms_failures() {
+        for code in ["INTERNAL", "UNAVAILABLE", "NO_CODE", "SUBREQUEST_HTTP_ERROR", "UNAUTHENTICATED"] {
+            assert!(!is_refusal(code), "{code}");
+        }
+        for code in ["NOT_FOUND", "BAD_USER_INPUT", "RATE_LIMITED", "GRAPHQL_VALIDATION_FAILED"] {
+            assert!(is_refusal(code), "{code}");
+        }
+    }
 }
