@@ -155,30 +155,17 @@ impl Run<'_> {
             summary["timeouts"],
             summary["refused"]
         );
-        for (shown, f) in self.failures.iter().filter(|f| f.by_platform()).enumerate() {
-            if shown == 10 {
-                println!("  ...");
-                break;
+        // The first ten failures of each sort, with their cause.
+        for platform in [true, false] {
+            for (shown, f) in self.failures.iter().filter(|f| f.by_platform() == platform).enumerate() {
+                if shown == 10 {
+                    println!("  ...");
+                    break;
+                }
+                let at = f.at_ms.saturating_sub(self.window_ms.0) as f64 / 1000.0;
+                let what = if platform { "failed" } else { "refused" };
+                println!("  {what} {} at +{at:.1} s ({:?}): {}", f.kind, f.cause, f.what);
             }
-            println!(
-                "  failed {} at +{:.1} s ({:?}): {}",
-                f.kind,
-                f.at_ms.saturating_sub(self.window_ms.0) as f64 / 1000.0,
-                f.cause,
-                f.what
-            );
-        }
-        for (shown, f) in self.failures.iter().filter(|f| !f.by_platform()).enumerate() {
-            if shown == 10 {
-                println!("  ...");
-                break;
-            }
-            println!(
-                "  refused {} at +{:.1} s: {}",
-                f.kind,
-                f.at_ms.saturating_sub(self.window_ms.0) as f64 / 1000.0,
-                f.what
-            );
         }
         for fault in summary["faults"].as_array().into_iter().flatten() {
             println!(
