@@ -31,13 +31,13 @@ def fmt(value, digits=0):
 
 def main():
     runs = {}
-    extra = {}
+    kills = []
     for line in open(sys.argv[1]):
         if not line.strip():
             continue
         row = json.loads(line)
         if row["label"] == "worker-kills":
-            extra = row
+            kills.append(row)
             continue
         runs.setdefault(row["label"], []).append(row)
 
@@ -48,10 +48,14 @@ def main():
         if label == "worker":
             settled = median([r["settled_s"] for r in rows])
             held = all(r["passed"] for r in rows)
-            kills = extra.get("kills", "?")
+            swept = kills and all(k["scratch_left"] == 0 for k in kills)
+            # A job that never ran again counts as the longest wait there can be.
+            waits = [max((t if t is not None else float("inf")) for t in k.get("takeover_s") or [None]) for k in kills]
             print(f"| worker | {len(rows)} | – | – | – | – | – | – | {median([r['problems'] for r in rows]):.0f} "
-                  f"| {kills} worker SIGKILLs mid-job, {rows[0]['uploads']} uploads "
-                  f"| – | all READY {fmt(settled, 1)} after the last upload | {'yes' if held and extra.get('scratch_left', 1) == 0 else 'NO'} |")
+                  f"| {median([k['kills'] for k in kills]) if kills else '?'} worker SIGKILLs mid-job, {rows[0]['uploads']} uploads "
+                  f"| killed job running again ≤ {fmt(median(waits), 1) + ' s' if all(w < float('inf') for w in waits) else 'never'} "
+                  f"| all READY {fmt(settled, 1)} after the last upload "
+                  f"| {'yes' if held and swept and waits and max(waits) <= 15 else 'NO'} |")
             continue
         m = lambda f: median([f(r) for r in rows])  # noqa: E731
         faults = rows[0]["faults"]

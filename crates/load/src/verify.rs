@@ -1,5 +1,6 @@
 //! After the load: every acknowledged write is in the database and in the counts the API
-//! shows, and every completed upload reaches READY. Counts are eventually consistent (events,
+//! shows, every completed upload reaches READY, and the events reached their consumers once
+//! (the recommender's likes and index, the transcoder's copy). Counts are eventually consistent (events,
 //! cache), so each check waits for agreement up to a deadline and reports how long it took.
 
 use crate::api::Api;
@@ -37,6 +38,16 @@ impl Verifier<'_> {
                 .await?,
             self.eventually("subscriber counts", ledger.touched_channels().len(), || self.channel_counts(ledger))
                 .await?,
+            self.eventually("recommender's likes and like counts", ledger.touched_videos().len(), || {
+                self.recommender_likes(ledger)
+            })
+            .await?,
+            self.eventually(
+                "uploads in the recommender's index and READY in the transcoder",
+                ledger.uploads.len(),
+                || self.uploads_everywhere(ledger),
+            )
+            .await?,
         ])
     }
 
@@ -145,6 +156,58 @@ impl Verifier<'_> {
             let rows = stored.get(channel).copied().unwrap_or(0);
             if shown != rows {
                 problems.push(format!("channel {channel}: API shows {shown} subscribers, the database holds {rows}"));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Every like event reached the recommender once: its likes of each touched video equal
+    /// media's rows, and so does the like count of the video's embedding (a like applied
+    /// twice, or lost, shows here).
+    async fn recommender_likes(&self, ledger: &Ledger) -> Result<Vec<String>> {
+        let videos = ledger.touched_videos();
+        let sql = format!(
+            "SELECT v.id, (SELECT count(*) FROM media.likes l WHERE l.video_id = v.id), \
+             (SELECT count(*) FROM recommender.user_likes u WHERE u.video_id = v.id), \
+             COALESCE((SELECT e.like_count FROM recommender.video_embeddings e WHERE e.video_id = v.id), -1) \
+             FROM media.videos v WHERE v.id IN ({})",
+            list(videos.iter().map(String::as_str))?
+        );
+        Ok(self
+            .rows(&sql)?
+            .into_iter()
+            .filter_map(|r| {
+                let (media, likes, count) = (&r[1], &r[2], &r[3]);
+                // -1: not embedded (yet); its count starts from the likes when it is.
+                (likes != media || (count != "-1" && count != media)).then(|| {
+                    format!("video {}: media holds {media} likes, the recommender {likes} (like count {count})", r[0])
+                })
+            })
+            .collect())
+    }
+
+    /// Every completed upload's `video.published` reached the recommender (the video is
+    /// embedded) and the transcoder's own copy of the video is READY.
+    async fn uploads_everywhere(&self, ledger: &Ledger) -> Result<Vec<String>> {
+        let ids = list(ledger.uploads.iter().map(|(_, video)| video.as_str()))?;
+        let embedded: BTreeSet<String> = self
+            .rows(&format!("SELECT video_id FROM recommender.video_embeddings WHERE video_id IN ({ids})"))?
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        let states: BTreeMap<String, String> = self
+            .rows(&format!("SELECT id, state FROM transcoder.videos WHERE id IN ({ids})"))?
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        let mut problems = Vec::new();
+        for (_, video) in &ledger.uploads {
+            if !embedded.contains(video) {
+                problems.push(format!("upload {video} is not in the recommender's index"));
+            }
+            match states.get(video).map(String::as_str) {
+                Some("READY") => {}
+                other => problems.push(format!("upload {video} is {other:?} in the transcoder")),
             }
         }
         Ok(problems)

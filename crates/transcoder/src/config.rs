@@ -49,7 +49,9 @@ pub struct TranscoderConfig {
     /// A running job's lease in the database: renewed by its worker every third of this, so a
     /// second delivery of the job (RabbitMQ redelivers after its consumer timeout, or after the
     /// worker's connection dropped) waits while the job runs, and takes over once a dead
-    /// worker's lease lapses.
+    /// worker's lease lapses. Short, so a killed worker's job is taken over within seconds
+    /// (the heartbeat is one small UPDATE); a database outage longer than this stops running
+    /// jobs, which are then retried.
     pub job_lease_seconds: u64,
     /// Jobs of one user running at once while another user's job waits (fair scheduling
     /// across workers); the excess waits in the queue. 0: no cap.
@@ -106,7 +108,7 @@ impl Default for TranscoderConfig {
                 rung("240p", 240, 400, 428),
             ],
             public_base_url: "http://127.0.0.1:8080".into(),
-            job_lease_seconds: 60,
+            job_lease_seconds: 10,
             user_jobs_in_flight: 2,
             video_retries: 5,
             ffmpeg_memory_bytes: 16 * 1024 * 1024 * 1024,

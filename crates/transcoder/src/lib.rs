@@ -117,6 +117,11 @@ pub async fn build_worker(shared: &Shared, workers: usize) -> anyhow::Result<Ser
 /// when the service is stopping.
 async fn worker_tasks(infra: &ServiceInfra, t: &Transcoder, workers: usize) -> anyhow::Result<Vec<BackgroundTask>> {
     let mut tasks = Vec::with_capacity(workers);
+    if workers > 0 {
+        // A worker SIGKILLed mid-job left its scratch directory; its restart clears it before
+        // it answers /readyz, whether or not a job comes its way.
+        t.sweep_dead_jobs_scratch();
+    }
     for _ in 0..workers {
         let (jobs, stopping) = (t.clone(), infra.stopping());
         let h = handler(move |d: Delivery| {

@@ -53,6 +53,17 @@ fn transient(context: &str) -> impl Fn(String) -> JobError + '_ {
 }
 
 impl Transcoder {
+    /// Where jobs' scratch directories live.
+    fn scratch_root(&self) -> std::path::PathBuf {
+        self.config.work_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Clears the scratch directories of jobs whose worker died: called before this
+    /// process's workers take their first job.
+    pub(crate) fn sweep_dead_jobs_scratch(&self) {
+        scratch::sweep_stale_scratch(&self.scratch_root());
+    }
+
     /// Handles one job delivery from the queue.
     pub async fn handle_job(&self, delivery: Delivery, shutdown: CancellationToken) -> Result<(), HandlerError> {
         let e = &delivery.envelope;
@@ -159,6 +170,7 @@ impl Transcoder {
             release(true).await;
             return Err(HandlerError::Retry(e.to_string()));
         }
+        tracing::info!(video.id = %video_id, job.id = %job_id, run = runs, "transcode started");
 
         let job = shutdown.child_token();
         let lease_end = LeaseEnd { taken: CancellationToken::new(), stalled: CancellationToken::new() };

@@ -9,7 +9,9 @@ const SCRATCH_LOCK: &str = ".alive";
 
 /// Removes job directories whose worker died without cleaning up (SIGKILL, OOM): their lock
 /// is free. Removing them also ends an orphaned ffmpeg, which fails opening its next segment.
-fn sweep_stale_scratch(root: &Path) {
+/// Runs when a worker starts (a restarted worker clears what its dead self left) and before
+/// every job (a worker that never comes back is cleared up after by the others).
+pub(super) fn sweep_stale_scratch(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for entry in entries.flatten() {
         let path = entry.path();

@@ -20,8 +20,8 @@ impl Transcoder {
         source_key: &str,
         shutdown: CancellationToken,
     ) -> Result<Playback, JobError> {
-        let root = self.config.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let (work, _alive) = scratch::job_dir(&root).map_err(|e| transient("work dir")(e.to_string()))?;
+        let (work, _alive) =
+            scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let source = work.path().join("source");
         let out = work.path().join("out");
         std::fs::create_dir_all(&out).map_err(|e| transient("work dir")(e.to_string()))?;
