@@ -115,17 +115,24 @@ ready_again() {
 }
 
 # The mixed load also says where the machine's CPU went (the latency it adds is queueing
-# when the cores are saturated).
+# when the cores are saturated) and where a request's time went, hop by hop.
+HOPS=(router=http://127.0.0.1:4000/metrics)
+for process in accounts-1:8281 accounts-2:8381 media-1:8282 media-2:8382 transcoder:8283 recommender:8284; do
+  HOPS+=("${process%:*}=http://127.0.0.1:${process#*:}/metrics")
+done
 scenario_mixed() {
   local start rc=0
   load mixed || return 1
   start=$(now_ms)
   python3 scripts/cpu_profile.py snapshot >"$DATA/cpu.before"
+  python3 scripts/latency_hops.py snapshot "${HOPS[@]}" >"$DATA/hops.before"
   until grep -q 'load done' "$DATA/mixed.log" || ! kill -0 "$load_pid" 2>/dev/null; do sleep 0.2; done
   python3 scripts/cpu_profile.py snapshot >"$DATA/cpu.after"
+  python3 scripts/latency_hops.py snapshot "${HOPS[@]}" >"$DATA/hops.after"
   local wall=$((($(now_ms) - start) / 1000))
   finish mixed || rc=1
   python3 scripts/cpu_profile.py report "$DATA/cpu.before" "$DATA/cpu.after" "$wall"
+  python3 scripts/latency_hops.py report "$DATA/hops.before" "$DATA/hops.after"
   return "$rc"
 }
 
