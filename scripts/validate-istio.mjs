@@ -1,38 +1,54 @@
 #!/usr/bin/env node
-// Validate Istio manifests offline.
+// Validate Istio manifests offline, and the other custom resources the Helm chart renders
+// (Traefik's IngressRoute/Middleware, the Prometheus Operator's ServiceMonitor).
 //
-//   node scripts/validate-istio.mjs [FILE_OR_DIR ...]        (default: the repository's istio/)
+//   node scripts/validate-istio.mjs [--ignore-other-kinds] [FILE_OR_DIR|- ...]
 //
-// Every YAML document must be a known Istio kind (security.istio.io, networking.istio.io,
-// telemetry.istio.io, extensions.istio.io) and must:
-//   1. pass the CRD schema of @kubernetes-models/istio (enums, required fields, types), and
+// FILE_OR_DIR: YAML files (multi-document, e.g. `helm template` output) or directories of
+// them; `-` reads standard input. Every YAML document must be a kind of a known group:
+//   *.istio.io (security, networking, telemetry, extensions)  @kubernetes-models/istio
+//   traefik.io                                               @kubernetes-models/traefik
+//   monitoring.coreos.com                                    @kubernetes-models/prometheus-operator
+// unless --ignore-other-kinds (rendered charts: core kinds are kubernetes-validate's), and must:
+//   1. pass the CRD schema of its model package (enums, required fields, types), and
 //   2. use only known fields: each key is looked up in the package's TypeScript interface for
 //      its kind (through the TypeScript compiler API), so a misspelt or misplaced field, which
 //      the schema alone lets through, fails with its path.
-// It must also carry metadata.name and metadata.namespace.
+// Istio documents must also carry metadata.name and metadata.namespace (some of the chart's go
+// to the gateway's namespace); the others metadata.name.
 //
 // Dependencies live outside the repository, in $FLICK_TOOLS_DIR/istio-validate (default
 // /var/cache/flick/tools/istio-validate); scripts/check-deploy.sh installs them:
-//   @kubernetes-models/istio@3.0.1, js-yaml@4.1.0, typescript@5.9.3
-// Exits 0 when every document is valid, 1 otherwise.
+//   @kubernetes-models/istio@3.0.1, @kubernetes-models/traefik@2.0.0,
+//   @kubernetes-models/prometheus-operator@6.0.0, js-yaml@4.1.0, typescript@5.9.3
+// Prints one summary line (documents and kinds validated, others ignored); exits 0 when every
+// document is valid, 1 otherwise.
 
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 
 const toolsDir = process.env.FLICK_TOOLS_DIR || "/var/cache/flick/tools";
 const depsDir = path.join(toolsDir, "istio-validate");
 const require = createRequire(path.join(depsDir, "package.json"));
-const modelsDir = path.join(depsDir, "node_modules", "@kubernetes-models", "istio");
+const modelsRoot = path.join(depsDir, "node_modules", "@kubernetes-models");
+// API group (matched by the test) → model package directory
+const packages = [
+  { test: (g) => /\.istio\.io$/.test(g), dir: path.join(modelsRoot, "istio"), needsNamespace: true },
+  { test: (g) => g === "traefik.io", dir: path.join(modelsRoot, "traefik"), needsNamespace: false },
+  { test: (g) => g === "monitoring.coreos.com", dir: path.join(modelsRoot, "prometheus-operator"), needsNamespace: false },
+];
 
 function fail(message) {
   console.error(`validate-istio: ${message}`);
   process.exit(1);
 }
 
-if (!fs.existsSync(path.join(modelsDir, "package.json"))) {
-  fail(`missing ${modelsDir}; run scripts/check-deploy.sh to install the validators`);
+for (const { dir } of packages) {
+  if (!fs.existsSync(path.join(dir, "package.json"))) {
+    fail(`missing ${dir}; run scripts/check-deploy.sh to install the validators`);
+  }
 }
 const yaml = require("js-yaml");
 const ts = require("typescript");
@@ -41,6 +57,7 @@ const ts = require("typescript");
 // Collect documents
 // ---------------------------------------------------------------------------------------------
 function yamlFiles(target) {
+  if (target === "-") return [target];
   if (!fs.existsSync(target)) fail(`no such file or directory: ${target}`);
   const stat = fs.statSync(target);
   if (stat.isFile()) return [target];
@@ -51,17 +68,20 @@ function yamlFiles(target) {
     .map((f) => path.join(target, f));
 }
 
-const targets = process.argv.slice(2);
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const files = (targets.length ? targets : [path.join(repoRoot, "istio")]).flatMap(yamlFiles);
+const args = process.argv.slice(2);
+const ignoreOthers = args.includes("--ignore-other-kinds");
+const targets = args.filter((a) => a !== "--ignore-other-kinds");
+if (targets.length === 0) fail("usage: validate-istio.mjs [--ignore-other-kinds] FILE_OR_DIR|- ...");
+const files = targets.flatMap(yamlFiles);
 if (files.length === 0) fail("no YAML files found");
+const ignored = {}; // kind -> count (--ignore-other-kinds)
 
 const docs = []; // { file, index, doc }
 const errors = [];
 for (const file of files) {
   let parsed;
   try {
-    parsed = yaml.loadAll(fs.readFileSync(file, "utf8"));
+    parsed = yaml.loadAll(fs.readFileSync(file === "-" ? 0 : file, "utf8"));
   } catch (e) {
     errors.push(`${file}: YAML: ${e.message.split("\n")[0]}`);
     continue;
@@ -77,10 +97,17 @@ const where = ({ file, index, doc }) =>
 // ---------------------------------------------------------------------------------------------
 // 1. Schema validation with the CRD models
 // ---------------------------------------------------------------------------------------------
-function modelPath(doc) {
+function packageOf(doc) {
   const [group, version] = String(doc.apiVersion ?? "").split("/");
-  if (!group || !version || !/\.istio\.io$/.test(group)) return null;
-  const p = path.join(modelsDir, group, version, `${doc.kind}.js`);
+  if (!group || !version) return null;
+  return packages.find((p) => p.test(group)) ?? null;
+}
+
+function modelPath(doc) {
+  const pkg = packageOf(doc);
+  if (!pkg) return null;
+  const [group, version] = String(doc.apiVersion).split("/");
+  const p = path.join(pkg.dir, group, version, `${doc.kind}.js`);
   return fs.existsSync(p) ? p : null;
 }
 
@@ -91,13 +118,19 @@ for (const entry of docs) {
     errors.push(`${where(entry)}: not a mapping`);
     continue;
   }
+  if (ignoreOthers && !packageOf(doc)) {
+    ignored[doc.kind] = (ignored[doc.kind] ?? 0) + 1;
+    continue;
+  }
   const mp = modelPath(doc);
   if (!mp) {
-    errors.push(`${where(entry)}: unknown Istio apiVersion/kind ${doc.apiVersion} ${doc.kind}`);
+    errors.push(`${where(entry)}: unknown apiVersion/kind ${doc.apiVersion} ${doc.kind}`);
     continue;
   }
   if (!doc.metadata?.name) errors.push(`${where(entry)}: metadata.name is required`);
-  if (!doc.metadata?.namespace) errors.push(`${where(entry)}: metadata.namespace is required`);
+  if (packageOf(doc).needsNamespace && !doc.metadata?.namespace) {
+    errors.push(`${where(entry)}: metadata.namespace is required`);
+  }
   const mod = await import(pathToFileURL(mp).href);
   const Model = mod[doc.kind];
   try {
@@ -213,8 +246,11 @@ if (errors.length) {
   process.exit(1);
 }
 const kinds = {};
-for (const { doc } of docs) kinds[doc.kind] = (kinds[doc.kind] ?? 0) + 1;
-const summary = Object.entries(kinds)
-  .map(([k, n]) => `${n} ${k}`)
-  .join(", ");
-console.log(`validate-istio: ${docs.length} documents valid in ${files.length} files (${summary})`);
+for (const { doc } of typed) kinds[doc.kind] = (kinds[doc.kind] ?? 0) + 1;
+const summary = (counts) =>
+  Object.entries(counts)
+    .sort()
+    .map(([k, n]) => `${n} ${k}`)
+    .join(", ");
+const others = Object.keys(ignored).length ? `; ignored: ${summary(ignored)}` : "";
+console.log(`validate-istio: ${typed.length} documents valid (${summary(kinds) || "none"})${others}`);

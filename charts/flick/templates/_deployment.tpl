@@ -31,11 +31,17 @@ spec:
         {{- include "flick.selectorLabels" $ctx | nindent 8 }}
         app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
         service.istio.io/canonical-name: {{ include "flick.componentName" $ctx }}
+        {{- with include "flick.istioPodLabels" $root }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- with $v.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
         checksum/config: {{ include "flick.configEnv" $root | sha256sum }}
+        {{- with include "flick.istioPodAnnotations" (dict "root" $root "port" $spec.port) }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- with $v.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -43,7 +49,7 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
     spec:
-      serviceAccountName: {{ if $v.serviceAccount.create }}{{ include "flick.componentName" $ctx }}{{ else }}default{{ end }}
+      serviceAccountName: {{ include "flick.serviceAccountName" $ctx }}
       automountServiceAccountToken: {{ $v.serviceAccount.automountToken }}
       {{- with $v.imagePullSecrets }}
       imagePullSecrets:

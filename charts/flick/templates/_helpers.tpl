@@ -5,7 +5,8 @@
 
 {{/*
 Fully qualified app name. With release "flick" this is "flick", so objects are named
-flick-accounts, flick-router, ... (istio/ assumes these names in namespace "flick").
+flick-accounts, flick-router, ...; with release "acme", acme-flick-accounts, ... Every name the
+edge and Istio templates use (Services, ServiceAccounts, principals) comes from here.
 */}}
 {{- define "flick.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -116,6 +117,79 @@ RUST_LOG: {{ .Values.config.rustLog | quote }}
 {{- if .Values.identity.existingSecret }}{{ .Values.identity.existingSecretKey }}{{ else }}mesh-secret{{ end }}
 {{- end }}
 
+{{/*
+The mesh secret's value, for the chart's Secret and for the edge (Traefik's strip-identity
+middleware, the Istio gateway's VirtualService), which cannot read a Secret and must carry the
+value itself. In order: identity.meshSecret; the value the Secret already holds in the cluster
+(`lookup`, so upgrades keep it; with identity.existingSecret, that Secret's key); else, for the
+chart's own Secret, a random one. Computed once per render and kept in .Values, so the Secret
+and the edge get the same value even when it is random (`helm template`, first install).
+*/}}
+{{- define "flick.meshSecretValue" -}}
+{{- if not (hasKey .Values "flickMeshSecretValue") }}
+{{- $value := .Values.identity.meshSecret }}
+{{- if not $value }}
+{{- $name := include "flick.meshSecretName" . }}
+{{- $key := include "flick.meshSecretKey" . }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- if and $existing $existing.data (hasKey $existing.data $key) }}
+{{- $value = index $existing.data $key | b64dec }}
+{{- else if .Values.identity.existingSecret }}
+{{- fail (printf "the edge (edge.enabled, kind %s) carries the mesh secret in its own objects and reads it at render time from Secret %s (key %s) in namespace %s, which was not found (helm template and --dry-run see no cluster). Create that Secret first, or set identity.meshSecret, or leave identity.existingSecret empty (the chart's Secret), or set edge.enabled=false and configure your own edge (docs/kubernetes.md)" .Values.edge.kind $name $key .Release.Namespace) }}
+{{- else }}
+{{- $value = randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values "flickMeshSecretValue" $value }}
+{{- end }}
+{{- index .Values "flickMeshSecretValue" }}
+{{- end }}
+
+{{/* The ServiceAccount a component's pods run as: (dict "root" $ "component" NAME). */}}
+{{- define "flick.serviceAccountName" -}}
+{{- if .root.Values.serviceAccount.create }}{{ include "flick.componentName" . }}{{ else }}default{{ end }}
+{{- end }}
+
+{{/* An Istio principal: (dict "root" $ "namespace" NS "name" SA). */}}
+{{- define "flick.principal" -}}
+{{- printf "%s/ns/%s/sa/%s" .root.Values.istio.trustDomain .namespace .name }}
+{{- end }}
+
+{{/* In-cluster host name of a component's Service: (dict "root" $ "component" NAME). */}}
+{{- define "flick.serviceHost" -}}
+{{- printf "%s.%s.svc.cluster.local" (include "flick.componentName" .) .root.Release.Namespace }}
+{{- end }}
+
+{{/*
+Pod annotations for the Istio sidecar (istio.enabled): start the application only once the
+proxy is ready (its first outbound calls would fail otherwise), and metrics merging: the
+sidecar injector rewrites the prometheus.io annotations to the agent's port 15020
+(/stats/prometheus), which serves the application's /metrics (fetched over localhost) merged
+with Envoy's, in plain HTTP outside mTLS, so Prometheus needs no Istio certificates under STRICT.
+(dict "root" $ "port" PORT).
+*/}}
+{{- define "flick.istioPodAnnotations" -}}
+{{- $i := .root.Values.istio }}
+{{- if $i.enabled }}
+{{- if $i.holdApplicationUntilProxyStarts }}
+proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+{{- end }}
+{{- if $i.mergeMetrics }}
+prometheus.istio.io/merge-metrics: "true"
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels for the Istio sidecar (istio.enabled + istio.injectSidecar). */}}
+{{- define "flick.istioPodLabels" -}}
+{{- if and .Values.istio.enabled .Values.istio.injectSidecar }}
+sidecar.istio.io/inject: "true"
+{{- end }}
+{{- end }}
+
 {{/* FLICK_IDENTITY__MESH_SECRET for every Flick Deployment (not the migrate hook: it runs
 before the chart's Secret exists and needs no identity). */}}
 {{- define "flick.meshEnv" -}}
@@ -203,4 +277,38 @@ readinessProbe:
   timeoutSeconds: {{ .timeoutSeconds }}
   failureThreshold: {{ .failureThreshold }}
 {{- end }}
+{{- end }}
+
+{{/*
+The edge's principals (Istio policies), one per line: Traefik's or the ingress gateway's
+ServiceAccount (edge.enabled), plus istio.extraEdgeServiceAccounts.
+*/}}
+{{- define "flick.edgePrincipals" -}}
+{{- $e := .Values.edge }}
+{{- $sas := list }}
+{{- if $e.enabled }}
+{{- if eq $e.kind "traefik" }}
+{{- $sas = append $sas $e.traefik.serviceAccount }}
+{{- else }}
+{{- $sas = append $sas (dict "namespace" $e.istio.gateway.namespace "name" $e.istio.gateway.serviceAccount) }}
+{{- end }}
+{{- end }}
+{{- range .Values.istio.extraEdgeServiceAccounts }}{{ $sas = append $sas . }}{{ end }}
+{{- range $sas }}
+{{ include "flick.principal" (dict "root" $ "namespace" .namespace "name" .name) }}
+{{- end }}
+{{- end }}
+
+{{/* Prometheus's principals (istio.prometheusServiceAccounts), one per line. */}}
+{{- define "flick.prometheusPrincipals" -}}
+{{- range .Values.istio.prometheusServiceAccounts }}
+{{ include "flick.principal" (dict "root" $ "namespace" .namespace "name" .name) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Traefik route match for the edge: (dict "root" $ "rule" RULE); with edge.host, only that host.
+*/}}
+{{- define "flick.edgeMatch" -}}
+{{- with .root.Values.edge.host }}{{ printf "Host(`%s`) && (%s)" . $.rule }}{{ else }}{{ .rule }}{{ end }}
 {{- end }}
