@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Validate Istio manifests offline, and the other custom resources the Helm chart renders
-// (Traefik's IngressRoute/Middleware, the Prometheus Operator's ServiceMonitor).
+// (Traefik's IngressRoute/Middleware, the Prometheus Operator's ServiceMonitor and
+// PrometheusRule, KEDA's ScaledObject and TriggerAuthentication).
 //
 //   node scripts/validate-istio.mjs [--ignore-other-kinds] [FILE_OR_DIR|- ...]
 //
@@ -9,6 +10,7 @@
 //   *.istio.io (security, networking, telemetry, extensions)  @kubernetes-models/istio
 //   traefik.io                                               @kubernetes-models/traefik
 //   monitoring.coreos.com                                    @kubernetes-models/prometheus-operator
+//   keda.sh                                                  @kubernetes-models/keda
 // unless --ignore-other-kinds (rendered charts: core kinds are kubernetes-validate's), and must:
 //   1. pass the CRD schema of its model package (enums, required fields, types), and
 //   2. use only known fields: each key is looked up in the package's TypeScript interface for
@@ -20,7 +22,8 @@
 // Dependencies live outside the repository, in $FLICK_TOOLS_DIR/istio-validate (default
 // /var/cache/flick/tools/istio-validate); scripts/check-deploy.sh installs them:
 //   @kubernetes-models/istio@3.0.1, @kubernetes-models/traefik@2.0.0,
-//   @kubernetes-models/prometheus-operator@6.0.0, js-yaml@4.1.0, typescript@5.9.3
+//   @kubernetes-models/prometheus-operator@6.0.0, @kubernetes-models/keda@2.0.0, js-yaml@4.1.0,
+//   typescript@5.9.3
 // Prints one summary line (documents and kinds validated, others ignored); exits 0 when every
 // document is valid, 1 otherwise.
 
@@ -38,6 +41,7 @@ const packages = [
   { test: (g) => /\.istio\.io$/.test(g), dir: path.join(modelsRoot, "istio"), needsNamespace: true },
   { test: (g) => g === "traefik.io", dir: path.join(modelsRoot, "traefik"), needsNamespace: false },
   { test: (g) => g === "monitoring.coreos.com", dir: path.join(modelsRoot, "prometheus-operator"), needsNamespace: false },
+  { test: (g) => g === "keda.sh", dir: path.join(modelsRoot, "keda"), needsNamespace: false },
 ];
 
 function fail(message) {

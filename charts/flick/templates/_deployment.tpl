@@ -1,5 +1,8 @@
 {{/*
 A Flick Deployment: (dict "root" $ "component" NAME "spec" VALUES "args" LIST "autoscaled" BOOL).
+"autoscaled": an HPA or a KEDA ScaledObject owns the replica count (none rendered here).
+Transcode workers (component transcoder-worker) also get the scratch volume (spec.scratch) and
+FLICK_TRANSCODER__WORK_DIR in it.
 */}}
 {{- define "flick.deployment" -}}
 {{- $root := .root }}
@@ -67,13 +70,8 @@ spec:
             matchLabels:
               {{- include "flick.selectorLabels" $ctx | nindent 14 }}
       {{- end }}
-      {{- with $v.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $v.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
+      {{- with include "flick.scheduling" (dict "root" $root "spec" $spec) }}
+      {{- . | nindent 6 }}
       {{- end }}
       containers:
         - name: {{ .component }}
@@ -100,6 +98,11 @@ spec:
             - name: FLICK_TRANSCODER__WORKERS
               value: "0"
             {{- end }}
+            {{- /* workers transcode in the scratch volume */}}
+            {{- if and (eq .component "transcoder-worker") (not (hasKey $spec.env "FLICK_TRANSCODER__WORK_DIR")) }}
+            - name: FLICK_TRANSCODER__WORK_DIR
+              value: {{ printf "%s/transcode" (trimSuffix "/" $spec.scratch.mountPath) | quote }}
+            {{- end }}
             {{- range $k, $val := $spec.env }}
             - name: {{ $k }}
               value: {{ $val | quote }}
@@ -120,6 +123,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if eq .component "transcoder-worker" }}
+            - name: scratch
+              mountPath: {{ $spec.scratch.mountPath }}
+            {{- end }}
             {{- if eq .component "accounts" }}
             - name: jwt-keys
               mountPath: {{ $v.secrets.jwtKeys.mountPath }}
@@ -129,6 +136,14 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $spec.tmpSizeLimit }}
+        {{- if eq .component "transcoder-worker" }}
+        - name: scratch
+          emptyDir:
+            {{- with $spec.scratch.medium }}
+            medium: {{ . }}
+            {{- end }}
+            sizeLimit: {{ required "worker.scratch.sizeLimit is required" $spec.scratch.sizeLimit }}
+        {{- end }}
         {{- if eq .component "accounts" }}
         - name: jwt-keys
           secret:

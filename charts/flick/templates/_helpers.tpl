@@ -312,3 +312,65 @@ Traefik route match for the edge: (dict "root" $ "rule" RULE); with edge.host, o
 {{- define "flick.edgeMatch" -}}
 {{- with .root.Values.edge.host }}{{ printf "Host(`%s`) && (%s)" . $.rule }}{{ else }}{{ .rule }}{{ end }}
 {{- end }}
+
+{{/*
+nodeSelector, tolerations and affinity of a pod: each the component's own when set, else the
+global one (.Values.nodeSelector, .tolerations, .affinity): (dict "root" $ "spec" COMPONENT_VALUES).
+*/}}
+{{- define "flick.scheduling" -}}
+{{- $v := .root.Values }}
+{{- $s := .spec | default dict }}
+{{- with default $v.nodeSelector $s.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with default $v.tolerations $s.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with default $v.affinity $s.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the workers' replica count is owned by an autoscaler (CPU HPA or KEDA). */}}
+{{- define "flick.workerAutoscaled" -}}
+{{- if or .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The edge's pods as NetworkPolicy peers: networkPolicy.edgePeers, else derived from edge.kind
+(Traefik's pods in its ServiceAccount's namespace, or the Istio ingress gateway's pods).
+Empty when the edge is off and no peers are given.
+*/}}
+{{- define "flick.edgePeers" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $e := .Values.edge }}
+{{- if $np.edgePeers }}
+{{- toYaml $np.edgePeers }}
+{{- else if and $e.enabled (eq $e.kind "traefik") }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ $e.traefik.serviceAccount.namespace }}
+  podSelector:
+    matchLabels:
+      app.kubernetes.io/name: traefik
+{{- else if $e.enabled }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ $e.istio.gateway.namespace }}
+  podSelector:
+    matchLabels:
+      {{- toYaml $e.istio.gateway.selector | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* The edge's in-cluster URL for the helm test: tests.edgeUrl, else the edge kind's usual Service. */}}
+{{- define "flick.testEdgeUrl" -}}
+{{- $e := .Values.edge }}
+{{- if .Values.tests.edgeUrl }}{{ trimSuffix "/" .Values.tests.edgeUrl }}
+{{- else if eq $e.kind "traefik" }}{{ printf "http://traefik.%s.svc.cluster.local" $e.traefik.serviceAccount.namespace }}
+{{- else }}{{ printf "http://istio-ingressgateway.%s.svc.cluster.local" $e.istio.gateway.namespace }}
+{{- end }}
+{{- end }}
