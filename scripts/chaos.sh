@@ -52,7 +52,8 @@ fi
 
 # ---------- the stack, on release binaries ----------
 log "starting the stack (log: $DATA/stack.log)"
-FLICK_STACK_NAME=chaos FLICK_DATA_DIR=$STACK_DATA FLICK_STACK_FRESH=1 FLICK_DEV_BUILD=0 \
+# No web app: the load calls the API only (and the suite needs no Node.js).
+FLICK_STACK_NAME=chaos FLICK_DATA_DIR=$STACK_DATA FLICK_STACK_FRESH=1 FLICK_DEV_BUILD=0 FLICK_WEB=0 \
   FLICK_BIN=$CARGO_TARGET_DIR/release/flick FLICK_STACK_MONITORING=${FLICK_CHAOS_MONITORING:-0} \
   FLICK_GRAPHQL_RATE=100000 FLICK_GRAPHQL_BURST=100000 FLICK_AUTH_RATE=100000 FLICK_AUTH_BURST=100000 \
   scripts/stack.sh >"$DATA/stack.log" 2>&1 &

@@ -5,7 +5,7 @@
 # env: FLICK_EDGE_URL; FLICK_SMOKE_PROCESSES, the Flick processes whose /healthz and /metrics
 #      are checked, as NAME:PORT words (default: make dev's four ports; scripts/stack.sh prints
 #      its own); FLICK_SMOKE_PROMETHEUS, a Prometheus URL whose targets, rules and Alertmanager
-#      are checked too.
+#      are checked too; FLICK_WEB=0 when the stack serves no web app.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +26,21 @@ got=$(curl -s -m 5 "$EDGE/graphql" -H 'content-type: application/json' \
   -d '{"query":"{ __typename }"}' || true)
 if [ "$got" = "$want" ]; then ok "edge $EDGE/graphql { __typename }"; else
   fail "edge $EDGE/graphql { __typename }: want $want, got ${got:-nothing}"; fi
+
+# The web app at the edge's `/` (flick web), unless the stack runs without it (FLICK_WEB=0):
+# its page, its hashed assets cached for good, and the Content-Security-Policy it runs under.
+if [ "${FLICK_WEB:-1}" != 0 ]; then
+  page=$(curl -s -m 5 "$EDGE/" -w '\n%{http_code} %{content_type}' || true)
+  headers=$(curl -s -m 5 -o /dev/null -D - "$EDGE/" || true)
+  asset=$(grep -o 'assets/[^"]*\.js' <<<"$page" | head -n 1 || true)
+  asset_cache=$(curl -s -m 5 -o /dev/null -D - "$EDGE/$asset" | grep -i '^cache-control:' | tr -d '\r' || true)
+  if [[ $(tail -n 1 <<<"$page") == "200 text/html"* ]] && grep -qi "^content-security-policy: default-src 'self'" <<<"$headers" &&
+    [ -n "$asset" ] && [[ $asset_cache == *immutable* ]]; then
+    ok "edge serves the web app at / (page, CSP, $asset cached for good)"
+  else
+    fail "web app at $EDGE/: $(tail -n 1 <<<"$page"), asset ${asset:-none}, ${asset_cache:-no cache-control}"
+  fi
+fi
 
 # The edge strips a client-sent identity: the subgraph sees an anonymous caller.
 got=$(curl -s -m 5 "$EDGE/graphql" -H 'content-type: application/json' \

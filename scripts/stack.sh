@@ -24,7 +24,8 @@
 #      `stack:`, queues `stack.`, exchange stack.events), FLICK_DATA_DIR (default
 #      ./data/stack), FLICK_BIN, CARGO_TARGET_DIR, FLICK_DEV_BUILD=0 skips `cargo build`,
 #      FLICK_STACK_MONITORING=0 skips Prometheus and Alertmanager, FLICK_STACK_FRESH=1 starts
-#      from empty state (drops the stack's database, queues and cache keys first; CI).
+#      from empty state (drops the stack's database, queues and cache keys first; CI),
+#      FLICK_STACK_WORKER_NICE (10) the workers' CPU priority, FLICK_WEB=0 serves no web app.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,7 +48,9 @@ declare -A PORT=(
   [transcoder]=8283 [recommender]=8284 [worker-1]=8285 [worker-2]=8385
 )
 MESH=(8191 8192 8193 8194)
+WEB_PORT=8286 # flick web: the web app's files, behind the edge's `/` (FLICK_WEB=0: none)
 ports=(8080 8090 4000 "${MESH[@]}" "${PORT[@]}")
+[ "${FLICK_WEB:-1}" = 0 ] || ports+=("$WEB_PORT")
 [ "$MONITORING" = 0 ] || ports+=(9090 9093)
 for port in "${ports[@]}"; do
   tcp_open 127.0.0.1 "$port" && die "127.0.0.1:$port is already in use (make dev or another stack running?)"
@@ -173,12 +176,21 @@ serve media-1 media
 serve media-2 media
 serve transcoder transcoder FLICK_TRANSCODER__WORKERS=0 # uploads and playback; the workers transcode
 serve recommender recommender
-supervise worker-1 "${FLICK_ENV[@]}" "$FLICK_BIN" worker --listen "127.0.0.1:${PORT[worker-1]}"
-supervise worker-2 "${FLICK_ENV[@]}" "$FLICK_BIN" worker --listen "127.0.0.1:${PORT[worker-2]}"
+# Workers (and the ffmpeg they run) at a lower CPU priority: in production they get their own
+# nodes; on one machine their encodes would otherwise take the cores from the API's requests
+# (FLICK_STACK_WORKER_NICE=0 to compare; `make chaos` measured it).
+WORKER_NICE=${FLICK_STACK_WORKER_NICE:-10}
+supervise worker-1 nice -n "$WORKER_NICE" "${FLICK_ENV[@]}" "$FLICK_BIN" worker --listen "127.0.0.1:${PORT[worker-1]}"
+supervise worker-2 nice -n "$WORKER_NICE" "${FLICK_ENV[@]}" "$FLICK_BIN" worker --listen "127.0.0.1:${PORT[worker-2]}"
 for name in "${!PORT[@]}"; do
   wait_ready "$name" "$(pid_of "$name")" 180 "$LOG_DIR/$name.log" "http://127.0.0.1:${PORT[$name]}/readyz"
 done
 log "flick processes ready: ${!PORT[*]}"
+if [ "${FLICK_WEB:-1}" != 0 ]; then
+  web_dist=$("$FLICK_ROOT/scripts/web.sh")
+  supervise web "${FLICK_ENV[@]}" "$FLICK_BIN" web --dir "$web_dist" --listen "127.0.0.1:$WEB_PORT"
+  wait_ready web "$(pid_of web)" 30 "$LOG_DIR/web.log" "http://127.0.0.1:$WEB_PORT/"
+fi
 
 # ---------- mesh and edge ----------
 pool() { # SERVICE: its replicas' URLs, comma-separated
@@ -189,7 +201,7 @@ pool() { # SERVICE: its replicas' URLs, comma-separated
 supervise traefik env FLICK_MESH_ROUTES=true \
   FLICK_ACCOUNTS_URL="$(pool accounts)" FLICK_MEDIA_URL="$(pool media)" \
   FLICK_TRANSCODER_URL="$(pool transcoder)" FLICK_RECOMMENDER_URL="$(pool recommender)" \
-  FLICK_ACCOUNTS_VERIFY_URL=http://127.0.0.1:8191 \
+  FLICK_ACCOUNTS_VERIFY_URL=http://127.0.0.1:8191 FLICK_WEB_URL="http://127.0.0.1:$WEB_PORT" \
   "$FLICK_TOOLS_DIR/bin/traefik" --configFile=deploy/stack/traefik.yml
 traefik_pid=$(pid_of traefik)
 wait_ready traefik "$traefik_pid" 30 "$LOG_DIR/traefik.log" http://127.0.0.1:8090/ping
@@ -237,6 +249,7 @@ fi
 cat <<EOF
 
   Flick stack is up ($NAME)
+    web app (edge)    $EDGE/
     GraphQL (edge)    $EDGE/graphql        REST: $EDGE/auth/...  /user/...  /video/...
     router            http://127.0.0.1:4000/graphql   subgraphs through the mesh :8191-8194
     accounts          :8281 :8381    media :8282 :8382    transcoder :8283    recommender :8284

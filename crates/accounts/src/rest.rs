@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use flick_kit::AppError;
 use flick_kit::identity::{USER_ID_HEADER, USER_ROLE_HEADER, client_address};
 use flick_kit::rest::{Json, bearer};
@@ -24,7 +24,9 @@ pub fn routes(accounts: Accounts) -> Router {
         .route("/auth/logout", post(logout))
         .route("/auth/openapi.json", get(openapi))
         .route("/user/profile", get(profile).put(replace_profile).patch(patch_profile).delete(delete_profile))
-        .route("/user/token_verify", get(token_verify))
+        // Any method: Istio's ext_authz asks with the client request's own (the chart's
+        // Istio edge); Traefik's ForwardAuth with GET.
+        .route("/user/token_verify", any(token_verify))
         .route("/user/list", post(list))
         .with_state(accounts)
 }

@@ -190,6 +190,17 @@ async fn login_and_verify(backend: Backend) {
     assert_eq!(c.verify(Some("garbage"), true).await.0, StatusCode::UNAUTHORIZED);
     let res = c.http.get(format!("{}/user/token_verify", c.base)).send().await.unwrap();
     assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+
+    // Istio's ext_authz asks with the client request's method and path (the chart's Istio edge).
+    let (token, _) = c.tokens(&n).await;
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let verify = format!("{}/user/token_verify?path=/graphql", c.base);
+        let res = c.http.request(method.clone(), &verify).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{method}");
+        assert_eq!(res.headers()["x-user-id"].to_str().unwrap(), id, "{method}");
+        let res = c.http.request(method.clone(), &verify).bearer_auth("garbage").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method}");
+    }
 }
 
 async fn login_throttling(backend: Backend) {

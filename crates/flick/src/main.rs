@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 mod services;
 mod upload;
+mod web;
 
 /// glibc's malloc took ~18% of media's CPU under load (arena locks, consolidation); mimalloc's
 /// thread-local heaps take most of that back (docs/benchmarks.md).
@@ -48,6 +49,14 @@ enum Command {
         jobs: Option<usize>,
         /// Address of the worker's /healthz, /readyz and /metrics.
         #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Serve the web app's built files (for the edge's `/` route).
+    Web {
+        /// The built app (`npm run build` in web/ writes web/dist).
+        #[arg(long, default_value = "web/dist")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8085")]
         listen: SocketAddr,
     },
     /// Apply pending database migrations and exit.
@@ -136,6 +145,14 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(seed(config, users, videos))
         }
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
+        Command::Web { dir, listen } => {
+            let config = load_config(cli.config.as_deref())?;
+            let app = web::WebApp::open(&dir)?;
+            runtime()?.block_on(async {
+                let _telemetry = flick_kit::telemetry::init(&config.telemetry, "flick-web")?;
+                web::serve(app, listen, flick_kit::shutdown::on_signal()).await
+            })
+        }
         Command::Worker { jobs, listen } => {
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(worker(config, jobs, listen))

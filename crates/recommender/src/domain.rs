@@ -202,7 +202,7 @@ impl Recommender {
                 let changed = if e.r#type == "video.liked" {
                     store::like(txn, &l.user_id, &l.video_id, at).await?
                 } else {
-                    store::unlike(txn, &l.user_id, &l.video_id).await?
+                    store::unlike(txn, &l.user_id, &l.video_id, at).await?
                 };
                 if changed {
                     refresh_preference(txn, &l.user_id).await?;

@@ -304,6 +304,44 @@ async fn recommended_for_me_follows_likes_without_own_or_liked_videos(backend: B
     assert!(ok, "unliking the only like makes a new user again");
 }
 
+/// Likes and unlikes may arrive out of order (each media replica relays its own share of the
+/// outbox: after a broker outage two relays drain the backlog at once). The index ends with
+/// each user's last action and the video's like count agrees with it.
+async fn reordered_likes_and_unlikes_end_as_each_users_last_action(backend: Backend) {
+    use flick_platform::db::sea_orm::ConnectionTrait as _;
+    use flick_recommender::store;
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let video = c.publish(&id(), "cat playing the piano", 3).await;
+    c.until_indexed(&[&video]).await;
+    let db = flick_platform::connect_db(&app.shared.config, flick_recommender::NAME).await.unwrap();
+    let counts = || async {
+        let sql = "SELECT (SELECT COUNT(*) FROM user_likes WHERE video_id = ?) AS likes, \
+                   (SELECT like_count FROM video_embeddings WHERE video_id = ?) AS like_count";
+        let row =
+            db.query_one_raw(flick_platform::db::stmt(&db, sql, vec![video.clone().into(), video.clone().into()]));
+        let row = row.await.unwrap().unwrap();
+        (row.try_get::<i64>("", "likes").unwrap(), row.try_get::<i64>("", "like_count").unwrap())
+    };
+    let (ann, bob) = (id(), id());
+    let t = now_ms();
+    // Ann liked at t and unliked at t+1; the unlike arrives first.
+    assert!(!store::unlike(&db, &ann, &video, t + 1).await.unwrap(), "nothing to remove yet");
+    assert!(!store::like(&db, &ann, &video, t).await.unwrap(), "a like older than the unlike stays undone");
+    assert_eq!(counts().await, (0, 0));
+    // Bob liked at t, unliked at t+1 and liked again at t+2; they arrive newest first.
+    assert!(store::like(&db, &bob, &video, t + 2).await.unwrap());
+    assert!(!store::unlike(&db, &bob, &video, t + 1).await.unwrap(), "an unlike older than the like is stale");
+    assert!(!store::like(&db, &bob, &video, t).await.unwrap());
+    assert_eq!(counts().await, (1, 1));
+    // Ann likes again after her unlike, then unlikes, in order.
+    assert!(store::like(&db, &ann, &video, t + 3).await.unwrap(), "a newer like replaces the tombstone");
+    assert_eq!(counts().await, (2, 2));
+    assert!(store::unlike(&db, &ann, &video, t + 4).await.unwrap());
+    assert!(!store::like(&db, &ann, &video, t + 3).await.unwrap(), "a late copy of the older like");
+    assert_eq!(counts().await, (1, 1));
+}
+
 /// Most viewers never like anything: what a signed-in user watches shapes their
 /// recommendations too, and what they watched is not recommended back to them.
 async fn recommended_for_me_follows_what_a_user_watched(backend: Backend) {
@@ -686,6 +724,7 @@ flick_testkit::on_both_backends!(
     new_and_anonymous_callers_get_recent_popular_videos,
     related_leaves_out_the_video_and_its_owners_others_while_enough_remain,
     recommended_for_me_follows_likes_without_own_or_liked_videos,
+    reordered_likes_and_unlikes_end_as_each_users_last_action,
     recommended_for_me_follows_what_a_user_watched,
     related_ranks_cat_and_music_titles_above_unrelated_ones,
     grpc_serves_related_for_user_and_embed,

@@ -500,8 +500,9 @@ CREATE INDEX job_leases_owner ON job_leases (owner_id, expires_at_ms);
 pub enum Claim {
     /// Ours until the lease expires; the `runs`-th start of this job.
     Claimed { runs: i64 },
-    /// Another worker holds a live lease on the video's job.
-    Held,
+    /// Another worker holds a live lease on the video's job, until `expires_at_ms` unless it
+    /// renews it.
+    Held { expires_at_ms: i64 },
     /// The owner has `user_cap` jobs in flight and another user's job waits.
     OwnerBusy,
 }
@@ -544,7 +545,7 @@ pub async fn claim_job(
     let (held_by, expires): (Option<String>, i64) = (row.try_get("", "holder")?, row.try_get("", "expires_at_ms")?);
     if held_by.is_some_and(|h| h != holder) && expires > now {
         txn.rollback().await?;
-        return Ok(Claim::Held);
+        return Ok(Claim::Held { expires_at_ms: expires });
     }
     if user_cap > 0 {
         let busy = txn
@@ -601,8 +602,9 @@ pub async fn claim_job(
     )
     .await?;
     if taken == 0 {
+        // Taken by another worker between our read and our update: live for a lease from now.
         txn.rollback().await?;
-        return Ok(Claim::Held);
+        return Ok(Claim::Held { expires_at_ms: now + lease_ms });
     }
     let runs = txn
         .query_one_raw(stmt(&txn, "SELECT runs FROM job_leases WHERE video_id = ?", vec![video_id.into()]))

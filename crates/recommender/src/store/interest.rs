@@ -2,33 +2,61 @@
 //! vector made from them.
 
 use super::vectors::{read_vector, vector_column, vector_param, vector_value};
-use super::{insert_or_ignore, lock_video, strings};
+use super::{insert_or_ignore, lock_video, one_i64, strings};
 use flick_platform::db::exec;
 use flick_platform::db::sea_orm::{ConnectionTrait, DbErr};
 use flick_platform::db::stmt;
 
-/// Records a like; false when it was known already.
+// Likes and unlikes can arrive out of order: each media replica relays its outbox, so after a
+// broker outage two relays drain the backlog at once, and a user's unlike may come before the
+// like it undoes. The user's last action (by event time) wins: a like carries its time, an
+// unlike leaves a tombstone (`user_unlikes`) until a newer like replaces it. Ties go to the
+// unlike (a user's like and unlike within one millisecond: no interest is the safer guess).
+
+/// Records a like made at `at_ms`; false when it was known already or an unlike made at or
+/// after it was applied first.
 pub async fn like<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str, at_ms: i64) -> Result<bool, DbErr> {
     lock_video(c, video_id).await?;
+    let unliked_since =
+        "SELECT COUNT(*) AS n FROM user_unlikes WHERE user_id = ? AND video_id = ? AND unliked_at_ms >= ?";
+    if one_i64(c, unliked_since, vec![user_id.into(), video_id.into(), at_ms.into()]).await?.unwrap_or(0) > 0 {
+        return Ok(false);
+    }
     let sql = insert_or_ignore(c, "user_likes (user_id, video_id, liked_at_ms) VALUES (?, ?, ?)");
     let added = exec(c, &sql, vec![user_id.into(), video_id.into(), at_ms.into()]).await? == 1;
     if added {
+        exec(c, "DELETE FROM user_unlikes WHERE user_id = ? AND video_id = ?", vec![user_id.into(), video_id.into()])
+            .await?;
         exec(c, "UPDATE video_embeddings SET like_count = like_count + 1 WHERE video_id = ?", vec![video_id.into()])
             .await?;
     }
     Ok(added)
 }
 
-/// Forgets a like; false when there was none.
-pub async fn unlike<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str) -> Result<bool, DbErr> {
+/// Forgets a like made at or before `at_ms`; false when there was none (or only a newer one).
+pub async fn unlike<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str, at_ms: i64) -> Result<bool, DbErr> {
     lock_video(c, video_id).await?;
-    let removed =
-        exec(c, "DELETE FROM user_likes WHERE user_id = ? AND video_id = ?", vec![user_id.into(), video_id.into()])
-            .await?
-            == 1;
+    let removed = exec(
+        c,
+        "DELETE FROM user_likes WHERE user_id = ? AND video_id = ? AND liked_at_ms <= ?",
+        vec![user_id.into(), video_id.into(), at_ms.into()],
+    )
+    .await?
+        == 1;
     if removed {
         exec(c, "UPDATE video_embeddings SET like_count = like_count - 1 WHERE video_id = ?", vec![video_id.into()])
             .await?;
+    }
+    let newer_like = "SELECT COUNT(*) AS n FROM user_likes WHERE user_id = ? AND video_id = ?";
+    if one_i64(c, newer_like, vec![user_id.into(), video_id.into()]).await?.unwrap_or(0) == 0 {
+        exec(
+            c,
+            "INSERT INTO user_unlikes (user_id, video_id, unliked_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id, video_id) DO UPDATE SET unliked_at_ms = excluded.unliked_at_ms \
+             WHERE user_unlikes.unliked_at_ms < excluded.unliked_at_ms",
+            vec![user_id.into(), video_id.into(), at_ms.into()],
+        )
+        .await?;
     }
     Ok(removed)
 }
@@ -70,6 +98,7 @@ pub async fn interested_users<C: ConnectionTrait>(c: &C, video_id: &str, limit: 
 /// Forgets every like and view of a video (it was deleted).
 pub async fn forget_video_interest<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<(), DbErr> {
     exec(c, "DELETE FROM user_likes WHERE video_id = ?", vec![video_id.into()]).await?;
+    exec(c, "DELETE FROM user_unlikes WHERE video_id = ?", vec![video_id.into()]).await?;
     exec(c, "DELETE FROM user_views WHERE video_id = ?", vec![video_id.into()]).await?;
     Ok(())
 }
@@ -84,6 +113,7 @@ pub async fn forget_user<C: ConnectionTrait>(c: &C, user_id: &str) -> Result<(),
     )
     .await?;
     exec(c, "DELETE FROM user_likes WHERE user_id = ?", vec![user_id.into()]).await?;
+    exec(c, "DELETE FROM user_unlikes WHERE user_id = ?", vec![user_id.into()]).await?;
     exec(c, "DELETE FROM user_views WHERE user_id = ?", vec![user_id.into()]).await?;
     exec(c, "DELETE FROM user_preferences WHERE user_id = ?", vec![user_id.into()]).await?;
     Ok(())

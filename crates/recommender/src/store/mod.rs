@@ -38,6 +38,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
             postgres: schema::POSTGRES,
         },
         Migration { version: 2, name: "user_views", sqlite: schema::USER_VIEWS, postgres: schema::USER_VIEWS },
+        Migration { version: 3, name: "user_unlikes", sqlite: schema::USER_UNLIKES, postgres: schema::USER_UNLIKES },
     ],
 };
 

@@ -78,3 +78,15 @@ CREATE TABLE user_views (
 CREATE INDEX user_views_video ON user_views (video_id);
 CREATE INDEX user_views_recent ON user_views (user_id, viewed_at_ms DESC);
 ";
+
+/// Tombstones of unlikes, so a like that arrives after the unlike that undid it stays undone
+/// (`interest::like`); one per (user, video) at most, gone when a newer like replaces it.
+pub(super) const USER_UNLIKES: &str = "
+CREATE TABLE user_unlikes (
+    user_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    unliked_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (user_id, video_id)
+);
+CREATE INDEX user_unlikes_video ON user_unlikes (video_id);
+";

@@ -110,15 +110,36 @@ impl Transcoder {
         let lease = Duration::from_secs(self.config.job_lease_seconds.max(3));
         let lease_ms = lease.as_millis() as i64;
         let cap = i64::from(self.config.user_jobs_in_flight);
-        let claim = store::claim_job(&self.db, &video_id, &job_id, &video.owner_id, &holder, now_ms(), lease_ms, cap)
-            .await
-            .map_err(retry)?;
+        let claim_now =
+            || store::claim_job(&self.db, &video_id, &job_id, &video.owner_id, &holder, now_ms(), lease_ms, cap);
+        let mut claim = claim_now().await.map_err(retry)?;
+        if let Claim::Held { expires_at_ms } = claim {
+            metrics::counter!("transcode_jobs_deferred_total", "reason" => "held").increment(1);
+            // A second delivery of a job under a live lease: its worker died (the broker gave
+            // the job back when its connection dropped) or still runs it (a consumer timeout).
+            // Deferred at once, the job would wait behind the whole queue; instead this
+            // delivery waits for the lease to lapse and asks once more, so a dead worker's job
+            // runs again within a lease, and a live one's heartbeat keeps the copy out.
+            let lapses_in = Duration::from_millis((expires_at_ms - now_ms()).clamp(0, lease_ms) as u64 + 100);
+            tokio::select! {
+                _ = tokio::time::sleep(lapses_in) => {
+                    // The other run may have ended meanwhile: a settled job is dropped, as above.
+                    let current = store::video(&self.db, &video_id).await.map_err(retry)?;
+                    if !current.is_some_and(|v| {
+                        v.job_id.as_deref() == Some(job_id.as_str())
+                            && !matches!(v.status, VideoStatus::Ready | VideoStatus::Failed)
+                    }) {
+                        tracing::info!(video.id = %video_id, job.id = %job_id, "job settled while its copy waited; dropped");
+                        return Ok(());
+                    }
+                    claim = claim_now().await.map_err(retry)?;
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        }
         let runs = match claim {
             Claim::Claimed { runs } => runs,
-            Claim::Held => {
-                // A second delivery of a running job (the broker's consumer timeout, a dropped
-                // connection): it waits, and takes over only if the lease lapses.
-                metrics::counter!("transcode_jobs_deferred_total", "reason" => "held").increment(1);
+            Claim::Held { .. } => {
                 return Err(HandlerError::Defer("the job is running on another worker".into()));
             }
             Claim::OwnerBusy => {

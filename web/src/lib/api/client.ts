@@ -1,0 +1,157 @@
+// The GraphQL client: urql with graphcache (a normalised cache: a like, an edited comment or a
+// subscription updates every page showing that video, comment or channel), the auth exchange
+// (bearer token on every operation, one refresh and one retry on a 401 or UNAUTHENTICATED),
+// and graphql-ws for subscriptions on the same origin's /graphql (the edge sends WebSocket
+// upgrades to the router's /graphql/ws). Subscriptions are read from graphql-ws directly (see
+// upload/progress.ts): a stream's completion matters there, and nothing caches them.
+
+import { Client, fetchExchange, makeOperation, type Exchange, type Operation } from '@urql/core';
+import { cacheExchange } from '@urql/exchange-graphcache';
+import { authExchange } from '@urql/exchange-auth';
+import type { Client as WsClient } from 'graphql-ws';
+import type { Session } from '../auth/session';
+import { isAuthError } from './errors';
+
+export interface FlickClient {
+  client: Client;
+  /** The graphql-ws client, loaded and created on first use (only the upload page needs it). */
+  ws(): Promise<WsClient>;
+  dispose(): void;
+}
+
+/** The WebSocket URL of this origin's /graphql. */
+export function websocketUrl(location: { protocol: string; host: string }): string {
+  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/graphql`;
+}
+
+/** graphcache's configuration (exported for tests). */
+export function cacheConfig(currentUserId: () => string | null = () => null) {
+  return cacheExchange({
+    keys: {
+      // Types without an id are embedded in their parent.
+      PageInfo: () => null,
+      VideoConnection: () => null,
+      VideoEdge: () => null,
+      CommentConnection: () => null,
+      CommentEdge: () => null,
+      Playback: () => null,
+      Processing: () => null,
+      Rendition: () => null,
+      Dashboard: () => null,
+      CreateVideoPayload: () => null,
+      VideoProgress: () => null,
+    },
+    updates: {
+      Mutation: {
+        addComment(_result, args, cache) {
+          const videoId = args['videoId'] as string;
+          cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+          cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
+        },
+        deleteComment(_result, args, cache) {
+          const id = args['id'] as string;
+          const videoId = cache.resolve({ __typename: 'Comment', id }, 'videoId');
+          cache.invalidate({ __typename: 'Comment', id });
+          if (typeof videoId === 'string') {
+            cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+            cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
+          }
+        },
+        createVideo(_result, _args, cache) {
+          // The owner's own lists (channel page, dashboard) now have one more video.
+          const me = currentUserId();
+          if (me) cache.invalidate({ __typename: 'User', id: me }, 'videos');
+          cache.invalidate('Query', 'dashboard');
+        },
+        deleteVideo(_result, args, cache) {
+          cache.invalidate({ __typename: 'Video', id: args['id'] as string });
+        },
+      },
+    },
+  });
+}
+
+/** The operation without an Authorization header in its fetch options. */
+export function withoutAuthorization(operation: Operation): Operation {
+  const options =
+    typeof operation.context.fetchOptions === 'function'
+      ? operation.context.fetchOptions()
+      : (operation.context.fetchOptions ?? {});
+  if (!options.headers) return operation;
+  const headers = Object.fromEntries(
+    Object.entries(options.headers as Record<string, string>).filter(([k]) => k.toLowerCase() !== 'authorization'),
+  );
+  return makeOperation(operation.kind, operation, { ...operation.context, fetchOptions: { ...options, headers } });
+}
+
+export function createFlickClient(
+  session: Session,
+  location: { protocol: string; host: string },
+  /** For tests: a fetch and a WebSocket class instead of the browser's. */
+  impl: { fetch?: typeof fetch; webSocketImpl?: unknown } = {},
+): FlickClient {
+  let ws: Promise<WsClient> | null = null;
+  const wsClient = (): Promise<WsClient> =>
+    (ws ??= import('graphql-ws').then(({ createClient }) =>
+      createClient({
+        url: websocketUrl(location),
+        lazy: true,
+        ...(impl.webSocketImpl ? { webSocketImpl: impl.webSocketImpl } : {}),
+        // The router takes a WebSocket's headers from connection_init; the subgraphs identify
+        // the connection only by this bearer token (ARCHITECTURE.md "Identity", ADR 0016).
+        connectionParams: async () => {
+          const token = await session.freshToken().catch(() => null);
+          return token ? { headers: { authorization: `Bearer ${token}` } } : {};
+        },
+        // 4403 (token expired or revoked) is retried by graphql-ws with a fresh connection_init.
+        retryAttempts: 8,
+      }),
+    ));
+
+  const auth: Exchange = authExchange(async (utils) => ({
+    addAuthToOperation(operation) {
+      // A retried operation still carries the headers of its first attempt: drop the old
+      // token first, so a retry after a failed refresh goes out anonymous, not stale.
+      const base = withoutAuthorization(operation);
+      const token = session.accessToken;
+      return token ? utils.appendHeaders(base, { Authorization: `Bearer ${token}` }) : base;
+    },
+    willAuthError() {
+      return session.signedIn && session.expiresSoon;
+    },
+    didAuthError(error) {
+      // Anonymous callers have nothing to refresh: their UNAUTHENTICATED goes to the page.
+      return session.signedIn && isAuthError(error);
+    },
+    async refreshAuth() {
+      try {
+        const ok = await session.refresh();
+        if (!ok) session.expire();
+      } catch {
+        // Accounts unreachable: the operation fails with its own error and is not retried
+        // as signed out.
+      }
+    },
+  }));
+
+  const client = new Client({
+    url: '/graphql',
+    exchanges: [
+      cacheConfig(() => session.userId),
+      auth,
+      fetchExchange,
+    ],
+    fetchOptions: { credentials: 'omit' },
+    ...(impl.fetch ? { fetch: impl.fetch } : {}),
+    requestPolicy: 'cache-and-network',
+    preferGetMethod: false,
+  });
+
+  return {
+    client,
+    ws: wsClient,
+    dispose() {
+      void ws?.then((c) => c.dispose());
+    },
+  };
+}

@@ -1,0 +1,435 @@
+#!/usr/bin/env node
+// The browser journey (issue 16): Debian's Chromium, headless, driven by playwright-core,
+// through the web app against a running Flick (make dev, or the stack):
+//   register → upload a generated 10 s 720p clip → transcoding progress reaches ready →
+//   play ≥ 2 s at 720p → like → comment (and edit it) → search finds the video with a
+//   one-letter typo → the channel page lists it → the studio shows it ready → an upload paused
+//   and reloaded resumes from the server's offset → sign out (the token is revoked).
+// Every page is screenshotted and checked with axe-core (no serious or critical violation),
+// and the watch page's main controls must be reachable with the keyboard. Each step waits for
+// what it checks; nothing sleeps for a fixed time.
+//
+// env: FLICK_WEB_URL   the app (default http://127.0.0.1:5173: `npm run dev`, or the edge)
+//      FLICK_DATA_DIR  artifacts: web-screenshots/, web-journey/ (clip, report) (default ./data)
+//      CHROMIUM        the browser (default /usr/bin/chromium)
+//      FFMPEG          ffmpeg for the clip (default: $FLICK_TOOLS_DIR/bin/ffmpeg, then PATH)
+//      FLICK_JOURNEY_TIMEOUT_S  the transcode wait (default 240)
+//      HEADED=1        show the browser
+
+import { chromium } from 'playwright-core';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+const require = createRequire(import.meta.url);
+const BASE = (process.env.FLICK_WEB_URL ?? 'http://127.0.0.1:5173').replace(/\/$/, '');
+const DATA = resolve(process.env.FLICK_DATA_DIR ?? './data');
+const SHOTS = join(DATA, 'web-screenshots');
+const WORK = join(DATA, 'web-journey');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const TRANSCODE_TIMEOUT = Number(process.env.FLICK_JOURNEY_TIMEOUT_S ?? 240) * 1000;
+const STEP_TIMEOUT = 30_000;
+
+mkdirSync(SHOTS, { recursive: true });
+mkdirSync(WORK, { recursive: true });
+
+const started = Date.now();
+const report = { base: BASE, started: new Date(started).toISOString(), steps: [], axe: {}, observations: {}, console: [] };
+let failed = false;
+
+function log(msg) {
+  process.stdout.write(`[journey +${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}\n`);
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    const detail = await fn();
+    const ms = Date.now() - t0;
+    report.steps.push({ name, ok: true, ms, ...(detail ? { detail } : {}) });
+    log(`ok   ${name} (${ms} ms)`);
+  } catch (e) {
+    const ms = Date.now() - t0;
+    report.steps.push({ name, ok: false, ms, error: String(e?.stack ?? e) });
+    log(`FAIL ${name} (${ms} ms): ${e?.message ?? e}`);
+    throw e;
+  }
+}
+
+// ---- the clip ----------------------------------------------------------------------------
+
+function ffmpegPath() {
+  if (process.env.FFMPEG) return process.env.FFMPEG;
+  const tools = process.env.FLICK_TOOLS_DIR ?? '/var/cache/flick/tools';
+  for (const p of [join(tools, 'bin/ffmpeg'), '/var/cache/flick/tools/bin/ffmpeg']) if (existsSync(p)) return p;
+  return 'ffmpeg';
+}
+
+function makeClip() {
+  const clip = join(WORK, 'clip.mp4');
+  if (existsSync(clip)) return clip;
+  const args = ['-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine',
+    '-t', '10', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-c:a', 'aac', clip];
+  const r = spawnSync(ffmpegPath(), args, { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`ffmpeg failed (${r.error?.message ?? `exit ${r.status}`})`);
+  return clip;
+}
+
+// ---- checks ------------------------------------------------------------------------------
+
+const AXE = require.resolve('axe-core/axe.min.js');
+
+async function axeCheck(page, name) {
+  await page.addScriptTag({ path: AXE });
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) }));
+  });
+  report.axe[name] = result;
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  if (bad.length > 0) {
+    throw new Error(`axe: ${bad.length} serious/critical violation(s) on ${name}: ${bad.map((v) => `${v.id} (${v.nodes.join(', ')})`).join('; ')}`);
+  }
+  return result.length;
+}
+
+async function shot(page, name) {
+  // Full page; the sticky header is pinned to the top for the picture.
+  await page.addStyleTag({ content: 'header.top { position: static !important; }' });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/**
+ * Waits for `selector`, or fails at once with the message of an error the app shows instead
+ * (an API refusal is shown, not swallowed: the test reads it rather than timing out).
+ */
+async function expectOrAlert(page, selector, timeout = STEP_TIMEOUT) {
+  const alert = '[role="alert"][data-error-code]';
+  const found = await page.waitForSelector(`${selector}, ${alert}`, { timeout });
+  if (await found.evaluate((el, a) => el.matches(a), alert)) {
+    const [code, text] = await found.evaluate((el) => [el.getAttribute('data-error-code'), el.textContent.trim()]);
+    throw new Error(`the app shows an error instead of ${selector}: ${code}: ${text}`);
+  }
+  return found;
+}
+
+/** Checks a page: screenshot, then axe. */
+async function checkPage(page, name) {
+  await shot(page, name);
+  const minor = await axeCheck(page, name);
+  return { screenshot: `${name}.png`, minorAxeFindings: minor };
+}
+
+/** Tabs through the page and returns which of the wanted controls received focus. */
+async function tabReach(page, wanted, maxTabs = 80) {
+  await page.evaluate(() => {
+    document.activeElement?.blur?.();
+    window.scrollTo(0, 0);
+  });
+  await page.locator('body').focus();
+  const reached = new Set();
+  for (let i = 0; i < maxTabs && reached.size < wanted.length; i++) {
+    await page.keyboard.press('Tab');
+    const hit = await page.evaluate((sels) => sels.filter((s) => document.activeElement?.matches(s)), wanted);
+    hit.forEach((h) => reached.add(h));
+  }
+  return wanted.filter((w) => !reached.has(w));
+}
+
+// ---- the journey -------------------------------------------------------------------------
+
+const suffix = randomBytes(4).toString('hex');
+const word = `flick${Array.from(randomBytes(6), (b) => String.fromCharCode(97 + (b % 26))).join('')}`;
+const typo = word.slice(0, 7) + (word[7] === 'x' ? 'y' : 'x') + word.slice(8);
+const user = { username: `web${suffix}`, email: `web${suffix}@example.org`, password: `pw-${suffix}-journey`, displayName: `Web Journey ${suffix}` };
+const title = `Journey ${word}`;
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: process.env.HEADED !== '1',
+  args: ['--autoplay-policy=no-user-gesture-required', ...(process.getuid?.() === 0 ? ['--no-sandbox'] : [])],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// Time to first feed render: from navigation start to the feed's first answer on screen.
+await context.addInitScript(() => {
+  const seen = () => {
+    if (window.__feedRenderedAt) return;
+    if (document.querySelector('main section[aria-busy="false"]')) window.__feedRenderedAt = performance.now();
+  };
+  new MutationObserver(seen).observe(document, { subtree: true, childList: true, attributes: true });
+});
+// Content-Security-Policy violations (the built app under `npm run preview` or `flick web`
+// gets the production policy): any is a failure.
+await context.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__flickCsp?.(`${e.violatedDirective} ${e.blockedURI || 'inline'} (${e.sourceFile || ''}:${e.lineNumber || ''})`);
+  });
+});
+const page = await context.newPage();
+const cspViolations = [];
+await page.exposeFunction('__flickCsp', (v) => cspViolations.push(v));
+page.setDefaultTimeout(STEP_TIMEOUT);
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(e.message));
+page.on('console', (m) => {
+  if (m.type() === 'error' || m.type() === 'warning') report.console.push(`${m.type()}: ${m.text()}`);
+});
+let accessToken = null;
+page.on('request', (req) => {
+  const auth = req.headers()['authorization'];
+  if (auth?.startsWith('Bearer ') && req.url().startsWith(BASE)) accessToken = auth.slice(7);
+});
+
+let videoId = null;
+let userId = null;
+
+try {
+  const clip = await (async () => {
+    let c;
+    await step('make a 10 s 720p clip with ffmpeg', async () => {
+      c = makeClip();
+      return { clip: c };
+    });
+    return c;
+  })();
+
+  await step('the app loads', async () => {
+    await page.goto(`${BASE}/#/`);
+    await page.getByRole('heading', { name: 'Latest videos' }).waitFor();
+    await page.waitForFunction(() => window.__feedRenderedAt);
+    const feedMs = await page.evaluate(() => Math.round(window.__feedRenderedAt));
+    report.observations.timeToFirstFeedRenderMs = feedMs;
+    return { timeToFirstFeedRenderMs: feedMs, ...(await checkPage(page, '01-home-anonymous')) };
+  });
+
+  await step('register', async () => {
+    await page.goto(`${BASE}/#/register`);
+    await page.getByLabel('Email').fill(user.email);
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Display name').fill(user.displayName);
+    await page.getByLabel('Password').fill(user.password);
+    const detail = await checkPage(page, '02-register');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('link', { name: 'Upload', exact: true }).waitFor();
+    userId = await page.evaluate(() => {
+      const a = document.querySelector('nav a[href^="#/channel/"]');
+      return a ? a.getAttribute('href').replace('#/channel/', '') : null;
+    });
+    if (!userId) throw new Error('no channel link after registering');
+    return { ...detail, username: user.username, userId };
+  });
+
+  const stages = [];
+  await step('upload the clip and watch it transcode to ready', async () => {
+    await page.getByRole('link', { name: 'Upload', exact: true }).click();
+    await page.getByRole('heading', { name: 'Upload a video' }).waitFor();
+    await page.getByLabel('Video file', { exact: true }).setInputFiles(clip);
+    await page.getByLabel('Title').fill(title);
+    await page.getByLabel('Description').fill(`A generated test clip for the web journey (${suffix}).`);
+    await page.getByLabel('Tags').fill('journey, testsrc');
+    await page.getByLabel('Category').selectOption('tech');
+    await checkPage(page, '03-upload-form');
+    // Record every stage the page shows, as it shows it.
+    await page.exposeFunction('__flickStage', (s) => {
+      if (s && stages[stages.length - 1] !== s) stages.push(s);
+    });
+    await page.evaluate(() => {
+      const seen = () => {
+        const el = document.querySelector('[data-stage]');
+        const phase = document.querySelector('[data-phase]')?.getAttribute('data-phase');
+        if (phase) window.__flickStage(`phase:${phase}`);
+        if (el) window.__flickStage(el.getAttribute('data-stage'));
+      };
+      new MutationObserver(seen).observe(document.body, { subtree: true, childList: true, attributes: true });
+    });
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const card = page.locator('section[data-phase]');
+    await expectOrAlert(page, 'section[data-phase]');
+    videoId = await card.getAttribute('data-video-id');
+    await page.waitForSelector('section[data-phase="processing"], section[data-phase="ready"], section[data-phase="failed"], section[data-phase="error"]', { timeout: 120_000 });
+    await shot(page, '04-upload-processing');
+    await page.waitForSelector('section[data-phase="ready"], section[data-phase="failed"], section[data-phase="error"]', { timeout: TRANSCODE_TIMEOUT });
+    const phase = await card.getAttribute('data-phase');
+    if (phase !== 'ready') {
+      const text = await card.innerText();
+      throw new Error(`upload ended ${phase}: ${text}`);
+    }
+    const detail = await checkPage(page, '05-upload-ready');
+    return { ...detail, videoId, stages: [...stages] };
+  });
+
+  await step('the progress stream ends (by the server, else the app closes it)', async () => {
+    const card = page.locator('section[data-phase]');
+    await page.waitForFunction(() => document.querySelector('section[data-phase]')?.getAttribute('data-stream-end'), null, { timeout: 20_000 });
+    const by = await card.getAttribute('data-stream-end');
+    report.observations.videoProgressEndedBy = by;
+    return { endedBy: by };
+  });
+
+  await step('play at least 2 s at 720p', async () => {
+    await page.getByRole('link', { name: 'Watch now' }).click();
+    await page.getByRole('heading', { name: title }).waitFor();
+    const quality = page.getByLabel('Quality');
+    await quality.waitFor();
+    const options = await quality.locator('option').allTextContents();
+    const p720 = options.find((o) => o.trim() === '720p');
+    if (!p720) throw new Error(`no 720p in the quality menu: ${options.join(', ')}`);
+    await quality.selectOption({ label: '720p' });
+    await page.evaluate(async () => {
+      const v = document.querySelector('video');
+      v.muted = true;
+      await v.play();
+    });
+    // At least 2 s played, with 720p frames on screen (a switch flushes what was buffered).
+    await page.waitForFunction(
+      () => {
+        const v = document.querySelector('video');
+        return !!v && v.currentTime >= 2 && v.videoHeight === 720;
+      },
+      null,
+      { timeout: 60_000 },
+    ).catch(async (e) => {
+      const state = await page.evaluate(() => {
+        const v = document.querySelector('video');
+        return v && { currentTime: v.currentTime, videoHeight: v.videoHeight, paused: v.paused, ended: v.ended, error: v.error?.message };
+      });
+      throw new Error(`playback did not reach 2 s at 720p: ${JSON.stringify(state)} (${e.message})`);
+    });
+    const played = await page.evaluate(() => {
+      const v = document.querySelector('video');
+      return { currentTime: v.currentTime, videoWidth: v.videoWidth, videoHeight: v.videoHeight, playingHeight: v.dataset.playingHeight };
+    });
+    if (played.videoHeight !== 720) throw new Error(`played at ${played.videoWidth}x${played.videoHeight}, not 720p`);
+    await page.evaluate(() => document.querySelector('video').pause());
+    report.observations.qualityMenu = options;
+    return { ...played, qualityMenu: options };
+  });
+
+  await step('like', async () => {
+    const like = page.getByTestId('like');
+    await like.click();
+    await expectOrAlert(page, '[data-testid="like"][aria-pressed="true"]');
+    await page.locator('[data-testid="like-count"]', { hasText: /^1$/ }).waitFor();
+  });
+
+  const commentText = `Nice clip! (${suffix})`;
+  await step('comment, then edit it', async () => {
+    await page.getByLabel('Add a comment').fill(commentText);
+    await page.getByRole('button', { name: 'Comment', exact: true }).click();
+    const comment = page.locator('article.comment', { hasText: commentText });
+    await expectOrAlert(page, 'article.comment');
+    await comment.waitFor();
+    await page.getByRole('heading', { name: '1 comment' }).waitFor();
+    await comment.getByRole('button', { name: /^Edit/ }).click();
+    await page.getByLabel('Edit your comment').fill(`${commentText} Edited.`);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('article.comment', { hasText: 'Edited.' }).getByText('(edited)').waitFor();
+    const missing = await tabReach(page, ['video', 'select', '[data-testid="like"]', '#new-comment', '#search-input']);
+    if (missing.length > 0) throw new Error(`not reachable with Tab on the watch page: ${missing.join(', ')}`);
+    return await checkPage(page, '06-watch');
+  });
+
+  await step('search finds it with a one-letter typo', async () => {
+    const box = page.getByRole('searchbox', { name: 'Search videos' });
+    await box.click();
+    await box.pressSequentially(typo, { delay: 30 });
+    await page.waitForURL((u) => u.hash.startsWith('#/search'));
+    await page.locator(`article.video-card[data-video-id="${videoId}"]`).waitFor();
+    return { query: typo, title, ...(await checkPage(page, '07-search')) };
+  });
+
+  await step('the channel page lists it', async () => {
+    await page.goto(`${BASE}/#/channel/${userId}`);
+    await page.getByRole('heading', { name: user.displayName }).waitFor();
+    await page.locator(`article.video-card[data-video-id="${videoId}"]`).waitFor();
+    return await checkPage(page, '08-channel');
+  });
+
+  await step('the studio shows it ready', async () => {
+    await page.getByRole('link', { name: 'Studio' }).click();
+    await page.locator(`li[data-video-id="${videoId}"][data-status="READY"]`).waitFor();
+    return await checkPage(page, '09-studio');
+  });
+
+  await step('an upload paused and reloaded resumes from the server offset', async () => {
+    // Slow the upload down so it can be paused part-way (Chromium throttles XHR bodies).
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 200 * 1024 });
+    try {
+      await page.goto(`${BASE}/#/upload`);
+      await page.getByLabel('Video file', { exact: true }).setInputFiles(clip);
+      await page.getByLabel('Title').fill(`Resume ${suffix}`);
+      await page.getByRole('button', { name: 'Upload', exact: true }).click();
+      await page.waitForFunction(() => Number(document.querySelector('#upload-progress')?.getAttribute('value') ?? 0) >= 15);
+      await page.getByRole('button', { name: 'Pause' }).click();
+      await page.locator('section[data-phase="paused"]').waitFor();
+      const paused = Number(await page.locator('#upload-progress').getAttribute('value'));
+      await page.reload();
+      await page.getByRole('heading', { name: 'Unfinished uploads' }).waitFor();
+      await page.getByLabel('Video file', { exact: true }).setInputFiles(clip);
+      await page.getByRole('button', { name: 'Resume that upload' }).click();
+      // The first figure after the HEAD is the server's offset: what arrived before the pause.
+      await page.locator('section[data-phase="uploading"]').waitFor();
+      await page.waitForFunction(() => Number(document.querySelector('#upload-progress')?.getAttribute('value') ?? 0) > 0);
+      const resumedAt = Number(await page.locator('#upload-progress').getAttribute('value'));
+      if (resumedAt < paused * 0.5) throw new Error(`resumed at ${resumedAt}% after pausing at ${paused}%`);
+      await shot(page, '10-upload-resumed');
+      // Leave no upload behind: cancel terminates it on the server (tus DELETE).
+      page.once('dialog', (d) => void d.accept());
+      await page.getByRole('button', { name: 'Cancel upload' }).click();
+      await page.getByRole('button', { name: 'Upload', exact: true }).waitFor();
+      return { pausedAtPercent: paused, resumedAtPercent: resumedAt };
+    } finally {
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    }
+  });
+
+  await step('sign out revokes the session', async () => {
+    const token = accessToken;
+    await page.getByRole('link', { name: 'Account' }).click();
+    await page.getByRole('heading', { name: 'Your account' }).waitFor();
+    await page.getByLabel('Display name').waitFor();
+    const detail = await checkPage(page, '11-account');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('link', { name: 'Sign in' }).waitFor();
+    const stored = await page.evaluate(() => sessionStorage.getItem('flick.session'));
+    if (stored) throw new Error('the refresh token is still in sessionStorage');
+    if (!token) throw new Error('no access token was seen on the wire');
+    const status = await page.evaluate(
+      async (t) => (await fetch('/user/profile', { headers: { authorization: `Bearer ${t}` } })).status,
+      token,
+    );
+    if (status !== 401) throw new Error(`the old access token still works after sign-out (HTTP ${status})`);
+    await shot(page, '12-signed-out');
+    return { ...detail, oldTokenStatus: status };
+  });
+
+  await step('no uncaught errors and no Content-Security-Policy violations', async () => {
+    if (pageErrors.length > 0) throw new Error(`uncaught errors in the page: ${pageErrors.join(' | ')}`);
+    if (cspViolations.length > 0) throw new Error(`CSP violations: ${cspViolations.join(' | ')}`);
+  });
+} catch (e) {
+  failed = true;
+  try {
+    await shot(page, 'failure');
+  } catch {
+    // the page may be gone
+  }
+} finally {
+  await browser.close();
+  report.durationMs = Date.now() - started;
+  report.pageErrors = pageErrors;
+  report.cspViolations = cspViolations;
+  report.ok = !failed;
+  writeFileSync(join(WORK, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const passed = report.steps.filter((s) => s.ok).length;
+  const fails = report.steps.filter((s) => !s.ok).length;
+  log(`report: ${join(WORK, 'report.json')}; screenshots: ${SHOTS}`);
+  process.stdout.write(`journey: ${passed} passed, ${fails} failed in ${(report.durationMs / 1000).toFixed(1)} s\n`);
+  process.exit(failed ? 1 : 0);
+}
