@@ -334,6 +334,14 @@ async fn reordered_likes_and_unlikes_end_as_each_users_last_action(backend: Back
     assert!(!store::unlike(&db, &bob, &video, t + 1).await.unwrap(), "an unlike older than the like is stale");
     assert!(!store::like(&db, &bob, &video, t).await.unwrap());
     assert_eq!(counts().await, (1, 1));
+    // Carl liked at t, unliked at t+1, liked at t+2; both likes come before the unlike.
+    let carl = id();
+    assert!(store::like(&db, &carl, &video, t).await.unwrap());
+    assert!(!store::like(&db, &carl, &video, t + 2).await.unwrap(), "one like per user");
+    assert!(!store::unlike(&db, &carl, &video, t + 1).await.unwrap(), "the newer like stands");
+    assert_eq!(counts().await, (2, 2));
+    assert!(store::unlike(&db, &carl, &video, t + 3).await.unwrap(), "a newer unlike takes it");
+    assert_eq!(counts().await, (1, 1));
     // Ann likes again after her unlike, then unlikes, in order.
     assert!(store::like(&db, &ann, &video, t + 3).await.unwrap(), "a newer like replaces the tombstone");
     assert_eq!(counts().await, (2, 2));

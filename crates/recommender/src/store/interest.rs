@@ -24,6 +24,16 @@ pub async fn like<C: ConnectionTrait>(c: &C, user_id: &str, video_id: &str, at_m
     }
     let sql = insert_or_ignore(c, "user_likes (user_id, video_id, liked_at_ms) VALUES (?, ?, ?)");
     let added = exec(c, &sql, vec![user_id.into(), video_id.into(), at_ms.into()]).await? == 1;
+    if !added {
+        // A like is known already: keep the newer time, so an unlike older than this like
+        // (reordered behind it) leaves it in place.
+        exec(
+            c,
+            "UPDATE user_likes SET liked_at_ms = ? WHERE user_id = ? AND video_id = ? AND liked_at_ms < ?",
+            vec![at_ms.into(), user_id.into(), video_id.into(), at_ms.into()],
+        )
+        .await?;
+    }
     if added {
         exec(c, "DELETE FROM user_unlikes WHERE user_id = ? AND video_id = ?", vec![user_id.into(), video_id.into()])
             .await?;
