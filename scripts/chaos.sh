@@ -13,7 +13,7 @@
 #             replica; counts converge
 #   database  PostgreSQL down 5 s: requests fail fast (no timeouts), recovery within 10 s of
 #             its return, without restarting Flick
-#   worker    SIGKILL a worker mid-job ten times across uploads: every video READY, each job
+#   worker    SIGKILL a worker mid-job ten times, each on another upload: every video READY, each job
 #             completed exactly once, every rendition once, each killed job running again
 #             within 15 s (its lease lapses), no scratch directory left
 #
@@ -177,19 +177,31 @@ scenario_database() {
   finish database
 }
 
+current_job() { # WORKER: the video of the job it started last (from its JSON log)
+  grep '"transcode started"' "$STACK_DATA/logs/$1.log" | tail -n 1 |
+    python3 -c 'import json, sys; line = sys.stdin.read().strip(); print(json.loads(line).get("video.id", "") if line else "")'
+}
+
 scenario_worker() {
   local kills=0 worker pid deadline rc=0
   : >"$DATA/worker.kills"
   "$LOAD" uploads --count 12 --clip "$DATA/long.mp4" --database-url "$DATABASE_URL" --summary "$SUMMARY" \
     >"$DATA/worker.log" 2>&1 &
   load_pid=$!
-  # Ten times: wait until a worker runs ffmpeg (mid-job), SIGKILL it, wait until it is back.
+  # Ten times: wait until a worker runs ffmpeg (mid-job) on a job no kill has hit yet, SIGKILL
+  # it, wait until it is back. One kill per job ("across uploads"): a job whose worker dies
+  # job_attempts (3) times is failed as poison by design (flick's worker tests).
+  local -A killed_jobs=()
+  local job
   while [ "$kills" -lt 10 ]; do
     deadline=$((SECONDS + 120))
     pid=
     until [ -n "$pid" ]; do
       for worker in worker-1 worker-2; do
         if pgrep -P "$(pid_of_process "$worker")" ffmpeg >/dev/null; then
+          job=$(current_job "$worker")
+          [ -n "$job" ] && [ -z "${killed_jobs[$job]:-}" ] || continue
+          killed_jobs[$job]=1
           pid=$(pid_of_process "$worker")
           break
         fi
