@@ -239,10 +239,9 @@ try {
     });
     await page.evaluate(() => {
       const seen = () => {
-        const el = document.querySelector('[data-stage]');
         const phase = document.querySelector('[data-phase]')?.getAttribute('data-phase');
-        if (phase) window.__flickStage(`phase:${phase}`);
-        if (el) window.__flickStage(el.getAttribute('data-stage'));
+        const stage = document.querySelector('[data-stage]')?.getAttribute('data-stage');
+        if (phase) window.__flickStage(stage ? `${phase}/${stage}` : phase);
       };
       new MutationObserver(seen).observe(document.body, { subtree: true, childList: true, attributes: true });
     });
