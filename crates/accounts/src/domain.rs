@@ -6,6 +6,7 @@ use crate::throttle::Throttle;
 use crate::tokens::{self, Claims, Keyring, TokenError};
 use crate::validate::{self, FieldProblems};
 use flick_kit::AppError;
+use flick_kit::access_token::{jti_key, sid_key};
 use flick_platform::bus::envelope;
 use flick_platform::cache::{Cache, Denylist};
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
@@ -129,7 +130,7 @@ pub struct Verified {
 impl Verified {
     /// The revocation-list members that revoke this token: its id and its session.
     pub fn revocation_keys(&self) -> Vec<String> {
-        vec![jti_key(&self.claims.jti), sid_key(&self.claims.sid)]
+        self.claims.revocation_keys()
     }
 }
 
@@ -178,19 +179,17 @@ fn invalid(problems: FieldProblems, message: &str) -> AppError {
     problems.into_iter().fold(AppError::bad_input(message), |err, (field, problem)| err.with_field(field, problem))
 }
 
-fn jti_key(jti: &str) -> String {
-    format!("jti:{jti}")
-}
-fn sid_key(sid: &str) -> String {
-    format!("sid:{sid}")
-}
-
 impl Accounts {
     pub fn new(db: DatabaseConnection, cache: Cache, relay: Relay, keys: Arc<Keyring>, limits: Limits) -> Self {
         let revoked = cache.denylist(flick_platform::REVOKED_TOKENS);
         let hasher = Hasher::new(limits.hash_memory_mib, limits.hash_wait);
         let throttle = Throttle::new(cache.clone(), limits.failure_window);
         Self { db, revoked, relay, keys, limits, hasher, throttle, db_check_until_ms: Arc::new(AtomicI64::new(0)) }
+    }
+
+    /// The public keys tokens are verified with, and how long a token lives.
+    pub fn verifying_keys(&self) -> (&flick_kit::access_token::VerifyingKeys, Duration) {
+        (self.keys.verifying_keys(), self.limits.access_ttl)
     }
 
     pub fn db(&self) -> &DatabaseConnection {

@@ -26,6 +26,20 @@ impl pb::accounts_service_server::AccountsService for AccountsGrpc {
         }))
     }
 
+    async fn verification_keys(
+        &self,
+        _request: Request<pb::VerificationKeysRequest>,
+    ) -> Result<Response<pb::VerificationKeysResponse>, Status> {
+        let (keys, ttl) = self.0.verifying_keys();
+        Ok(Response::new(pb::VerificationKeysResponse {
+            keys: keys
+                .kids()
+                .map(|(kid, key)| pb::VerificationKey { kid: kid.clone(), ed25519_public_key: key.as_bytes().to_vec() })
+                .collect(),
+            access_token_ttl_ms: ttl.as_millis() as i64,
+        }))
+    }
+
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
         let user = self.0.user(&request.into_inner().id).await?.ok_or_else(|| AppError::not_found("no such user"))?;
         Ok(Response::new(to_pb(user)))

@@ -23,6 +23,7 @@ pub fn routes(accounts: Accounts) -> Router {
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
         .route("/auth/openapi.json", get(openapi))
+        .route("/auth/jwks.json", get(jwks))
         .route("/user/profile", get(profile).put(replace_profile).patch(patch_profile).delete(delete_profile))
         // Any method: Istio's ext_authz asks with the client request's own (the chart's
         // Istio edge); Traefik's ForwardAuth with GET.
@@ -33,6 +34,12 @@ pub fn routes(accounts: Accounts) -> Router {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The public keys of access tokens (RFC 7517/8037), for verifiers outside Flick.
+async fn jwks(State(accounts): State<Accounts>) -> impl IntoResponse {
+    let set = flick_kit::access_token::jwks(accounts.verifying_keys().0);
+    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(set))
 }
 
 /// The caller's verified access token, or 401 with `WWW-Authenticate`.
@@ -279,6 +286,7 @@ mod tests {
             "/auth/login",
             "/auth/refresh",
             "/auth/logout",
+            "/auth/jwks.json",
             "/user/profile",
             "/user/token_verify",
             "/user/list",

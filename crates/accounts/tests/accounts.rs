@@ -664,6 +664,7 @@ async fn refresh_refuses_expired_sessions(backend: Backend) {
 }
 
 flick_testkit::on_both_backends!(
+    services_verify_tokens_themselves,
     registration,
     login_and_verify,
     login_throttling,
@@ -785,6 +786,119 @@ async fn embedded_expired_tokens_are_refused() {
     assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
     let (status, _) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
     assert_eq!(status, StatusCode::OK, "the refresh token outlives the access token");
+}
+
+// ---------- services verify tokens themselves ----------
+
+/// What another service holds: a token verifier pointed at `accounts`. On Real it has its own
+/// Redis connection, so its own mirror of the revocation list (another process's view); on
+/// Embedded it shares the process's in-memory list, as `flick serve` does.
+async fn service_verifier(accounts: &TestApp, backend: Backend) -> flick_kit::identity::TokenVerifier {
+    let mut config = (*accounts.shared.config).clone();
+    config.endpoints.accounts = Some(accounts.url(""));
+    let shared = match backend {
+        Backend::Real => flick_platform::Shared::connect(config).await.unwrap(),
+        Backend::Embedded => flick_platform::Shared { config: Arc::new(config), ..accounts.shared.clone() },
+    };
+    shared.token_verifier().unwrap().expect("an accounts endpoint is configured")
+}
+
+/// A token signed with accounts' own key (from its key directory), with claims of our choice.
+fn token_signed_by_accounts(app: &TestApp, claims: &flick_kit::access_token::Claims) -> String {
+    let ring = flick_accounts::Keyring::load_or_create(&app.shared.config.data_dir.join("keys")).unwrap();
+    ring.sign(claims)
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A service checks tokens with accounts' public keys and the revocation list's local mirror:
+/// a logout is refused on its next request, forged and expired tokens never identify anyone,
+/// and once it holds the keys it needs no call to accounts at all (accounts stopped).
+async fn services_verify_tokens_themselves(backend: Backend) {
+    let accounts = app(backend).await;
+    let c = client(&accounts);
+    let n = name();
+    let user = c.register(&n).await["id"].as_str().unwrap().to_string();
+    let (token, refresh) = c.tokens(&n).await;
+    let (status, refreshed) = c.post("/auth/refresh", json!({ "refresh_token": refresh }), None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let same_session = refreshed["access_token"].as_str().unwrap().to_string();
+    let verifier = service_verifier(&accounts, backend).await;
+    assert_eq!(verifier.verify(&token).await.unwrap().user_id.unwrap().to_string(), user);
+
+    let mut claims = flick_kit::access_token::Claims {
+        sub: user.clone(),
+        jti: unique("j"),
+        sid: unique("s"),
+        role: "admin".into(),
+        iat: now_s() - 1000,
+        exp: now_s() - 10,
+    };
+    let expired = token_signed_by_accounts(&accounts, &claims);
+    assert_eq!(verifier.verify(&expired).await.unwrap_err().message(), "token expired");
+    claims.exp = now_s() + 600;
+    let forged = flick_kit::access_token::sign("k-forged", &ed25519_dalek::SigningKey::from_bytes(&[7; 32]), &claims);
+    assert_eq!(verifier.verify(&forged).await.unwrap_err().message(), "invalid token");
+    let (head, rest) = token.split_once('.').unwrap();
+    let tampered = format!("{head}.{}", rest.replacen(|_: char| true, "x", 1));
+    assert!(verifier.verify(&tampered).await.is_err(), "a tampered token identifies nobody");
+
+    assert_eq!(c.send(reqwest::Method::POST, "/auth/logout", None, Some(&token)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(verifier.verify(&token).await.unwrap_err().message(), "token revoked", "refused on the next request");
+    assert_eq!(verifier.verify(&same_session).await.unwrap_err().message(), "token revoked", "the session ends");
+
+    let (other, _) = c.tokens(&n).await;
+    assert!(verifier.verify(&other).await.is_ok());
+    let health = accounts.url("/healthz");
+    drop(c);
+    drop(accounts);
+    let stopped =
+        flick_testkit::eventually(Duration::from_secs(10), || async { reqwest::get(&health).await.is_err() }).await;
+    assert!(stopped, "accounts did not stop");
+    assert_eq!(
+        verifier.verify(&other).await.unwrap().user_id.unwrap().to_string(),
+        user,
+        "verified with the keys held, no call to accounts"
+    );
+    assert_eq!(verifier.verify(&token).await.unwrap_err().message(), "token revoked");
+}
+
+/// While a service's view of the revocation list cannot answer (its Redis unreachable), it
+/// asks accounts, which checks its database: a logout meanwhile is refused once the mirror
+/// knows it may be behind (heartbeat, 3 s), and valid tokens keep working throughout.
+#[tokio::test]
+async fn real_services_ask_accounts_while_their_revocation_list_is_unreachable() {
+    let accounts = app(Backend::Real).await;
+    let c = client(&accounts);
+    let n = name();
+    c.register(&n).await;
+    let (token, _) = c.tokens(&n).await;
+    let (valid, _) = c.tokens(&n).await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let mut config = (*accounts.shared.config).clone();
+    config.endpoints.accounts = Some(accounts.url(""));
+    config.cache.url = Some(proxy.rewrite(&redis_url()));
+    let verifier = flick_platform::Shared::connect(config).await.unwrap().token_verifier().unwrap().unwrap();
+    assert!(verifier.verify(&token).await.is_ok());
+
+    proxy.cut();
+    assert_eq!(c.send(reqwest::Method::POST, "/auth/logout", None, Some(&token)).await.0, StatusCode::NO_CONTENT);
+    let refused = flick_testkit::eventually(Duration::from_secs(10), || async {
+        verifier.verify(&token).await.is_err_and(|e| e.message() == "invalid or expired token")
+    })
+    .await;
+    assert!(refused, "a logout during the outage was never refused");
+    assert!(verifier.verify(&valid).await.is_ok(), "valid tokens pass through accounts");
+
+    proxy.restore();
+    // Back on the mirror later; until then (and after) the revoked token stays refused.
+    for _ in 0..10 {
+        assert!(verifier.verify(&token).await.is_err(), "never accepted again");
+        assert!(verifier.verify(&valid).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

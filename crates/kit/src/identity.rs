@@ -268,13 +268,51 @@ pub struct TokenSession {
     pub revocation_keys: Vec<String>,
 }
 
-/// Verifies access tokens with accounts (gRPC `VerifyToken`: signature, expiry, revocation),
-/// for connections that carry a token instead of edge-set headers (WebSocket subscriptions
-/// through the router, queries the router sends for a WebSocket client).
+type AccountsClient =
+    flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient<tonic::transport::Channel>;
+
+/// How often an unknown `kid` may send the verifier back to accounts for keys: a rotation is
+/// picked up at once, a flood of forged kids costs one call per interval.
+const KEY_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Beyond a token's lifetime: how long after the denylist failed to answer tokens are still
+/// checked by accounts, which also looks in its database. A logout during a cache outage is
+/// only in the database, and reaches the denylist again only when accounts' retry lands.
+const FALLBACK_MARGIN_MS: i64 = 60_000;
+
+/// Verifies access tokens where they arrive: signature with accounts' public keys (fetched
+/// once over gRPC `VerificationKeys`, again when a token names a newer key), expiry, and
+/// revocation in the local mirror of the shared denylist. When the mirror cannot vouch for a
+/// "not revoked" (Redis unreachable, or was lately) the token goes to accounts (`VerifyToken`,
+/// which falls back to its database), as does every token when there is no denylist feed or
+/// the keys cannot be had.
+///
+/// Used for `/graphql` requests (the edge no longer asks accounts for them), WebSocket
+/// subscriptions, and queries the router sends for a WebSocket client.
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
-    client: flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient<tonic::transport::Channel>,
+    client: AccountsClient,
     revocations: Option<std::sync::Arc<dyn RevocationFeed>>,
+    local: std::sync::Arc<LocalKeys>,
+}
+
+#[derive(Debug, Default)]
+struct LocalKeys {
+    keys: std::sync::RwLock<Option<std::sync::Arc<crate::access_token::VerifyingKeys>>>,
+    /// Monotonic ms of the last fetch attempt, 0 before the first.
+    fetched_at_ms: std::sync::atomic::AtomicI64,
+    fetching: tokio::sync::Mutex<()>,
+    token_ttl_ms: std::sync::atomic::AtomicI64,
+    /// Until when (Unix ms) tokens go to accounts because the denylist could not answer.
+    ask_accounts_until_ms: std::sync::atomic::AtomicI64,
+}
+
+fn mono_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64 + 1
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl TokenVerifier {
@@ -284,14 +322,14 @@ impl TokenVerifier {
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5));
         Ok(Self {
-            client: flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
-                endpoint.connect_lazy(),
-            ),
+            client: AccountsClient::new(endpoint.connect_lazy()),
             revocations: None,
+            local: std::sync::Arc::default(),
         })
     }
 
-    /// Also watches the shared revocation list, so a logout ends open connections at once.
+    /// Checks revocations in the shared list (locally, and watching it so a logout ends open
+    /// connections at once). Without it every token is checked by accounts.
     pub fn with_revocations(mut self, feed: std::sync::Arc<dyn RevocationFeed>) -> Self {
         self.revocations = Some(feed);
         self
@@ -308,6 +346,104 @@ impl TokenVerifier {
 
     /// [`Self::verify`], with what a long-lived connection needs to notice the token's end.
     pub async fn verify_session(&self, token: &str) -> Result<TokenSession, AppError> {
+        match self.verify_locally(token).await? {
+            Some(session) => Ok(session),
+            None => self.verify_with_accounts(token).await,
+        }
+    }
+
+    /// The local verdict; `Ok(None)` when only accounts can give one.
+    async fn verify_locally(&self, token: &str) -> Result<Option<TokenSession>, AppError> {
+        use crate::access_token::TokenError;
+        let Some(feed) = &self.revocations else { return Ok(None) };
+        if unix_ms() < self.local.ask_accounts_until_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let held = self.local.keys.read().expect("keys lock").clone();
+        let Some(keys) = (match held {
+            Some(keys) => Some(keys),
+            None => self.refresh_keys(None).await,
+        }) else {
+            return Ok(None);
+        };
+        let now = unix_ms() / 1000;
+        let claims = match keys.verify(token, now) {
+            // A key newer than ours (accounts rotated): fetch again and retry once.
+            Err(TokenError::UnknownKey) => match self.refresh_keys(Some(&keys)).await {
+                Some(fresh) => fresh.verify(token, now),
+                None => Err(TokenError::UnknownKey),
+            },
+            verdict => verdict,
+        }
+        .map_err(|e| match e {
+            TokenError::Expired => AppError::unauthenticated("token expired"),
+            _ => AppError::unauthenticated("invalid token"),
+        })?;
+        let id = Uuid::parse_str(&claims.sub).map_err(|_| AppError::unauthenticated("invalid token"))?;
+        let revocation_keys = claims.revocation_keys();
+        match feed.is_revoked(&revocation_keys).await {
+            Some(true) => Err(AppError::unauthenticated("token revoked")),
+            Some(false) => Ok(Some(TokenSession {
+                caller: Caller::user(id, claims.role.clone()),
+                expires_at_ms: claims.exp * 1000,
+                revocation_keys,
+            })),
+            None => {
+                let ttl = self.local.token_ttl_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let until = unix_ms() + ttl + FALLBACK_MARGIN_MS;
+                self.local.ask_accounts_until_ms.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("the revocation list cannot answer; checking tokens with accounts for a while");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Fetches the keys from accounts, replacing `stale` (the keys a caller found wanting);
+    /// at most once every [`KEY_REFRESH_INTERVAL`], so a flood of tokens naming unknown keys
+    /// costs one call per interval. `None` when no keys can be had.
+    async fn refresh_keys(
+        &self,
+        stale: Option<&std::sync::Arc<crate::access_token::VerifyingKeys>>,
+    ) -> Option<std::sync::Arc<crate::access_token::VerifyingKeys>> {
+        use std::sync::atomic::Ordering;
+        let _one_at_a_time = self.local.fetching.lock().await;
+        let current = self.local.keys.read().expect("keys lock").clone();
+        if current.as_ref().map(std::sync::Arc::as_ptr) != stale.map(std::sync::Arc::as_ptr) {
+            return current; // another caller fetched meanwhile
+        }
+        let last = self.local.fetched_at_ms.load(Ordering::Relaxed);
+        if last != 0 && mono_ms() - last < KEY_REFRESH_INTERVAL.as_millis() as i64 {
+            return current;
+        }
+        self.local.fetched_at_ms.store(mono_ms(), Ordering::Relaxed);
+        let mut request = tonic::Request::new(flick_proto::accounts::v1::VerificationKeysRequest {});
+        Caller::anonymous().to_grpc(&mut request);
+        let fetched = match self.client.clone().verification_keys(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                self.local.token_ttl_ms.store(r.access_token_ttl_ms, Ordering::Relaxed);
+                crate::access_token::VerifyingKeys::from_public_keys(
+                    r.keys.into_iter().map(|k| (k.kid, k.ed25519_public_key)),
+                )
+                .map_err(|e| tracing::warn!(error = %e, "accounts sent an unusable verification key"))
+                .ok()
+            }
+            Err(s) => {
+                tracing::debug!(error = %s.message(), "cannot fetch verification keys from accounts");
+                None
+            }
+        };
+        match fetched {
+            Some(keys) => {
+                let keys = std::sync::Arc::new(keys);
+                *self.local.keys.write().expect("keys lock") = Some(keys.clone());
+                Some(keys)
+            }
+            None => current,
+        }
+    }
+
+    async fn verify_with_accounts(&self, token: &str) -> Result<TokenSession, AppError> {
         let mut request =
             tonic::Request::new(flick_proto::accounts::v1::VerifyTokenRequest { access_token: token.to_string() });
         Caller::anonymous().to_grpc(&mut request);

@@ -1,6 +1,7 @@
 //! The runtime every Flick service shares: configuration, telemetry, the server bootstrap,
 //! the error model, caller identity and GraphQL plumbing. No domain code lives here.
 
+pub mod access_token;
 pub mod config;
 pub mod error;
 pub mod graphql;

@@ -43,12 +43,15 @@ pub struct Media {
     uploads: Option<crate::uploads::Uploads>,
     /// Owners' public details for gRPC answers (accounts, cached).
     pub(crate) users: UserDirectory,
+    /// The feed's first page, shared by every viewer.
+    pub(crate) feed_head: crate::feed_head::FeedHead,
 }
 
 impl Media {
     pub fn new(db: DatabaseConnection, relay: Relay, cache: Cache, cfg: &MediaConfig) -> Self {
         Self {
             counters: Counters::new(db.clone(), cache.clone(), cfg),
+            feed_head: crate::feed_head::FeedHead::new(cache.clone()),
             users: UserDirectory::new(cache),
             db,
             relay,
@@ -218,6 +221,7 @@ impl Media {
         }
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.feed_head.changed().await;
         Ok(v)
     }
 
@@ -228,12 +232,17 @@ impl Media {
         self.emit(&txn, "video.deleted", &v.id, Self::video_event(&v)).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.feed_head.changed().await;
         Ok(v.id)
     }
 
     pub async fn feed(&self, after: Option<&str>, first: Option<i32>) -> Result<Page<Video>, AppError> {
         let limit = limit_of(first)?;
-        let rows = store::feed(&self.db, decode_cursor(after)?, limit + 1).await.map_err(db_error)?;
+        let rows = match decode_cursor(after)? {
+            None => self.feed_head.first_rows(limit, |n| store::feed(&self.db, None, n)).await,
+            after => store::feed(&self.db, after, limit + 1).await,
+        }
+        .map_err(db_error)?;
         Ok(page(rows, limit))
     }
 
@@ -454,7 +463,12 @@ impl Media {
     /// One reconciler run (the periodic task calls this; so may tests): dirty videos'
     /// counts from their rows into cache and columns, pending views into `view_count`.
     pub async fn reconcile(&self) -> Result<usize, AppError> {
-        self.counters.reconcile().await.map_err(db_error)
+        let flushed = self.counters.reconcile().await.map_err(db_error)?;
+        if flushed > 0 {
+            // The persisted counts in the shared feed head moved (views especially).
+            self.feed_head.changed().await;
+        }
+        Ok(flushed)
     }
 }
 

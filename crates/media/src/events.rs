@@ -30,6 +30,14 @@ impl EventApplier for Media {
     }
 
     async fn after_commit(&self, event: &Envelope, applied: Applied<Effects>) -> Result<(), EventError> {
+        // Processing states, publication and an owner's deletion change which videos the
+        // feed lists.
+        if matches!(
+            event.r#type.as_str(),
+            "upload.completed" | "transcode.requested" | "transcode.failed" | "transcode.completed" | "user.deleted"
+        ) {
+            self.feed_head.changed().await;
+        }
         if let Applied::Now(fx) = applied {
             self.counters.invalidate(&fx.recounted).await;
             if let Some(video) = fx.viewed {

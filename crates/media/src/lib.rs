@@ -6,6 +6,7 @@ pub mod config;
 mod counters;
 mod domain;
 mod events;
+mod feed_head;
 mod graphql;
 mod grpc;
 mod paging;

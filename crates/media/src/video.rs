@@ -10,7 +10,7 @@ use std::str::FromStr;
 // The GraphQL enum `Visibility` as well as the domain's: `//` comments, as a doc comment
 // would change the SDL. Who may see a video besides its owner: anyone in lists (public),
 // anyone with its id (unlisted), nobody (private).
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Visibility {
     Public,
     Unlisted,
@@ -19,7 +19,7 @@ pub enum Visibility {
 
 // The GraphQL enum `VideoStatus` too: `AWAITING_UPLOAD → PROCESSING → READY | FAILED` (a new
 // upload or a retry processes a failed video again).
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VideoStatus {
     AwaitingUpload,
     Processing,
@@ -93,7 +93,7 @@ impl FromStr for VideoStatus {
 }
 
 /// A video's metadata, states and persisted counts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Video {
     pub id: String,
     pub owner_id: String,
