@@ -8,8 +8,13 @@
 #   login         POST /auth/login (argon2id, OWASP cost): wrk -t1 -c8 -d10s
 #   feed          the api.md feed query through Traefik + hive-router + flick on PostgreSQL +
 #                 Redis with 10,000 seeded videos: wrk -t1 -c64, three runs, median; then the
-#                 same from 64 logged-in users (ForwardAuth per request, no shared answers); each
-#                 also paced at the bar's 1,500 req/s (wrk delay() schedule): p99 at that rate
+#                 same from 64 logged-in users (each subgraph verifies the token, no shared
+#                 answers at the router); each also paced at the bar's 1,500 req/s (wrk delay()
+#                 schedule): p99 at that rate; and the CPU each process spends per request
+#                 (one more saturated run of each, /proc deltas: scripts/cpu_profile.py)
+#   video page    a signed-in video page (video, owner, counts, first comments, related) paced
+#                 at 500 req/s from the 64 users, after `flick recommender backfill` indexed
+#                 the seeded videos
 #   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
 #   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
 set -euo pipefail
@@ -112,6 +117,21 @@ runs() {
 # paced_runs SCRIPT NAME [URL]: `runs` of a paced SCRIPT (default URL: GraphQL at the edge)
 paced_runs() { runs "$2 paced," -s "$1" "${3:-http://127.0.0.1:8080/graphql}"; }
 
+# cpu_per_request NAME WRK_ARGS...: one saturated run, and the CPU time each process spent
+# per request meanwhile (Traefik, hive-router, flick, PostgreSQL, ..., wrk itself)
+cpu_per_request() {
+  local name=$1 out start requests
+  shift
+  python3 scripts/cpu_profile.py snapshot >"$data/cpu.before"
+  start=$(python3 -c 'import time; print(time.time())')
+  out=$(wrk -t1 -c64 -d"${DURATION}s" --latency "$@")
+  python3 scripts/cpu_profile.py snapshot >"$data/cpu.after"
+  requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+  echo "bench: CPU per request, $name ($(parse <<<"$out" | awk '{print $1 " req/s, p99 " $2 " ms"}')):"
+  python3 scripts/cpu_profile.py report "$data/cpu.before" "$data/cpu.after" \
+    "$(python3 -c "import time; print(time.time() - $start)")" "$requests" | sed 's/^/bench:   /'
+}
+
 saturated=$(runs token_verify -H "Authorization: Bearer $token" "$BASE/user/token_verify")
 read -r rps p99 _ <<<"$saturated"
 
@@ -160,8 +180,9 @@ read -r rps p99 _ <<<"$saturated"
 paced "$FEED_RATE" "$data/feed.lua" >"$data/feed-paced.lua"
 anon_paced=$(paced_runs "$data/feed-paced.lua" feed)
 
-# The same query from 64 different logged-in users: every request takes ForwardAuth, and the
-# router's dedupe (keyed by the caller's identity) cannot share answers between them.
+# The same query from 64 different logged-in users: every request's token is verified (by
+# media, the subgraph the query reaches), and the router's dedupe (keyed by the caller's
+# token) cannot share answers between them.
 for i in $(seq 64); do
   u="feed${i}x$(date +%s)"
   curl -sf http://127.0.0.1:8081/auth/register -H 'content-type: application/json' \
@@ -191,15 +212,54 @@ saturated=$(runs "feed (64 users)" -s "$data/feed-users.lua" http://127.0.0.1:80
 read -r urps up99 uerr <<<"$saturated"
 paced "$FEED_RATE" "$data/feed-users.lua" >"$data/feed-users-paced.lua"
 users_paced=$(paced_runs "$data/feed-users-paced.lua" "feed (64 users)")
+anon_cpu=$(cpu_per_request "anonymous feed, saturated" -s "$data/feed.lua" http://127.0.0.1:8080/graphql)
+users_cpu=$(cpu_per_request "feed from 64 users, saturated" -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql)
+
+# A signed-in video page: what the web app's watch page asks in one query. `related` needs the
+# seeded videos embedded: the backfill does it (the recommender's own path for a new index).
+log "indexing the seeded videos for related (flick recommender backfill)"
+"${FLICK_ENV[@]}" "$bin" recommender backfill --media-url http://127.0.0.1:8082 | tail -1 | sed 's/^/bench: /'
+video_id=$(curl -s http://127.0.0.1:8080/graphql -H 'content-type: application/json' \
+  -d '{"query":"{ feed(first: 1) { edges { node { id } } } }"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["feed"]["edges"][0]["node"]["id"])')
+page_query='query($id: ID!) { video(id: $id) { id title description tags category viewCount likeCount commentCount viewerHasLiked owner { id displayName subscriberCount viewerIsSubscribed } comments(first: 20) { edges { node { id body createdAt author { id displayName } } } pageInfo { hasNextPage endCursor } } related(first: 10) { id title viewCount owner { displayName } } } }'
+page_body=$(python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1], "variables": {"id": sys.argv[2]}}))' "$page_query" "$video_id")
+page_check=$(curl -s http://127.0.0.1:8080/graphql -H 'content-type: application/json' \
+  -H "Authorization: Bearer $(head -1 "$data/tokens")" -d "$page_body")
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert "errors" not in d and len(d["data"]["video"]["related"]) == 10, d' \
+  "$page_check" || die "the video page query failed: $page_check"
+{
+  echo 'tokens = {'
+  sed 's/.*/  "&",/' "$data/tokens"
+  echo '}'
+  echo 'wrk.method = "POST"'
+  echo 'wrk.headers["Content-Type"] = "application/json"'
+  printf 'wrk.body = [==[%s]==]\n' "$page_body"
+  cat <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
+  return wrk.format()
+end
+LUA
+} >"$data/video-page.lua"
+PAGE_RATE=${FLICK_BENCH_PAGE_RATE:-500}
+paced "$PAGE_RATE" "$data/video-page.lua" >"$data/video-page-paced.lua"
+page_paced=$(paced_runs "$data/video-page-paced.lua" "video page (64 users)")
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections"
 echo "bench:   anonymous, the bar's query (quality-bars.md)   [bar: >= 1500 req/s, p99 <= 25 ms]"
 echo "bench:   anonymous at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$anon_paced")"
 echo "bench:   anonymous, saturated: median ${rps} req/s, p99 ${p99} ms"
-echo "bench:   beyond the bar: the same from 64 logged-in users (ForwardAuth per request, no shared answers),"
+echo "bench:   the same from 64 logged-in users (token verified by media, no shared answers at the router),"
 echo "bench:   + viewerHasLiked:"
 echo "bench:   at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$users_paced")"
 echo "bench:   saturated: median ${urps} req/s, p99 ${up99} ms, non-2xx ${uerr}"
+echo "bench: a signed-in video page (video, owner, counts, 20 comments, related(first: 10)) from the 64 users"
+echo "bench:   at a paced $PAGE_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$page_paced")"
+echo "$anon_cpu"
+echo "$users_cpu"
 
 # FLICK_BENCH_API_ONLY=1: token_verify, login and the feed only (a before/after check of a
 # request-path change), without the transcoder's and recommender's long sections.

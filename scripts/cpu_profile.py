@@ -3,7 +3,8 @@
 machine's cores went while scripts/chaos.sh ran its load.
 
 usage: scripts/cpu_profile.py snapshot > BEFORE.json
-       scripts/cpu_profile.py report BEFORE.json AFTER.json WALL_SECONDS
+       scripts/cpu_profile.py report BEFORE.json AFTER.json WALL_SECONDS [REQUESTS]
+With REQUESTS (served in the window), each component's CPU per request too.
 A component is a flick process's service (replicas summed: `flick accounts` x2), a worker, or
 a program (traefik, hive-router, postgres, redis, rabbitmq, seaweedfs, flick-load, ffmpeg).
 A process that started inside the window counts from zero. Short-lived processes (a worker's
@@ -26,6 +27,7 @@ PROGRAMS = {
     "beam.smp": "rabbitmq",
     "weed": "seaweedfs",
     "flick-load": "flick-load (load generator)",
+    "wrk": "wrk (load generator)",
     "ffmpeg": "ffmpeg",
     "prometheus": "prometheus",
 }
@@ -73,7 +75,7 @@ def snapshot():
     return seen
 
 
-def report(before, after, wall):
+def report(before, after, wall, requests=None):
     used = {}
     for pid, (component, own, children, reaped) in ((p, v) for p, v in after.items() if p != "machine"):
         _, own_before, _, reaped_before = before.get(pid, [component, 0.0, children, 0.0])
@@ -84,11 +86,13 @@ def report(before, after, wall):
     busy = after["machine"] - before["machine"]
     print(f"CPU over {wall:.0f} s on {os.cpu_count()} cores: {100 * busy / capacity:.0f}% of the machine busy "
           f"(/proc/stat), {100 * total / capacity:.0f}% accounted to the processes below")
-    print("| component | CPU s | share of the machine |")
-    print("|---|---|---|")
+    per = f" | ms per request ({requests} requests)" if requests else ""
+    print(f"| component | CPU s | share of the machine{per} |")
+    print("|---|---|---|" + ("---|" if requests else ""))
     for component, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            print(f"| {component} | {seconds:.1f} | {100 * seconds / capacity:.0f}% |")
+            cell = f" {1000 * seconds / requests:.3f} |" if requests else ""
+            print(f"| {component} | {seconds:.1f} | {100 * seconds / capacity:.0f}% |{cell}")
 
 
 def main():
@@ -96,7 +100,7 @@ def main():
         json.dump(snapshot(), sys.stdout)
     elif sys.argv[1:2] == ["report"]:
         before, after = (json.load(open(p)) for p in sys.argv[2:4])
-        report(before, after, float(sys.argv[4]))
+        report(before, after, float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else None)
     else:
         sys.exit(__doc__)
 

@@ -208,14 +208,18 @@ impl SubscriptionRoot {
                         .map(progress_of)
                 }
             })
-            .scan(false, |done, p| {
-                // Stop after the final message.
-                if *done {
-                    return futures::future::ready(None);
-                }
-                *done = Stage::parse(&p.stage).is_some_and(Stage::is_final);
-                futures::future::ready(Some(p))
-            });
+            .boxed();
+        // Ends right after the final message: deciding on the next one instead would hold the
+        // subscription open, as no message follows `ready` (issue 16: graphql-ws clients saw
+        // no `complete`).
+        let updates = futures::stream::unfold((updates, false), |(mut updates, done)| async move {
+            if done {
+                return None;
+            }
+            let p = updates.next().await?;
+            let last = Stage::parse(&p.stage).is_some_and(Stage::is_final);
+            Some((p, (updates, last)))
+        });
         let stream = futures::stream::once(async move { first });
         if finished {
             return Ok(stream.boxed());

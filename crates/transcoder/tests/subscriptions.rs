@@ -9,6 +9,7 @@ use flick_proto::transcoder::v1 as pb;
 use flick_testkit::app::{Backend, TestApp, TestInfra};
 use flick_transcoder::config::TranscoderConfigExt as _;
 use futures::{SinkExt, StreamExt};
+use prost::Message as _;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -317,6 +318,52 @@ async fn progress_of_a_video_never_uploaded_ends_after_the_upload_expiry(backend
     }
 }
 
+/// A subscription opened before the upload follows the job and completes right after
+/// `ready`: no further message is needed to end it (issue 16).
+async fn progress_completes_right_after_ready(backend: Backend) {
+    let p = platform(backend, |_| {}).await;
+    let (owner, token) = p.user().await;
+    let video = p.video(&owner).await;
+    let mut ws = p.ws(json!({ "authorization": format!("Bearer {token}") }), &[]).await.unwrap();
+    ws.subscribe("1", &video).await;
+    assert_eq!(ws.first("1").await["payload"]["data"]["videoProgress"]["stage"], "awaiting_upload");
+    let bus = &p.transcoder.shared.bus;
+    let progress = |stage: &str, percent: f64| {
+        let payload = flick_proto::events::v1::TranscodeProgress {
+            video_id: video.clone(),
+            owner_id: owner.clone(),
+            stage: stage.into(),
+            percent,
+            ..Default::default()
+        };
+        flick_platform::bus::envelope("transcode.progress", &video, "transcoder", payload.encode_to_vec())
+    };
+    // Progress is transient: RabbitMQ's listener binds its queue once the first subscription
+    // asks, so the first message is sent again until it arrives (as the worker's come each
+    // second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        bus.publish_transient(&progress("encoding", 40.0)).await.unwrap();
+        match ws.next(Duration::from_millis(300)).await {
+            Frame::Message(m) if m["type"] == "next" => {
+                assert_eq!(m["payload"]["data"]["videoProgress"]["stage"], "encoding", "{m}");
+                break;
+            }
+            Frame::Nothing if Instant::now() < deadline => continue,
+            other => panic!("no encoding message: {other:?}"),
+        }
+    }
+    bus.publish_transient(&progress("ready", 100.0)).await.unwrap();
+    match ws.next(Duration::from_secs(10)).await {
+        Frame::Message(m) if m["type"] == "next" => assert_eq!(m["payload"]["data"]["videoProgress"]["stage"], "ready"),
+        other => panic!("no ready message: {other:?}"),
+    }
+    match ws.next(Duration::from_secs(5)).await {
+        Frame::Message(m) if m["type"] == "complete" && m["id"] == "1" => {}
+        other => panic!("the subscription did not complete after ready: {other:?}"),
+    }
+}
+
 /// The router sends a WebSocket client's queries over HTTP with only its token: subgraphs
 /// identify such a request by the token (accounts verifies it), never by an identity header
 /// without the mesh secret, and refuse a bad token.
@@ -345,5 +392,6 @@ flick_testkit::on_both_backends!(
     an_expired_token_ends_its_subscriptions,
     open_subscriptions_per_user_are_capped,
     progress_of_a_video_never_uploaded_ends_after_the_upload_expiry,
+    progress_completes_right_after_ready,
     http_requests_with_only_a_token_are_identified_by_it,
 );
