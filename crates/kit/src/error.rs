@@ -49,6 +49,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    const ALL: [ErrorCode; 14] = [
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::BadUserInput,
+        Self::Conflict,
+        Self::RateLimited,
+        Self::PayloadTooLarge,
+        Self::Gone,
+        Self::UnsupportedMediaType,
+        Self::PreconditionFailed,
+        Self::ChecksumMismatch,
+        Self::MethodNotAllowed,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The code `text` names (`as_str`'s inverse).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",
@@ -237,6 +259,16 @@ impl From<AppError> for tonic::Status {
     }
 }
 
+impl AppError {
+    /// The error another Flick service answered over gRPC, when it said its code (the
+    /// `flick-error-code` metadata `From<AppError> for tonic::Status` adds); its message is
+    /// already safe to show.
+    pub fn from_flick_status(status: &tonic::Status) -> Option<Self> {
+        let code = status.metadata().get("flick-error-code")?.to_str().ok().and_then(ErrorCode::parse)?;
+        Some(Self::new(code, status.message()))
+    }
+}
+
 impl From<AppError> for async_graphql::Error {
     fn from(err: AppError) -> Self {
         err.into_graphql()
@@ -285,6 +317,12 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert_eq!(status.message(), "not your video");
         assert_eq!(status.metadata().get("flick-error-code").unwrap(), "FORBIDDEN");
+        let back = AppError::from_flick_status(&status).expect("a Flick status");
+        assert_eq!((back.code(), back.message()), (ErrorCode::Forbidden, status.message()));
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(AppError::from_flick_status(&tonic::Status::internal("boom")).map(|e| e.code()), None);
         let status: tonic::Status = AppError::not_found("no such user").into();
         assert_eq!(status.code(), tonic::Code::NotFound);
     }

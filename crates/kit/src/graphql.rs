@@ -282,12 +282,12 @@ async fn execute<E: Executor>(
     GraphQLResponse::from(executor.execute(request.data(caller)).await).into_response()
 }
 
+/// A token refused (or not checkable now) before execution: a GraphQL response with the
+/// error and no data, status 200 as GraphQL over HTTP has it for `application/json`. The
+/// router passes it on as is; a 4xx would make it add an error of its own
+/// (`SUBREQUEST_HTTP_ERROR`) beside the one that says what went wrong.
 fn app_error(e: AppError) -> Response {
-    let status = match e.code() {
-        crate::error::ErrorCode::Unauthenticated => axum::http::StatusCode::UNAUTHORIZED,
-        _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
-    };
-    request_error(status, e.code().as_str(), e.message())
+    request_error(axum::http::StatusCode::OK, e.code().as_str(), e.message())
 }
 
 fn request_error(status: axum::http::StatusCode, code: &str, message: &str) -> Response {

@@ -30,6 +30,11 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A length the transcoder's upload limits refuse (over the maximum, over the quota, invalid).
+fn is_refused_size(e: &AppError) -> bool {
+    matches!(e.code(), flick_kit::ErrorCode::PayloadTooLarge | flick_kit::ErrorCode::BadUserInput)
+}
+
 pub fn db_error(e: DbErr) -> AppError {
     AppError::internal(format!("media database: {e}"))
 }
@@ -70,16 +75,31 @@ impl Media {
         self
     }
 
-    /// Opens the upload of a video just created. A transcoder that is down or absent leaves
-    /// the video without a ticket (logged): the owner can start one at `/video/upload`.
-    pub async fn open_upload(&self, caller: &Caller, v: &Video) -> Option<crate::uploads::Ticket> {
-        let uploads = self.uploads.as_ref()?;
-        match uploads.create(caller, &v.id, v.visibility).await {
-            Ok(ticket) => Some(ticket),
-            Err(e) => {
-                tracing::warn!(video.id = %v.id, error = %e.message(), code = ?e.code(), "no upload ticket: the transcoder did not answer");
-                None
-            }
+    /// Opens the upload of a video just created, of `size_bytes` when the client said it (the
+    /// upload then carries its length, and the size and quota are checked now). A transcoder
+    /// that is down or absent leaves the video without a ticket (logged): the owner can start
+    /// one at `/video/upload`. A size the transcoder refuses (over the maximum or the quota)
+    /// is the client's error: the video, which could never get its bytes, is deleted again
+    /// and the error returned.
+    pub async fn open_upload(
+        &self,
+        caller: &Caller,
+        v: &Video,
+        size_bytes: Option<u64>,
+    ) -> Result<Option<crate::uploads::Ticket>, AppError> {
+        let Some(uploads) = self.uploads.as_ref() else { return Ok(None) };
+        match uploads.create(caller, &v.id, v.visibility, size_bytes).await {
+            Ok(ticket) => Ok(Some(ticket)),
+            Err(status) => match AppError::from_flick_status(&status) {
+                Some(refused) if size_bytes.is_some() && is_refused_size(&refused) => {
+                    self.delete_video(caller, &v.id).await?;
+                    Err(refused.with_field("sizeBytes", "refused by the upload limits"))
+                }
+                _ => {
+                    tracing::warn!(video.id = %v.id, error = %status.message(), code = ?status.code(), "no upload ticket: the transcoder did not answer");
+                    Ok(None)
+                }
+            },
         }
     }
 

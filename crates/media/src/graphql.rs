@@ -387,6 +387,15 @@ impl Query {
     }
 }
 
+/// `sizeBytes` as a count of bytes: a whole number from 1 to 2^53 (exact in a Float).
+fn size_in_bytes(size: f64) -> Result<u64, AppError> {
+    if size.fract() == 0.0 && (1.0..=9_007_199_254_740_992.0).contains(&size) {
+        Ok(size as u64)
+    } else {
+        Err(AppError::bad_input("invalid video").with_field("sizeBytes", "must be a whole number of bytes, at least 1"))
+    }
+}
+
 #[derive(InputObject)]
 pub struct CreateVideoInput {
     pub title: String,
@@ -395,6 +404,10 @@ pub struct CreateVideoInput {
     pub category: Option<String>,
     #[graphql(default_with = "Visibility::Public")]
     pub visibility: Visibility,
+    /// The file's size in bytes, when the client knows it: the upload then carries its
+    /// length (tus clients need no deferred length) and size and quota are checked now. A
+    /// whole number (a Float, as GraphQL's Int stops at 2^31).
+    pub size_bytes: Option<f64>,
 }
 
 #[derive(InputObject)]
@@ -444,7 +457,8 @@ impl Mutation {
                 },
             )
             .await?;
-        let upload = media(ctx).open_upload(caller(ctx), &row).await.map(|t| UploadTicket {
+        let size = input.size_bytes.map(size_in_bytes).transpose()?;
+        let upload = media(ctx).open_upload(caller(ctx), &row, size).await?.map(|t| UploadTicket {
             id: ID(t.id),
             url: t.url,
             expires_at: DateTime::from_timestamp_millis(t.expires_at_ms).unwrap_or_default(),

@@ -30,16 +30,18 @@ impl Uploads {
         Ok(Self { client: TranscoderServiceClient::new(endpoint.connect_lazy()) })
     }
 
-    /// Registers `video_id` for `caller` and opens its upload (length deferred to the client).
+    /// Registers `video_id` for `caller` and opens its upload of `size_bytes` (`None`: the
+    /// client sends the length with its first PATCH).
     pub async fn create(
         &self,
         caller: &Caller,
         video_id: &str,
         visibility: Visibility,
+        size_bytes: Option<u64>,
     ) -> Result<Ticket, tonic::Status> {
         let mut request = tonic::Request::new(pb::CreateUploadRequest {
             video_id: video_id.into(),
-            size_bytes: 0,
+            size_bytes: size_bytes.map_or(0, |n| n.min(i64::MAX as u64) as i64),
             visibility: visibility.as_str().into(),
         });
         caller.to_grpc(&mut request);

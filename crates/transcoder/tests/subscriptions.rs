@@ -382,8 +382,11 @@ async fn http_requests_with_only_a_token_are_identified_by_it(backend: Backend) 
     let forged = http.post(&url).header("x-user-id", &someone).bearer_auth(&token).json(&query).send().await.unwrap();
     let forged: Value = forged.json().await.unwrap();
     assert_eq!(forged["data"]["me"]["id"], owner.as_str(), "a header without the mesh secret is ignored: {forged}");
-    let bad = http.post(&url).bearer_auth("not-a-token").json(&query).send().await.unwrap();
-    assert_eq!(bad.status(), 401);
+    let bad: Value =
+        http.post(&url).bearer_auth("not-a-token").json(&query).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{bad}");
+    assert_eq!(bad["errors"][0]["message"], "invalid token", "{bad}");
+    assert!(bad["data"].is_null(), "no data for a refused token: {bad}");
 }
 
 flick_testkit::on_both_backends!(

@@ -9,7 +9,7 @@ use flick_testkit::app::{Backend, TestApp, TestInfra};
 use flick_testkit::eventually;
 use flick_transcoder::config::TranscoderConfigExt as _;
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
@@ -1005,6 +1005,55 @@ async fn media_graphql(media: &TestApp, user: &str, query: &str, variables: Valu
     res["data"].clone()
 }
 
+/// `createVideo` with the file's size (issue 16): the ticket's upload carries that length, so
+/// a tus client's HEAD on it needs no deferred length; a size over the quota is refused at
+/// once, with the field named, and leaves no video behind.
+async fn create_video_with_its_size_opens_an_upload_of_that_length(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder_mut().user_quota_bytes = 100_000;
+    let app = app_with(infra).await;
+    let mut media_infra = TestInfra::new(backend).await;
+    media_infra.config.endpoints.transcoder = Some(app.url(""));
+    let media = TestApp::start(media_infra, |s| async move { flick_media::build(&s).await }).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let create = |size: Value| {
+        let http = c.http.clone();
+        let (url, owner) = (media.url("/graphql"), owner.clone());
+        async move {
+            let query = "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { id } upload { url } } }";
+            let body = json!({ "query": query, "variables": { "i": { "title": "Sized", "sizeBytes": size } } });
+            http.post(url).header("x-user-id", owner).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let made = create(json!(50_000)).await;
+    let url = made["data"]["createVideo"]["upload"]["url"].as_str().unwrap_or_else(|| panic!("a ticket: {made}"));
+    let head = c.head(&owner, &Client::path(url)).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["upload-length"], "50000", "the upload knows its length");
+    assert!(head.headers().get("upload-defer-length").is_none());
+
+    let refused = create(json!(200_000)).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE", "{refused}");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("quota"), "{refused}");
+    assert!(refused["errors"][0]["extensions"]["fields"]["sizeBytes"].is_string(), "{refused}");
+    let dashboard: Value = c
+        .http
+        .post(media.url("/graphql"))
+        .header("x-user-id", &owner)
+        .json(&json!({ "query": "{ dashboard { videos { id } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let videos = dashboard["data"]["dashboard"]["videos"].as_array().unwrap_or_else(|| panic!("{dashboard}"));
+    assert_eq!(videos.len(), 1, "the refused video is gone: {dashboard}");
+    let fractional = create(json!(1.5)).await;
+    assert_eq!(fractional["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{fractional}");
+}
+
 /// When the local copy of a video's visibility is older than `visibility_max_age_seconds`,
 /// playback asks media (gRPC): a change whose event never reached the transcoder still
 /// takes effect, and so does a deletion.
@@ -1305,6 +1354,7 @@ async fn a_second_delivery_of_a_running_job_waits_and_the_job_runs_once(backend:
 }
 
 flick_testkit::on_both_backends!(
+    create_video_with_its_size_opens_an_upload_of_that_length,
     a_head_during_a_patch_waits_for_its_offset,
     a_deferred_length_may_use_the_whole_quota,
     graphql_and_grpc_report_processing_and_playback,
