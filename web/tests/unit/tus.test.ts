@@ -21,11 +21,12 @@ interface Seen {
   length?: string | undefined;
 }
 
-function tusServer(opts: { failFirstPatchWith401?: boolean } = {}) {
+function tusServer(opts: { failFirstPatchWith401?: boolean; ticketLength?: number } = {}) {
   const seen: Seen[] = [];
   const valid = new Set<string>([jwt(1)]);
   let offset = 0;
-  let length = 0;
+  // A ticket: createVideo with sizeBytes opened up1 with this length already.
+  let length = opts.ticketLength ?? 0;
   let failed = false;
   const server = http.createServer((req, res) => {
     const auth = req.headers['authorization'];
@@ -127,6 +128,19 @@ describe('tus upload with tus-js-client', () => {
     expect(seen.every((s) => s.auth === `Bearer ${jwt(1)}`)).toBe(true);
     expect(urls).toBe(1);
     expect(events.some((e) => e.type === 'progress' && e.bytesSent === 64 * 1024)).toBe(true);
+  });
+
+  it("uses createVideo's ticket (an upload that knows its length) without creating another", async () => {
+    const file = Buffer.alloc(48 * 1024, 3) as unknown as File;
+    const { server, seen } = tusServer({ ticketLength: 48 * 1024 });
+    const base = await listen(server);
+    const session = await signedIn();
+    const events: UploadEvent[] = [];
+    const t = new Transfer(file, { videoId: 'v7', title: 'Ticket' }, session, (e) => events.push(e), undefined, `${base}/video/upload`, `${base}/video/upload/up1`);
+    await run(t, events);
+    expect(events[events.length - 1]!.type).toBe('uploaded');
+    expect(seen.some((s) => s.method === 'POST')).toBe(false);
+    expect(seen.filter((s) => s.method === 'PATCH').every((s) => s.url === '/video/upload/up1')).toBe(true);
   });
 
   it('refreshes the token on a 401 mid-upload and carries on from the server offset', async () => {

@@ -8,7 +8,7 @@ import { mutate } from '../graphql/mutate';
 import type { CreateVideoInput } from '../gql/graphql';
 import { current } from './current.svelte';
 import { initialUpload, isTerminal, reduceUpload, type UploadEvent, type UploadState } from './state';
-import { Transfer, releaseTicket } from './tus';
+import { Transfer } from './tus';
 import { watchProgress, type ProgressWatch } from './progress';
 
 /** How long to wait for the server to end the progress stream after ready/failed. */
@@ -51,7 +51,12 @@ class UploadManager {
   async create(file: File, input: CreateVideoInput): Promise<void> {
     this.stop();
     this.dispatch({ type: 'create', title: input.title, bytesTotal: file.size });
-    const r = await mutate(CreateVideoMutation, { input }, 'Sign in again to upload. Your form stays as it is.');
+    // With the file's size, the ticket's upload knows its length: tus-js-client uses it as is.
+    const r = await mutate(
+      CreateVideoMutation,
+      { input: { ...input, sizeBytes: file.size } },
+      'Sign in again to upload. Your form stays as it is.',
+    );
     if (r.problem) {
       this.dispatch({ type: 'createFailed', problem: r.problem });
       return;
@@ -108,9 +113,7 @@ class UploadManager {
   private begin(file: File, videoId: string, title: string, ticketUrl: string | null): void {
     // Subscribe first: the stream starts at awaiting_upload and follows the whole way.
     this.startWatch(videoId);
-    this.transfer = new Transfer(file, { videoId, title }, app.session, this.dispatch, () => {
-      if (ticketUrl) void releaseTicket(app.session, ticketUrl);
-    });
+    this.transfer = new Transfer(file, { videoId, title }, app.session, this.dispatch, undefined, undefined, ticketUrl);
     void this.transfer.start();
   }
 

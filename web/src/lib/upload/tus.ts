@@ -69,11 +69,17 @@ export class Transfer {
     private readonly onUrl?: () => void,
     /** The creation endpoint (absolute); this origin's /video/upload by default. */
     endpoint: string = new URL(UPLOAD_ENDPOINT, globalThis.location?.href ?? 'http://localhost/').toString(),
+    /**
+     * createVideo's ticket: an upload already created with this file's length (createVideo
+     * got `sizeBytes`), used as is instead of creating another one.
+     */
+    uploadUrl: string | null = null,
   ) {
     const userId = session.userId ?? 'anonymous';
     this.upload = new tus.Upload(file, {
       // Absolute: tus-js-client resolves the Location it gets back against it.
       endpoint,
+      uploadUrl,
       metadata: {
         videoId: meta.videoId,
         title: meta.title,
@@ -217,10 +223,9 @@ export async function forgetUnfinished(urlStorageKey: string): Promise<void> {
 }
 
 /**
- * createVideo's ticket is a tus upload already created with a deferred length. This app
- * uploads through the creation flow instead (tus-js-client's defaults refuse the ticket: its
- * HEAD has no Upload-Length; issue 16), so the ticket would stay open until it expires (24 h)
- * and count toward the per-user cap of open uploads (10). Terminate it.
+ * Terminates an upload ticket this app will not use (a ticket of a deferred length, from a
+ * createVideo without `sizeBytes`): it would stay open until it expires (24 h) and count
+ * toward the per-user cap of open uploads (10).
  */
 export async function releaseTicket(session: Session, ticketUrl: string): Promise<void> {
   try {
