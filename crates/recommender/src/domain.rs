@@ -138,11 +138,20 @@ pub struct Recommender {
     media: Option<MediaServiceClient<Channel>>,
     /// Until when (ms) media counts as unreachable after a failed check.
     media_down_until_ms: Arc<AtomicI64>,
+    /// `related`'s nearest neighbours by (video, how many), shared by every viewer of a video
+    /// for [`RELATED_TTL`]: the vector search is the video page's dearest part, and the same
+    /// for everyone. Only the candidates: whether media still lists them is asked each time.
+    related: moka::future::Cache<(String, usize), Arc<Vec<String>>>,
 }
+
+/// How long `related`'s candidates are reused: a video indexed meanwhile shows up at most this
+/// much later (lists may be 5 s stale, issue 17).
+const RELATED_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Recommender {
     pub fn new(db: DatabaseConnection, model: Model) -> Self {
-        Self { db, model, wake: Arc::new(Notify::new()), media: None, media_down_until_ms: Arc::default() }
+        let related = moka::future::Cache::builder().max_capacity(10_000).time_to_live(RELATED_TTL).build();
+        Self { db, model, wake: Arc::new(Notify::new()), media: None, media_down_until_ms: Arc::default(), related }
     }
 
     /// Checks every answer's candidates with media at `url` (gRPC `ListedVideoIds`, one call
@@ -267,6 +276,9 @@ impl Recommender {
         }
         let likers = store::interested_users(txn, video_id, LIKERS_REFRESHED).await?;
         store::remove(txn, video_id, at).await?;
+        // Lists that held it are dropped at once (media's check would leave it out anyway
+        // where media is configured; a list read before this commits lasts RELATED_TTL).
+        self.related.invalidate_all();
         if deleted {
             store::forget_video_interest(txn, video_id).await?;
         }
@@ -380,10 +392,20 @@ impl Recommender {
         if limit == 0 || Uuid::parse_str(video_id).is_err() {
             return Ok(Vec::new());
         }
-        let Some((owner, v)) = store::embedding_of(&self.db, video_id).await.map_err(db_error)? else {
-            return Ok(Vec::new());
-        };
         let wanted = with_spares(limit);
+        let candidates = self
+            .related
+            .try_get_with((video_id.to_string(), wanted), self.nearest_to_video(video_id, wanted))
+            .await
+            .map_err(|e: Arc<AppError>| AppError::new(e.code(), e.message()))?;
+        Ok(self.listed(candidates.as_ref().clone(), limit).await)
+    }
+
+    /// Up to `wanted` videos nearest to `video_id`: other owners' first, then the owner's own.
+    async fn nearest_to_video(&self, video_id: &str, wanted: usize) -> Result<Arc<Vec<String>>, AppError> {
+        let Some((owner, v)) = store::embedding_of(&self.db, video_id).await.map_err(db_error)? else {
+            return Ok(Arc::default());
+        };
         let others = Filter { exclude_video: Some(video_id), exclude_owner: Some(&owner), ..Default::default() };
         let mut ids = store::nearest(&self.db, &v, &others, wanted as u64).await.map_err(db_error)?;
         if ids.len() < wanted {
@@ -391,7 +413,7 @@ impl Recommender {
             let more = store::nearest(&self.db, &v, &same, (wanted - ids.len()) as u64).await.map_err(db_error)?;
             ids.extend(more);
         }
-        Ok(self.listed(ids, limit).await)
+        Ok(Arc::new(ids))
     }
 
     /// Videos for `user`: nearest to their preference vector, without their own, liked or

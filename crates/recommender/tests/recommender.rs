@@ -195,6 +195,26 @@ async fn the_same_event_delivered_twice_is_applied_once(backend: Backend) {
     assert_eq!(now, vec![older.clone(), newer.clone(), marker], "one row per video, one like per event");
 }
 
+/// A video's related list is the same for every viewer: its vector search runs once and is
+/// reused (for 5 s at most), so the next viewer's `related` costs no statement.
+async fn related_lists_are_searched_once_for_every_viewer(backend: Backend) {
+    let app = app(backend).await;
+    let c = catalogue(&app);
+    let (a, b) = (id(), id());
+    let cat = c.publish(&a, "cat playing the piano", 3).await;
+    let kitten = c.publish(&b, "kitten plays a keyboard", 2).await;
+    c.until_indexed(&[&cat, &kitten]).await;
+    assert_eq!(c.related(&cat, 10).await, vec![kitten.clone()]);
+    // The least of three: the consumers poll in the background.
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        let before = app.db_queries("recommender").await;
+        assert_eq!(c.related(&cat, 10).await, vec![kitten.clone()]);
+        costs.push(app.db_queries("recommender").await - before);
+    }
+    assert_eq!(costs.iter().min(), Some(&0), "the search ran again: {costs:?}");
+}
+
 async fn deleted_videos_leave_the_index(backend: Backend) {
     let app = app(backend).await;
     let c = catalogue(&app);
@@ -726,6 +746,7 @@ async fn lists_come_from_the_index_when_media_cannot_be_asked(backend: Backend) 
 }
 
 flick_testkit::on_both_backends!(
+    related_lists_are_searched_once_for_every_viewer,
     the_same_event_delivered_twice_is_applied_once,
     deleted_videos_leave_the_index,
     a_video_made_private_leaves_the_index_and_returns_when_public_again,
