@@ -117,6 +117,25 @@ runs() {
 # paced_runs SCRIPT NAME [URL]: `runs` of a paced SCRIPT (default URL: GraphQL at the edge)
 paced_runs() { runs "$2 paced," -s "$1" "${3:-http://127.0.0.1:8080/graphql}"; }
 
+# as_users BODY: a wrk script POSTing the GraphQL request BODY, each request as the next of the
+# users whose access tokens are in $data/tokens
+as_users() {
+  echo 'tokens = {'
+  sed 's/.*/  "&",/' "$data/tokens"
+  echo '}'
+  echo 'wrk.method = "POST"'
+  echo 'wrk.headers["Content-Type"] = "application/json"'
+  printf 'wrk.body = [==[%s]==]\n' "$1"
+  cat <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
+  return wrk.format()
+end
+LUA
+}
+
 # cpu_per_request NAME WRK_ARGS...: one saturated run, and the CPU time each process spent
 # per request meanwhile (Traefik, hive-router, flick, PostgreSQL, ..., wrk itself)
 cpu_per_request() {
@@ -192,22 +211,7 @@ for i in $(seq 64); do
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 done >"$data/tokens"
 [ "$(wc -l <"$data/tokens")" = 64 ] || die "could not log the 64 feed viewers in"
-{
-  echo 'tokens = {'
-  sed 's/.*/  "&",/' "$data/tokens"
-  echo '}'
-  cat <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"query":"{ feed(first: 20) { edges { node { id title owner { displayName } likeCount viewerHasLiked } } } }"}'
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
-  return wrk.format()
-end
-LUA
-} >"$data/feed-users.lua"
+as_users '{"query":"{ feed(first: 20) { edges { node { id title owner { displayName } likeCount viewerHasLiked } } } }"}' >"$data/feed-users.lua"
 saturated=$(runs "feed (64 users)" -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql)
 read -r urps up99 uerr <<<"$saturated"
 paced "$FEED_RATE" "$data/feed-users.lua" >"$data/feed-users-paced.lua"
@@ -228,22 +232,7 @@ page_check=$(curl -s http://127.0.0.1:8080/graphql -H 'content-type: application
   -H "Authorization: Bearer $(head -1 "$data/tokens")" -d "$page_body")
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert "errors" not in d and len(d["data"]["video"]["related"]) == 10, d' \
   "$page_check" || die "the video page query failed: $page_check"
-{
-  echo 'tokens = {'
-  sed 's/.*/  "&",/' "$data/tokens"
-  echo '}'
-  echo 'wrk.method = "POST"'
-  echo 'wrk.headers["Content-Type"] = "application/json"'
-  printf 'wrk.body = [==[%s]==]\n' "$page_body"
-  cat <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
-  return wrk.format()
-end
-LUA
-} >"$data/video-page.lua"
+as_users "$page_body" >"$data/video-page.lua"
 PAGE_RATE=${FLICK_BENCH_PAGE_RATE:-500}
 paced "$PAGE_RATE" "$data/video-page.lua" >"$data/video-page-paced.lua"
 page_paced=$(paced_runs "$data/video-page-paced.lua" "video page (64 users)")
