@@ -466,7 +466,9 @@ CHART_SETS=(default istio istio-edge traefik-alt ops alt)
 chart_set_args() { # the --set arguments of one values set
   case "$1" in
     default) ;;
-    istio) echo "--set istio.enabled=true" ;;
+    istio)
+      # the chart's own trace collector in the mesh; the services and the router export to it
+      echo "--set istio.enabled=true --set otelCollector.enabled=true" ;;
     istio-edge)
       echo "--set istio.enabled=true --set edge.kind=istio --set edge.host=flick.example.com"
       echo "--set edge.corsAllowOrigins[0]=https://app.example.com --set edge.istio.gateway.tlsCredentialName=flick-tls"
@@ -548,15 +550,23 @@ router_check() {
     return
   fi
   ( cd "$WORK" && "$gen" > router-schema.json ) || return 1
-  "$PY" - "$WORK/router-schema.json" "$WORK/chart.yaml" <<'PYEOF'
+  "$PY" - "$WORK/router-schema.json" "$WORK/chart.yaml" "$WORK/chart-istio.yaml" <<'PYEOF'
 import json, sys, jsonschema, yaml
 schema = json.load(open(sys.argv[1]))
 validator = jsonschema.validators.validator_for(schema)(schema)
 configs = {"deploy/compose/router.yaml": yaml.safe_load(open("deploy/compose/router.yaml"))}
-for doc in yaml.safe_load_all(open(sys.argv[2])):
-    if doc and doc.get("kind") == "ConfigMap" and "router.yaml" in doc.get("data", {}):
-        configs["chart " + doc["metadata"]["name"]] = yaml.safe_load(doc["data"]["router.yaml"])
+# the default values, and the istio set with the chart's trace collector (router tracing on)
+for label, path in (("", sys.argv[2]), (" (istio, otelCollector)", sys.argv[3])):
+    for doc in yaml.safe_load_all(open(path)):
+        if doc and doc.get("kind") == "ConfigMap" and "router.yaml" in doc.get("data", {}):
+            configs["chart " + doc["metadata"]["name"] + label] = yaml.safe_load(doc["data"]["router.yaml"])
 bad = 0
+# Traces: where an OTLP endpoint is configured the router exports its spans there.
+for name in ("deploy/compose/router.yaml", *[n for n in configs if n.endswith("(istio, otelCollector)")]):
+    exporters = configs[name].get("telemetry", {}).get("tracing", {}).get("exporters", [])
+    if not any(e.get("kind") == "otlp" and e.get("endpoint", "").endswith(":4317") for e in exporters):
+        bad += 1
+        print(f"{name}: no OTLP trace exporter to the collector")
 for name, cfg in configs.items():
     for e in validator.iter_errors(cfg):
         bad += 1
@@ -594,9 +604,9 @@ for doc in yaml.safe_load_all(open(sys.argv[2])):
 else:
     bad += 1
     print("chart: no FLICK_GRAPHQL__INTROSPECTION in the services' ConfigMap")
-if bad or len(configs) < 2:
+if bad or len(configs) < 3:
     sys.exit(1)
-print(f"hive-router config schema: {', '.join(configs)} valid; identity only from the edge's /graphql")
+print(f"hive-router config schema: {', '.join(configs)} valid; identity only from the edge's /graphql; traces to OTLP where a collector is set")
 PYEOF
 }
 

@@ -87,8 +87,9 @@ FLICK_TRANSCODER__MAX_UPLOAD_BYTES: {{ .Values.config.transcoder.maxUploadBytes 
 FLICK_TRANSCODER__USER_QUOTA_BYTES: {{ .Values.config.transcoder.userQuotaBytes | int64 | quote }}
 # transcode workers' scratch space, on the pod's /tmp emptyDir
 FLICK_TRANSCODER__WORK_DIR: "/tmp/transcode"
-{{- with .Values.config.otlpEndpoint }}
+{{- with include "flick.otlpEndpoint" . }}
 FLICK_TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
+FLICK_TELEMETRY__TRACE_SAMPLE_RATIO: {{ $.Values.config.traceSampleRatio | quote }}
 {{- end }}
 FLICK_STORAGE__URL: {{ required "config.storage.url is required (s3://bucket)" .Values.config.storage.url | quote }}
 {{- with .Values.config.storage.s3.endpoint }}
@@ -372,5 +373,17 @@ Empty when the edge is off and no peers are given.
 {{- if .Values.tests.edgeUrl }}{{ trimSuffix "/" .Values.tests.edgeUrl }}
 {{- else if eq $e.kind "traefik" }}{{ printf "http://traefik.%s.svc.cluster.local" $e.traefik.serviceAccount.namespace }}
 {{- else }}{{ printf "http://istio-ingressgateway.%s.svc.cluster.local" $e.istio.gateway.namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where traces go: config.otlpEndpoint, else the chart's own collector (otelCollector.enabled),
+else nowhere (empty).
+*/}}
+{{- define "flick.otlpEndpoint" -}}
+{{- if .Values.config.otlpEndpoint }}
+{{- .Values.config.otlpEndpoint }}
+{{- else if .Values.otelCollector.enabled }}
+{{- printf "http://%s-otel-collector.%s.svc.cluster.local:4317" (include "flick.fullname" .) .Release.Namespace }}
 {{- end }}
 {{- end }}

@@ -12,6 +12,7 @@
 mod memory;
 mod rabbit;
 mod topic;
+pub mod trace;
 
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub type Result<T> = std::result::Result<T, BusError>;
 /// Transient messages a slow local subscriber may fall behind by before it loses the oldest.
 pub(crate) const TRANSIENT_BUFFER: usize = 1024;
 
-/// Builds an event envelope with a fresh time-ordered id.
+/// Builds an event envelope with a fresh time-ordered id, carrying the current trace context.
 pub fn envelope(event_type: &str, subject: &str, producer: &str, payload: Vec<u8>) -> Envelope {
     Envelope {
         id: uuid::Uuid::now_v7().to_string(),
@@ -54,6 +55,7 @@ pub fn envelope(event_type: &str, subject: &str, producer: &str, payload: Vec<u8
         subject: subject.to_string(),
         producer: producer.to_string(),
         payload,
+        trace_context: trace::current_context(),
     }
 }
 
@@ -329,8 +331,14 @@ impl Bus {
 
 /// Runs a handler so that a panic counts as a retryable failure instead of killing the
 /// consumer.
-pub(crate) async fn run_handler(handler: &Handler, delivery: Delivery) -> std::result::Result<(), HandlerError> {
-    match tokio::spawn((handler)(delivery)).await {
+pub(crate) async fn run_handler(
+    queue: &str,
+    handler: &Handler,
+    delivery: Delivery,
+) -> std::result::Result<(), HandlerError> {
+    use tracing::Instrument as _;
+    let span = trace::consumer_span(queue, &delivery.envelope);
+    match tokio::spawn((handler)(delivery).instrument(span)).await {
         Ok(result) => result,
         Err(e) => Err(HandlerError::Retry(format!("handler panicked: {e}"))),
     }

@@ -132,7 +132,7 @@ impl MemoryBus {
                     redelivered: message.redelivered,
                 };
                 let mut in_flight = InFlight { message: Some(message), queue: queue.clone() };
-                let outcome = run_handler(&handler, delivery).await;
+                let outcome = run_handler(&spec.name, &handler, delivery).await;
                 let message = in_flight.message.take().expect("message in flight");
                 match outcome {
                     Ok(()) => {}

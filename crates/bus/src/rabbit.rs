@@ -148,6 +148,13 @@ fn properties(envelope: &Envelope, attempt: u32, error: Option<&str>) -> BasicPr
         let e: String = e.chars().take(1000).collect();
         headers.insert(ERROR_HEADER.try_into().expect("short header name"), FieldValue::from(e));
     }
+    // The trace context also travels as the conventional AMQP headers, for tools that read
+    // them; consumers here take it from the envelope.
+    for (key, value) in &envelope.trace_context {
+        if let Ok(key) = key.as_str().try_into() {
+            headers.insert(key, FieldValue::from(value.clone()));
+        }
+    }
     BasicProperties::default()
         .with_persistence(true)
         .with_content_type(CONTENT_TYPE)
@@ -501,7 +508,7 @@ impl RabbitBus {
             let outcome = match Envelope::decode(content.as_slice()) {
                 Ok(envelope) => {
                     let delivery = Delivery { envelope: envelope.clone(), attempt, redelivered: deliver.redelivered() };
-                    (Some(envelope), run_handler(handler, delivery).await)
+                    (Some(envelope), run_handler(&spec.name, handler, delivery).await)
                 }
                 Err(e) => (None, Err(HandlerError::Reject(format!("undecodable envelope: {e}")))),
             };

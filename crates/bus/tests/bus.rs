@@ -501,3 +501,82 @@ async fn memory_deferred_message_comes_back_later_without_spending_an_attempt() 
 async fn rabbitmq_deferred_message_comes_back_later_without_spending_an_attempt() {
     a_deferred_message_comes_back_later_without_spending_an_attempt(rabbit().await).await;
 }
+
+/// Traces spans (without exporting them) and propagates W3C trace context, as
+/// `flick_kit::telemetry::init` does with an OTLP endpoint. Once per test process.
+fn trace_spans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+    });
+}
+
+fn trace_id(span: &tracing::Span) -> opentelemetry::trace::TraceId {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    span.context().span().span_context().trace_id()
+}
+
+/// A handler that reports the trace its work runs in.
+fn trace_reporter(tx: tokio::sync::mpsc::UnboundedSender<opentelemetry::trace::TraceId>) -> flick_bus::Handler {
+    handler(move |_d: Delivery| {
+        let tx = tx.clone();
+        async move {
+            tx.send(trace_id(&tracing::Span::current())).unwrap();
+            Ok(())
+        }
+    })
+}
+
+async fn consumers_continue_the_trace_of_the_work_that_sent_the_message(bus: Bus) {
+    use opentelemetry::trace::TraceId;
+    trace_spans();
+    let prefix = unique("t").replace('-', "");
+    let (jobs, events) = (unique("q.traced-jobs"), unique("q.traced-events"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    bus.consume(QueueSpec::work(&jobs), trace_reporter(tx.clone()), stop.clone()).await.unwrap();
+    let pattern = format!("{prefix}.video.*");
+    bus.consume(QueueSpec::events(&events, &[&pattern]), trace_reporter(tx), stop.clone()).await.unwrap();
+    let mut next = async || tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+
+    let request = tracing::info_span!("request");
+    let request_trace = trace_id(&request);
+    assert_ne!(request_trace, TraceId::INVALID);
+    let (job, event) = {
+        let _in_request = request.enter();
+        (
+            envelope("transcode.requested", "v1", "test", vec![]),
+            envelope(&format!("{prefix}.video.liked"), "v1", "test", vec![]),
+        )
+    };
+    assert!(job.trace_context["traceparent"].contains(&request_trace.to_string()), "{:?}", job.trace_context);
+    bus.enqueue(&jobs, &job).await.unwrap();
+    assert_eq!(next().await, request_trace, "a job's worker works in the trace of the request that queued it");
+    bus.publish(&event).await.unwrap();
+    assert_eq!(next().await, request_trace, "an event's consumer works in the trace of the request that emitted it");
+
+    // Sent outside any trace: the consumer starts a trace of its own, not someone else's.
+    let untraced = envelope("transcode.requested", "v2", "test", vec![]);
+    assert!(untraced.trace_context.is_empty());
+    bus.enqueue(&jobs, &untraced).await.unwrap();
+    let own = next().await;
+    assert!(own != TraceId::INVALID && own != request_trace);
+    stop.cancel();
+    bus.delete_queues(&jobs).await.unwrap();
+    bus.delete_queues(&events).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_consumers_continue_the_trace_of_the_work_that_sent_the_message() {
+    consumers_continue_the_trace_of_the_work_that_sent_the_message(memory()).await;
+}
+#[tokio::test]
+async fn rabbitmq_consumers_continue_the_trace_of_the_work_that_sent_the_message() {
+    consumers_continue_the_trace_of_the_work_that_sent_the_message(rabbit().await).await;
+}

@@ -491,11 +491,14 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Empty: no trace export.
     pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded (0.0–1.0) when a request arrives without a sampling
+    /// decision; a request whose `traceparent` says sampled (or not) keeps that decision.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
+        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None, trace_sample_ratio: 1.0 }
     }
 }
 

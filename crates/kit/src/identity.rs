@@ -269,7 +269,7 @@ pub struct TokenSession {
 }
 
 type AccountsClient =
-    flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient<tonic::transport::Channel>;
+    flick_proto::accounts::v1::accounts_service_client::AccountsServiceClient<crate::telemetry::TracedChannel>;
 
 /// How often an unknown `kid` may send the verifier back to accounts for keys: a rotation is
 /// picked up at once, a flood of forged kids costs one call per interval.
@@ -322,7 +322,7 @@ impl TokenVerifier {
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5));
         Ok(Self {
-            client: AccountsClient::new(endpoint.connect_lazy()),
+            client: AccountsClient::new(crate::telemetry::traced(endpoint.connect_lazy())),
             revocations: None,
             local: std::sync::Arc::default(),
         })

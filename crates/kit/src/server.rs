@@ -259,9 +259,8 @@ async fn app_router(
     .layer(DefaultBodyLimit::max(options.max_body_bytes))
     .layer(axum::middleware::from_fn_with_state(name, telemetry::track_requests))
     .layer(
-        TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
-            tracing::info_span!("request", service = name, method = %req.method(), path = %req.uri().path())
-        }),
+        TraceLayer::new_for_http()
+            .make_span_with(move |req: &axum::http::Request<_>| telemetry::request_span(name, req)),
     )
     .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))
 }

@@ -3,10 +3,11 @@
 
 use crate::video::Visibility;
 use flick_kit::Caller;
+use flick_kit::telemetry::{TracedChannel, traced};
 use flick_proto::transcoder::v1 as pb;
 use pb::transcoder_service_client::TranscoderServiceClient;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Where to upload a new video's bytes.
 #[derive(Debug, Clone)]
@@ -18,7 +19,7 @@ pub struct Ticket {
 
 #[derive(Clone)]
 pub struct Uploads {
-    client: TranscoderServiceClient<Channel>,
+    client: TranscoderServiceClient<TracedChannel>,
 }
 
 impl Uploads {
@@ -27,7 +28,7 @@ impl Uploads {
         let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10));
-        Ok(Self { client: TranscoderServiceClient::new(endpoint.connect_lazy()) })
+        Ok(Self { client: TranscoderServiceClient::new(traced(endpoint.connect_lazy())) })
     }
 
     /// Registers `video_id` for `caller` and opens its upload of `size_bytes` (`None`: the

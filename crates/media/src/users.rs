@@ -7,13 +7,14 @@
 
 use accounts::accounts_service_client::AccountsServiceClient;
 use flick_kit::Caller;
+use flick_kit::telemetry::{TracedChannel, traced};
 use flick_platform::cache::{Cache, CacheError, FillToken, Lookup};
 use flick_proto::accounts::v1 as accounts;
 use flick_proto::media::v1::Owner;
 use prost::Message;
 use std::collections::HashMap;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// How long a user's details stay cached without an event dropping them.
 const TTL: Duration = Duration::from_secs(600);
@@ -34,7 +35,7 @@ fn count(result: &'static str, n: usize) {
 pub struct UserDirectory {
     cache: Cache,
     /// Accounts (`endpoints.accounts`); without it only cached users are known.
-    accounts: Option<AccountsServiceClient<Channel>>,
+    accounts: Option<AccountsServiceClient<TracedChannel>>,
 }
 
 impl UserDirectory {
@@ -49,7 +50,7 @@ impl UserDirectory {
         let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(3));
-        self.accounts = Some(AccountsServiceClient::new(endpoint.connect_lazy()));
+        self.accounts = Some(AccountsServiceClient::new(traced(endpoint.connect_lazy())));
         Ok(self)
     }
 

@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 /// The outbox and inbox tables; include this set in every service that uses them.
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     component: "outbox",
-    migrations: &[Migration {
-        version: 1,
-        name: "outbox_and_inbox",
-        sqlite: "CREATE TABLE outbox (
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "outbox_and_inbox",
+            sqlite: "CREATE TABLE outbox (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 id TEXT NOT NULL UNIQUE,
                 event_type TEXT NOT NULL,
@@ -40,7 +41,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
                 event_id TEXT NOT NULL,
                 applied_at_ms BIGINT NOT NULL,
                 PRIMARY KEY (consumer, event_id));",
-        postgres: "CREATE TABLE outbox (
+            postgres: "CREATE TABLE outbox (
                 seq BIGSERIAL PRIMARY KEY,
                 id TEXT NOT NULL UNIQUE,
                 event_type TEXT NOT NULL,
@@ -56,7 +57,15 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
                 event_id TEXT NOT NULL,
                 applied_at_ms BIGINT NOT NULL,
                 PRIMARY KEY (consumer, event_id));",
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "outbox_trace_context",
+            // The producing request's W3C trace context (JSON object), published with the event.
+            sqlite: "ALTER TABLE outbox ADD COLUMN trace_context TEXT;",
+            postgres: "ALTER TABLE outbox ADD COLUMN trace_context TEXT;",
+        },
+    ],
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +83,14 @@ fn now_ms() -> i64 {
 /// Records `envelope` in the outbox as part of `txn`.
 pub async fn record<C: ConnectionTrait>(txn: &C, envelope: &Envelope) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
+    let trace_context: Option<String> = (!envelope.trace_context.is_empty())
+        .then(|| serde_json::to_string(&envelope.trace_context).unwrap_or_default());
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
         placeholders(
             backend,
-            "INSERT INTO outbox (id, event_type, subject, producer, payload, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (id, event_type, subject, producer, payload, occurred_at_ms, trace_context) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         ),
         [
             envelope.id.clone().into(),
@@ -87,6 +99,7 @@ pub async fn record<C: ConnectionTrait>(txn: &C, envelope: &Envelope) -> Result<
             envelope.producer.clone().into(),
             envelope.payload.clone().into(),
             envelope.occurred_at_ms.into(),
+            trace_context.into(),
         ],
     ))
     .await?;
@@ -247,7 +260,7 @@ impl Relay {
             .query_all_raw(Statement::from_string(
                 backend,
                 format!(
-                    "SELECT seq, id, event_type, subject, producer, payload, occurred_at_ms FROM outbox \
+                    "SELECT seq, id, event_type, subject, producer, payload, occurred_at_ms, trace_context FROM outbox \
                      WHERE published_at_ms IS NULL ORDER BY seq LIMIT {}{lock}",
                     self.batch
                 ),
@@ -263,6 +276,11 @@ impl Relay {
                 producer: row.try_get("", "producer")?,
                 payload: row.try_get("", "payload")?,
                 occurred_at_ms: row.try_get("", "occurred_at_ms")?,
+                // Unreadable context (never written so) only loses the link between traces.
+                trace_context: row
+                    .try_get::<Option<String>>("", "trace_context")?
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
             };
             if let Err(e) = self.bus.publish(&envelope).await {
                 conn.execute_raw(Statement::from_sql_and_values(

@@ -286,3 +286,60 @@ async fn postgres_prunes_old_published_and_applied_rows() {
     let bus = Bus::connect(Some(&amqp_url()), options()).unwrap();
     old_published_and_applied_rows_are_pruned(db, bus).await;
 }
+
+/// The outbox keeps each event's trace context until the relay publishes it, so the consumers'
+/// spans join the trace of the request that made the change.
+async fn events_leave_the_outbox_with_the_trace_context_they_were_recorded_with(db: DatabaseConnection, bus: Bus) {
+    migrate(&db, &[flick_outbox::MIGRATIONS]).await.unwrap();
+    let prefix = unique("t").replace('-', "");
+    let queue = unique("q.outbox-trace");
+    let seen: Arc<std::sync::Mutex<Vec<flick_bus::Envelope>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let sink = seen.clone();
+    let h = handler(move |d: Delivery| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(d.envelope);
+            Ok::<(), HandlerError>(())
+        }
+    });
+    bus.consume(QueueSpec::events(&queue, &[&format!("{prefix}.#")]), h, stop.clone()).await.unwrap();
+
+    let mut traced = envelope(&format!("{prefix}.video.liked"), "traced", "test", vec![]);
+    traced.trace_context = [
+        ("traceparent".to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+        ("tracestate".to_string(), "flick=1,other=x".to_string()),
+    ]
+    .into();
+    let untraced = envelope(&format!("{prefix}.video.liked"), "untraced", "test", vec![]);
+    for e in [&traced, &untraced] {
+        let txn = db.begin().await.unwrap();
+        record(&txn, e).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    assert_eq!(Relay::new(db.clone(), bus.clone()).flush().await.unwrap(), 2);
+    assert!(eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() == 2 }).await);
+    let seen = seen.lock().unwrap().clone();
+    let by_subject = |s: &str| seen.iter().find(|e| e.subject == s).unwrap().trace_context.clone();
+    assert_eq!(by_subject("traced"), traced.trace_context);
+    assert!(by_subject("untraced").is_empty());
+    stop.cancel();
+    bus.delete_queues(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_outbox_keeps_the_trace_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = flick_db::service_url(None, dir.path(), "media").unwrap();
+    let db = connect(&url, "media", 4).await.unwrap();
+    events_leave_the_outbox_with_the_trace_context_they_were_recorded_with(db, Bus::memory(options())).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_keeps_the_trace_context() {
+    require("RabbitMQ", &amqp_url(), 5672).await;
+    let test_db = TestDatabase::create().await;
+    let db = connect(&test_db.url, "media", 4).await.unwrap();
+    let bus = Bus::connect(Some(&amqp_url()), options()).unwrap();
+    events_leave_the_outbox_with_the_trace_context_they_were_recorded_with(db, bus).await;
+}

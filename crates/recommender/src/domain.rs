@@ -9,6 +9,7 @@
 use crate::model::{Model, ModelError};
 use crate::store::{self, Filter};
 use flick_kit::page::page_size;
+use flick_kit::telemetry::{TracedChannel, traced};
 use flick_kit::{AppError, ErrorCode};
 use flick_platform::bus::Envelope;
 use flick_platform::db::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use uuid::Uuid;
 
 /// Largest `first` of `related` and `recommendedForMe` (the platform's, [`flick_kit::page`]).
@@ -135,7 +136,7 @@ pub struct Recommender {
     wake: Arc<Notify>,
     /// Media, asked which candidates are still public and ready before a list is answered
     /// (none configured: the index alone answers).
-    media: Option<MediaServiceClient<Channel>>,
+    media: Option<MediaServiceClient<TracedChannel>>,
     /// Until when (ms) media counts as unreachable after a failed check.
     media_down_until_ms: Arc<AtomicI64>,
     /// `related`'s nearest neighbours by (video, how many), shared by every viewer of a video
@@ -160,7 +161,7 @@ impl Recommender {
         let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1));
-        self.media = Some(MediaServiceClient::new(endpoint.connect_lazy()));
+        self.media = Some(MediaServiceClient::new(traced(endpoint.connect_lazy())));
         Ok(self)
     }
 

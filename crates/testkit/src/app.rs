@@ -80,7 +80,7 @@ impl TestApp {
                 &flick_kit::config::TelemetryConfig {
                     log_format: flick_kit::config::LogFormat::Pretty,
                     log_level: "info".into(),
-                    otlp_endpoint: None,
+                    ..Default::default()
                 },
                 "test",
             );

@@ -8,6 +8,7 @@
 
 use crate::config::TranscoderConfig;
 use flick_kit::AppError;
+use flick_kit::telemetry::{TracedChannel, traced};
 use flick_platform::bus::Bus;
 use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr};
@@ -17,7 +18,7 @@ use flick_proto::media::v1::media_service_client::MediaServiceClient;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Declares a state enum with its one text form (the database's and the transports').
 macro_rules! text_enum {
@@ -284,7 +285,7 @@ pub struct Transcoder {
     pub(crate) upload_bytes_in_flight: Arc<Mutex<HashMap<String, i64>>>,
     /// Media, asked when a local copy of a video's visibility is older than
     /// `visibility_max_age_seconds` (none configured: the local copy is trusted).
-    pub(crate) media: Option<MediaServiceClient<Channel>>,
+    pub(crate) media: Option<MediaServiceClient<TracedChannel>>,
     /// Until when (ms) media counts as unreachable after a failed check: playback serves the
     /// local copy meanwhile instead of waiting on a timeout per request.
     pub(crate) media_down_until_ms: Arc<std::sync::atomic::AtomicI64>,
@@ -319,7 +320,7 @@ impl Transcoder {
         let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(std::time::Duration::from_secs(1))
             .timeout(std::time::Duration::from_secs(2));
-        self.media = Some(MediaServiceClient::new(endpoint.connect_lazy()));
+        self.media = Some(MediaServiceClient::new(traced(endpoint.connect_lazy())));
         Ok(self)
     }
 
