@@ -743,6 +743,8 @@ for s in sets:
         check(dns in (None, ns) or (dns == gw["namespace"] and d["kind"] == "AuthorizationPolicy"),
               f"{where(d)}: namespace {dns}, not the release's {ns}")
         for v in strings(d):
+            # the router's OpenTelemetry service name (as Compose's), not a Kubernetes name
+            v = v.replace("service.name: flick-router", "")
             check(not re.search(r"/ns/flick/|\.flick\.svc|(?<![-\w])flick-(accounts|media|transcoder|recommender|router)\b", v),
                   f"{where(d)}: a name not derived from the release: {v[:120]}")
     sas = {d["metadata"]["name"] for d in of("ServiceAccount")}
@@ -751,7 +753,8 @@ for s in sets:
     # the values sets that route / to a web app name its Service flick-web (not rendered)
     webapp = {f"flick-web.{ns}.svc.cluster.local": {values["webapp"]["service"]["port"]}} if "flick-web" in text else {}
     pods = []  # (deployment, pod labels, annotations, container port)
-    for d in of("Deployment"):
+    # Flick's components (the optional trace collector is not one: its own checks are in ops)
+    for d in [d for d in of("Deployment") if "app.kubernetes.io/component" in d["spec"]["template"]["metadata"]["labels"]]:
         tpl = d["spec"]["template"]
         sa = tpl["spec"].get("serviceAccountName")
         check(sa in sas, f"{where(d)}: serviceAccountName {sa} is not a rendered ServiceAccount")
@@ -1034,7 +1037,28 @@ def run_script(s, script, scenario, label):
 for s in sets:
     docs = [d for d in yaml.safe_load_all(open(f"{work}/chart-{s}.yaml")) if d]
     of = lambda kind: [d for d in docs if d["kind"] == kind]
-    deps = {d["metadata"]["name"]: d for d in of("Deployment")}
+    # Flick's components; the optional trace collector (otelCollector.enabled) is checked below
+    deps = {d["metadata"]["name"]: d for d in of("Deployment")
+            if "app.kubernetes.io/component" in d["spec"]["template"]["metadata"]["labels"]}
+    collectors = [d for d in of("Deployment") if d["metadata"]["name"] == f"{fn}-otel-collector"]
+    if (s == "istio") != bool(collectors):
+        fail(f"{s}: trace collector rendered: {bool(collectors)}, expected {s == 'istio'}")
+    if collectors:
+        # every Flick pod and the router send to the collector's Service, whose pipeline runs
+        # the values' exporters
+        url = f"http://{fn}-otel-collector.{ns}.svc.cluster.local:4317"
+        env = next(d["data"] for d in of("ConfigMap") if "FLICK_TELEMETRY__LOG_FORMAT" in d.get("data", {}))
+        if env.get("FLICK_TELEMETRY__OTLP_ENDPOINT") != url:
+            fail(f"{s}: the services export to {env.get('FLICK_TELEMETRY__OTLP_ENDPOINT')}, not the collector {url}")
+        router_cfg = yaml.safe_load(next(d for d in of("ConfigMap") if "router.yaml" in d.get("data", {}))["data"]["router.yaml"])
+        if [e.get("endpoint") for e in router_cfg["telemetry"]["tracing"]["exporters"]] != [url]:
+            fail(f"{s}: the router does not export to the collector {url}")
+        svc = next((d for d in of("Service") if d["metadata"]["name"] == f"{fn}-otel-collector"), None)
+        if not svc or 4317 not in [p["port"] for p in svc["spec"]["ports"]]:
+            fail(f"{s}: no collector Service on 4317")
+        col = yaml.safe_load(next(d for d in of("ConfigMap") if d["metadata"]["name"] == f"{fn}-otel-collector")["data"]["config.yaml"])
+        if col["service"]["pipelines"]["traces"]["exporters"] != sorted(values["otelCollector"]["exporters"]):
+            fail(f"{s}: the collector's pipeline does not run the values' exporters")
     comp = lambda name: f"{fn}-{name}"
     # alert rules
     prs = of("PrometheusRule")
@@ -1138,6 +1162,7 @@ for s in sets:
         gateway = Ep("gateway", "istio-system", dict(values["edge"]["istio"]["gateway"]["selector"]), {"http2": 8080})
         prometheus = Ep("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
         stranger = Ep("stranger", "other", {"app": "x"})
+        collector = Ep("otel-collector", ns, {"app.kubernetes.io/name": "otel-collector", "app.kubernetes.io/instance": release})
         dns = Ep("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
         istiod = Ep("istiod", "istio-system", {"app": "istiod"})
         rabbit_pod = Ep("rabbitmq", "rabbitmq", {"app": "rabbitmq"})
@@ -1178,6 +1203,8 @@ for s in sets:
                 flows.append((pods[c], ip("52.1.2.3"), p, "TCP", True))
             flows.append((pods[c], ip("52.1.2.3"), 8080, "TCP", False))
             flows.append((pods[c], ip("10.50.0.1"), 4317, "TCP", s == "ops"))
+            # the chart's collector (istio set): its pods only, on OTLP's port
+            flows.append((pods[c], collector, 4317, "TCP", s == "istio"))
         flows.append((pods["router"], ip("52.1.2.3"), 5432, "TCP", False))
         flows.append((pods["router"], ip("52.1.2.3"), 443, "TCP", False))
         for src, dst, p, proto, want in flows:

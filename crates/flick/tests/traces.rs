@@ -1,11 +1,13 @@
-//! One trace across every hop: media, the transcoder and a `flick worker`, each its own process
-//! on real infrastructure (PostgreSQL, RabbitMQ, S3), export their spans over OTLP to a
-//! receiver in this test. A client's createVideo → upload → transcode, sent with one W3C
-//! `traceparent`, must come back as one trace: media's request, the transcoder's gRPC call made
-//! by media, the upload, the worker's job (through the outbox and the broker) and media's
-//! handling of the transcode's outcome event; the worker's log lines name the trace.
+//! One trace across every hop: hive-router, media, the transcoder and a `flick worker`, each its
+//! own process on real infrastructure (PostgreSQL, RabbitMQ, S3), export their spans over OTLP
+//! to a receiver in this test. A client's createVideo (through the router) → upload →
+//! transcode, sent with one W3C `traceparent`, must come back as one trace: the router's
+//! request, media's request under it, the transcoder's gRPC call made by media, the upload, the
+//! worker's job (through the outbox and the broker) and media's handling of the transcode's
+//! outcome event; the worker's log lines name the trace.
 //!
-//! Real backends only: the in-process bus cannot reach another process.
+//! Real backends only: the in-process bus cannot reach another process. The router is the one
+//! `scripts/tools.sh` installs (`make test` runs it first).
 
 use flick_testkit::{TestDatabase, amqp_url, require, s3, unique};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -129,6 +131,52 @@ fn spawn(env: &[(String, String)], args: &[&str], log: &std::path::Path) -> Proc
     Process(cmd.process_group(0).spawn().unwrap())
 }
 
+/// hive-router in front of media and the transcoder, as in `make dev` but exporting its spans.
+fn router(dir: &std::path::Path, port: u16, media: u16, transcoder: u16, otlp: u16, log: &std::path::Path) -> Process {
+    use std::os::unix::process::CommandExt as _;
+    let tools = std::env::var("FLICK_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/flick/tools".into());
+    let bin = std::path::Path::new(&tools).join("bin/hive_router");
+    assert!(bin.exists(), "no hive-router at {} (scripts/tools.sh installs it; make test runs it)", bin.display());
+    let supergraph = concat!(env!("CARGO_MANIFEST_DIR"), "/../../supergraph/supergraph.graphql");
+    let config = format!(
+        r#"supergraph: {{source: file, path: "{supergraph}"}}
+http: {{host: 127.0.0.1, port: {port}}}
+log: {{level: warn}}
+override_subgraph_urls:
+  subgraphs:
+    media: {{url: "http://127.0.0.1:{media}/graphql"}}
+    transcoder: {{url: "http://127.0.0.1:{transcoder}/graphql"}}
+headers:
+  all:
+    request:
+      - propagate: {{named: [traceparent, tracestate]}}
+      - insert:
+          name: x-user-id
+          expression: 'if .request.url.path == "/graphql" {{ .request.headers."x-user-id" }} else {{ null }}'
+telemetry:
+  resource: {{attributes: {{service.name: flick-router}}}}
+  tracing:
+    collect: {{sampling: 1.0, parent_based_sampler: true}}
+    exporters:
+      - kind: otlp
+        protocol: grpc
+        endpoint: "http://127.0.0.1:{otlp}"
+        batch_processor: {{scheduled_delay: 100ms}}
+"#
+    );
+    let path = dir.join("router.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(bin)
+        .env("ROUTER_CONFIG_FILE_PATH", &path)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    Process(child)
+}
+
 async fn healthy(http: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
@@ -181,9 +229,17 @@ async fn one_trace_covers_create_upload_transcode_across_services_and_the_broker
     let _transcoder = spawn(&transcoder_env, &["serve", "--services", "transcoder"], &logs.join("transcoder.log"));
     let worker_log = logs.join("worker.log");
     let _worker = spawn(&env, &["worker"], &worker_log);
+    let router_port = free_port();
+    let _router = router(dir.path(), router_port, media_port, transcoder_port, otlp, &logs.join("router.log"));
     let http = reqwest::Client::new();
     healthy(&http, media_port).await;
     healthy(&http, transcoder_port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let readiness = format!("http://127.0.0.1:{router_port}/readiness");
+    while !http.get(&readiness).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "the router did not come up: {}", logs.join("router.log").display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The client's own span: everything below must join its trace.
     let trace_id = hex(uuid::Uuid::new_v4().as_bytes());
@@ -199,7 +255,7 @@ async fn one_trace_covers_create_upload_transcode_across_services_and_the_broker
     assert!(made.success());
     let data = std::fs::read(&clip).unwrap();
     let created: serde_json::Value = http
-        .post(format!("http://127.0.0.1:{media_port}/graphql"))
+        .post(format!("http://127.0.0.1:{router_port}/graphql"))
         .header("x-user-id", &owner)
         .header("traceparent", &traceparent)
         .json(&serde_json::json!({
@@ -237,7 +293,8 @@ async fn one_trace_covers_create_upload_transcode_across_services_and_the_broker
                 && s.kind == CONSUMER
                 && s.attributes.get("event_type").is_some_and(|t| t == "transcode.completed")
         });
-        if media_consumed_outcome && spans.iter().any(|s| s.service == "flick-worker" && s.kind == CONSUMER) {
+        let routed = spans.iter().any(|s| s.service == "flick-router");
+        if routed && media_consumed_outcome && spans.iter().any(|s| s.service == "flick-worker" && s.kind == CONSUMER) {
             break spans;
         }
         assert!(
@@ -250,11 +307,15 @@ async fn one_trace_covers_create_upload_transcode_across_services_and_the_broker
         spans.iter().filter(|s| s.service == service).map(|s| s.span_id.as_str()).collect()
     };
     let client_span = &traceparent[36..52];
+    assert!(
+        spans.iter().any(|s| s.service == "flick-router" && s.parent_span_id == client_span),
+        "the router's request continues the client's span: {spans:#?}"
+    );
     let create = spans
         .iter()
         .find(|s| s.service == "flick-media" && s.kind == SERVER && s.name == "POST /graphql")
         .unwrap_or_else(|| panic!("media's request span: {spans:#?}"));
-    assert_eq!(create.parent_span_id, client_span, "media's request continues the client's span");
+    assert!(ids_of("flick-router").contains(&create.parent_span_id.as_str()), "the router's call carries its span");
     let grpc = spans
         .iter()
         .find(|s| s.service == "flick-transcoder" && s.kind == SERVER && s.name.ends_with("/CreateUpload"))
