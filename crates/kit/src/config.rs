@@ -311,7 +311,9 @@ impl<P: Provider> Provider for Without<P> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DocumentsConfig {
-    /// `mongodb://…`; empty: the service's SQLite database.
+    /// `mongodb://host:27017/{service}` (the database is the URL's path, `{service}` replaced;
+    /// without a path, the service's name); empty: a SQLite file per service,
+    /// `<data_dir>/db/<service>-documents.sqlite`.
     #[serde(serialize_with = "redact_url_password")]
     pub url: Option<String>,
 }

@@ -21,6 +21,7 @@ pub use consumers::{EventApplier, EventError};
 pub use flick_bus as bus;
 pub use flick_cache as cache;
 pub use flick_db as db;
+pub use flick_documents as documents;
 pub use flick_outbox as outbox;
 pub use flick_storage as storage;
 
@@ -172,6 +173,32 @@ impl ServiceInfra {
                 async move { storage.ping().await }
             }),
         ]
+    }
+
+    /// This service's document store (`documents.url`), its migrations applied (index
+    /// creation is idempotent, so every start applies what is missing), and its readiness
+    /// check (shared, as the database's: every replica sees the same store).
+    pub async fn documents(
+        &self,
+        migrations: &[flick_documents::Migration],
+    ) -> anyhow::Result<(flick_documents::Documents, ReadyCheck)> {
+        let config = &self.shared.config;
+        let docs =
+            flick_documents::Documents::connect(config.documents.url.as_deref(), &config.data_dir, self.name).await?;
+        let applied = docs.migrate(self.name, migrations).await?;
+        tracing::info!(
+            service = self.name,
+            backend = docs.backend_name(),
+            url = %config.documents.url.as_deref().map(redact_url).unwrap_or_else(|| "sqlite (data dir)".into()),
+            migrations_applied = applied.len(),
+            "document store ready"
+        );
+        let pinged = docs.clone();
+        let check = ReadyCheck::shared("documents", move || {
+            let docs = pinged.clone();
+            async move { docs.ping().await }
+        });
+        Ok((docs, check))
     }
 
     /// The outbox relay as a background task (flushes at shutdown).

@@ -25,6 +25,10 @@ pub fn pg_admin_url() -> String {
 pub fn redis_url() -> String {
     env_or("FLICK_TEST_REDIS_URL", "redis://127.0.0.1:6379/")
 }
+/// The MongoDB-compatible server (secantusdb locally, MongoDB in Compose and GitHub Actions).
+pub fn mongo_url() -> String {
+    env_or("FLICK_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
+}
 pub fn amqp_url() -> String {
     env_or("FLICK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 }
