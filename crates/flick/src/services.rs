@@ -16,12 +16,18 @@ pub enum ServiceName {
     Media,
     Transcoder,
     Recommender,
+    Activity,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: [ServiceName; 4] =
-        [ServiceName::Accounts, ServiceName::Media, ServiceName::Transcoder, ServiceName::Recommender];
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Accounts,
+        ServiceName::Media,
+        ServiceName::Transcoder,
+        ServiceName::Recommender,
+        ServiceName::Activity,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +35,7 @@ impl ServiceName {
             ServiceName::Media => "media",
             ServiceName::Transcoder => "transcoder",
             ServiceName::Recommender => "recommender",
+            ServiceName::Activity => "activity",
         }
     }
 
@@ -47,6 +54,7 @@ impl ServiceName {
             ServiceName::Media => flick_media::sdl(),
             ServiceName::Transcoder => flick_transcoder::sdl(),
             ServiceName::Recommender => flick_recommender::sdl(),
+            ServiceName::Activity => flick_activity::sdl(),
         }
     }
 
@@ -56,6 +64,7 @@ impl ServiceName {
             ServiceName::Media => flick_media::MIGRATIONS,
             ServiceName::Transcoder => flick_transcoder::MIGRATIONS,
             ServiceName::Recommender => flick_recommender::MIGRATIONS,
+            ServiceName::Activity => flick_activity::MIGRATIONS,
         }
     }
 
@@ -66,6 +75,7 @@ impl ServiceName {
             ServiceName::Media => flick_media::build(shared).await,
             ServiceName::Transcoder => flick_transcoder::build(shared).await,
             ServiceName::Recommender => flick_recommender::build(shared).await,
+            ServiceName::Activity => flick_activity::build(shared).await,
         }
     }
 
@@ -76,11 +86,12 @@ impl ServiceName {
             ServiceName::Media => SectionSpec::of::<flick_media::config::MediaConfig>(),
             ServiceName::Transcoder => SectionSpec::of::<flick_transcoder::config::TranscoderConfig>(),
             ServiceName::Recommender => SectionSpec::of::<flick_recommender::config::RecommenderConfig>(),
+            ServiceName::Activity => SectionSpec::of::<flick_activity::config::ActivityConfig>(),
         }
     }
 
     /// Every service's section, in [`ServiceName::ALL`]'s order (`flick config` prints them so).
-    pub fn config_sections() -> [SectionSpec; 4] {
+    pub fn config_sections() -> [SectionSpec; 5] {
         Self::ALL.map(Self::config_section)
     }
 
@@ -91,6 +102,7 @@ impl ServiceName {
             ServiceName::Media => ports.media,
             ServiceName::Transcoder => ports.transcoder,
             ServiceName::Recommender => ports.recommender,
+            ServiceName::Activity => ports.activity,
         }
     }
 
@@ -101,6 +113,7 @@ impl ServiceName {
             ServiceName::Media => &mut endpoints.media,
             ServiceName::Transcoder => &mut endpoints.transcoder,
             ServiceName::Recommender => &mut endpoints.recommender,
+            ServiceName::Activity => &mut endpoints.activity,
         }
     }
 }
@@ -149,7 +162,10 @@ mod tests {
     fn unknown_names_are_errors_that_list_the_known_ones() {
         for name in ["nope", "", "Media", "recommender2"] {
             let err = name.parse::<ServiceName>().unwrap_err().to_string();
-            assert_eq!(err, format!("unknown service {name:?}; known: accounts, media, transcoder, recommender"));
+            assert_eq!(
+                err,
+                format!("unknown service {name:?}; known: accounts, media, transcoder, recommender, activity")
+            );
         }
         let err = ServiceName::parse_list(&["media".into(), "nope".into()]).unwrap_err();
         assert_eq!(err, UnknownService("nope".into()));
@@ -175,6 +191,6 @@ mod tests {
         let ports = ServicePorts::default();
         let mut seen: Vec<u16> = ServiceName::ALL.iter().map(|s| s.port(&ports)).collect();
         seen.dedup();
-        assert_eq!(seen, [8081, 8082, 8083, 8084]);
+        assert_eq!(seen, [8081, 8082, 8083, 8084, 8086]);
     }
 }

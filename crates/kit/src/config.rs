@@ -336,6 +336,7 @@ pub struct EndpointsConfig {
     pub media: Option<String>,
     pub transcoder: Option<String>,
     pub recommender: Option<String>,
+    pub activity: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -371,11 +372,12 @@ pub struct ServicePorts {
     pub media: u16,
     pub transcoder: u16,
     pub recommender: u16,
+    pub activity: u16,
 }
 
 impl Default for ServicePorts {
     fn default() -> Self {
-        Self { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084 }
+        Self { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084, activity: 8086 }
     }
 }
 

@@ -196,7 +196,9 @@ impl AppError {
         &self.message
     }
 
-    fn body(&self) -> serde_json::Value {
+    /// The REST error format: `{"error": {"code", "message", "fields"?}}` (also one item of a
+    /// batch answer).
+    pub fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({ "code": self.code, "message": self.message });
         if let Some(fields) = &self.fields {
             error["fields"] = serde_json::Value::Object(fields.clone());

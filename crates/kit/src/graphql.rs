@@ -279,7 +279,19 @@ async fn execute<E: Executor>(
         },
         _ => caller,
     };
-    GraphQLResponse::from(executor.execute(request.data(caller)).await).into_response()
+    let address = ClientAddress(crate::identity::client_address(&headers, None));
+    GraphQLResponse::from(executor.execute(request.data(caller).data(address)).await).into_response()
+}
+
+/// The client's address as the edge saw it (`X-Forwarded-For`, which the router passes on for
+/// requests on `/graphql`), for resolvers that key anonymous activity by a pseudonym of it.
+/// `None` over a WebSocket and when no edge set it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddress(pub Option<String>);
+
+/// The request's [`ClientAddress`].
+pub fn client_address<'a>(ctx: &'a async_graphql::Context<'_>) -> Option<&'a str> {
+    ctx.data_opt::<ClientAddress>().and_then(|a| a.0.as_deref())
 }
 
 /// A token refused (or not checkable now) before execution: a GraphQL response with the

@@ -74,6 +74,23 @@ pub fn client_address(headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -
         .or_else(|| peer.map(|p| p.ip().to_string()))
 }
 
+/// A keyed hash of a client address, so anonymous viewers deduplicate without the address
+/// itself reaching the cache, the documents, the outbox or the broker. Keyed by the mesh
+/// secret, which every replica shares (the same viewer is one viewer on each); a random key
+/// per process without one. 128 bits of hex: no collisions among real viewers.
+pub fn address_pseudonym(address: &str) -> String {
+    use hmac::{Hmac, Mac};
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| match mesh_secret() {
+        Some(secret) => [b"flick:view-address:".as_slice(), secret.as_bytes()].concat(),
+        None => rand::random::<[u8; 32]>().to_vec(),
+    });
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(address.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The mesh secret this process sends on internal calls, if one is configured.
 pub fn mesh_secret() -> Option<&'static str> {
     MESH_SECRET.get().and_then(|s| s.as_deref())
@@ -168,6 +185,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn address_pseudonyms_are_stable_distinct_and_hide_the_address() {
+        let a = address_pseudonym("203.0.113.7");
+        assert_eq!(a, address_pseudonym("203.0.113.7"), "the same viewer deduplicates");
+        assert_ne!(a, address_pseudonym("203.0.113.8"));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "hex only, so no address in it: {a}");
+    }
 
     #[test]
     fn client_address_prefers_the_edge_header() {

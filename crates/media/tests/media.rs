@@ -986,8 +986,9 @@ async fn views_are_pending_in_the_cache_until_a_reconcile_flushes_them(backend: 
     let id = g.create(&owner, "Watched", "PUBLIC").await;
     g.make_ready(&owner, &id).await;
     let view = || {
-        let payload = events::VideoViewed { video_id: id.clone(), viewer: format!("user:{}", user()) };
-        envelope("video.viewed", &id, "transcoder", payload.encode_to_vec())
+        let payload =
+            events::VideoViewed { video_id: id.clone(), viewer: format!("user:{}", user()), watched_seconds: 31.0 };
+        envelope("video.viewed", &id, "activity", payload.encode_to_vec())
     };
     let first = view();
     for e in [&first, &first, &view(), &view()] {
@@ -1049,8 +1050,8 @@ async fn real_likes_and_views_count_from_the_database_while_redis_is_down() {
     like_as(&g, &b, &id, true).await;
     comment_as(&g, &b, &id).await;
     assert_eq!(counts(&g, &id).await, (2, 1, 0), "from the rows while the cache is down");
-    let payload = events::VideoViewed { video_id: id.clone(), viewer: "addr:192.0.2.1".into() };
-    app.shared.bus.publish(&envelope("video.viewed", &id, "transcoder", payload.encode_to_vec())).await.unwrap();
+    let payload = events::VideoViewed { video_id: id.clone(), viewer: "addr:192.0.2.1".into(), watched_seconds: 31.0 };
+    app.shared.bus.publish(&envelope("video.viewed", &id, "activity", payload.encode_to_vec())).await.unwrap();
     assert!(
         eventually(Duration::from_secs(10), || async { counts(&g, &id).await.2 == 1 }).await,
         "the view went straight into the column: {:?}",

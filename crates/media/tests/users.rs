@@ -157,8 +157,8 @@ async fn grpc_answers_carry_owners_and_counts(backend: Backend) {
     let fan = uuid::Uuid::now_v7().to_string();
     s.gql(&fan, "mutation($id: ID!) { likeVideo(id: $id) { id } }", json!({ "id": id })).await;
     s.gql(&fan, "mutation($id: ID!) { addComment(videoId: $id, body: \"hi\") { id } }", json!({ "id": id })).await;
-    let viewed = events::VideoViewed { video_id: id.clone(), viewer: format!("user:{fan}") };
-    s.media.shared.bus.publish(&envelope("video.viewed", &id, "transcoder", viewed.encode_to_vec())).await.unwrap();
+    let viewed = events::VideoViewed { video_id: id.clone(), viewer: format!("user:{fan}"), watched_seconds: 31.0 };
+    s.media.shared.bus.publish(&envelope("video.viewed", &id, "activity", viewed.encode_to_vec())).await.unwrap();
     let counts = "query($id: ID!) { video(id: $id) { likeCount commentCount viewCount } }";
     assert!(
         eventually(Duration::from_secs(10), || async {

@@ -89,8 +89,8 @@ impl Catalogue<'_> {
 
     /// A playback start as the transcoder reports it (`viewer`: "user:<id>" or "addr:<hash>").
     fn view_event(viewer: &str, video: &str, minutes_ago: i64) -> Envelope {
-        let payload = events::VideoViewed { video_id: video.into(), viewer: viewer.into() };
-        let mut e = envelope("video.viewed", video, "transcoder", payload.encode_to_vec());
+        let payload = events::VideoViewed { video_id: video.into(), viewer: viewer.into(), watched_seconds: 31.0 };
+        let mut e = envelope("video.viewed", video, "activity", payload.encode_to_vec());
         e.occurred_at_ms = now_ms() - minutes_ago * MINUTE;
         e
     }

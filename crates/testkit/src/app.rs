@@ -1,7 +1,7 @@
 //! `TestApp`: one service built from a real configuration, bound to a free port, served in
 //! this process, stopped when dropped.
 
-use crate::{TestDatabase, amqp_url, redis_url, require};
+use crate::{TestDatabase, TestDocuments, amqp_url, redis_url, require};
 use flick_kit::{BoundService, Config, ServerOptions, Service};
 use flick_platform::Shared;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub enum Backend {
     /// SQLite files, in-memory cache, in-process bus, local objects.
     Embedded,
-    /// PostgreSQL+pgvector, Redis, RabbitMQ, the S3 server.
+    /// PostgreSQL+pgvector, Redis, RabbitMQ, the S3 server (and MongoDB, `with_documents`).
     Real,
 }
 
@@ -20,6 +20,7 @@ pub enum Backend {
 pub struct TestInfra {
     pub config: Config,
     _database: Option<std::sync::Arc<TestDatabase>>,
+    _documents: Option<std::sync::Arc<TestDocuments>>,
     _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
@@ -49,12 +50,28 @@ impl TestInfra {
             config.cache.key_prefix = format!("{run}:");
             database = Some(std::sync::Arc::new(db));
         }
-        Self { config, _database: database, _dir: std::sync::Arc::new(dir) }
+        Self { config, _database: database, _documents: None, _dir: std::sync::Arc::new(dir) }
+    }
+
+    /// The document store too: on the real side a fresh MongoDB database (the embedded side
+    /// is a SQLite file in the data directory already). Only services with documents need it.
+    pub async fn with_documents(mut self) -> Self {
+        if self._database.is_some() {
+            let docs = TestDocuments::create().await;
+            self.config.documents.url = Some(docs.url.clone());
+            self._documents = Some(std::sync::Arc::new(docs));
+        }
+        self
     }
 
     /// Another replica's view: the same stores, its own process-local state.
     pub fn replica(&self) -> Self {
-        Self { config: self.config.clone(), _database: self._database.clone(), _dir: self._dir.clone() }
+        Self {
+            config: self.config.clone(),
+            _database: self._database.clone(),
+            _documents: self._documents.clone(),
+            _dir: self._dir.clone(),
+        }
     }
 }
 

@@ -106,6 +106,35 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A fresh MongoDB database for one test (`documents.url`), dropped when the guard goes.
+pub struct TestDocuments {
+    pub url: String,
+}
+
+impl TestDocuments {
+    pub async fn create() -> Self {
+        let base = mongo_url();
+        require("the MongoDB-compatible server", &base, 27017).await;
+        Self { url: format!("{}/flick_test_{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple()) }
+    }
+}
+
+impl Drop for TestDocuments {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let docs = flick_platform::documents::Documents::connect(Some(&url), std::path::Path::new("/"), "test")
+                    .await
+                    .ok()?;
+                docs.drop_all().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// A unique name for queues, exchanges, keys and buckets of one test.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

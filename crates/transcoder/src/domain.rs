@@ -10,7 +10,6 @@ use crate::config::TranscoderConfig;
 use flick_kit::AppError;
 use flick_kit::telemetry::{TracedChannel, traced};
 use flick_platform::bus::Bus;
-use flick_platform::cache::Cache;
 use flick_platform::db::sea_orm::{DatabaseConnection, DbErr};
 use flick_platform::outbox::Relay;
 use flick_platform::storage::{ObjectStorage, StorageError};
@@ -261,9 +260,6 @@ pub struct VideoView {
 /// After a failed visibility check, media is not asked again for this long.
 pub(crate) const MEDIA_RETRY_MS: i64 = 5_000;
 
-/// One viewer counts as one view of a video per this window.
-pub const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
 /// Where a video's renditions and thumbnails live in the object store.
 pub fn media_prefix(video_id: &str) -> String {
     format!("videos/{video_id}/media")
@@ -275,8 +271,6 @@ pub struct Transcoder {
     pub(crate) storage: ObjectStorage,
     pub(crate) bus: Bus,
     pub(crate) relay: Relay,
-    /// Deduplicates views (`video.viewed`).
-    pub(crate) cache: Cache,
     pub(crate) config: Arc<TranscoderConfig>,
     /// One PATCH at a time per upload in this process (the database guards across replicas).
     pub(crate) upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -297,7 +291,6 @@ impl Transcoder {
         storage: ObjectStorage,
         bus: Bus,
         relay: Relay,
-        cache: Cache,
         config: TranscoderConfig,
     ) -> Self {
         Self {
@@ -305,7 +298,6 @@ impl Transcoder {
             storage,
             bus,
             relay,
-            cache,
             config: Arc::new(config),
             upload_locks: Arc::default(),
             upload_bytes_in_flight: Arc::default(),

@@ -49,7 +49,6 @@ fn transcoder(infra: &ServiceInfra) -> Transcoder {
         infra.shared.storage.clone(),
         infra.shared.bus.clone(),
         infra.relay.clone(),
-        infra.shared.cache.clone(),
         infra.shared.config.transcoder(),
     )
 }

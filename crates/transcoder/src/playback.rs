@@ -1,18 +1,16 @@
 //! REST for a video's processing and playback: `GET/PATCH/DELETE /video/{id}` and the HLS
 //! and DASH files under `/video/{id}/hls/…` and `/video/{id}/dash/…` (one set of CMAF
-//! segments serves both), with range requests, content types and cache headers.
+//! segments serves both), with range requests, content types and cache headers. Fetching
+//! them is not a view: views come from the players' heartbeats to the activity service.
 
 use crate::domain::{Transcoder, VideoStatus, Visibility, media_prefix, storage_error};
-use crate::pipeline;
-use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flick_kit::{AppError, Caller};
-use std::net::SocketAddr;
 
 pub fn routes(transcoder: Transcoder) -> Router {
     Router::new()
@@ -68,37 +66,10 @@ fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
     (start <= end && start < size).then_some(start..end + 1)
 }
 
-/// Who is watching: the user, else a pseudonym of the client's address (the edge's
-/// `X-Forwarded-For`, Traefik replaces client copies; else the peer).
-fn viewer(caller: &Caller, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
-    if let Some(user) = caller.user_id {
-        return Some(format!("user:{user}"));
-    }
-    flick_kit::identity::client_address(headers, peer).map(|a| format!("addr:{}", address_pseudonym(&a)))
-}
-
-/// A keyed hash of a client address, so anonymous views deduplicate without the address
-/// itself reaching the cache, the outbox or the broker. Keyed by the mesh secret, which every
-/// replica shares (the same viewer is one viewer on each); a random key per process without one.
-fn address_pseudonym(address: &str) -> String {
-    use hmac::{Hmac, Mac};
-    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let key = KEY.get_or_init(|| match flick_kit::identity::mesh_secret() {
-        Some(secret) => [b"flick:view-address:".as_slice(), secret.as_bytes()].concat(),
-        None => rand::random::<[u8; 32]>().to_vec(),
-    });
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(address.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    // 128 bits: no collisions among real viewers, and short keys in the cache.
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn file(
     State(t): State<Transcoder>,
     caller: Caller,
     Path((id, path)): Path<(String, String)>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let video = t.watchable(&caller, &id).await?.ok_or_else(|| AppError::not_found("no such video"))?;
@@ -111,14 +82,6 @@ async fn file(
     let key = format!("{}/{path}", media_prefix(&video.id));
     let info =
         t.storage().head(&key).await.map_err(storage_error)?.ok_or_else(|| AppError::not_found("no such file"))?;
-    // A playback starts with the master playlist (HLS) or the manifest (DASH).
-    if (path == pipeline::MASTER || path == pipeline::MANIFEST)
-        && let Some(viewer) = viewer(&caller, &headers, peer.map(|Extension(ConnectInfo(a))| a))
-        && let Err(e) = t.record_view(&video.id, &viewer).await
-    {
-        // Playback matters more than its count.
-        tracing::warn!(video.id = %video.id, error = e.message(), "view not recorded");
-    }
     let etag = info.e_tag.clone().map(|e| if e.starts_with('"') { e } else { format!("\"{e}\"") });
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
@@ -168,31 +131,6 @@ async fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn viewers_are_users_else_the_edge_address_else_the_peer() {
-        let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        let mut h = HeaderMap::new();
-        let by_peer = viewer(&Caller::anonymous(), &h, Some(peer)).unwrap();
-        assert_eq!(by_peer, format!("addr:{}", address_pseudonym("10.1.2.3")));
-        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
-        assert_eq!(
-            viewer(&Caller::anonymous(), &h, Some(peer)),
-            Some(format!("addr:{}", address_pseudonym("203.0.113.7")))
-        );
-        let user = uuid::Uuid::now_v7();
-        let caller = Caller { user_id: Some(user), ..Caller::anonymous() };
-        assert_eq!(viewer(&caller, &h, Some(peer)), Some(format!("user:{user}")));
-    }
-
-    #[test]
-    fn address_pseudonyms_are_stable_distinct_and_hide_the_address() {
-        let a = address_pseudonym("203.0.113.7");
-        assert_eq!(a, address_pseudonym("203.0.113.7"), "the same viewer deduplicates");
-        assert_ne!(a, address_pseudonym("203.0.113.8"));
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "hex only, so no address in it: {a}");
-    }
 
     #[test]
     fn byte_ranges_are_clamped_to_the_object() {

@@ -3,8 +3,8 @@
 //! deletion of its media.
 
 use crate::domain::{
-    MEDIA_RETRY_MS, Playback, Transcoder, UploadState, VIEW_WINDOW, Video, VideoStatus, VideoView, Visibility,
-    db_error, now_ms, storage_error,
+    MEDIA_RETRY_MS, Playback, Transcoder, UploadState, Video, VideoStatus, VideoView, Visibility, db_error, now_ms,
+    storage_error,
 };
 use crate::store;
 use flick_kit::{AppError, Caller};
@@ -135,24 +135,6 @@ impl Transcoder {
             renditions: playback.map(|p| p.renditions.clone()).unwrap_or_default(),
             percent: video.status.progress(video.progress_percent).1,
         }
-    }
-
-    /// A playback start by `viewer` ("user:<id>" or "addr:<address>"): `video.viewed` through
-    /// the outbox, at most once per viewer and video per [`VIEW_WINDOW`]. Without the cache
-    /// the view still counts (an outage must not lose views; it may count a repeat).
-    pub async fn record_view(&self, video_id: &str, viewer: &str) -> Result<(), AppError> {
-        let key = format!("transcoder:viewed:{video_id}:{viewer}");
-        match self.cache.rate_limit(&key, 1, VIEW_WINDOW).await {
-            Ok(d) if !d.allowed => return Ok(()),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cache unavailable: view not deduplicated"),
-        }
-        let payload = events::VideoViewed { video_id: video_id.into(), viewer: viewer.into() };
-        outbox::record(&self.db, &envelope("video.viewed", video_id, crate::NAME, payload.encode_to_vec()))
-            .await
-            .map_err(db_error)?;
-        self.relay.notify();
-        Ok(())
     }
 
     pub async fn videos_by_ids(&self, ids: &[String]) -> Result<Vec<Video>, AppError> {

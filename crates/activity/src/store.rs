@@ -1,0 +1,367 @@
+//! The activity's documents: collections, their indexes, and every read and write of them as
+//! named functions over domain types. No other module names a collection or a field.
+//!
+//! | collection | one document per | kept |
+//! | --- | --- | --- |
+//! | `videos` | video: owner, visibility, duration (from media's and the transcoder's events) | until deleted (then a tombstone) |
+//! | `sessions` | viewer and player session: sequence, position, watched seconds, counted | 90 days (expiry) |
+//! | `views` | viewer and video counted in the current window | the window (expiry) |
+//! | `history` | user and video: last position, share watched | until removed |
+//! | `settings` | user: history paused | until the user is deleted |
+//! | `daily` | video and UTC day: views, watch seconds, seconds per rendition | for ever (no viewer in it) |
+//! | `retention` | video: sessions that reached each 5% of the duration | for ever |
+
+use crate::domain::{HistoryEntry, Session, VideoInfo, Visibility};
+use flick_platform::documents::{
+    DocError, Documents, Filter, Find, Index, Migration, Order, Update, Updated, Value, json,
+};
+
+const BY_USER: Index = Index { name: "by_user", keys: &[("user", Order::Asc)], unique: false };
+const BY_VIDEO: Index = Index { name: "by_video", keys: &[("videoId", Order::Asc)], unique: false };
+
+pub const DOCUMENTS: &[Migration] = &[Migration {
+    version: 1,
+    name: "activity",
+    collections: &[
+        ("videos", &[]),
+        ("sessions", &[BY_USER, BY_VIDEO]),
+        ("views", &[BY_USER, BY_VIDEO]),
+        (
+            "history",
+            &[
+                Index {
+                    name: "by_user_recent",
+                    keys: &[("user", Order::Asc), ("sortKey", Order::Desc)],
+                    unique: false,
+                },
+                BY_VIDEO,
+            ],
+        ),
+        ("settings", &[]),
+        (
+            "daily",
+            &[
+                Index { name: "by_video_day", keys: &[("videoId", Order::Asc), ("day", Order::Asc)], unique: false },
+                Index { name: "by_owner_day", keys: &[("owner", Order::Asc), ("day", Order::Asc)], unique: false },
+            ],
+        ),
+        ("retention", &[Index { name: "by_owner", keys: &[("owner", Order::Asc)], unique: false }]),
+    ],
+}];
+
+/// Retention buckets: one per 5% of the duration, 0 (started) to 20 (the end).
+pub const BUCKETS: u32 = 20;
+
+fn str_of(d: &Value, field: &str) -> String {
+    d.get(field).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn f64_of(d: &Value, field: &str) -> f64 {
+    d.get(field).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn i64_of(d: &Value, field: &str) -> i64 {
+    d.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+// ---------- videos ----------
+
+pub async fn video(docs: &Documents, id: &str) -> Result<Option<VideoInfo>, DocError> {
+    Ok(docs.collection("videos")?.get(id).await?.and_then(|d| video_of(&d)))
+}
+
+pub async fn videos(docs: &Documents, ids: &[String]) -> Result<Vec<VideoInfo>, DocError> {
+    let found =
+        docs.collection("videos")?.find(&Filter::all().is_in("_id", ids.iter().cloned()), Find::default()).await?;
+    Ok(found.iter().filter_map(video_of).collect())
+}
+
+/// None for a tombstone or a video only the transcoder has told of so far.
+fn video_of(d: &Value) -> Option<VideoInfo> {
+    if d.get("deleted").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    Some(VideoInfo {
+        id: str_of(d, "_id"),
+        owner: d.get("owner").and_then(Value::as_str)?.to_string(),
+        visibility: Visibility::parse(d.get("visibility").and_then(Value::as_str)?)?,
+        duration_seconds: d.get("durationSeconds").and_then(Value::as_f64),
+    })
+}
+
+/// Media's view of a video, applied when newer than what is stored (events may be reordered).
+pub async fn save_video(
+    docs: &Documents,
+    id: &str,
+    owner: &str,
+    visibility: Visibility,
+    version: i64,
+) -> Result<bool, DocError> {
+    let update = Update::new().set("owner", owner).set("visibility", visibility.as_str()).set("version", version);
+    let applied = docs.collection("videos")?.update(id, &Filter::all().lt("version", version), &update, true).await?;
+    Ok(matches!(applied, Updated::Applied(_)))
+}
+
+/// The transcoder's duration; the video may not be known yet (its version starts at 0 then).
+pub async fn set_duration(docs: &Documents, id: &str, seconds: f64) -> Result<(), DocError> {
+    let update = Update::new().set("durationSeconds", seconds).set_on_insert("version", 0);
+    docs.collection("videos")?.update(id, &Filter::all(), &update, true).await?;
+    Ok(())
+}
+
+/// A deleted video stays as a tombstone, so late updates cannot bring it back.
+pub async fn tombstone_video(docs: &Documents, id: &str) -> Result<(), DocError> {
+    let update = Update::new().set("deleted", true).set("version", i64::MAX).unset("owner").unset("visibility");
+    docs.collection("videos")?.update(id, &Filter::all(), &update, true).await?;
+    Ok(())
+}
+
+/// Everything kept of a video's audience (it was deleted).
+pub async fn delete_video_activity(docs: &Documents, id: &str) -> Result<u64, DocError> {
+    let mut n = 0;
+    for collection in ["sessions", "views", "history", "daily"] {
+        n += docs.collection(collection)?.delete_many(&Filter::all().eq("videoId", id)).await?;
+    }
+    n += u64::from(docs.collection("retention")?.delete(id).await?);
+    Ok(n)
+}
+
+/// Everything kept of a user as a viewer: sessions, views, history, settings. Daily
+/// aggregates and retention counts hold no viewer and stay.
+pub async fn delete_user_activity(docs: &Documents, user: &str) -> Result<u64, DocError> {
+    let mut n = 0;
+    for collection in ["sessions", "views", "history"] {
+        n += docs.collection(collection)?.delete_many(&Filter::all().eq("user", user)).await?;
+    }
+    n += u64::from(docs.collection("settings")?.delete(user).await?);
+    Ok(n)
+}
+
+// ---------- sessions ----------
+
+pub async fn session(docs: &Documents, key: &str) -> Result<Option<Session>, DocError> {
+    Ok(docs.collection("sessions")?.get(key).await?.map(|d| session_of(&d)))
+}
+
+fn session_of(d: &Value) -> Session {
+    Session {
+        key: str_of(d, "_id"),
+        video_id: str_of(d, "videoId"),
+        sequence: i64_of(d, "seq"),
+        position_seconds: f64_of(d, "position"),
+        max_position_seconds: f64_of(d, "maxPosition"),
+        watched_seconds: f64_of(d, "watched"),
+        updated_at_ms: i64_of(d, "updatedAt"),
+        counted: d.get("counted").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
+/// One heartbeat's change of a session.
+pub struct Beat<'a> {
+    pub viewer: &'a str,
+    pub user: Option<&'a str>,
+    pub video_id: &'a str,
+    pub sequence: i64,
+    pub position_seconds: f64,
+    pub watched_increment: f64,
+    pub rendition: Option<&'a str>,
+    pub now_ms: i64,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Applies a heartbeat if the session is still as `previous` saw it (optimistic: a
+/// concurrent heartbeat of the same session makes this `None`, and the caller reads again).
+pub async fn advance_session(
+    docs: &Documents,
+    key: &str,
+    previous: Option<&Session>,
+    beat: &Beat<'_>,
+) -> Result<Option<Session>, DocError> {
+    let mut update = Update::new()
+        .set("seq", beat.sequence)
+        .set("position", beat.position_seconds)
+        .set("updatedAt", beat.now_ms)
+        .inc("watched", beat.watched_increment)
+        .max("maxPosition", beat.position_seconds)
+        .expires_at(beat.expires_at);
+    if let Some(r) = beat.rendition {
+        update = update.set("rendition", r);
+    }
+    let filter = match previous {
+        Some(p) => Filter::all().eq("seq", p.sequence),
+        None => {
+            update = update
+                .set_on_insert("viewer", beat.viewer)
+                .set_on_insert("videoId", beat.video_id)
+                .set_on_insert("startedAt", beat.now_ms)
+                .set_on_insert("counted", false);
+            if let Some(user) = beat.user {
+                update = update.set_on_insert("user", user);
+            }
+            Filter::all()
+        }
+    };
+    let sessions = docs.collection("sessions")?;
+    match sessions.update(key, &filter, &update, previous.is_none()).await {
+        Ok(Updated::Applied(d)) => Ok(Some(session_of(&d))),
+        Ok(Updated::NotMatched) => Ok(None),
+        // Created meanwhile by a concurrent first heartbeat.
+        Err(DocError::Duplicate(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks the session's view counted; false when another request did first.
+pub async fn claim_view(docs: &Documents, key: &str, counted: bool) -> Result<bool, DocError> {
+    let update = Update::new().set("counted", counted);
+    let done = docs.collection("sessions")?.update(key, &Filter::all().eq("counted", !counted), &update, false).await?;
+    Ok(matches!(done, Updated::Applied(_)))
+}
+
+/// Records that `viewer` was counted for the video until `until`; false when they already
+/// were within the window.
+pub async fn mark_viewed(
+    docs: &Documents,
+    viewer: &str,
+    user: Option<&str>,
+    video_id: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DocError> {
+    let mut doc = json!({ "_id": format!("{viewer}|{video_id}"), "videoId": video_id });
+    if let Some(user) = user {
+        doc["user"] = json!(user);
+    }
+    match docs.collection("views")?.insert(doc, Some(until)).await {
+        Ok(()) => Ok(true),
+        Err(DocError::Duplicate(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn unmark_viewed(docs: &Documents, viewer: &str, video_id: &str) -> Result<(), DocError> {
+    docs.collection("views")?.delete(&format!("{viewer}|{video_id}")).await?;
+    Ok(())
+}
+
+// ---------- aggregates ----------
+
+/// Adds watch time (and a view) to the video's day, and the seconds to the rendition played.
+pub async fn add_to_day(
+    docs: &Documents,
+    video: &VideoInfo,
+    day: &str,
+    watched_seconds: f64,
+    views: i64,
+    rendition: Option<&str>,
+) -> Result<(), DocError> {
+    let mut update = Update::new()
+        .set_on_insert("videoId", video.id.as_str())
+        .set_on_insert("owner", video.owner.as_str())
+        .set_on_insert("day", day)
+        .inc("watchSeconds", watched_seconds)
+        .inc("views", views);
+    if let Some(r) = rendition {
+        update = update.inc(&format!("renditions.{r}"), watched_seconds);
+    }
+    docs.collection("daily")?.update(&format!("{}|{day}", video.id), &Filter::all(), &update, true).await?;
+    Ok(())
+}
+
+/// Counts a session in every retention bucket from `from` to `to` (inclusive).
+pub async fn add_to_retention(docs: &Documents, video: &VideoInfo, from: u32, to: u32) -> Result<(), DocError> {
+    if from > to {
+        return Ok(());
+    }
+    let mut update = Update::new().set_on_insert("owner", video.owner.as_str());
+    for b in from..=to.min(BUCKETS) {
+        update = update.inc(&format!("b{b}"), 1);
+    }
+    docs.collection("retention")?.update(&video.id, &Filter::all(), &update, true).await?;
+    Ok(())
+}
+
+// ---------- history and settings ----------
+
+pub async fn save_history(
+    docs: &Documents,
+    user: &str,
+    video_id: &str,
+    position_seconds: f64,
+    watched_fraction: Option<f64>,
+    now_ms: i64,
+) -> Result<(), DocError> {
+    let mut update = Update::new()
+        .set("user", user)
+        .set("videoId", video_id)
+        .set("position", position_seconds)
+        .set("updatedAt", now_ms)
+        // Newest first with one string key: the time, zero-padded, then the video for ties.
+        .set("sortKey", format!("{now_ms:015}|{video_id}"));
+    update = match watched_fraction {
+        Some(f) => update.set("fraction", f),
+        None => update.unset("fraction"),
+    };
+    docs.collection("history")?.update(&format!("{user}|{video_id}"), &Filter::all(), &update, true).await?;
+    Ok(())
+}
+
+fn history_of(d: &Value) -> HistoryEntry {
+    HistoryEntry {
+        video_id: str_of(d, "videoId"),
+        position_seconds: f64_of(d, "position"),
+        watched_fraction: d.get("fraction").and_then(Value::as_f64),
+        updated_at_ms: i64_of(d, "updatedAt"),
+        sort_key: str_of(d, "sortKey"),
+    }
+}
+
+/// The user's entries for these videos.
+pub async fn history_of_videos(
+    docs: &Documents,
+    user: &str,
+    video_ids: &[String],
+) -> Result<Vec<HistoryEntry>, DocError> {
+    let keys = video_ids.iter().map(|v| format!("{user}|{v}"));
+    let found = docs.collection("history")?.find(&Filter::all().is_in("_id", keys), Find::default()).await?;
+    Ok(found.iter().map(history_of).collect())
+}
+
+/// Newest first, after the cursor's sort key; `unfinished` keeps entries started and watched
+/// less than that share.
+pub async fn history_page(
+    docs: &Documents,
+    user: &str,
+    after: Option<&str>,
+    limit: u64,
+    unfinished: Option<f64>,
+) -> Result<Vec<HistoryEntry>, DocError> {
+    let mut filter = Filter::all().eq("user", user);
+    if let Some(after) = after {
+        filter = filter.lt("sortKey", after);
+    }
+    if let Some(share) = unfinished {
+        filter = filter.lt("fraction", share).gt("position", 0.0);
+    }
+    let found =
+        docs.collection("history")?.find(&filter, Find::default().sort("sortKey", Order::Desc).limit(limit)).await?;
+    Ok(found.iter().map(history_of).collect())
+}
+
+pub async fn remove_history(docs: &Documents, user: &str, video_id: &str) -> Result<bool, DocError> {
+    docs.collection("history")?.delete(&format!("{user}|{video_id}")).await
+}
+
+pub async fn clear_history(docs: &Documents, user: &str) -> Result<u64, DocError> {
+    docs.collection("history")?.delete_many(&Filter::all().eq("user", user)).await
+}
+
+pub async fn history_paused(docs: &Documents, user: &str) -> Result<bool, DocError> {
+    let settings = docs.collection("settings")?.get(user).await?;
+    Ok(settings.and_then(|d| d.get("historyPaused").and_then(Value::as_bool)).unwrap_or(false))
+}
+
+pub async fn set_history_paused(docs: &Documents, user: &str, paused: bool) -> Result<(), DocError> {
+    let update = Update::new().set("historyPaused", paused);
+    docs.collection("settings")?.update(user, &Filter::all(), &update, true).await?;
+    Ok(())
+}

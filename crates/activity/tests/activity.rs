@@ -1,0 +1,466 @@
+//! The activity service on both backends: SQLite documents + in-process bus, and MongoDB
+//! (secantusdb here) + PostgreSQL outbox + Redis + RabbitMQ. Videos become known to it through
+//! media's and the transcoder's events, as in production.
+
+use flick_platform::bus::{Delivery, QueueSpec, envelope, handler};
+use flick_proto::events::v1 as events;
+use flick_testkit::app::{Backend, TestApp, TestInfra};
+use flick_testkit::{eventually, on_both_backends};
+use prost::Message as _;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+on_both_backends!(
+    a_view_counts_after_thirty_seconds_once_per_viewer_and_window,
+    short_videos_count_at_half_their_length,
+    retried_and_late_heartbeats_change_nothing,
+    watch_time_is_bounded_by_the_clock_and_bad_reports_are_refused,
+    history_resumes_where_the_viewer_stopped,
+    history_can_be_removed_cleared_and_paused,
+    deleted_users_and_videos_leave_no_activity,
+    rest_heartbeat_batches_answer_item_by_item,
+);
+
+/// The service with its default limits (`strict`), or with room for tests that do not measure
+/// them: a session's first heartbeat may report its 30 s at once, and a test may send its
+/// heartbeats as fast as it likes.
+async fn start(backend: Backend, strict: bool) -> TestApp {
+    use flick_activity::config::ActivityConfigExt as _;
+    let mut infra = TestInfra::new(backend).await.with_documents().await;
+    if !strict {
+        let cfg = infra.config.activity_mut();
+        cfg.heartbeat_slack_seconds = 600.0;
+        cfg.heartbeats_per_second = 1000;
+    }
+    TestApp::start(infra, |s| async move { flick_activity::build(&s).await }).await
+}
+
+async fn app(backend: Backend) -> TestApp {
+    start(backend, false).await
+}
+
+fn user() -> String {
+    Uuid::now_v7().to_string()
+}
+
+fn session() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+struct Client<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+}
+
+impl<'a> Client<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self { app, http: reqwest::Client::new() }
+    }
+
+    async fn gql(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(self.app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn ok(&self, user: Option<&str>, query: &str, variables: Value) -> Value {
+        let res = self.gql(user, query, variables).await;
+        assert!(res.get("errors").is_none(), "{res}");
+        res["data"].clone()
+    }
+
+    /// The error code and the field it names.
+    async fn refused(&self, user: Option<&str>, query: &str, variables: Value) -> (String, Option<String>) {
+        let res = self.gql(user, query, variables).await;
+        let e = &res["errors"][0]["extensions"];
+        let code = e["code"].as_str().unwrap_or_else(|| panic!("expected an error: {res}")).to_string();
+        (code, e["fields"].as_object().and_then(|f| f.keys().next().cloned()))
+    }
+
+    /// One heartbeat through GraphQL; the raw response.
+    async fn beat(&self, user: Option<&str>, video: &str, session: &str, seq: i64, pos: f64, watched: f64) -> Value {
+        let q = "mutation($i: PlaybackInput!) { recordPlayback(input: $i) { applied viewCounted positionSeconds watchedSeconds } }";
+        let i = json!({ "videoId": video, "sessionId": session, "sequence": seq, "positionSeconds": pos,
+            "watchedSeconds": watched, "rendition": "720p" });
+        self.gql(user, q, json!({ "i": i })).await
+    }
+
+    async fn beat_ok(&self, user: Option<&str>, video: &str, session: &str, seq: i64, pos: f64, watched: f64) -> Value {
+        let res = self.beat(user, video, session, seq, pos, watched).await;
+        assert!(res.get("errors").is_none(), "{res}");
+        res["data"]["recordPlayback"].clone()
+    }
+
+    /// Tells the service of a video (media's event, then the transcoder's duration) and waits
+    /// until it plays.
+    async fn video(&self, owner: &str, visibility: &str, duration: f64) -> String {
+        let id = Uuid::now_v7().to_string();
+        let changed = events::VideoChanged {
+            video_id: id.clone(),
+            owner_id: owner.into(),
+            visibility: visibility.into(),
+            status: "READY".into(),
+            version: 1,
+            ..Default::default()
+        };
+        let bus = &self.app.shared.bus;
+        bus.publish(&envelope("video.created", &id, "media", changed.encode_to_vec())).await.unwrap();
+        let done =
+            events::TranscodeCompleted { video_id: id.clone(), duration_seconds: duration, ..Default::default() };
+        bus.publish(&envelope("transcode.completed", &id, "transcoder", done.encode_to_vec())).await.unwrap();
+        // Known once a report plays; its duration known once a position past it is clamped.
+        // (The probes are the owner's, each a fresh session.)
+        let known = eventually(Duration::from_secs(10), || async {
+            let res = self.beat(Some(owner), &id, &session(), 1, 86_000.0, 0.0).await;
+            res["data"]["recordPlayback"]["positionSeconds"].as_f64() == Some(duration)
+        })
+        .await;
+        assert!(known, "the video's events reached the activity service");
+        id
+    }
+
+    async fn publish(&self, event_type: &str, subject: &str, payload: Vec<u8>) {
+        self.app.shared.bus.publish(&envelope(event_type, subject, "test", payload)).await.unwrap();
+    }
+}
+
+/// Collects the `video.viewed` events the service sends.
+async fn views(app: &TestApp) -> Arc<Mutex<Vec<events::VideoViewed>>> {
+    let seen: Arc<Mutex<Vec<events::VideoViewed>>> = Arc::default();
+    let record = seen.clone();
+    let queue = flick_testkit::unique("views");
+    app.shared
+        .bus
+        .consume(
+            QueueSpec::events(&queue, &["video.viewed"]),
+            handler(move |d: Delivery| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(events::VideoViewed::decode(d.envelope.payload.as_slice()).unwrap());
+                    Ok(())
+                }
+            }),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    seen
+}
+
+async fn a_view_counts_after_thirty_seconds_once_per_viewer_and_window(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let seen = views(&app).await;
+    let video = c.video(&user(), "PUBLIC", 600.0).await;
+    let fan = user();
+    let s1 = session();
+    let first = c.beat_ok(Some(&fan), &video, &s1, 1, 10.0, 10.0).await;
+    assert_eq!((first["applied"].as_bool(), first["viewCounted"].as_bool()), (Some(true), Some(false)));
+    let second = c.beat_ok(Some(&fan), &video, &s1, 2, 29.0, 19.0).await;
+    assert_eq!(second["viewCounted"], false, "29 s is not a view: {second}");
+    let third = c.beat_ok(Some(&fan), &video, &s1, 3, 31.0, 2.0).await;
+    assert_eq!(third["viewCounted"], true, "31 s is: {third}");
+    assert_eq!(third["watchedSeconds"], 31.0);
+    let fourth = c.beat_ok(Some(&fan), &video, &s1, 4, 60.0, 29.0).await;
+    assert_eq!(fourth["viewCounted"], false, "counted once per session");
+    let again = c.beat_ok(Some(&fan), &video, &session(), 1, 40.0, 40.0).await;
+    assert_eq!(again["viewCounted"], false, "a second session within the window is the same viewer: {again}");
+    // Anonymous viewers are viewers too, one per session without an address.
+    let anonymous = c.beat_ok(None, &video, &session(), 1, 35.0, 35.0).await;
+    assert_eq!(anonymous["viewCounted"], true);
+    // A last, distinct viewer: views go out through the outbox in order, so once its view has
+    // arrived, every view counted before it has too.
+    let last = user();
+    assert_eq!(c.beat_ok(Some(&last), &video, &session(), 1, 30.0, 30.0).await["viewCounted"], true);
+    let last_viewer = format!("user:{last}");
+    assert!(
+        eventually(Duration::from_secs(10), || async { seen.lock().unwrap().iter().any(|v| v.viewer == last_viewer) })
+            .await
+    );
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].viewer, format!("user:{fan}"));
+    assert!(got[1].viewer.starts_with("session:"), "{got:?}");
+    assert!(got.iter().all(|v| v.video_id == video && v.watched_seconds >= 30.0), "{got:?}");
+}
+
+async fn short_videos_count_at_half_their_length(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let clip = c.video(&user(), "UNLISTED", 20.0).await;
+    let s = session();
+    let viewer = user();
+    assert_eq!(c.beat_ok(Some(&viewer), &clip, &s, 1, 9.0, 9.0).await["viewCounted"], false);
+    assert_eq!(c.beat_ok(Some(&viewer), &clip, &s, 2, 10.0, 1.0).await["viewCounted"], true, "half of 20 s");
+    let long = c.video(&user(), "PUBLIC", 119.0).await;
+    assert_eq!(c.beat_ok(Some(&viewer), &long, &session(), 1, 29.0, 29.0).await["viewCounted"], false, "not short");
+}
+
+async fn retried_and_late_heartbeats_change_nothing(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let video = c.video(&user(), "PUBLIC", 600.0).await;
+    let (fan, s) = (user(), session());
+    c.beat_ok(Some(&fan), &video, &s, 1, 10.0, 10.0).await;
+    let two = c.beat_ok(Some(&fan), &video, &s, 2, 20.0, 10.0).await;
+    assert_eq!((two["applied"].as_bool(), two["watchedSeconds"].as_f64()), (Some(true), Some(20.0)));
+    let retried = c.beat_ok(Some(&fan), &video, &s, 2, 20.0, 10.0).await;
+    assert_eq!(
+        retried,
+        json!({"applied": false, "viewCounted": false, "positionSeconds": 20.0, "watchedSeconds": 20.0})
+    );
+    let late = c.beat_ok(Some(&fan), &video, &s, 1, 5.0, 10.0).await;
+    assert_eq!(late["applied"], false);
+    let resumed = c.beat_ok(Some(&fan), &video, &s, 3, 25.0, 5.0).await;
+    assert_eq!(resumed["watchedSeconds"], 25.0, "only applied reports add up");
+    let other = c.video(&user(), "PUBLIC", 600.0).await;
+    assert_eq!(
+        c.refused(Some(&fan), "mutation($i: PlaybackInput!) { recordPlayback(input: $i) { applied } }",
+            json!({"i": {"videoId": other, "sessionId": s, "sequence": 9, "positionSeconds": 1.0, "watchedSeconds": 1.0}}))
+            .await,
+        ("BAD_USER_INPUT".to_string(), Some("sessionId".to_string())),
+        "a session is one video's"
+    );
+}
+
+async fn watch_time_is_bounded_by_the_clock_and_bad_reports_are_refused(backend: Backend) {
+    let app = start(backend, true).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let video = c.video(&owner, "PUBLIC", 600.0).await;
+    let (fan, s) = (user(), session());
+    let first = c.beat_ok(Some(&fan), &video, &s, 1, 30.0, 30.0).await;
+    assert_eq!((first["watchedSeconds"].as_f64(), first["viewCounted"].as_bool()), (Some(5.0), Some(false)), "{first}");
+    let flood = c.beat_ok(Some(&fan), &video, &s, 2, 60.0, 30.0).await;
+    assert!(flood["watchedSeconds"].as_f64().unwrap() < 11.0, "a report right after is bounded: {flood}");
+    assert_eq!(flood["viewCounted"], false);
+    let beyond = c.beat_ok(Some(&fan), &video, &session(), 1, 5000.0, 0.0).await;
+    assert_eq!(beyond["positionSeconds"], 600.0, "positions past the end are the end");
+
+    let q = "mutation($i: PlaybackInput!) { recordPlayback(input: $i) { applied } }";
+    let input = |f: &dyn Fn(&mut Value)| {
+        let mut i = json!({"videoId": video, "sessionId": session(), "sequence": 1, "positionSeconds": 1.0, "watchedSeconds": 1.0});
+        f(&mut i);
+        json!({ "i": i })
+    };
+    let bad = |code: &str, field: &str| (code.to_string(), Some(field.to_string()));
+    assert_eq!(
+        c.refused(Some(&fan), q, input(&|i| i["watchedSeconds"] = json!(-1.0))).await,
+        bad("BAD_USER_INPUT", "watchedSeconds")
+    );
+    assert_eq!(
+        c.refused(Some(&fan), q, input(&|i| i["watchedSeconds"] = json!(1e7))).await,
+        bad("BAD_USER_INPUT", "watchedSeconds")
+    );
+    assert_eq!(
+        c.refused(Some(&fan), q, input(&|i| i["positionSeconds"] = json!(-3.0))).await,
+        bad("BAD_USER_INPUT", "positionSeconds")
+    );
+    assert_eq!(
+        c.refused(Some(&fan), q, input(&|i| i["sessionId"] = json!("x"))).await,
+        bad("BAD_USER_INPUT", "sessionId")
+    );
+    assert_eq!(
+        c.refused(Some(&fan), q, input(&|i| i["sequence"] = json!(-1))).await,
+        bad("BAD_USER_INPUT", "sequence")
+    );
+    assert_eq!(c.refused(Some(&fan), q, input(&|i| i["videoId"] = json!(user()))).await, bad("NOT_FOUND", "videoId"));
+    let private = c.video(&owner, "PRIVATE", 60.0).await;
+    assert_eq!(c.refused(Some(&fan), q, input(&|i| i["videoId"] = json!(private))).await, bad("NOT_FOUND", "videoId"));
+    assert_eq!(c.refused(None, q, input(&|i| i["videoId"] = json!(private))).await, bad("NOT_FOUND", "videoId"));
+    // Many reports of one session in one second: past the limit they are refused.
+    let s = session();
+    let mut codes = Vec::new();
+    for seq in 1..=8 {
+        let res = c.beat(Some(&fan), &video, &s, seq, 1.0, 0.0).await;
+        codes.push(res["errors"][0]["extensions"]["code"].as_str().unwrap_or("ok").to_string());
+    }
+    assert!(codes.iter().any(|c| c == "RATE_LIMITED"), "{codes:?}");
+}
+
+const PROGRESS: &str = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) { ... on Video { viewerProgress { positionSeconds watchedFraction updatedAt } } } }";
+const HISTORY: &str = "query($first: Int, $after: String) { watchHistory(first: $first, after: $after) { edges { cursor node { video { id } positionSeconds watchedFraction } } pageInfo { hasNextPage endCursor } } }";
+const CONTINUE: &str = "{ continueWatching { edges { node { video { id } positionSeconds watchedFraction } } } }";
+
+fn ids(page: &Value, list: &str) -> Vec<String> {
+    page[list]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["video"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn history_resumes_where_the_viewer_stopped(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (a, b, d) = (
+        c.video(&owner, "PUBLIC", 600.0).await,
+        c.video(&owner, "PUBLIC", 600.0).await,
+        c.video(&owner, "PUBLIC", 600.0).await,
+    );
+    let fan = user();
+    c.beat_ok(Some(&fan), &a, &session(), 1, 120.0, 30.0).await;
+    c.beat_ok(Some(&fan), &b, &session(), 1, 590.0, 30.0).await;
+    let sd = session();
+    c.beat_ok(Some(&fan), &d, &sd, 1, 30.0, 30.0).await;
+    c.beat_ok(Some(&fan), &d, &sd, 2, 300.0, 1.0).await;
+
+    let progress = c.ok(Some(&fan), PROGRESS, json!({ "id": a })).await;
+    let p = &progress["_entities"][0]["viewerProgress"];
+    assert_eq!((p["positionSeconds"].as_f64(), p["watchedFraction"].as_f64()), (Some(120.0), Some(0.2)), "{p}");
+    assert!(p["updatedAt"].is_string());
+    let anonymous = c.ok(None, PROGRESS, json!({ "id": a })).await;
+    assert_eq!(anonymous["_entities"][0]["viewerProgress"], Value::Null);
+    let stranger = c.ok(Some(&user()), PROGRESS, json!({ "id": a })).await;
+    assert_eq!(stranger["_entities"][0]["viewerProgress"], Value::Null, "each viewer's own");
+
+    let all = c.ok(Some(&fan), HISTORY, json!({})).await;
+    assert_eq!(ids(&all, "watchHistory"), [d.clone(), b.clone(), a.clone()], "newest first, one entry per video");
+    assert_eq!(all["watchHistory"]["edges"][0]["node"]["positionSeconds"], 300.0, "the last position");
+    let one = c.ok(Some(&fan), HISTORY, json!({ "first": 1 })).await;
+    assert_eq!(ids(&one, "watchHistory"), [d.as_str()]);
+    assert_eq!(one["watchHistory"]["pageInfo"]["hasNextPage"], true);
+    let after = one["watchHistory"]["pageInfo"]["endCursor"].clone();
+    let rest = c.ok(Some(&fan), HISTORY, json!({ "first": 5, "after": after })).await;
+    assert_eq!(ids(&rest, "watchHistory"), [b.clone(), a.clone()]);
+    assert_eq!(rest["watchHistory"]["pageInfo"]["hasNextPage"], false);
+    let cont = c.ok(Some(&fan), CONTINUE, json!({})).await;
+    assert_eq!(ids(&cont, "continueWatching"), [d.clone(), a.clone()], "under 90% watched");
+
+    assert_eq!(c.refused(None, HISTORY, json!({})).await.0, "UNAUTHENTICATED");
+    assert_eq!(c.refused(Some(&fan), HISTORY, json!({ "first": 101 })).await.0, "BAD_USER_INPUT");
+    assert_eq!(c.refused(Some(&fan), HISTORY, json!({ "after": "%%%" })).await.0, "BAD_USER_INPUT");
+    // A video that became private leaves the history of those who may no longer watch it.
+    let hidden = events::VideoChanged {
+        video_id: a.clone(),
+        owner_id: owner.clone(),
+        visibility: "PRIVATE".into(),
+        version: 2,
+        ..Default::default()
+    };
+    c.publish("video.updated", &a, hidden.encode_to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory").len() == 2
+        })
+        .await,
+        "the private video left the history"
+    );
+}
+
+async fn history_can_be_removed_cleared_and_paused(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (a, b) = (c.video(&owner, "PUBLIC", 600.0).await, c.video(&owner, "PUBLIC", 600.0).await);
+    let fan = user();
+    c.beat_ok(Some(&fan), &a, &session(), 1, 10.0, 10.0).await;
+    c.beat_ok(Some(&fan), &b, &session(), 1, 10.0, 10.0).await;
+    let remove = "mutation($v: ID!) { removeFromHistory(videoId: $v) }";
+    assert_eq!(c.ok(Some(&fan), remove, json!({ "v": a })).await["removeFromHistory"], true);
+    assert_eq!(c.ok(Some(&fan), remove, json!({ "v": a })).await["removeFromHistory"], false);
+    assert_eq!(ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory"), [b.as_str()]);
+    assert_eq!(c.ok(Some(&fan), "mutation { clearHistory }", json!({})).await["clearHistory"], 1);
+    assert!(ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory").is_empty());
+
+    assert_eq!(c.ok(Some(&fan), "{ historyPaused }", json!({})).await["historyPaused"], false);
+    let pause = "mutation($p: Boolean!) { setHistoryPaused(paused: $p) }";
+    assert_eq!(c.ok(Some(&fan), pause, json!({ "p": true })).await["setHistoryPaused"], true);
+    assert_eq!(c.ok(Some(&fan), "{ historyPaused }", json!({})).await["historyPaused"], true);
+    let counted = c.beat_ok(Some(&fan), &a, &session(), 1, 40.0, 40.0).await;
+    assert_eq!(counted["viewCounted"], true, "a paused history still counts views");
+    assert!(ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory").is_empty(), "but keeps nothing");
+    c.ok(Some(&fan), pause, json!({ "p": false })).await;
+    c.beat_ok(Some(&fan), &a, &session(), 1, 50.0, 1.0).await;
+    assert_eq!(ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory"), [a.as_str()]);
+
+    for q in [remove, "mutation { clearHistory }", "{ historyPaused }"] {
+        assert_eq!(c.refused(None, q, json!({ "v": a, "p": true })).await.0, "UNAUTHENTICATED", "{q}");
+    }
+}
+
+async fn deleted_users_and_videos_leave_no_activity(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (kept, gone) = (c.video(&owner, "PUBLIC", 600.0).await, c.video(&owner, "PUBLIC", 600.0).await);
+    let (leaver, stayer) = (user(), user());
+    for viewer in [&leaver, &stayer] {
+        c.beat_ok(Some(viewer), &kept, &session(), 1, 10.0, 10.0).await;
+        c.beat_ok(Some(viewer), &gone, &session(), 1, 10.0, 10.0).await;
+    }
+    c.publish("user.deleted", &leaver, events::UserDeleted { user_id: leaver.clone() }.encode_to_vec()).await;
+    let deleted =
+        events::VideoChanged { video_id: gone.clone(), owner_id: owner.clone(), version: 5, ..Default::default() };
+    c.publish("video.deleted", &gone, deleted.encode_to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ids(&c.ok(Some(&stayer), HISTORY, json!({})).await, "watchHistory") == [kept.clone()]
+                && ids(&c.ok(Some(&leaver), HISTORY, json!({})).await, "watchHistory").is_empty()
+        })
+        .await,
+        "the deleted user's history and the deleted video's entries went"
+    );
+    let late = events::VideoChanged {
+        video_id: gone.clone(),
+        owner_id: owner.clone(),
+        visibility: "PUBLIC".into(),
+        version: 4,
+        ..Default::default()
+    };
+    c.publish("video.updated", &gone, late.encode_to_vec()).await;
+    // One consumer applies its queue in order: once this marker video plays, the late update
+    // published before it has been applied (and refused).
+    let _marker = c.video(&owner, "PUBLIC", 60.0).await;
+    let res = c.beat(Some(&stayer), &gone, &session(), 1, 1.0, 1.0).await;
+    assert_eq!(res["errors"][0]["extensions"]["code"], "NOT_FOUND", "a late update does not bring it back: {res}");
+}
+
+async fn rest_heartbeat_batches_answer_item_by_item(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let video = c.video(&user(), "PUBLIC", 600.0).await;
+    let s = session();
+    let beat = |seq: i64, watched: f64| json!({"videoId": video, "sessionId": s, "sequence": seq, "positionSeconds": seq as f64 * 10.0, "watchedSeconds": watched, "rendition": "480p"});
+    let post = |body: Value| {
+        let req = c.http.post(app.url("/activity/heartbeat")).header("x-forwarded-for", "203.0.113.5").json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) =
+        post(json!({ "heartbeats": [beat(1, 10.0), beat(2, -1.0), beat(3, 25.0), beat(3, 25.0)] })).await;
+    assert_eq!(status, 200, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    assert_eq!((r[0]["applied"].as_bool(), r[0]["viewCounted"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(r[1]["error"]["code"], "BAD_USER_INPUT", "{}", r[1]);
+    assert_eq!(r[2]["viewCounted"], true, "35 s: {}", r[2]);
+    assert_eq!(r[3]["applied"], false, "the repeat");
+    // The same address is the same anonymous viewer in another session: not counted again.
+    let other = json!({"videoId": video, "sessionId": session(), "sequence": 1, "positionSeconds": 40.0, "watchedSeconds": 40.0});
+    let (_, again) = post(json!({ "heartbeats": [other] })).await;
+    assert_eq!(again["results"][0]["viewCounted"], false, "{again}");
+
+    let (status, body) = post(json!({ "heartbeats": [] })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("BAD_USER_INPUT")));
+    let many: Vec<Value> = (1..=51).map(|i| beat(100 + i, 0.0)).collect();
+    assert_eq!(post(json!({ "heartbeats": many })).await.0, 400);
+    assert_eq!(post(json!({ "beats": [] })).await.0, 400, "unknown fields are refused");
+    let raw = c
+        .http
+        .post(app.url("/activity/heartbeat"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+}
