@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make dev`: the whole platform on this machine, behind the real router and edge.
 #   tools -> build flick -> compose the supergraph -> build the web app -> flick serve
-#   (subgraphs on 8081-8084) -> flick web (8085) -> hive-router (4000) -> Traefik (8080,
+#   (subgraphs on 8081-8084 and 8086) -> flick web (8085) -> hive-router (4000) -> Traefik (8080,
 #   metrics/ping on 8090)
 # Ctrl-C (or any child exiting) stops every child, by PID.
 #
@@ -18,7 +18,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
 export FLICK_BIN=${FLICK_BIN:-$CARGO_TARGET_DIR/debug/flick}
 export FLICK_DATA_DIR=${FLICK_DATA_DIR:-./data}
 LOG_DIR=$FLICK_DATA_DIR/logs
-SUBGRAPH_PORTS=(8081 8082 8083 8084)
+SUBGRAPH_PORTS=(8081 8082 8083 8084 8086)
 WEB_PORT=8085 # flick web: the web app's files, behind the edge's `/`
 EDGE=http://127.0.0.1:8080
 
@@ -86,9 +86,9 @@ cat <<EOF
   Flick dev stack is up
     web app (edge)    $EDGE/              ${WEB_DIST:-not served (FLICK_WEB=0)}
     GraphQL (edge)    $EDGE/graphql        queries, mutations; subscriptions over SSE or WebSocket
-    REST (edge)       $EDGE/auth/...  $EDGE/user/...  $EDGE/video/...
+    REST (edge)       $EDGE/auth/...  $EDGE/user/...  $EDGE/video/...  $EDGE/activity/heartbeat
     router direct     http://127.0.0.1:4000/graphql   (Laboratory UI in a browser)
-    subgraphs         http://127.0.0.1:{8081..8084}/graphql  accounts media transcoder recommender
+    subgraphs         http://127.0.0.1:{8081..8084,8086}/graphql  accounts media transcoder recommender activity
                       /healthz /readyz /metrics on each
     edge metrics      http://127.0.0.1:8090/metrics  (ping: /ping)
     logs              flick: here;  router: $LOG_DIR/router.log;  traefik: $LOG_DIR/traefik.log;  web: $LOG_DIR/web.log

@@ -59,7 +59,7 @@ for shape in "${shapes[@]}"; do
     stack)
       FLICK_STACK_NAME=e2e FLICK_STACK_FRESH=1 run_shape stack scripts/stack.sh 'Flick stack is up' \
         "8080 8090 4000 8191 8192 8193 8194 8281 8381 8282 8382 8283 8284 8285 8385 9090 9093" \
-        FLICK_SMOKE_PROCESSES="accounts-1:8281 accounts-2:8381 media-1:8282 media-2:8382 transcoder:8283 recommender:8284" \
+        FLICK_SMOKE_PROCESSES="accounts-1:8281 accounts-2:8381 media-1:8282 media-2:8382 transcoder:8283 recommender:8284 activity:8287" \
         FLICK_SMOKE_PROMETHEUS=http://127.0.0.1:9090 || status=1
       ;;
     *) die "unknown shape $shape (dev or stack)" ;;

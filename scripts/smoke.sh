@@ -13,7 +13,7 @@ set -euo pipefail
 EDGE=${FLICK_EDGE_URL:-http://127.0.0.1:8080}
 # The CLI under test (`flick upload`): the dev stack's binary.
 export FLICK_BIN=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick}
-read -r -a PROCESSES <<<"${FLICK_SMOKE_PROCESSES:-accounts:8081 media:8082 transcoder:8083 recommender:8084}"
+read -r -a PROCESSES <<<"${FLICK_SMOKE_PROCESSES:-accounts:8081 media:8082 transcoder:8083 recommender:8084 activity:8086}"
 passed=0
 failed=0
 

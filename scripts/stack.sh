@@ -7,10 +7,11 @@
 #                   of this stack's own: FLICK_STACK_NAME)
 #   flick serve     accounts x2 :8281 :8381    media x2 :8282 :8382
 #                   transcoder (uploads, playback; no transcoding) :8283   recommender :8284
+#                   activity :8287 (documents on the MongoDB-compatible server, database flick_<name>)
 #   flick worker    x2 (health and metrics on :8285 :8385)
 #   Traefik         edge :8080 (as `make dev`), metrics/ping :8090, and the mesh: one entrypoint
 #                   per service (:8191 accounts, :8192 media, :8193 transcoder, :8194
-#                   recommender) that the router and the services call instead of a replica;
+#                   recommender, :8195 activity) that the router and the services call instead of a replica;
 #                   every pool health-checked on /readyz each second
 #   hive-router     :4000, subgraphs through the mesh
 #   Prometheus      :9090 (deploy/stack/prometheus.yml, the rules of deploy/prometheus/rules.yml)
@@ -45,9 +46,9 @@ MONITORING=${FLICK_STACK_MONITORING:-1}
 # Processes: name -> port. Replica r of a service listens on 8<r+1>8x; the mesh on 819x.
 declare -A PORT=(
   [accounts-1]=8281 [accounts-2]=8381 [media-1]=8282 [media-2]=8382
-  [transcoder]=8283 [recommender]=8284 [worker-1]=8285 [worker-2]=8385
+  [transcoder]=8283 [recommender]=8284 [worker-1]=8285 [worker-2]=8385 [activity]=8287
 )
-MESH=(8191 8192 8193 8194)
+MESH=(8191 8192 8193 8194 8195)
 WEB_PORT=8286 # flick web: the web app's files, behind the edge's `/` (FLICK_WEB=0: none)
 ports=(8080 8090 4000 "${MESH[@]}" "${PORT[@]}")
 [ "${FLICK_WEB:-1}" = 0 ] || ports+=("$WEB_PORT")
@@ -75,6 +76,13 @@ if [ "${FLICK_STACK_FRESH:-0}" != 0 ]; then
   if command -v redis-cli >/dev/null; then
     redis-cli -h 127.0.0.1 --scan --pattern "$NAME:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
   fi
+  mongo_python=${FLICK_SERVICES_DIR:-/var/cache/flick/services}/mongo/venv/bin/python
+  if [ -x "$mongo_python" ]; then
+    "$mongo_python" -c "import pymongo, sys; pymongo.MongoClient('mongodb://127.0.0.1:27017', serverSelectionTimeoutMS=5000).drop_database(sys.argv[1])" "flick_$NAME" ||
+      warn "could not drop the documents database flick_$NAME"
+  else
+    warn "no pymongo (services.sh's secantusdb venv): documents of an earlier run stay in flick_$NAME"
+  fi
 fi
 "$FLICK_ROOT/scripts/services.sh" createdb "flick_$NAME"
 if [ "$MONITORING" != 0 ]; then
@@ -101,6 +109,7 @@ export FLICK_IDENTITY__MESH_SECRET=$FLICK_MESH_SECRET
 export FLICK_DATA_DIR=$DATA
 export FLICK_DATABASE__URL=postgres://postgres@127.0.0.1:5433/flick_$NAME
 export FLICK_DATABASE__MIGRATE_ON_START=false # `flick migrate` runs once, below
+export FLICK_DOCUMENTS__URL=mongodb://127.0.0.1:27017/flick_$NAME
 export FLICK_CACHE__URL=redis://127.0.0.1:6379/0
 export FLICK_CACHE__KEY_PREFIX=$NAME:
 export FLICK_BUS__URL=amqp://guest:guest@127.0.0.1:5672/%2f
@@ -119,6 +128,7 @@ export FLICK_ENDPOINTS__ACCOUNTS=http://127.0.0.1:8191
 export FLICK_ENDPOINTS__MEDIA=http://127.0.0.1:8192
 export FLICK_ENDPOINTS__TRANSCODER=http://127.0.0.1:8193
 export FLICK_ENDPOINTS__RECOMMENDER=http://127.0.0.1:8194
+export FLICK_ENDPOINTS__ACTIVITY=http://127.0.0.1:8195
 flick_env
 
 log "migrations (flick_$NAME)"
@@ -176,6 +186,7 @@ serve media-1 media
 serve media-2 media
 serve transcoder transcoder FLICK_TRANSCODER__WORKERS=0 # uploads and playback; the workers transcode
 serve recommender recommender
+serve activity activity
 # Workers (and the ffmpeg they run) at a lower CPU priority: in production they get their own
 # nodes; on one machine their encodes would otherwise take the cores from the API's requests
 # (FLICK_STACK_WORKER_NICE=0 to compare; `make chaos` measured it).
@@ -201,6 +212,7 @@ pool() { # SERVICE: its replicas' URLs, comma-separated
 supervise traefik env FLICK_MESH_ROUTES=true \
   FLICK_ACCOUNTS_URL="$(pool accounts)" FLICK_MEDIA_URL="$(pool media)" \
   FLICK_TRANSCODER_URL="$(pool transcoder)" FLICK_RECOMMENDER_URL="$(pool recommender)" \
+  FLICK_ACTIVITY_URL="$(pool activity)" \
   FLICK_ACCOUNTS_VERIFY_URL=http://127.0.0.1:8191 FLICK_WEB_URL="http://127.0.0.1:$WEB_PORT" \
   "$FLICK_TOOLS_DIR/bin/traefik" --configFile=deploy/stack/traefik.yml
 traefik_pid=$(pid_of traefik)
@@ -221,6 +233,7 @@ override_subgraph_urls:
     media: { url: http://127.0.0.1:8192/graphql }
     transcoder: { url: http://127.0.0.1:8193/graphql }
     recommender: { url: http://127.0.0.1:8194/graphql }
+    activity: { url: http://127.0.0.1:8195/graphql }
 
 # Prometheus metrics on the router's port at /metrics (deploy/stack/prometheus.yml).
 telemetry:
@@ -251,8 +264,8 @@ cat <<EOF
   Flick stack is up ($NAME)
     web app (edge)    $EDGE/
     GraphQL (edge)    $EDGE/graphql        REST: $EDGE/auth/...  /user/...  /video/...
-    router            http://127.0.0.1:4000/graphql   subgraphs through the mesh :8191-8194
-    accounts          :8281 :8381    media :8282 :8382    transcoder :8283    recommender :8284
+    router            http://127.0.0.1:4000/graphql   subgraphs through the mesh :8191-8195
+    accounts          :8281 :8381    media :8282 :8382    transcoder :8283    recommender :8284    activity :8287
     workers           :8285 :8385 (health, metrics)      edge metrics http://127.0.0.1:8090/metrics
     monitoring        Prometheus http://127.0.0.1:9090   Alertmanager http://127.0.0.1:9093 $([ "$MONITORING" != 0 ] || echo '(off)')
     data              $FLICK_DATABASE__URL, s3://flick-$NAME, logs in $LOG_DIR

@@ -13,7 +13,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SUBGRAPHS=(accounts media transcoder recommender)
+SUBGRAPHS=(accounts media transcoder recommender activity)
 FLICK_BIN=${FLICK_BIN:-${CARGO_TARGET_DIR:-/var/cache/flick/target}/debug/flick}
 SG=$FLICK_ROOT/supergraph
 

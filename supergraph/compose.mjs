@@ -29,7 +29,7 @@ try {
 }
 
 // The subgraphs of `flick serve` and the ports they listen on.
-export const SUBGRAPHS = { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084 };
+export const SUBGRAPHS = { accounts: 8081, media: 8082, transcoder: 8083, recommender: 8084, activity: 8086 };
 
 function defaultUrl(name) {
   const override = process.env[`FLICK_SUBGRAPH_URL_${name.toUpperCase()}`];
