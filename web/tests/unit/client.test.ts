@@ -56,7 +56,7 @@ function fakeEdge() {
           video: {
             __typename: 'Video', id: 'v1', title: 'Clip', description: '', tags: [], category: null, visibility: 'PUBLIC',
             status: 'READY', createdAt: '2026-12-06T00:00:00Z', publishedAt: '2026-12-06T00:00:00Z',
-            likeCount: liked ? 1 : 0, viewerHasLiked: liked, commentCount: 0, viewCount: 0,
+            likeCount: liked ? 1 : 0, viewerHasLiked: liked, commentCount: 0, viewCount: 0, viewerProgress: null,
             owner: { __typename: 'User', id: 'u2', displayName: 'Bo', avatarUrl: null, subscriberCount: 0, viewerIsSubscribed: false },
             playback: null, processing: { __typename: 'Processing', state: 'READY', playable: true, error: null },
           },

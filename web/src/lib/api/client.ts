@@ -40,6 +40,8 @@ export function cacheConfig(currentUserId: () => string | null = () => null) {
       Dashboard: () => null,
       CreateVideoPayload: () => null,
       VideoProgress: () => null,
+      ViewerProgress: () => null,
+      PlaybackRecorded: () => null,
     },
     updates: {
       Mutation: {

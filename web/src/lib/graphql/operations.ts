@@ -72,6 +72,10 @@ export const WatchQuery = graphql(`
       viewerHasLiked
       commentCount
       viewCount
+      viewerProgress {
+        positionSeconds
+        watchedFraction
+      }
       owner {
         id
         displayName
@@ -213,6 +217,15 @@ export const CreateVideoMutation = graphql(`
         url
         expiresAt
       }
+    }
+  }
+`);
+
+export const RecordPlaybackMutation = graphql(`
+  mutation RecordPlayback($input: PlaybackInput!) {
+    recordPlayback(input: $input) {
+      applied
+      viewCounted
     }
   }
 `);
