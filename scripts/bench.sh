@@ -17,6 +17,8 @@
 #                 the seeded videos
 #   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
 #   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
+#   activity      scripts/bench-activity.sh: player heartbeats/s at the service and a history page, on
+#                 SQLite and on the MongoDB-compatible server
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -261,3 +263,6 @@ scripts/bench-transcode.sh
 
 # ---------- recommender: embedding throughput, related() latency and recall with 100k vectors ----------
 scripts/bench-recommender.sh
+
+# ---------- activity: heartbeat ingest and a history page, on both document stores ----------
+FLICK_BENCH_BUILD=0 scripts/bench-activity.sh

@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run services (all of them, in one process, by default).
     Serve {
-        /// Comma-separated subset: accounts,media,transcoder,recommender.
+        /// Comma-separated subset: accounts,media,transcoder,recommender,activity.
         #[arg(long, value_delimiter = ',')]
         services: Vec<String>,
     },

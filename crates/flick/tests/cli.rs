@@ -25,7 +25,7 @@ fn flick() -> Command {
 
 struct Running {
     child: Child,
-    ports: [u16; 4],
+    ports: [u16; 5],
 }
 
 impl Running {
@@ -42,7 +42,7 @@ impl Drop for Running {
 }
 
 async fn serve(data_dir: &std::path::Path) -> Running {
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
     let child = flick()
         .arg("serve")
         .env("FLICK_DATA_DIR", data_dir)
@@ -50,13 +50,14 @@ async fn serve(data_dir: &std::path::Path) -> Running {
         .env("FLICK_SERVER__PORTS__MEDIA", ports[1].to_string())
         .env("FLICK_SERVER__PORTS__TRANSCODER", ports[2].to_string())
         .env("FLICK_SERVER__PORTS__RECOMMENDER", ports[3].to_string())
+        .env("FLICK_SERVER__PORTS__ACTIVITY", ports[4].to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let running = Running { child, ports };
     let deadline = Instant::now() + Duration::from_secs(30);
-    for i in 0..4 {
+    for i in 0..ports.len() {
         loop {
             if reqwest::get(running.url(i, "/healthz")).await.is_ok_and(|r| r.status() == 200) {
                 break;
@@ -78,12 +79,13 @@ async fn serve_with_no_configuration_creates_its_data_and_answers_health_and_met
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let app = serve(&data).await;
-    for service in ["accounts", "media", "transcoder", "recommender"] {
+    for service in ["accounts", "media", "transcoder", "recommender", "activity"] {
         assert!(data.join(format!("db/{service}.sqlite")).exists(), "{service} database created");
     }
+    assert!(data.join("db/activity-documents.sqlite").exists(), "activity's document store created");
     assert!(data.join("objects").is_dir(), "object storage directory created");
 
-    for i in 0..4 {
+    for i in 0..app.ports.len() {
         let ready = reqwest::get(app.url(i, "/readyz")).await.unwrap();
         assert_eq!(ready.status(), 200);
         let body: serde_json::Value = ready.json().await.unwrap();
@@ -225,8 +227,9 @@ fn service_sections_take_their_environment_overrides_and_print_in_place() {
     assert_eq!(config["transcoder"]["rungs"].as_array().map(Vec::len), Some(5), "{text}");
     assert_eq!(config["recommender"]["batch_size"].as_integer(), Some(63), "{text}");
     let at = |header: &str| text.find(header).unwrap_or_else(|| panic!("{header} missing: {text}"));
-    let order = ["[documents]", "[accounts]", "[media]", "[transcoder]", "[[transcoder.rungs]]", "[recommender]"];
-    for pair in order.windows(2).chain([["[recommender]", "[endpoints]"].as_slice()]) {
+    let order =
+        ["[documents]", "[accounts]", "[media]", "[transcoder]", "[[transcoder.rungs]]", "[recommender]", "[activity]"];
+    for pair in order.windows(2).chain([["[activity]", "[endpoints]"].as_slice()]) {
         assert!(at(pair[0]) < at(pair[1]), "{} before {}: {text}", pair[0], pair[1]);
     }
 }
@@ -268,7 +271,7 @@ fn unknown_keys_in_service_sections_are_errors() {
     let err = refused(flick().arg("config").env("FLICK_MEDAI__COUNTER_TTL_SECONDS", "1"));
     assert!(
         err.contains("found `medai`")
-            && err.contains("`documents`, `accounts`, `media`, `transcoder`, `recommender`, `endpoints`"),
+            && err.contains("`documents`, `accounts`, `media`, `transcoder`, `recommender`, `activity`, `endpoints`"),
         "{err}"
     );
     // A service that does not run still has its section checked.
@@ -300,7 +303,7 @@ async fn a_running_service_uses_its_section_from_the_environment() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let running = Running { child, ports: [port; 4] };
+    let running = Running { child, ports: [port; 5] };
     let deadline = Instant::now() + Duration::from_secs(30);
     let http = reqwest::Client::new();
     let discovered = loop {
@@ -354,7 +357,7 @@ async fn serving_beyond_loopback_needs_a_real_mesh_secret() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let running = Running { child, ports: [port; 4] };
+    let running = Running { child, ports: [port; 5] };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = reqwest::get(running.url(0, "/healthz")).await
@@ -393,7 +396,7 @@ fn unknown_service_names_are_errors_naming_the_known_ones() {
         assert!(!out.status.success(), "flick {args:?} succeeded");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(
-            err.contains(r#"unknown service "nope"; known: accounts, media, transcoder, recommender"#),
+            err.contains(r#"unknown service "nope"; known: accounts, media, transcoder, recommender, activity"#),
             "flick {args:?}: {err}"
         );
     }

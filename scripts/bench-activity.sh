@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The activity service's quality-bar figures, release build, on this machine (`make bench` runs
+# it), on the embedded document store (SQLite) and on the MongoDB-compatible server:
+#   heartbeats   POST /activity/heartbeat at the service (one heartbeat a request, anonymous,
+#                4,000 player sessions in turn, each with its next sequence number):
+#                wrk -t1 -c32, saturated, RUNS runs, median req/s and p99; then paced at the
+#                bar's 5,000/s (wrk delay() schedule): p99 at that rate, and how many it reached
+#   history      watchHistory(first: 20) of a user with 200 entries, signed in, at the service:
+#                wrk -t1 -c8, median of p50 and p99
+# One process runs accounts, media and activity (media's video.created tells activity of the
+# video); the load goes straight to activity's port.
+# env: FLICK_BENCH_RUNS (3), FLICK_BENCH_SECONDS (10), FLICK_BENCH_BUILD=0 skips the build,
+#      FLICK_BENCH_HEARTBEAT_RATE (5000), FLICK_BENCH_BACKENDS ("sqlite mongodb").
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$FLICK_ROOT"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
+RUNS=${FLICK_BENCH_RUNS:-3}
+DURATION=${FLICK_BENCH_SECONDS:-10}
+RATE=${FLICK_BENCH_HEARTBEAT_RATE:-5000}
+ACCOUNTS=18281 MEDIA=18282 ACTIVITY=18286
+command -v wrk >/dev/null || apt_install wrk
+"$FLICK_ROOT/scripts/services.sh" up >/dev/null
+if [ "${FLICK_BENCH_BUILD:-1}" != 0 ]; then
+  log "cargo build --release -p flick"
+  cargo build --release -q -p flick
+fi
+bin=$CARGO_TARGET_DIR/release/flick
+
+parse() { # wrk's summary → "req/s p99_ms non2xx"
+  python3 -c '
+import re, sys
+text = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+def pct(p):
+    m = re.search(p + r"%\s+([\d.]+)(us|ms|s)\b", text)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{rps:.0f} {pct(\"50\"):.2f} {pct(\"99\"):.2f} {errors.group(1) if errors else 0}")'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The heartbeat script: session i of 4,000 (a random prefix per run), its sequence number the
+# round. PACE (requests/s across all connections, 0: as fast as possible).
+heartbeat_lua() {
+  cat <<LUA
+local video, pace, connections = "$1", $2, $3
+local sessions, n = 4000, 0
+local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+request = function()
+  local i = n % sessions
+  n = n + 1
+  local body = string.format('{"heartbeats":[{"videoId":"%s","sessionId":"%s%06d","sequence":%d,"positionSeconds":%d,"watchedSeconds":1.0,"rendition":"720p"}]}',
+    video, prefix, i, math.floor(n / sessions) + 1, math.floor(n / sessions) % 500)
+  return wrk.format(nil, "/activity/heartbeat", nil, body)
+end
+if pace > 0 then
+  -- each connection waits its share of the rate between requests (an approximation of a
+  -- fixed schedule: a slow answer delays that connection's next request)
+  delay = function() return math.floor(1000 * connections / pace) end
+end
+LUA
+}
+
+run_backend() { # NAME DOCUMENTS_URL
+  local backend=$1 url=$2 data pid token video lua out runs=() p99s=() rps p99
+  data=$(mktemp -d /tmp/flick-bench-activity.XXXXXX)
+  flick_env
+  "${FLICK_ENV[@]}" FLICK_DATA_DIR="$data" FLICK_TELEMETRY__LOG_LEVEL=warn FLICK_DOCUMENTS__URL="$url" \
+    FLICK_SERVER__PORTS__ACCOUNTS=$ACCOUNTS FLICK_SERVER__PORTS__MEDIA=$MEDIA FLICK_SERVER__PORTS__ACTIVITY=$ACTIVITY \
+    "$bin" serve --services accounts,media,activity >"$data/flick.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do [ "$(http_code "http://127.0.0.1:$ACTIVITY/readyz")" = 200 ] && break; sleep 0.1; done
+  local name="bench$RANDOM$RANDOM"
+  curl -sf "http://127.0.0.1:$ACCOUNTS/auth/register" -H 'content-type: application/json' \
+    -d "{\"email\":\"$name@example.com\",\"username\":\"$name\",\"password\":\"correct horse battery\",\"display_name\":\"Bench\"}" >/dev/null
+  token=$(curl -sf "http://127.0.0.1:$ACCOUNTS/auth/login" -H 'content-type: application/json' \
+    -d "{\"login\":\"$name\",\"password\":\"correct horse battery\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  video=$(curl -sf "http://127.0.0.1:$MEDIA/graphql" -H 'content-type: application/json' -H "authorization: Bearer $token" \
+    -d '{"query":"mutation { createVideo(input: {title: \"Bench\", visibility: PUBLIC}) { video { id } } }"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["createVideo"]["video"]["id"])')
+  # Known to activity once media's event arrived.
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$ACTIVITY/activity/heartbeat" -H 'content-type: application/json' \
+      -d "{\"heartbeats\":[{\"videoId\":\"$video\",\"sessionId\":\"warmup$RANDOM$RANDOM\",\"sequence\":1,\"positionSeconds\":0,\"watchedSeconds\":0}]}" |
+      grep -q '"applied":true' && break
+    sleep 0.1
+  done
+  lua=$data/heartbeat.lua
+  for _ in $(seq "$RUNS"); do
+    heartbeat_lua "$video" 0 32 >"$lua"
+    out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
+    runs+=("$(cut -d' ' -f1 <<<"$out")")
+    p99s+=("$(cut -d' ' -f3 <<<"$out")")
+    [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || warn "$backend: $(cut -d' ' -f4 <<<"$out") heartbeats answered with an error"
+  done
+  rps=$(printf '%s\n' "${runs[@]}" | median)
+  p99=$(printf '%s\n' "${p99s[@]}" | median)
+  heartbeat_lua "$video" "$RATE" 32 >"$lua"
+  out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
+  printf 'activity heartbeats (%s): saturated %s/s (runs: %s), p99 %s ms; paced at %s/s: reached %s/s, p99 %s ms\n' \
+    "$backend" "$rps" "${runs[*]}" "$p99" "$RATE" "$(cut -d' ' -f1 <<<"$out")" "$(cut -d' ' -f3 <<<"$out")"
+
+  # A signed-in user's history page: 200 videos watched, one heartbeat each.
+  local user_id ids=()
+  user_id=$(curl -sf "http://127.0.0.1:$ACCOUNTS/user/profile" -H "authorization: Bearer $token" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  for i in $(seq 200); do
+    ids+=("$(curl -sf "http://127.0.0.1:$MEDIA/graphql" -H 'content-type: application/json' -H "authorization: Bearer $token" \
+      -d "{\"query\":\"mutation { createVideo(input: {title: \\\"History $i\\\", visibility: PUBLIC}) { video { id } } }\"}" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["createVideo"]["video"]["id"])')")
+  done
+  for id in "${ids[@]}"; do
+    for _ in $(seq 50); do
+      curl -sf "http://127.0.0.1:$ACTIVITY/activity/heartbeat" -H 'content-type: application/json' -H "x-user-id: $user_id" \
+        -d "{\"heartbeats\":[{\"videoId\":\"$id\",\"sessionId\":\"h$id\",\"sequence\":1,\"positionSeconds\":12,\"watchedSeconds\":1}]}" |
+        grep -q '"applied":true' && break
+      sleep 0.1
+    done
+  done
+  cat >"$data/history.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-user-id"] = "$user_id"
+wrk.body = '{"query":"{ watchHistory(first: 20) { edges { cursor node { video { id } positionSeconds watchedFraction updatedAt } } pageInfo { hasNextPage endCursor } } }"}'
+LUA
+  local p50s=() hp99s=()
+  for _ in $(seq "$RUNS"); do
+    out=$(wrk -t1 -c8 -d"${DURATION}s" --latency -s "$data/history.lua" "http://127.0.0.1:$ACTIVITY/graphql" | parse)
+    p50s+=("$(cut -d' ' -f2 <<<"$out")")
+    hp99s+=("$(cut -d' ' -f3 <<<"$out")")
+  done
+  printf 'activity history page (%s): watchHistory(first: 20) of 200 entries, p50 %s ms, p99 %s ms (medians of %s runs)\n' \
+    "$backend" "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${hp99s[@]}" | median)" "$RUNS"
+  kill_pid "$pid" flick 10
+  rm -rf "$data"
+  if [ -n "$url" ] && [ -x "$FLICK_SERVICES_DIR/mongo/venv/bin/python" ]; then
+    "$FLICK_SERVICES_DIR/mongo/venv/bin/python" -c "import pymongo, sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).drop_database(sys.argv[1].rsplit('/', 1)[1])" "$url" ||
+      warn "could not drop $url"
+  fi
+}
+
+for backend in ${FLICK_BENCH_BACKENDS:-sqlite mongodb}; do
+  case $backend in
+    sqlite) run_backend sqlite "" ;;
+    mongodb) run_backend mongodb "mongodb://127.0.0.1:27017/flick_bench_$(date +%s)" ;;
+    *) die "unknown backend $backend (sqlite, mongodb)" ;;
+  esac
+done
