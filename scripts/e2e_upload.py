@@ -363,6 +363,13 @@ def watching_counts_a_view(token, video_id):
         ok("the view reached media's viewCount; viewerProgress (activity) resumes at 6 s of 10")
     else:
         fail(f"viewCount and viewerProgress through the router: {got}")
+    report = graphql(token, "query($id: ID!) { video(id: $id) { analytics(range: LAST_7_DAYS) { views watchSeconds retention { percent share } } } }", {"id": video_id})
+    figures = ((report.get("data") or {}).get("video") or {}).get("analytics") or {}
+    reached = {p["percent"]: p["share"] for p in figures.get("retention") or []}
+    if figures.get("views") == 1 and figures.get("watchSeconds") == 6.0 and reached.get(0) == 1.0 and reached.get(100) == 0.0:
+        ok("the owner's analytics through the router: 1 view, 6 s watched, the session stopped before the end")
+    else:
+        fail(f"analytics: {report}")
     history = graphql(token, "{ watchHistory(first: 5) { edges { node { video { id title } positionSeconds } } } }")
     edges = ((history.get("data") or {}).get("watchHistory") or {}).get("edges") or []
     if edges and edges[0]["node"]["video"]["id"] == video_id and edges[0]["node"]["video"]["title"] == "E2E upload":

@@ -150,7 +150,7 @@ fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AppError> {
     String::from_utf8(raw).map(Some).map_err(|_| bad())
 }
 
-fn doc_error(e: DocError) -> AppError {
+pub(crate) fn doc_error(e: DocError) -> AppError {
     match e {
         DocError::Unavailable(_) => AppError::unavailable(e),
         _ => AppError::internal(e),

@@ -3,10 +3,11 @@
 //! entity belongs to media; this subgraph only contributes fields to it. Resolvers convert
 //! and call `Activity`.
 
+use crate::analytics::{self, Range};
 use crate::domain::{Activity, Heartbeat, HistoryEntry, Recorded, viewer_key};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema, SimpleObject};
+use async_graphql::{Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject};
 use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
 use flick_kit::graphql::caller;
@@ -64,6 +65,15 @@ impl Video {
     #[graphql(shareable)]
     async fn id(&self) -> &ID {
         &self.id
+    }
+
+    /// Audience figures of the video, for its owner only (others: FORBIDDEN).
+    async fn analytics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "AnalyticsRange::Last28Days")] range: AnalyticsRange,
+    ) -> Result<VideoAnalytics> {
+        Ok(activity(ctx).video_report(caller(ctx), &self.id, range.into()).await?.into())
     }
 
     /// Where the signed-in viewer stopped watching this video; null for anonymous viewers,
@@ -124,6 +134,136 @@ async fn history(ctx: &Context<'_>, first: Option<i32>, after: Option<String>, u
     Ok(conn)
 }
 
+/// How far back analytics look, ending today (UTC).
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AnalyticsRange {
+    Last7Days,
+    Last28Days,
+    Last90Days,
+}
+
+impl From<AnalyticsRange> for Range {
+    fn from(r: AnalyticsRange) -> Self {
+        match r {
+            AnalyticsRange::Last7Days => Range::Last7Days,
+            AnalyticsRange::Last28Days => Range::Last28Days,
+            AnalyticsRange::Last90Days => Range::Last90Days,
+        }
+    }
+}
+
+/// One day's figures.
+#[derive(SimpleObject)]
+pub struct DailyFigures {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub views: i32,
+    pub watch_seconds: f64,
+}
+
+/// The share of sessions still watching at a point of the video.
+#[derive(SimpleObject)]
+pub struct RetentionPoint {
+    /// 0, 5, …, 100: how far into the video.
+    pub percent: i32,
+    /// Of the sessions that started, the share that got this far (0–1).
+    pub share: f64,
+}
+
+/// How much of the watch time a rendition played.
+#[derive(SimpleObject)]
+pub struct RenditionShare {
+    pub rendition: String,
+    pub watch_seconds: f64,
+    /// Of the range's watch time (0–1).
+    pub share: f64,
+}
+
+/// A video's audience in a range.
+#[derive(SimpleObject)]
+pub struct VideoAnalytics {
+    pub views: i32,
+    pub watch_seconds: f64,
+    /// Watch time over views; null without views.
+    pub average_view_seconds: Option<f64>,
+    /// Every day of the range, oldest first.
+    pub days: Vec<DailyFigures>,
+    /// Every 5% of the duration, since the video's first playback; empty until one started.
+    pub retention: Vec<RetentionPoint>,
+    /// Most watched first.
+    pub renditions: Vec<RenditionShare>,
+}
+
+/// A video of the channel and its figures in the range.
+#[derive(SimpleObject)]
+pub struct VideoFigures {
+    pub video: Video,
+    pub views: i32,
+    pub watch_seconds: f64,
+}
+
+/// The caller's channel: all their videos together, and the most viewed.
+#[derive(SimpleObject)]
+pub struct ChannelAnalytics {
+    pub views: i32,
+    pub watch_seconds: f64,
+    pub average_view_seconds: Option<f64>,
+    pub days: Vec<DailyFigures>,
+    /// Most viewed first, at most 10.
+    pub top_videos: Vec<VideoFigures>,
+}
+
+fn count(n: i64) -> i32 {
+    n.clamp(0, i64::from(i32::MAX)) as i32
+}
+
+fn days(days: Vec<analytics::DayFigures>) -> Vec<DailyFigures> {
+    days.into_iter()
+        .map(|d| DailyFigures { day: d.day, views: count(d.views), watch_seconds: d.watch_seconds })
+        .collect()
+}
+
+impl From<analytics::VideoReport> for VideoAnalytics {
+    fn from(r: analytics::VideoReport) -> Self {
+        Self {
+            views: count(r.views),
+            watch_seconds: r.watch_seconds,
+            average_view_seconds: r.average_view_seconds,
+            days: days(r.days),
+            retention: r
+                .retention
+                .into_iter()
+                .map(|p| RetentionPoint { percent: p.percent as i32, share: p.share })
+                .collect(),
+            renditions: r
+                .renditions
+                .into_iter()
+                .map(|x| RenditionShare { rendition: x.rendition, watch_seconds: x.watch_seconds, share: x.share })
+                .collect(),
+        }
+    }
+}
+
+impl From<analytics::ChannelReport> for ChannelAnalytics {
+    fn from(r: analytics::ChannelReport) -> Self {
+        Self {
+            views: count(r.views),
+            watch_seconds: r.watch_seconds,
+            average_view_seconds: r.average_view_seconds,
+            days: days(r.days),
+            top_videos: r
+                .top_videos
+                .into_iter()
+                .map(|v| VideoFigures {
+                    video: Video { id: ID(v.video_id) },
+                    views: count(v.views),
+                    watch_seconds: v.watch_seconds,
+                })
+                .collect(),
+        }
+    }
+}
+
 pub struct Query;
 
 #[Object]
@@ -144,6 +284,15 @@ impl Query {
     #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
     async fn continue_watching(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<History> {
         history(ctx, first, after, true).await
+    }
+
+    /// The signed-in creator's channel: views and watch time per day, the top videos.
+    async fn channel_analytics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "AnalyticsRange::Last28Days")] range: AnalyticsRange,
+    ) -> Result<ChannelAnalytics> {
+        Ok(activity(ctx).channel_report(caller(ctx), range.into()).await?.into())
     }
 
     /// Whether the signed-in viewer's history is paused (nothing is added while it is).

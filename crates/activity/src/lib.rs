@@ -6,6 +6,7 @@
 //! `continueWatching`). It follows media's videos, the transcoder's durations and accounts'
 //! deletions through events.
 
+mod analytics;
 pub mod config;
 mod domain;
 mod events;

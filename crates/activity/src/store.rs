@@ -365,3 +365,71 @@ pub async fn set_history_paused(docs: &Documents, user: &str, paused: bool) -> R
     docs.collection("settings")?.update(user, &Filter::all(), &update, true).await?;
     Ok(())
 }
+
+// ---------- analytics ----------
+
+/// One video's day: views and watch seconds, seconds per rendition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Day {
+    pub day: String,
+    pub views: i64,
+    pub watch_seconds: f64,
+    pub renditions: Vec<(String, f64)>,
+}
+
+/// The video's days from `from` to `to` (inclusive, `YYYY-MM-DD`), oldest first.
+pub async fn video_days(docs: &Documents, video_id: &str, from: &str, to: &str) -> Result<Vec<Day>, DocError> {
+    let filter = Filter::all().eq("videoId", video_id).gte("day", from).lte("day", to);
+    let found = docs.collection("daily")?.find(&filter, Find::default().sort("day", Order::Asc)).await?;
+    Ok(found
+        .iter()
+        .map(|d| Day {
+            day: str_of(d, "day"),
+            views: i64_of(d, "views"),
+            watch_seconds: f64_of(d, "watchSeconds"),
+            renditions: d
+                .get("renditions")
+                .and_then(Value::as_object)
+                .map(|r| r.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0))).collect())
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// A channel's days (every video of `owner` summed per day), oldest first.
+pub async fn channel_days(docs: &Documents, owner: &str, from: &str, to: &str) -> Result<Vec<Day>, DocError> {
+    let filter = Filter::all().eq("owner", owner).gte("day", from).lte("day", to);
+    let groups = docs.collection("daily")?.group(&filter, &["day"], &["views", "watchSeconds"]).await?;
+    Ok(groups
+        .into_iter()
+        .map(|g| Day {
+            day: g.key[0].as_str().unwrap_or_default().to_string(),
+            views: g.sums[0] as i64,
+            watch_seconds: g.sums[1],
+            renditions: Vec::new(),
+        })
+        .collect())
+}
+
+/// A channel's videos with their views and watch seconds in the range, most viewed first.
+pub async fn channel_videos(
+    docs: &Documents,
+    owner: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, i64, f64)>, DocError> {
+    let filter = Filter::all().eq("owner", owner).gte("day", from).lte("day", to);
+    let groups = docs.collection("daily")?.group(&filter, &["videoId"], &["views", "watchSeconds"]).await?;
+    let mut videos: Vec<(String, i64, f64)> = groups
+        .into_iter()
+        .map(|g| (g.key[0].as_str().unwrap_or_default().to_string(), g.sums[0] as i64, g.sums[1]))
+        .collect();
+    videos.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+    Ok(videos)
+}
+
+/// Sessions that reached each retention bucket (0: started … 20: the end), since the first.
+pub async fn retention(docs: &Documents, video_id: &str) -> Result<Vec<i64>, DocError> {
+    let doc = docs.collection("retention")?.get(video_id).await?;
+    Ok((0..=BUCKETS).map(|b| doc.as_ref().map_or(0, |d| i64_of(d, &format!("b{b}")))).collect())
+}

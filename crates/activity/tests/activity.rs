@@ -21,6 +21,7 @@ on_both_backends!(
     history_can_be_removed_cleared_and_paused,
     deleted_users_and_videos_leave_no_activity,
     rest_heartbeat_batches_answer_item_by_item,
+    creators_see_their_audience_and_nobody_else_does,
 );
 
 /// The service with its default limits (`strict`), or with room for tests that do not measure
@@ -463,4 +464,77 @@ async fn rest_heartbeat_batches_answer_item_by_item(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
+}
+
+const ANALYTICS: &str = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) { ... on Video { analytics(range: LAST_7_DAYS) { views watchSeconds averageViewSeconds days { day views watchSeconds } retention { percent share } renditions { rendition watchSeconds share } } } } }";
+const CHANNEL: &str = "{ channelAnalytics { views watchSeconds averageViewSeconds days { day views } topVideos { video { id } views watchSeconds } } }";
+
+async fn creators_see_their_audience_and_nobody_else_does(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let owner = user();
+    // `video` probes with one session of the owner's at the end of the video (clamped): it is
+    // a playback like any other, at 0 s watched.
+    let (video, other) = (c.video(&owner, "PUBLIC", 100.0).await, c.video(&owner, "PUBLIC", 100.0).await);
+    let (a, b) = (user(), user());
+    let sa = session();
+    c.beat_ok(Some(&a), &video, &sa, 1, 10.0, 10.0).await;
+    assert_eq!(c.beat_ok(Some(&a), &video, &sa, 2, 40.0, 30.0).await["viewCounted"], true);
+    let rest = json!({ "heartbeats": [{"videoId": video, "sessionId": session(), "sequence": 1, "positionSeconds": 100.0,
+        "watchedSeconds": 35.0, "rendition": "480p"}] });
+    let res =
+        c.http.post(app.url("/activity/heartbeat")).header("x-user-id", b.as_str()).json(&rest).send().await.unwrap();
+    let res: Value = res.json().await.unwrap();
+    assert_eq!(res["results"][0]["viewCounted"], true, "{res}");
+    assert_eq!(c.beat_ok(Some(&a), &other, &session(), 1, 40.0, 40.0).await["viewCounted"], true);
+
+    let report = c.ok(Some(&owner), ANALYTICS, json!({ "id": video })).await;
+    let r = &report["_entities"][0]["analytics"];
+    assert_eq!(
+        (r["views"].as_i64(), r["watchSeconds"].as_f64(), r["averageViewSeconds"].as_f64()),
+        (Some(2), Some(75.0), Some(37.5)),
+        "{r}"
+    );
+    let days = r["days"].as_array().unwrap();
+    assert_eq!(days.len(), 7, "every day of the range");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(days[6], json!({ "day": today, "views": 2, "watchSeconds": 75.0 }));
+    assert!(days[..6].iter().all(|d| d["views"] == 0));
+    // Sessions: the owner's probe (to the end), a's (to 40%), b's (to the end).
+    let share = |percent: i64| {
+        r["retention"].as_array().unwrap().iter().find(|p| p["percent"] == percent).unwrap()["share"].as_f64().unwrap()
+    };
+    assert_eq!(r["retention"].as_array().unwrap().len(), 21);
+    assert_eq!((share(0), share(40)), (1.0, 1.0));
+    assert!((share(45) - 2.0 / 3.0).abs() < 1e-9 && (share(100) - 2.0 / 3.0).abs() < 1e-9, "{}", r["retention"]);
+    assert_eq!(
+        r["renditions"],
+        json!([
+            {"rendition": "720p", "watchSeconds": 40.0, "share": 40.0 / 75.0},
+            {"rendition": "480p", "watchSeconds": 35.0, "share": 35.0 / 75.0},
+        ])
+    );
+
+    let channel = c.ok(Some(&owner), CHANNEL, json!({})).await["channelAnalytics"].clone();
+    assert_eq!((channel["views"].as_i64(), channel["watchSeconds"].as_f64()), (Some(3), Some(115.0)), "{channel}");
+    assert_eq!(channel["days"].as_array().unwrap().len(), 28, "the last 28 days by default");
+    let top: Vec<(String, i64)> = channel["topVideos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["video"]["id"].as_str().unwrap().to_string(), v["views"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(top, [(video.clone(), 2), (other.clone(), 1)], "most viewed first");
+    let nobody = c.ok(Some(&a), CHANNEL, json!({})).await["channelAnalytics"].clone();
+    assert_eq!(
+        (nobody["views"].as_i64(), nobody["topVideos"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "only one's own channel"
+    );
+
+    assert_eq!(c.refused(Some(&a), ANALYTICS, json!({ "id": video })).await.0, "FORBIDDEN");
+    assert_eq!(c.refused(None, ANALYTICS, json!({ "id": video })).await.0, "UNAUTHENTICATED");
+    assert_eq!(c.refused(None, CHANNEL, json!({})).await.0, "UNAUTHENTICATED");
+    let private = c.video(&user(), "PRIVATE", 60.0).await;
+    assert_eq!(c.refused(Some(&a), ANALYTICS, json!({ "id": private })).await.0, "NOT_FOUND");
 }
