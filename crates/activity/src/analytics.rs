@@ -10,6 +10,7 @@ use flick_kit::identity::Caller;
 
 /// How far back a report looks, ending today (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the GraphQL names (LAST_7_DAYS, …) say "days" each
 pub enum Range {
     Last7Days,
     Last28Days,

@@ -22,6 +22,8 @@ pub struct ActivityConfig {
     /// Watched seconds a heartbeat may report beyond twice the time since its session's
     /// previous one (the first heartbeat of a session: at most this).
     pub heartbeat_slack_seconds: f64,
+    /// Most videos one playlist holds.
+    pub max_playlist_items: i64,
 }
 
 impl Default for ActivityConfig {
@@ -32,6 +34,7 @@ impl Default for ActivityConfig {
             session_retention_days: 90,
             heartbeats_per_second: 4,
             heartbeat_slack_seconds: 5.0,
+            max_playlist_items: 5_000,
         }
     }
 }

@@ -180,6 +180,10 @@ impl Activity {
         &self.docs
     }
 
+    pub fn config(&self) -> &ActivityConfig {
+        &self.config
+    }
+
     /// Does a watch of `watched` seconds make a view of a video of `duration`?
     fn is_a_view(&self, watched: f64, duration: Option<f64>) -> bool {
         let after = self.config.view_after_seconds;

@@ -1,6 +1,7 @@
 //! What the activity service follows: media's videos (owner, visibility; a deletion removes
-//! the video's activity), the transcoder's durations, and accounts' deletions (a user's
-//! sessions, views, history and settings go; aggregates hold no viewer and stay).
+//! the video's activity and takes it out of every playlist), the transcoder's durations, and
+//! accounts' deletions (a user's sessions, views, history, settings and playlists go;
+//! aggregates hold no viewer and stay).
 //!
 //! Consumed without an inbox: every change is idempotent by itself (videos apply only a newer
 //! version, durations and deletions are the same when repeated), so a redelivery changes
@@ -39,7 +40,8 @@ impl Activity {
             "video.deleted" => {
                 let v: events::VideoChanged = decode(e)?;
                 store::tombstone_video(docs, &v.video_id).await.map_err(retry)?;
-                let removed = store::delete_video_activity(docs, &v.video_id).await.map_err(retry)?;
+                let mut removed = store::delete_video_activity(docs, &v.video_id).await.map_err(retry)?;
+                removed += store::remove_video_everywhere(docs, &v.video_id).await.map_err(retry)?;
                 tracing::info!(video.id = %v.video_id, removed, "a deleted video's activity removed");
             }
             "transcode.completed" => {
@@ -50,7 +52,8 @@ impl Activity {
             }
             "user.deleted" => {
                 let u: events::UserDeleted = decode(e)?;
-                let removed = store::delete_user_activity(docs, &u.user_id).await.map_err(retry)?;
+                let mut removed = store::delete_user_activity(docs, &u.user_id).await.map_err(retry)?;
+                removed += store::delete_playlists_of(docs, &u.user_id).await.map_err(retry)?;
                 tracing::info!(user.id = %u.user_id, removed, "a deleted user's activity removed");
             }
             _ => {}

@@ -4,10 +4,13 @@
 //! and call `Activity`.
 
 use crate::analytics::{self, Range};
-use crate::domain::{Activity, Heartbeat, HistoryEntry, Recorded, viewer_key};
+use crate::domain::{self, Activity, Heartbeat, HistoryEntry, Recorded, viewer_key};
+use crate::playlists::{self, PlaylistChange};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, EmptySubscription, Enum, ID, InputObject, Object, Result, Schema, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
 use flick_kit::graphql::caller;
@@ -136,6 +139,7 @@ async fn history(ctx: &Context<'_>, first: Option<i32>, after: Option<String>, u
 
 /// How far back analytics look, ending today (UTC).
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[allow(clippy::enum_variant_names)] // LAST_7_DAYS, … in the schema
 pub enum AnalyticsRange {
     Last7Days,
     Last28Days,
@@ -264,6 +268,133 @@ impl From<analytics::ChannelReport> for ChannelAnalytics {
     }
 }
 
+/// Who may see a playlist: as videos' visibility.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "Visibility")]
+pub enum VisibilityGql {
+    Public,
+    Unlisted,
+    Private,
+}
+
+impl From<VisibilityGql> for domain::Visibility {
+    fn from(v: VisibilityGql) -> Self {
+        match v {
+            VisibilityGql::Public => domain::Visibility::Public,
+            VisibilityGql::Unlisted => domain::Visibility::Unlisted,
+            VisibilityGql::Private => domain::Visibility::Private,
+        }
+    }
+}
+
+impl From<domain::Visibility> for VisibilityGql {
+    fn from(v: domain::Visibility) -> Self {
+        match v {
+            domain::Visibility::Public => VisibilityGql::Public,
+            domain::Visibility::Unlisted => VisibilityGql::Unlisted,
+            domain::Visibility::Private => VisibilityGql::Private,
+        }
+    }
+}
+
+/// A user (accounts' entity); this subgraph adds their playlists.
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct User {
+    pub id: ID,
+}
+
+#[ComplexObject]
+impl User {
+    /// The user's playlists, newest first (Watch later first): all of them for the user, the
+    /// public ones for others. At most 100 per page.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
+    async fn playlists(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Playlists> {
+        playlist_page(ctx, &self.id, first, after).await
+    }
+}
+
+async fn playlist_page(ctx: &Context<'_>, owner: &str, first: Option<i32>, after: Option<String>) -> Result<Playlists> {
+    let page = activity(ctx).playlists_of(caller(ctx), owner, after.as_deref(), first).await?;
+    let mut conn = Connection::new(after.is_some(), page.has_next);
+    conn.edges.extend(page.items.into_iter().map(|p| Edge::new(p.cursor(), Playlist(p))));
+    Ok(conn)
+}
+
+type Playlists = Connection<String, Playlist, EmptyFields, EmptyFields>;
+type PlaylistItems = Connection<String, PlaylistItem, EmptyFields, EmptyFields>;
+
+/// An ordered list of videos; "Watch later" is each user's built-in, private one.
+pub struct Playlist(playlists::Playlist);
+
+#[Object]
+impl Playlist {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    async fn visibility(&self) -> VisibilityGql {
+        self.0.visibility.into()
+    }
+    async fn owner(&self) -> User {
+        User { id: ID(self.0.owner.clone()) }
+    }
+    /// Every item, also those the viewer may not watch (which `items` leaves out).
+    async fn item_count(&self) -> i32 {
+        self.0.item_count.clamp(0, i64::from(i32::MAX)) as i32
+    }
+    async fn is_watch_later(&self) -> bool {
+        self.0.watch_later
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        time(self.0.created_at_ms)
+    }
+    /// The videos in order, only those the viewer may watch. At most 100 per page.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
+    async fn items(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<PlaylistItems> {
+        let page = activity(ctx).playlist_items(caller(ctx), &self.0.id, after.as_deref(), first).await?;
+        let mut conn = Connection::new(after.is_some(), page.has_next);
+        conn.edges.extend(page.items.into_iter().map(|i| Edge::new(i.cursor(), PlaylistItem(i))));
+        Ok(conn)
+    }
+}
+
+/// A video in a playlist.
+pub struct PlaylistItem(playlists::PlaylistItem);
+
+#[Object]
+impl PlaylistItem {
+    async fn video(&self) -> Video {
+        Video { id: ID(self.0.video_id.clone()) }
+    }
+    async fn added_at(&self) -> DateTime<Utc> {
+        time(self.0.added_at_ms)
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreatePlaylistInput {
+    /// 1–150 characters.
+    pub title: String,
+    /// At most 5,000 characters.
+    pub description: Option<String>,
+    /// PRIVATE when not given.
+    pub visibility: Option<VisibilityGql>,
+}
+
+/// What to change; absent fields stay.
+#[derive(InputObject)]
+pub struct UpdatePlaylistInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub visibility: Option<VisibilityGql>,
+}
+
 pub struct Query;
 
 #[Object]
@@ -271,6 +402,28 @@ impl Query {
     #[graphql(entity)]
     async fn find_video_by_id(&self, id: ID) -> Video {
         Video { id }
+    }
+
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, id: ID) -> User {
+        User { id }
+    }
+
+    /// A playlist the caller may see (public and unlisted ones: anyone); null otherwise.
+    async fn playlist(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Playlist>> {
+        Ok(activity(ctx).playlist(caller(ctx), &id).await?.map(Playlist))
+    }
+
+    /// The signed-in user's "Watch later".
+    async fn watch_later(&self, ctx: &Context<'_>) -> Result<Playlist> {
+        Ok(Playlist(activity(ctx).watch_later(caller(ctx)).await?))
+    }
+
+    /// The signed-in user's playlists, newest first (Watch later first). At most 100 per page.
+    #[graphql(complexity = "flick_kit::graphql::list_cost(first, 20, child_complexity)")]
+    async fn my_playlists(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Playlists> {
+        let me = caller(ctx).require_user()?.to_string();
+        playlist_page(ctx, &me, first, after).await
     }
 
     /// The signed-in viewer's watch history, newest first, one entry per video (only videos
@@ -371,6 +524,62 @@ impl Mutation {
     /// Empties the viewer's history; returns how many entries went.
     async fn clear_history(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(activity(ctx).clear_history(caller(ctx)).await?.min(i32::MAX as u64) as i32)
+    }
+
+    async fn create_playlist(&self, ctx: &Context<'_>, input: CreatePlaylistInput) -> Result<Playlist> {
+        let change = PlaylistChange {
+            title: Some(input.title),
+            description: input.description,
+            visibility: input.visibility.map(Into::into),
+        };
+        Ok(Playlist(activity(ctx).create_playlist(caller(ctx), change).await?))
+    }
+
+    /// Owner only; Watch later keeps its title and stays private.
+    async fn update_playlist(&self, ctx: &Context<'_>, id: ID, input: UpdatePlaylistInput) -> Result<Playlist> {
+        let change = PlaylistChange {
+            title: input.title,
+            description: input.description,
+            visibility: input.visibility.map(Into::into),
+        };
+        Ok(Playlist(activity(ctx).update_playlist(caller(ctx), &id, change).await?))
+    }
+
+    /// Owner only; Watch later cannot be deleted.
+    async fn delete_playlist(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        Ok(activity(ctx).delete_playlist(caller(ctx), &id).await?)
+    }
+
+    /// Adds a video at the end (a video already there stays where it is). At most 5,000.
+    async fn add_to_playlist(&self, ctx: &Context<'_>, playlist_id: ID, video_id: ID) -> Result<Playlist> {
+        Ok(Playlist(activity(ctx).add_to_playlist(caller(ctx), &playlist_id, &video_id).await?))
+    }
+
+    async fn remove_from_playlist(&self, ctx: &Context<'_>, playlist_id: ID, video_id: ID) -> Result<Playlist> {
+        Ok(Playlist(activity(ctx).remove_from_playlist(caller(ctx), &playlist_id, &video_id).await?))
+    }
+
+    /// Moves a video to `position` (0: first; past the end: last).
+    async fn move_playlist_item(
+        &self,
+        ctx: &Context<'_>,
+        playlist_id: ID,
+        video_id: ID,
+        position: i32,
+    ) -> Result<Playlist> {
+        Ok(Playlist(activity(ctx).move_item(caller(ctx), &playlist_id, &video_id, position).await?))
+    }
+
+    async fn add_to_watch_later(&self, ctx: &Context<'_>, video_id: ID) -> Result<Playlist> {
+        let a = activity(ctx);
+        let wl = a.watch_later(caller(ctx)).await?;
+        Ok(Playlist(a.add_to_playlist(caller(ctx), &wl.id, &video_id).await?))
+    }
+
+    async fn remove_from_watch_later(&self, ctx: &Context<'_>, video_id: ID) -> Result<Playlist> {
+        let a = activity(ctx);
+        let wl = a.watch_later(caller(ctx)).await?;
+        Ok(Playlist(a.remove_from_playlist(caller(ctx), &wl.id, &video_id).await?))
     }
 
     /// Pauses (or resumes) the viewer's history: while paused, watching adds nothing to it.

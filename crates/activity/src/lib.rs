@@ -11,6 +11,7 @@ pub mod config;
 mod domain;
 mod events;
 mod graphql;
+mod playlists;
 mod rest;
 mod store;
 

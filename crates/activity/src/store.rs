@@ -10,8 +10,11 @@
 //! | `settings` | user: history paused | until the user is deleted |
 //! | `daily` | video and UTC day: views, watch seconds, seconds per rendition | for ever (no viewer in it) |
 //! | `retention` | video: sessions that reached each 5% of the duration | for ever |
+//! | `playlists` | playlist: owner, title, description, visibility, item count (watch later too) | until deleted |
+//! | `playlist_items` | playlist and video: its place (a number between its neighbours') | until removed |
 
 use crate::domain::{HistoryEntry, Session, VideoInfo, Visibility};
+use crate::playlists::{Playlist, PlaylistItem};
 use flick_platform::documents::{
     DocError, Documents, Filter, Find, Index, Migration, Order, Update, Updated, Value, json,
 };
@@ -19,35 +22,66 @@ use flick_platform::documents::{
 const BY_USER: Index = Index { name: "by_user", keys: &[("user", Order::Asc)], unique: false };
 const BY_VIDEO: Index = Index { name: "by_video", keys: &[("videoId", Order::Asc)], unique: false };
 
-pub const DOCUMENTS: &[Migration] = &[Migration {
-    version: 1,
-    name: "activity",
-    collections: &[
-        ("videos", &[]),
-        ("sessions", &[BY_USER, BY_VIDEO]),
-        ("views", &[BY_USER, BY_VIDEO]),
-        (
-            "history",
-            &[
-                Index {
-                    name: "by_user_recent",
-                    keys: &[("user", Order::Asc), ("sortKey", Order::Desc)],
+pub const DOCUMENTS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "activity",
+        collections: &[
+            ("videos", &[]),
+            ("sessions", &[BY_USER, BY_VIDEO]),
+            ("views", &[BY_USER, BY_VIDEO]),
+            (
+                "history",
+                &[
+                    Index {
+                        name: "by_user_recent",
+                        keys: &[("user", Order::Asc), ("sortKey", Order::Desc)],
+                        unique: false,
+                    },
+                    BY_VIDEO,
+                ],
+            ),
+            ("settings", &[]),
+            (
+                "daily",
+                &[
+                    Index {
+                        name: "by_video_day",
+                        keys: &[("videoId", Order::Asc), ("day", Order::Asc)],
+                        unique: false,
+                    },
+                    Index { name: "by_owner_day", keys: &[("owner", Order::Asc), ("day", Order::Asc)], unique: false },
+                ],
+            ),
+            ("retention", &[Index { name: "by_owner", keys: &[("owner", Order::Asc)], unique: false }]),
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "playlists",
+        collections: &[
+            (
+                "playlists",
+                &[Index {
+                    name: "by_owner_created",
+                    keys: &[("owner", Order::Asc), ("sortKey", Order::Desc)],
                     unique: false,
-                },
-                BY_VIDEO,
-            ],
-        ),
-        ("settings", &[]),
-        (
-            "daily",
-            &[
-                Index { name: "by_video_day", keys: &[("videoId", Order::Asc), ("day", Order::Asc)], unique: false },
-                Index { name: "by_owner_day", keys: &[("owner", Order::Asc), ("day", Order::Asc)], unique: false },
-            ],
-        ),
-        ("retention", &[Index { name: "by_owner", keys: &[("owner", Order::Asc)], unique: false }]),
-    ],
-}];
+                }],
+            ),
+            (
+                "playlist_items",
+                &[
+                    Index {
+                        name: "by_playlist_place",
+                        keys: &[("playlist", Order::Asc), ("place", Order::Asc)],
+                        unique: false,
+                    },
+                    BY_VIDEO,
+                ],
+            ),
+        ],
+    },
+];
 
 /// Retention buckets: one per 5% of the duration, 0 (started) to 20 (the end).
 pub const BUCKETS: u32 = 20;
@@ -432,4 +466,196 @@ pub async fn channel_videos(
 pub async fn retention(docs: &Documents, video_id: &str) -> Result<Vec<i64>, DocError> {
     let doc = docs.collection("retention")?.get(video_id).await?;
     Ok((0..=BUCKETS).map(|b| doc.as_ref().map_or(0, |d| i64_of(d, &format!("b{b}")))).collect())
+}
+
+// ---------- playlists ----------
+
+fn playlist_of(d: &Value) -> Option<Playlist> {
+    Some(Playlist {
+        id: str_of(d, "_id"),
+        owner: str_of(d, "owner"),
+        title: str_of(d, "title"),
+        description: str_of(d, "description"),
+        visibility: Visibility::parse(d.get("visibility").and_then(Value::as_str)?)?,
+        watch_later: d.get("watchLater").and_then(Value::as_bool).unwrap_or(false),
+        item_count: i64_of(d, "itemCount"),
+        created_at_ms: i64_of(d, "createdAt"),
+        sort_key: str_of(d, "sortKey"),
+    })
+}
+
+pub async fn playlist(docs: &Documents, id: &str) -> Result<Option<Playlist>, DocError> {
+    Ok(docs.collection("playlists")?.get(id).await?.as_ref().and_then(playlist_of))
+}
+
+/// Creates the playlist; `Duplicate` when the id is taken (a user's watch later, made once).
+pub async fn create_playlist(docs: &Documents, p: &Playlist) -> Result<(), DocError> {
+    let doc = json!({
+        "_id": p.id, "owner": p.owner, "title": p.title, "description": p.description,
+        "visibility": p.visibility.as_str(), "watchLater": p.watch_later, "itemCount": 0,
+        "createdAt": p.created_at_ms, "sortKey": p.sort_key,
+    });
+    docs.collection("playlists")?.insert(doc, None).await
+}
+
+pub async fn update_playlist(
+    docs: &Documents,
+    id: &str,
+    title: Option<&str>,
+    description: Option<&str>,
+    visibility: Option<Visibility>,
+) -> Result<Option<Playlist>, DocError> {
+    let mut update = Update::new();
+    if let Some(t) = title {
+        update = update.set("title", t);
+    }
+    if let Some(d) = description {
+        update = update.set("description", d);
+    }
+    if let Some(v) = visibility {
+        update = update.set("visibility", v.as_str());
+    }
+    match docs.collection("playlists")?.update(id, &Filter::all(), &update, false).await? {
+        Updated::Applied(d) => Ok(playlist_of(&d)),
+        Updated::NotMatched => Ok(None),
+    }
+}
+
+/// The owner's playlists, newest first, after the cursor's sort key.
+pub async fn playlists_of(
+    docs: &Documents,
+    owner: &str,
+    public_only: bool,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Playlist>, DocError> {
+    let mut filter = Filter::all().eq("owner", owner);
+    if let Some(after) = after {
+        filter = filter.lt("sortKey", after);
+    }
+    if public_only {
+        filter = filter.eq("visibility", Visibility::Public.as_str());
+    }
+    let found =
+        docs.collection("playlists")?.find(&filter, Find::default().sort("sortKey", Order::Desc).limit(limit)).await?;
+    Ok(found.iter().filter_map(playlist_of).collect())
+}
+
+/// Counts one more item unless the playlist is full; false when it is (or is gone).
+pub async fn reserve_item(docs: &Documents, playlist: &str, max_items: i64) -> Result<bool, DocError> {
+    let update = Update::new().inc("itemCount", 1);
+    let done = docs
+        .collection("playlists")?
+        .update(playlist, &Filter::all().lt("itemCount", max_items), &update, false)
+        .await?;
+    Ok(matches!(done, Updated::Applied(_)))
+}
+
+pub async fn count_items(docs: &Documents, playlist: &str, by: i64) -> Result<(), DocError> {
+    docs.collection("playlists")?.update(playlist, &Filter::all(), &Update::new().inc("itemCount", by), false).await?;
+    Ok(())
+}
+
+fn item_of(d: &Value) -> PlaylistItem {
+    PlaylistItem {
+        playlist: str_of(d, "playlist"),
+        video_id: str_of(d, "videoId"),
+        place: f64_of(d, "place"),
+        added_at_ms: i64_of(d, "addedAt"),
+    }
+}
+
+/// Adds the video at `place`; false when it is in the playlist already.
+pub async fn insert_item(docs: &Documents, item: &PlaylistItem) -> Result<bool, DocError> {
+    let doc = json!({
+        "_id": format!("{}|{}", item.playlist, item.video_id), "playlist": item.playlist,
+        "videoId": item.video_id, "place": item.place, "addedAt": item.added_at_ms,
+    });
+    match docs.collection("playlist_items")?.insert(doc, None).await {
+        Ok(()) => Ok(true),
+        Err(DocError::Duplicate(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn item(docs: &Documents, playlist: &str, video_id: &str) -> Result<Option<PlaylistItem>, DocError> {
+    Ok(docs.collection("playlist_items")?.get(&format!("{playlist}|{video_id}")).await?.as_ref().map(item_of))
+}
+
+pub async fn delete_item(docs: &Documents, playlist: &str, video_id: &str) -> Result<bool, DocError> {
+    docs.collection("playlist_items")?.delete(&format!("{playlist}|{video_id}")).await
+}
+
+pub async fn set_place(docs: &Documents, playlist: &str, video_id: &str, place: f64) -> Result<(), DocError> {
+    let update = Update::new().set("place", place);
+    docs.collection("playlist_items")?
+        .update(&format!("{playlist}|{video_id}"), &Filter::all(), &update, false)
+        .await?;
+    Ok(())
+}
+
+/// Items in order, from the `skip`th; `after`: only places after this one.
+pub async fn items(
+    docs: &Documents,
+    playlist: &str,
+    after: Option<f64>,
+    skip: u64,
+    limit: u64,
+) -> Result<Vec<PlaylistItem>, DocError> {
+    let mut filter = Filter::all().eq("playlist", playlist);
+    if let Some(place) = after {
+        filter = filter.gt("place", place);
+    }
+    let find = Find::default().sort("place", Order::Asc).skip(skip).limit(limit);
+    Ok(docs.collection("playlist_items")?.find(&filter, find).await?.iter().map(item_of).collect())
+}
+
+/// A video of a playlist and its place.
+pub type PlaceOf = (String, f64);
+
+/// Every item's place, in order (a move looks at its new neighbours).
+pub async fn places(docs: &Documents, playlist: &str) -> Result<Vec<PlaceOf>, DocError> {
+    let find = Find::default().sort("place", Order::Asc);
+    let found = docs.collection("playlist_items")?.find(&Filter::all().eq("playlist", playlist), find).await?;
+    Ok(found.iter().map(|d| (str_of(d, "videoId"), f64_of(d, "place"))).collect())
+}
+
+/// The last item's place (new items go after it).
+pub async fn last_place(docs: &Documents, playlist: &str) -> Result<Option<f64>, DocError> {
+    let find = Find::default().sort("place", Order::Desc).limit(1);
+    let found = docs.collection("playlist_items")?.find(&Filter::all().eq("playlist", playlist), find).await?;
+    Ok(found.first().map(|d| f64_of(d, "place")))
+}
+
+/// Deletes the playlist and its items.
+pub async fn delete_playlist(docs: &Documents, id: &str) -> Result<bool, DocError> {
+    docs.collection("playlist_items")?.delete_many(&Filter::all().eq("playlist", id)).await?;
+    docs.collection("playlists")?.delete(id).await
+}
+
+/// Takes a deleted video out of every playlist (their counts follow).
+pub async fn remove_video_everywhere(docs: &Documents, video_id: &str) -> Result<u64, DocError> {
+    let items = docs.collection("playlist_items")?;
+    let found = items.find(&Filter::all().eq("videoId", video_id), Find::default()).await?;
+    for d in &found {
+        let item = item_of(d);
+        if items.delete(&format!("{}|{}", item.playlist, item.video_id)).await? {
+            count_items(docs, &item.playlist, -1).await?;
+        }
+    }
+    Ok(found.len() as u64)
+}
+
+/// A deleted user's playlists and their items.
+pub async fn delete_playlists_of(docs: &Documents, owner: &str) -> Result<u64, DocError> {
+    let mut n = 0;
+    loop {
+        let page = playlists_of(docs, owner, false, None, 100).await?;
+        if page.is_empty() {
+            return Ok(n);
+        }
+        for p in page {
+            n += u64::from(delete_playlist(docs, &p.id).await?);
+        }
+    }
 }

@@ -22,6 +22,8 @@ on_both_backends!(
     deleted_users_and_videos_leave_no_activity,
     rest_heartbeat_batches_answer_item_by_item,
     creators_see_their_audience_and_nobody_else_does,
+    playlists_are_their_owners_to_change_and_list_what_viewers_may_see,
+    watch_later_is_each_users_own_and_deletions_empty_playlists,
 );
 
 /// The service with its default limits (`strict`), or with room for tests that do not measure
@@ -35,6 +37,7 @@ async fn start(backend: Backend, strict: bool) -> TestApp {
         cfg.heartbeat_slack_seconds = 600.0;
         cfg.heartbeats_per_second = 1000;
     }
+    infra.config.activity_mut().max_playlist_items = 6;
     TestApp::start(infra, |s| async move { flick_activity::build(&s).await }).await
 }
 
@@ -392,7 +395,7 @@ async fn deleted_users_and_videos_leave_no_activity(backend: Backend) {
     let owner = user();
     let (kept, gone) = (c.video(&owner, "PUBLIC", 600.0).await, c.video(&owner, "PUBLIC", 600.0).await);
     let (leaver, stayer) = (user(), user());
-    for viewer in [&leaver, &stayer] {
+    for viewer in [leaver.as_str(), stayer.as_str()] {
         c.beat_ok(Some(viewer), &kept, &session(), 1, 10.0, 10.0).await;
         c.beat_ok(Some(viewer), &gone, &session(), 1, 10.0, 10.0).await;
     }
@@ -537,4 +540,222 @@ async fn creators_see_their_audience_and_nobody_else_does(backend: Backend) {
     assert_eq!(c.refused(None, CHANNEL, json!({})).await.0, "UNAUTHENTICATED");
     let private = c.video(&user(), "PRIVATE", 60.0).await;
     assert_eq!(c.refused(Some(&a), ANALYTICS, json!({ "id": private })).await.0, "NOT_FOUND");
+}
+
+const PLAYLIST: &str = "query($id: ID!, $first: Int, $after: String) { playlist(id: $id) { id title description visibility itemCount isWatchLater owner { id } items(first: $first, after: $after) { edges { node { video { id } } } pageInfo { hasNextPage endCursor } } } }";
+const CREATE: &str =
+    "mutation($i: CreatePlaylistInput!) { createPlaylist(input: $i) { id title visibility itemCount } }";
+const ADD: &str = "mutation($p: ID!, $v: ID!) { addToPlaylist(playlistId: $p, videoId: $v) { itemCount } }";
+const MOVE: &str =
+    "mutation($p: ID!, $v: ID!, $at: Int!) { movePlaylistItem(playlistId: $p, videoId: $v, position: $at) { id } }";
+
+fn item_ids(data: &Value) -> Vec<&str> {
+    data["playlist"]["items"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["video"]["id"].as_str().unwrap())
+        .collect()
+}
+
+async fn playlists_are_their_owners_to_change_and_list_what_viewers_may_see(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let (owner, stranger) = (user(), user());
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        v.push(c.video(&user(), "PUBLIC", 60.0).await);
+    }
+    let hidden = c.video(&owner, "PRIVATE", 60.0).await;
+    let made = c.ok(Some(&owner), CREATE, json!({ "i": { "title": "  Birds ", "visibility": "PUBLIC" } })).await;
+    assert_eq!(
+        (made["createPlaylist"]["title"].as_str(), made["createPlaylist"]["itemCount"].as_i64()),
+        (Some("Birds"), Some(0))
+    );
+    let id = made["createPlaylist"]["id"].as_str().unwrap().to_string();
+    for video in v.iter().chain([&hidden]) {
+        c.ok(Some(&owner), ADD, json!({ "p": id, "v": video })).await;
+    }
+    assert_eq!(
+        c.ok(Some(&owner), ADD, json!({ "p": id, "v": v[0] })).await["addToPlaylist"]["itemCount"],
+        4,
+        "already there: no second entry"
+    );
+    let mine = c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await;
+    assert_eq!(item_ids(&mine), [v[0].as_str(), v[1].as_str(), v[2].as_str(), hidden.as_str()], "in the order added");
+    let theirs = c.ok(Some(&stranger), PLAYLIST, json!({ "id": id })).await;
+    assert_eq!(
+        item_ids(&theirs),
+        [v[0].as_str(), v[1].as_str(), v[2].as_str()],
+        "the owner's private video is not listed to others"
+    );
+    assert_eq!(theirs["playlist"]["itemCount"], 4);
+
+    c.ok(Some(&owner), MOVE, json!({ "p": id, "v": v[2], "at": 0 })).await;
+    assert_eq!(
+        item_ids(&c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await),
+        [v[2].as_str(), v[0].as_str(), v[1].as_str(), hidden.as_str()]
+    );
+    c.ok(Some(&owner), MOVE, json!({ "p": id, "v": v[2], "at": 2 })).await;
+    assert_eq!(
+        item_ids(&c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await),
+        [v[0].as_str(), v[1].as_str(), v[2].as_str(), hidden.as_str()]
+    );
+    c.ok(Some(&owner), MOVE, json!({ "p": id, "v": v[0], "at": 99 })).await;
+    assert_eq!(
+        item_ids(&c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await),
+        [v[1].as_str(), v[2].as_str(), hidden.as_str(), v[0].as_str()],
+        "past the end: last"
+    );
+    // Many moves between the same two neighbours: places get renumbered, the order holds.
+    for _ in 0..60 {
+        c.ok(Some(&owner), MOVE, json!({ "p": id, "v": v[0], "at": 1 })).await;
+        c.ok(Some(&owner), MOVE, json!({ "p": id, "v": v[2], "at": 1 })).await;
+    }
+    assert_eq!(
+        item_ids(&c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await),
+        [v[1].as_str(), v[2].as_str(), v[0].as_str(), hidden.as_str()]
+    );
+    let page = c.ok(Some(&owner), PLAYLIST, json!({ "id": id, "first": 2 })).await;
+    assert_eq!(item_ids(&page), [v[1].as_str(), v[2].as_str()]);
+    let after = page["playlist"]["items"]["pageInfo"]["endCursor"].clone();
+    assert_eq!(
+        item_ids(&c.ok(Some(&owner), PLAYLIST, json!({ "id": id, "first": 2, "after": after })).await),
+        [v[0].as_str(), hidden.as_str()]
+    );
+
+    let update = "mutation($p: ID!, $i: UpdatePlaylistInput!) { updatePlaylist(id: $p, input: $i) { title description visibility } }";
+    let renamed = c
+        .ok(Some(&owner), update, json!({ "p": id, "i": { "title": "Birds of prey", "description": "raptors" } }))
+        .await;
+    assert_eq!(
+        renamed["updatePlaylist"],
+        json!({ "title": "Birds of prey", "description": "raptors", "visibility": "PUBLIC" })
+    );
+    assert_eq!(
+        c.refused(Some(&owner), update, json!({ "p": id, "i": { "title": " " } })).await,
+        ("BAD_USER_INPUT".into(), Some("title".into()))
+    );
+    assert_eq!(c.refused(Some(&stranger), update, json!({ "p": id, "i": { "title": "Mine" } })).await.0, "FORBIDDEN");
+    assert_eq!(c.refused(Some(&stranger), ADD, json!({ "p": id, "v": v[0] })).await.0, "FORBIDDEN");
+    assert_eq!(c.refused(None, ADD, json!({ "p": id, "v": v[0] })).await.0, "UNAUTHENTICATED");
+    assert_eq!(c.refused(None, CREATE, json!({ "i": { "title": "x" } })).await.0, "UNAUTHENTICATED");
+    assert_eq!(
+        c.refused(Some(&owner), ADD, json!({ "p": id, "v": user() })).await,
+        ("NOT_FOUND".into(), Some("videoId".into()))
+    );
+    let others_private = c.video(&stranger, "PRIVATE", 60.0).await;
+    assert_eq!(
+        c.refused(Some(&owner), ADD, json!({ "p": id, "v": others_private })).await.0,
+        "NOT_FOUND",
+        "a video one cannot watch"
+    );
+
+    // Private: others cannot see it at all.
+    c.ok(Some(&owner), update, json!({ "p": id, "i": { "visibility": "PRIVATE" } })).await;
+    assert_eq!(c.ok(Some(&stranger), PLAYLIST, json!({ "id": id })).await["playlist"], Value::Null);
+    assert_eq!(c.refused(Some(&stranger), ADD, json!({ "p": id, "v": v[0] })).await.0, "NOT_FOUND");
+    let remove = "mutation($p: ID!, $v: ID!) { removeFromPlaylist(playlistId: $p, videoId: $v) { itemCount } }";
+    assert_eq!(c.ok(Some(&owner), remove, json!({ "p": id, "v": v[1] })).await["removeFromPlaylist"]["itemCount"], 3);
+    assert_eq!(
+        c.ok(Some(&owner), remove, json!({ "p": id, "v": v[1] })).await["removeFromPlaylist"]["itemCount"],
+        3,
+        "gone already"
+    );
+
+    // Full at max_playlist_items (6 in these tests; 5,000 by default).
+    let (a, b, d) = (
+        c.video(&user(), "PUBLIC", 60.0).await,
+        c.video(&user(), "PUBLIC", 60.0).await,
+        c.video(&user(), "PUBLIC", 60.0).await,
+    );
+    c.ok(Some(&owner), ADD, json!({ "p": id, "v": a })).await;
+    c.ok(Some(&owner), ADD, json!({ "p": id, "v": b })).await;
+    assert_eq!(c.ok(Some(&owner), ADD, json!({ "p": id, "v": v[1] })).await["addToPlaylist"]["itemCount"], 6);
+    assert_eq!(c.refused(Some(&owner), ADD, json!({ "p": id, "v": d })).await.0, "BAD_USER_INPUT", "a seventh video");
+
+    let delete = "mutation($p: ID!) { deletePlaylist(id: $p) }";
+    assert_eq!(c.refused(Some(&stranger), delete, json!({ "p": id })).await.0, "NOT_FOUND");
+    assert_eq!(c.ok(Some(&owner), delete, json!({ "p": id })).await["deletePlaylist"], true);
+    assert_eq!(c.ok(Some(&owner), PLAYLIST, json!({ "id": id })).await["playlist"], Value::Null);
+}
+
+const MINE: &str = "{ myPlaylists { edges { node { id title isWatchLater visibility itemCount } } } }";
+const USER_PLAYLISTS: &str = "query($u: ID!) { _entities(representations: [{__typename: \"User\", id: $u}]) { ... on User { playlists { edges { node { id title } } } } } }";
+
+async fn watch_later_is_each_users_own_and_deletions_empty_playlists(backend: Backend) {
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let (owner, fan) = (user(), user());
+    let (kept, gone) = (c.video(&owner, "PUBLIC", 60.0).await, c.video(&owner, "PUBLIC", 60.0).await);
+    let later = "mutation($v: ID!) { addToWatchLater(videoId: $v) { id title isWatchLater visibility itemCount } }";
+    let wl = c.ok(Some(&fan), later, json!({ "v": kept })).await["addToWatchLater"].clone();
+    assert_eq!(
+        (wl["title"].as_str(), wl["isWatchLater"].as_bool(), wl["visibility"].as_str(), wl["itemCount"].as_i64()),
+        (Some("Watch later"), Some(true), Some("PRIVATE"), Some(1))
+    );
+    c.ok(Some(&fan), later, json!({ "v": gone })).await;
+    let wl_id = wl["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.ok(Some(&fan), "{ watchLater { id itemCount } }", json!({})).await["watchLater"],
+        json!({ "id": wl_id, "itemCount": 2 })
+    );
+    assert_eq!(
+        c.refused(Some(&fan), "mutation($p: ID!) { deletePlaylist(id: $p) }", json!({ "p": wl_id })).await.0,
+        "BAD_USER_INPUT"
+    );
+    assert_eq!(
+        c.ok(Some(&owner), PLAYLIST, json!({ "id": wl_id })).await["playlist"],
+        Value::Null,
+        "private to its user"
+    );
+    assert_eq!(c.refused(None, "{ watchLater { id } }", json!({})).await.0, "UNAUTHENTICATED");
+
+    let public =
+        c.ok(Some(&fan), CREATE, json!({ "i": { "title": "Shared", "visibility": "PUBLIC" } })).await["createPlaylist"]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    c.ok(Some(&fan), ADD, json!({ "p": public, "v": gone })).await;
+    let private = c.ok(Some(&fan), CREATE, json!({ "i": { "title": "Secret" } })).await["createPlaylist"].clone();
+    assert_eq!(private["visibility"], "PRIVATE", "private unless said otherwise");
+    let mine: Vec<String> = c.ok(Some(&fan), MINE, json!({})).await["myPlaylists"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(mine, ["Watch later", "Secret", "Shared"], "Watch later first, then newest first");
+    let seen = c.ok(Some(&owner), USER_PLAYLISTS, json!({ "u": fan })).await;
+    let titles: Vec<&str> = seen["_entities"][0]["playlists"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Shared"], "others see a user's public playlists");
+
+    // The video is deleted: it leaves every playlist, and their counts follow.
+    let deleted =
+        events::VideoChanged { video_id: gone.clone(), owner_id: owner.clone(), version: 9, ..Default::default() };
+    c.publish("video.deleted", &gone, deleted.encode_to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let wl = c.ok(Some(&fan), "{ watchLater { itemCount } }", json!({})).await;
+            let shared = c.ok(Some(&fan), PLAYLIST, json!({ "id": public })).await;
+            wl["watchLater"]["itemCount"] == 1 && shared["playlist"]["itemCount"] == 0
+        })
+        .await,
+        "the deleted video left both playlists"
+    );
+    // The user is deleted: their playlists go.
+    c.publish("user.deleted", &fan, events::UserDeleted { user_id: fan.clone() }.encode_to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            c.ok(Some(&owner), PLAYLIST, json!({ "id": public })).await["playlist"].is_null()
+        })
+        .await,
+        "a deleted user's playlists are gone"
+    );
 }
