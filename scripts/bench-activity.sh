@@ -5,6 +5,10 @@
 #                4,000 player sessions in turn, each with its next sequence number):
 #                wrk -t1 -c32, saturated, RUNS runs, median req/s and p99; then paced at the
 #                bar's 5,000/s (wrk delay() schedule): p99 at that rate, and how many it reached
+#   analytics    the owner's Video.analytics(range: LAST_28_DAYS) (views per day, retention curve,
+#                renditions) of the video all those heartbeats went to: wrk -t1 -c8, median p50/p99,
+#                with the number of heartbeats behind it. The video is never transcoded here, so
+#                its curve is empty; reading it is the same one document either way.
 #   history      watchHistory(first: 20) of a user with 200 entries, signed in, at the service:
 #                wrk -t1 -c8, median of p50 and p99
 # One process runs accounts, media and activity (media's video.created tells activity of the
@@ -38,7 +42,8 @@ def pct(p):
     m = re.search(p + r"%\s+([\d.]+)(us|ms|s)\b", text)
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {pct(\"50\"):.2f} {pct(\"99\"):.2f} {errors.group(1) if errors else 0}")'
+total = int(re.search(r"(\d+) requests in", text).group(1))
+print(f"{rps:.0f} {pct(\"50\"):.2f} {pct(\"99\"):.2f} {errors.group(1) if errors else 0} {total}")'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -67,7 +72,7 @@ LUA
 }
 
 run_backend() { # NAME DOCUMENTS_URL
-  local backend=$1 url=$2 data pid token video lua out runs=() p99s=() rps p99
+  local backend=$1 url=$2 data pid token video lua out runs=() p99s=() rps p99 beats=0
   data=$(mktemp -d /tmp/flick-bench-activity.XXXXXX)
   flick_env
   "${FLICK_ENV[@]}" FLICK_DATA_DIR="$data" FLICK_TELEMETRY__LOG_LEVEL=warn FLICK_DOCUMENTS__URL="$url" \
@@ -97,6 +102,7 @@ run_backend() { # NAME DOCUMENTS_URL
     runs+=("$(cut -d' ' -f1 <<<"$out")")
     p99s+=("$(cut -d' ' -f3 <<<"$out")")
     [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || warn "$backend: $(cut -d' ' -f4 <<<"$out") heartbeats answered with an error"
+    beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
   done
   rps=$(printf '%s\n' "${runs[@]}" | median)
   p99=$(printf '%s\n' "${p99s[@]}" | median)
@@ -104,11 +110,33 @@ run_backend() { # NAME DOCUMENTS_URL
   out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
   printf 'activity heartbeats (%s): saturated %s/s (runs: %s), p99 %s ms; paced at %s/s: reached %s/s, p99 %s ms\n' \
     "$backend" "$rps" "${runs[*]}" "$p99" "$RATE" "$(cut -d' ' -f1 <<<"$out")" "$(cut -d' ' -f3 <<<"$out")"
+  beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
 
-  # A signed-in user's history page: 200 videos watched, one heartbeat each.
-  local user_id ids=()
+  # The owner's analytics of that video: what every heartbeat above added up to.
+  local user_id
   user_id=$(curl -sf "http://127.0.0.1:$ACCOUNTS/user/profile" -H "authorization: Bearer $token" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  python3 -c 'import json, sys; q = "{ _entities(representations: [{__typename: \"Video\", id: \"%s\"}]) { ... on Video { analytics(range: LAST_28_DAYS) { views watchSeconds averageViewSeconds days { day views watchSeconds } retention { percent share } renditions { rendition share } } } } }" % sys.argv[1]; print(json.dumps({"query": q}))' "$video" >"$data/analytics.json"
+  cat >"$data/analytics.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-user-id"] = "$user_id"
+wrk.body = io.open("$data/analytics.json"):read("*a")
+LUA
+  curl -sf "http://127.0.0.1:$ACTIVITY/graphql" -H 'content-type: application/json' -H "x-user-id: $user_id" \
+    -d @"$data/analytics.json" | grep -q '"days":\[{' ||
+    warn "$backend: the analytics query did not answer its days"
+  local ap50=() ap99=()
+  for _ in $(seq "$RUNS"); do
+    out=$(wrk -t1 -c8 -d"${DURATION}s" --latency -s "$data/analytics.lua" "http://127.0.0.1:$ACTIVITY/graphql" | parse)
+    ap50+=("$(cut -d' ' -f2 <<<"$out")")
+    ap99+=("$(cut -d' ' -f3 <<<"$out")")
+  done
+  printf 'activity analytics (%s): a video with %s heartbeats, views per day + retention + renditions: p50 %s ms, p99 %s ms (medians of %s runs)\n' \
+    "$backend" "$beats" "$(printf '%s\n' "${ap50[@]}" | median)" "$(printf '%s\n' "${ap99[@]}" | median)" "$RUNS"
+
+  # A signed-in user's history page: 200 videos watched, one heartbeat each.
+  local ids=()
   for i in $(seq 200); do
     ids+=("$(curl -sf "http://127.0.0.1:$MEDIA/graphql" -H 'content-type: application/json' -H "authorization: Bearer $token" \
       -d "{\"query\":\"mutation { createVideo(input: {title: \\\"History $i\\\", visibility: PUBLIC}) { video { id } } }\"}" |

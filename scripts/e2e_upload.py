@@ -378,10 +378,35 @@ def watching_counts_a_view(token, video_id):
         fail(f"watchHistory: {history}")
 
 
+def playlists_through_the_edge(token, video_id):
+    """Watch later and a playlist, through the router: the clip is added to both and listed."""
+    later = graphql(token, "mutation($v: ID!) { addToWatchLater(videoId: $v) { id itemCount } }", {"v": video_id})
+    listed = graphql(token, "{ watchLater { isWatchLater items { edges { node { video { id title } } } } } }")
+    items = (((listed.get("data") or {}).get("watchLater") or {}).get("items") or {}).get("edges") or []
+    if ((later.get("data") or {}).get("addToWatchLater") or {}).get("itemCount") == 1 and \
+            [e["node"]["video"]["id"] for e in items] == [video_id] and items[0]["node"]["video"]["title"] == "E2E upload":
+        ok("Watch later through the router: the clip, its title from media")
+    else:
+        fail(f"watch later: {later} {listed}")
+    made = graphql(token, "mutation { createPlaylist(input: {title: \"E2E\", visibility: PUBLIC}) { id } }")
+    playlist_id = ((made.get("data") or {}).get("createPlaylist") or {}).get("id")
+    added = graphql(token, "mutation($p: ID!, $v: ID!) { addToPlaylist(playlistId: $p, videoId: $v) { itemCount } }",
+                    {"p": playlist_id, "v": video_id})
+    seen = graphql(token, "query($p: ID!) { playlist(id: $p) { title owner { id } items { edges { node { video { id } } } } } }",
+                   {"p": playlist_id})
+    got = (seen.get("data") or {}).get("playlist") or {}
+    if ((added.get("data") or {}).get("addToPlaylist") or {}).get("itemCount") == 1 and \
+            [e["node"]["video"]["id"] for e in (got.get("items") or {}).get("edges") or []] == [video_id]:
+        ok("a public playlist through the router: created, the clip added and listed")
+    else:
+        fail(f"playlist: {made} {added} {seen}")
+
+
 if __name__ == "__main__":
     uploaded = main()
     if uploaded:
         watching_counts_a_view(sys.argv[1], uploaded)
+        playlists_through_the_edge(sys.argv[1], uploaded)
     from_cli = cli_upload_resumes(sys.argv[1])
     if uploaded and from_cli:
         related_across_subgraphs(sys.argv[1], uploaded, from_cli)

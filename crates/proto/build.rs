@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "flick/media/v1/media.proto",
     "flick/transcoder/v1/transcoder.proto",
     "flick/recommender/v1/recommender.proto",
+    "flick/activity/v1/activity.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

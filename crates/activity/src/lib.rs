@@ -11,6 +11,7 @@ pub mod config;
 mod domain;
 mod events;
 mod graphql;
+mod grpc;
 mod playlists;
 mod rest;
 mod store;
@@ -62,7 +63,13 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
             &shared.config.graphql,
             shared.token_verifier()?,
         ))
-        .http(rest::routes(activity))
+        .http(rest::routes(activity.clone()))
+        .grpc(
+            "flick.activity.v1.ActivityService",
+            flick_proto::activity::v1::activity_service_server::ActivityServiceServer::new(grpc::ActivityGrpc(
+                activity,
+            )),
+        )
         .task(infra.relay_task())
         .task(events)
         .check(docs_check);

@@ -24,6 +24,7 @@ on_both_backends!(
     creators_see_their_audience_and_nobody_else_does,
     playlists_are_their_owners_to_change_and_list_what_viewers_may_see,
     watch_later_is_each_users_own_and_deletions_empty_playlists,
+    grpc_records_playback_and_answers_progress_and_history,
 );
 
 /// The service with its default limits (`strict`), or with room for tests that do not measure
@@ -758,4 +759,57 @@ async fn watch_later_is_each_users_own_and_deletions_empty_playlists(backend: Ba
         .await,
         "a deleted user's playlists are gone"
     );
+}
+
+async fn grpc_records_playback_and_answers_progress_and_history(backend: Backend) {
+    use flick_proto::activity::v1 as pb;
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let video = c.video(&user(), "PUBLIC", 100.0).await;
+    let fan = user();
+    let mut client = pb::activity_service_client::ActivityServiceClient::connect(app.url("")).await.unwrap();
+    fn as_user<T>(user: Option<&str>, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(u) = user {
+            r.metadata_mut().insert("x-user-id", u.parse().unwrap());
+        }
+        r
+    }
+    let report = |seq: i64, pos: f64, watched: f64| pb::RecordPlaybackRequest {
+        video_id: video.clone(),
+        session_id: "grpc-session-1".into(),
+        sequence: seq,
+        position_seconds: pos,
+        watched_seconds: watched,
+        rendition: Some("1080p".into()),
+        client_address: String::new(),
+    };
+    let first = client.record_playback(as_user(Some(&fan), report(1, 20.0, 20.0))).await.unwrap().into_inner();
+    assert_eq!((first.applied, first.view_counted), (true, false));
+    let second = client.record_playback(as_user(Some(&fan), report(2, 50.0, 30.0))).await.unwrap().into_inner();
+    assert_eq!((second.view_counted, second.watched_seconds), (true, 50.0));
+    let again = client.record_playback(as_user(Some(&fan), report(2, 50.0, 30.0))).await.unwrap().into_inner();
+    assert!(!again.applied, "a retry changes nothing");
+
+    let progress = client
+        .viewer_progress(as_user(Some(&fan), pb::ViewerProgressRequest { video_ids: vec![video.clone(), user()] }))
+        .await
+        .unwrap()
+        .into_inner()
+        .progress;
+    assert_eq!(progress.len(), 1);
+    assert_eq!((progress[0].position_seconds, progress[0].watched_fraction), (50.0, Some(0.5)));
+    let history = client
+        .watch_history(as_user(Some(&fan), pb::WatchHistoryRequest { first: 5, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((history.entries.len(), history.has_next), (1, false));
+    assert_eq!(history.entries[0].video_id, video);
+
+    let anonymous = client.watch_history(as_user(None, pb::WatchHistoryRequest::default())).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let bad =
+        client.record_playback(as_user(None, pb::RecordPlaybackRequest { sequence: -1, ..report(1, 1.0, 1.0) })).await;
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
 }

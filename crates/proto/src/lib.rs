@@ -28,3 +28,8 @@ pub mod recommender {
         tonic::include_proto!("flick.recommender.v1");
     }
 }
+pub mod activity {
+    pub mod v1 {
+        tonic::include_proto!("flick.activity.v1");
+    }
+}
