@@ -41,19 +41,21 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 def pct(p):
     m = re.search(p + r"%\s+([\d.]+)(us|ms|s)\b", text)
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text) or re.search(r"refused heartbeats: ([1-9]\d*)", text)
 total = int(re.search(r"(\d+) requests in", text).group(1))
-print(f"{rps:.0f} {pct(\"50\"):.2f} {pct(\"99\"):.2f} {errors.group(1) if errors else 0} {total}")'
+p50, p99 = pct("50"), pct("99")
+print(f"{rps:.0f} {p50:.2f} {p99:.2f} {errors.group(1) if errors else 0} {total}")'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# The heartbeat script: session i of 4,000 (a random prefix per run), its sequence number the
-# round. PACE (requests/s across all connections, 0: as fast as possible).
+# The heartbeat script: session i of 4,000 (a random prefix per run: sessions of an earlier run
+# have seen higher sequence numbers), its sequence number the round. PACE (requests/s across
+# all connections, 0: as fast as possible).
 heartbeat_lua() {
   cat <<LUA
 local video, pace, connections = "$1", $2, $3
 local sessions, n = 4000, 0
-local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+local prefix = "$(printf '%08x' $((RANDOM * 32768 + RANDOM)))" -- new sessions each run
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 request = function()
@@ -62,6 +64,19 @@ request = function()
   local body = string.format('{"heartbeats":[{"videoId":"%s","sessionId":"%s%06d","sequence":%d,"positionSeconds":%d,"watchedSeconds":1.0,"rendition":"720p"}]}',
     video, prefix, i, math.floor(n / sessions) + 1, math.floor(n / sessions) % 500)
   return wrk.format(nil, "/activity/heartbeat", nil, body)
+end
+-- Every answer is read: a heartbeat the service refused (the batch answers 200 with the
+-- item's error) counts as an error, never as throughput.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+refused = 0
+response = function(status, headers, body)
+  if status ~= 200 or not string.find(body, '"applied":true', 1, true) then refused = refused + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("refused") end
+  io.write(string.format("refused heartbeats: %d\n", n))
 end
 if pace > 0 then
   -- each connection waits its share of the rate between requests (an approximation of a
@@ -72,7 +87,10 @@ LUA
 }
 
 run_backend() { # NAME DOCUMENTS_URL
-  local backend=$1 url=$2 data pid token video lua out runs=() p99s=() rps p99 beats=0
+  local backend=$1 url=$2 data token video lua out runs=() p99s=() rps p99 beats=0 port
+  for port in $ACCOUNTS $MEDIA $ACTIVITY; do
+    tcp_open 127.0.0.1 "$port" && die "127.0.0.1:$port is in use (a leftover bench process?): the load would go there"
+  done
   data=$(mktemp -d /tmp/flick-bench-activity.XXXXXX)
   flick_env
   "${FLICK_ENV[@]}" FLICK_DATA_DIR="$data" FLICK_TELEMETRY__LOG_LEVEL=warn FLICK_DOCUMENTS__URL="$url" \
@@ -80,6 +98,7 @@ run_backend() { # NAME DOCUMENTS_URL
     "$bin" serve --services accounts,media,activity >"$data/flick.log" 2>&1 &
   pid=$!
   for _ in $(seq 200); do [ "$(http_code "http://127.0.0.1:$ACTIVITY/readyz")" = 200 ] && break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null || { tail -20 "$data/flick.log" >&2; die "flick exited"; }
   local name="bench$RANDOM$RANDOM"
   curl -sf "http://127.0.0.1:$ACCOUNTS/auth/register" -H 'content-type: application/json' \
     -d "{\"email\":\"$name@example.com\",\"username\":\"$name\",\"password\":\"correct horse battery\",\"display_name\":\"Bench\"}" >/dev/null
@@ -89,25 +108,31 @@ run_backend() { # NAME DOCUMENTS_URL
     -d '{"query":"mutation { createVideo(input: {title: \"Bench\", visibility: PUBLIC}) { video { id } } }"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["createVideo"]["video"]["id"])')
   # Known to activity once media's event arrived.
+  local known=0
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$ACTIVITY/activity/heartbeat" -H 'content-type: application/json' \
+    if curl -sf "http://127.0.0.1:$ACTIVITY/activity/heartbeat" -H 'content-type: application/json' \
       -d "{\"heartbeats\":[{\"videoId\":\"$video\",\"sessionId\":\"warmup$RANDOM$RANDOM\",\"sequence\":1,\"positionSeconds\":0,\"watchedSeconds\":0}]}" |
-      grep -q '"applied":true' && break
+      grep -q '"applied":true'; then
+      known=1
+      break
+    fi
     sleep 0.1
   done
+  [ "$known" = 1 ] || die "$backend: the activity service never learned of the bench video"
   lua=$data/heartbeat.lua
   for _ in $(seq "$RUNS"); do
     heartbeat_lua "$video" 0 32 >"$lua"
     out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
     runs+=("$(cut -d' ' -f1 <<<"$out")")
     p99s+=("$(cut -d' ' -f3 <<<"$out")")
-    [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || warn "$backend: $(cut -d' ' -f4 <<<"$out") heartbeats answered with an error"
+    [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || die "$backend: $(cut -d' ' -f4 <<<"$out") heartbeats refused: the figure would be wrong"
     beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
   done
   rps=$(printf '%s\n' "${runs[@]}" | median)
   p99=$(printf '%s\n' "${p99s[@]}" | median)
   heartbeat_lua "$video" "$RATE" 32 >"$lua"
   out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
+  [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || die "$backend: $(cut -d' ' -f4 <<<"$out") paced heartbeats refused"
   printf 'activity heartbeats (%s): saturated %s/s (runs: %s), p99 %s ms; paced at %s/s: reached %s/s, p99 %s ms\n' \
     "$backend" "$rps" "${runs[*]}" "$p99" "$RATE" "$(cut -d' ' -f1 <<<"$out")" "$(cut -d' ' -f3 <<<"$out")"
   beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
@@ -164,7 +189,8 @@ LUA
   done
   printf 'activity history page (%s): watchHistory(first: 20) of 200 entries, p50 %s ms, p99 %s ms (medians of %s runs)\n' \
     "$backend" "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${hp99s[@]}" | median)" "$RUNS"
-  kill_pid "$pid" flick 10
+  kill_pid "$pid" flick 30
+  pid=
   rm -rf "$data"
   if [ -n "$url" ] && [ -x "$FLICK_SERVICES_DIR/mongo/venv/bin/python" ]; then
     "$FLICK_SERVICES_DIR/mongo/venv/bin/python" -c "import pymongo, sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).drop_database(sys.argv[1].rsplit('/', 1)[1])" "$url" ||
@@ -172,6 +198,8 @@ LUA
   fi
 }
 
+pid=
+trap '[ -z "$pid" ] || kill_pid "$pid" flick 30' EXIT
 for backend in ${FLICK_BENCH_BACKENDS:-sqlite mongodb}; do
   case $backend in
     sqlite) run_backend sqlite "" ;;
