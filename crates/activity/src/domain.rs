@@ -161,6 +161,10 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// How long a heartbeat may use a video's owner, visibility and duration read before (events
+/// drop the copy at once in this process; another replica's copy lags by at most this).
+const VIDEO_COPY_TTL: Duration = Duration::from_secs(5);
+
 /// The activity service's handle (cheap to clone).
 #[derive(Clone)]
 pub struct Activity {
@@ -169,11 +173,32 @@ pub struct Activity {
     relay: Relay,
     cache: Cache,
     config: ActivityConfig,
+    /// Videos heartbeats were for lately: a player reports every few seconds, the video's
+    /// details rarely change.
+    videos: moka::future::Cache<String, VideoInfo>,
 }
 
 impl Activity {
     pub fn new(docs: Documents, db: DatabaseConnection, relay: Relay, cache: Cache, config: ActivityConfig) -> Self {
-        Self { docs, db, relay, cache, config }
+        let videos = moka::future::Cache::builder().max_capacity(100_000).time_to_live(VIDEO_COPY_TTL).build();
+        Self { docs, db, relay, cache, config, videos }
+    }
+
+    /// The video, from the recent copies or the store (a video not known is not kept).
+    async fn video(&self, id: &str) -> Result<Option<VideoInfo>, AppError> {
+        if let Some(v) = self.videos.get(id).await {
+            return Ok(Some(v));
+        }
+        let found = store::video(&self.docs, id).await.map_err(doc_error)?;
+        if let Some(v) = &found {
+            self.videos.insert(id.to_string(), v.clone()).await;
+        }
+        Ok(found)
+    }
+
+    /// An event changed the video: the next heartbeat reads it again.
+    pub(crate) async fn forget_video(&self, id: &str) {
+        self.videos.invalidate(id).await;
     }
 
     pub fn documents(&self) -> &Documents {
@@ -201,9 +226,9 @@ impl Activity {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "cache unavailable: heartbeats not rate limited"),
         }
-        let video = store::video(&self.docs, &hb.video_id)
-            .await
-            .map_err(doc_error)?
+        let video = self
+            .video(&hb.video_id)
+            .await?
             .filter(|v| v.watchable_by(caller))
             .ok_or_else(|| AppError::not_found("no such video").with_field("videoId", "no such video"))?;
         let position = match video.duration_seconds {

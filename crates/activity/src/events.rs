@@ -58,6 +58,10 @@ impl Activity {
             }
             _ => {}
         }
+        if e.r#type.starts_with("video.") || e.r#type == "transcode.completed" {
+            // The subject is the video: heartbeats read it again after this change.
+            self.forget_video(&e.subject).await;
+        }
         Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! The embedded default: a table per collection (`doc_<name>`: id, the JSON body, expiry),
-//! indexes on JSON expressions, read-modify-write updates in a transaction on the one
-//! connection (so they are atomic and serialised).
+//! indexes on JSON expressions, and every write one statement (an upsert with a conditional
+//! `DO UPDATE … WHERE`, its change a `json_set`/`json_remove` expression, `RETURNING` the
+//! row), so a write is atomic without a transaction and costs one round trip.
 
 use crate::query::{Cond, Filter, Update};
 use crate::{DocError, Find, Group, Migration, Order, Updated};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, SqlErr, TransactionTrait, Value as SqlValue};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, SqlErr, Value as SqlValue};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -71,8 +72,14 @@ fn now_ms() -> i64 {
 
 /// WHERE clause (without the keyword) and its values; expired documents never match.
 fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
-    let mut parts = vec!["(expires_at IS NULL OR expires_at > ?)".to_string()];
     let mut values = vec![now_ms().into()];
+    let conds = conditions(filter, &mut values);
+    (format!("(expires_at IS NULL OR expires_at > ?) AND {conds}"), values)
+}
+
+/// The filter's conditions on a row (`1` for none), their values appended to `values`.
+fn conditions(filter: &Filter, values: &mut Vec<SqlValue>) -> String {
+    let mut parts = vec!["1".to_string()];
     for (field, cond) in &filter.conds {
         let e = expr(field);
         let part = match cond {
@@ -86,10 +93,10 @@ fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
                 values.push(bind(v));
                 format!("({e} IS NULL OR {e} != ?)")
             }
-            Cond::Gt(v) => range(field, ">", v, &mut values),
-            Cond::Gte(v) => range(field, ">=", v, &mut values),
-            Cond::Lt(v) => range(field, "<", v, &mut values),
-            Cond::Lte(v) => range(field, "<=", v, &mut values),
+            Cond::Gt(v) => range(field, ">", v, values),
+            Cond::Gte(v) => range(field, ">=", v, values),
+            Cond::Lt(v) => range(field, "<", v, values),
+            Cond::Lte(v) => range(field, "<=", v, values),
             Cond::In(vs) => {
                 let non_null: Vec<&Value> = vs.iter().filter(|v| !v.is_null()).collect();
                 let mut alts = Vec::new();
@@ -108,7 +115,51 @@ fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
         };
         parts.push(part);
     }
-    (parts.join(" AND "), values)
+    parts.join(" AND ")
+}
+
+/// The JSON path of a field (checked to be a plain dotted name).
+fn path(field: &str) -> String {
+    format!("'$.{field}'")
+}
+
+/// The update as one SQL expression over the row's current `body`, its values appended to
+/// `values` in the order of their placeholders. `set`: json_set with the value's JSON text;
+/// `inc`: the current number (0 when missing) plus the increment; `max`: the larger of the two
+/// within a kind; `unset`: json_remove.
+fn update_expr(update: &Update, values: &mut Vec<SqlValue>) -> String {
+    let mut expr = "body".to_string();
+    if !update.set.is_empty() {
+        let args: Vec<String> = update
+            .set
+            .iter()
+            .map(|(f, v)| {
+                values.push(v.to_string().into());
+                format!("{}, json(?)", path(f))
+            })
+            .collect();
+        expr = format!("json_set({expr}, {})", args.join(", "));
+    }
+    for (f, by) in &update.inc {
+        values.push(bind(by));
+        expr = format!("json_set({expr}, {}, coalesce({}, 0) + ?)", path(f), self::expr(f));
+    }
+    for (f, v) in &update.max {
+        values.push(bind(v));
+        values.push(bind(v));
+        expr = format!(
+            "json_set({expr}, {p}, CASE WHEN {e} IS NULL OR ({t} IN {k} AND {e} < ?) THEN ? ELSE {e} END)",
+            p = path(f),
+            e = self::expr(f),
+            t = json_type(f),
+            k = kinds(v)
+        );
+    }
+    if !update.unset.is_empty() {
+        let paths: Vec<String> = update.unset.iter().map(|f| path(f)).collect();
+        expr = format!("json_remove({expr}, {})", paths.join(", "));
+    }
+    expr
 }
 
 fn sql_err(e: DbErr) -> DocError {
@@ -217,6 +268,8 @@ impl SqliteDocs {
         Ok(applied)
     }
 
+    /// One statement: a new row, or the row of an expired document with the same id
+    /// replaced; none returned means the id is taken.
     pub(crate) async fn insert(
         &self,
         collection: &str,
@@ -225,29 +278,26 @@ impl SqliteDocs {
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), DocError> {
         self.ensure_table(collection).await?;
-        let t = table(collection);
-        let txn = self.db.begin().await.map_err(sql_err)?;
-        // An expired document no longer holds its id.
-        flick_db::exec(
-            &txn,
-            &format!("DELETE FROM {t} WHERE id = ? AND expires_at <= ?"),
-            vec![id.into(), now_ms().into()],
-        )
-        .await
-        .map_err(sql_err)?;
-        flick_db::exec(
-            &txn,
-            &format!("INSERT INTO {t} (id, body, expires_at) VALUES (?, ?, ?)"),
-            vec![id.into(), doc.to_string().into(), expires_at.map(|at| at.timestamp_millis()).into()],
-        )
-        .await
-        .map_err(|e| match sql_err(e) {
-            DocError::Duplicate(m) if m.contains(".id") => DocError::Duplicate("_id".into()),
-            other => other,
-        })?;
-        txn.commit().await.map_err(sql_err)
+        let sql = format!(
+            "INSERT INTO {} (id, body, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at
+             WHERE expires_at IS NOT NULL AND expires_at <= ?
+             RETURNING id",
+            table(collection)
+        );
+        let values =
+            vec![id.into(), doc.to_string().into(), expires_at.map(|at| at.timestamp_millis()).into(), now_ms().into()];
+        let row = self.db.query_one_raw(flick_db::stmt(&self.db, &sql, values)).await.map_err(sql_err)?;
+        if row.is_none() {
+            return Err(DocError::Duplicate("_id".into()));
+        }
+        Ok(())
     }
 
+    /// One statement (so concurrent updates of a document cannot interleave): an upsert
+    /// inserts the document the update makes from the id and the filter's equalities, or
+    /// changes the existing one when it matches the filter (an expired one is replaced as if it
+    /// were gone); the row it wrote comes back, none means not matched.
     pub(crate) async fn update(
         &self,
         collection: &str,
@@ -258,61 +308,54 @@ impl SqliteDocs {
     ) -> Result<Updated, DocError> {
         self.ensure_table(collection).await?;
         let t = table(collection);
-        let txn = self.db.begin().await.map_err(sql_err)?;
         let now = now_ms();
-        let row = txn
-            .query_one_raw(flick_db::stmt(
-                &txn,
-                &format!("SELECT body, expires_at FROM {t} WHERE id = ?"),
-                vec![id.into()],
-            ))
-            .await
-            .map_err(sql_err)?;
-        let current = match row {
-            Some(row) => {
-                let expires_at: Option<i64> = row.try_get("", "expires_at").map_err(sql_err)?;
-                if expires_at.is_some_and(|at| at <= now) { None } else { Some((body(&row)?, expires_at)) }
-            }
-            None => None,
-        };
-        let (mut doc, inserting, mut expires_at) = match current {
-            Some((doc, expires_at)) => {
-                if !filter.matches(&doc) {
-                    return Ok(Updated::NotMatched);
-                }
-                (doc, false, expires_at)
-            }
-            None if upsert => {
-                let mut doc = serde_json::json!({ "_id": id });
-                let equalities = Update {
-                    set: filter
-                        .equalities()
-                        .filter(|(f, _)| *f != "_id")
-                        .map(|(f, v)| (f.to_string(), v.clone()))
-                        .collect(),
-                    ..Update::default()
-                };
-                equalities.apply(&mut doc, true)?;
-                (doc, true, None)
-            }
-            None => return Ok(Updated::NotMatched),
-        };
-        update.apply(&mut doc, inserting)?;
-        if let Some(at) = update.expires_at {
-            expires_at = Some(at.timestamp_millis());
-        }
-        flick_db::exec(
-            &txn,
-            &format!(
+        let new_expiry: Option<i64> = update.expires_at.map(|at| at.timestamp_millis());
+        let (sql, values) = if upsert {
+            let mut fresh = serde_json::json!({ "_id": id });
+            let equalities = Update {
+                set: filter
+                    .equalities()
+                    .filter(|(f, _)| *f != "_id")
+                    .map(|(f, v)| (f.to_string(), v.clone()))
+                    .collect(),
+                ..Update::default()
+            };
+            equalities.apply(&mut fresh, true)?;
+            update.apply(&mut fresh, true)?;
+            let mut values: Vec<SqlValue> = vec![id.into(), fresh.to_string().into(), new_expiry.into(), now.into()];
+            let change = update_expr(update, &mut values);
+            values.push(now.into());
+            values.push(new_expiry.into());
+            values.push(now.into());
+            let cond = conditions(filter, &mut values);
+            let sql = format!(
                 "INSERT INTO {t} (id, body, expires_at) VALUES (?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at"
-            ),
-            vec![id.into(), doc.to_string().into(), expires_at.into()],
-        )
-        .await
-        .map_err(sql_err)?;
-        txn.commit().await.map_err(sql_err)?;
-        Ok(Updated::Applied(doc))
+                 ON CONFLICT (id) DO UPDATE SET
+                   body = CASE WHEN expires_at IS NOT NULL AND expires_at <= ? THEN excluded.body ELSE {change} END,
+                   expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= ? THEN excluded.expires_at
+                                     ELSE coalesce(?, expires_at) END
+                 WHERE (expires_at IS NOT NULL AND expires_at <= ?) OR ({cond})
+                 RETURNING body"
+            );
+            (sql, values)
+        } else {
+            let mut values: Vec<SqlValue> = Vec::new();
+            let change = update_expr(update, &mut values);
+            values.push(new_expiry.into());
+            values.push(id.into());
+            values.push(now.into());
+            let cond = conditions(filter, &mut values);
+            let sql = format!(
+                "UPDATE {t} SET body = {change}, expires_at = coalesce(?, expires_at)
+                 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?) AND {cond}
+                 RETURNING body"
+            );
+            (sql, values)
+        };
+        match self.db.query_one_raw(flick_db::stmt(&self.db, &sql, values)).await.map_err(sql_err)? {
+            Some(row) => Ok(Updated::Applied(body(&row)?)),
+            None => Ok(Updated::NotMatched),
+        }
     }
 
     pub(crate) async fn delete_many(&self, collection: &str, filter: &Filter) -> Result<u64, DocError> {
