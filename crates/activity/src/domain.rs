@@ -31,6 +31,9 @@ const ABSURD_INCREMENT_SECONDS: f64 = 3600.0;
 const MAX_POSITION_SECONDS: f64 = 86_400.0;
 /// Under this share watched, a history entry is "continue watching".
 const CONTINUE_BELOW: f64 = 0.9;
+/// Consecutive pages of videos the caller may not watch that a list skips before it answers
+/// an empty page (with more to come).
+pub(crate) const HIDDEN_PAGES: usize = 5;
 /// Concurrent heartbeats of one session: how many times to read again.
 const ATTEMPTS: usize = 4;
 
@@ -375,21 +378,40 @@ impl Activity {
     ) -> Result<Page<HistoryEntry>, AppError> {
         let user = caller.require_user()?.to_string();
         let limit = page_size(first, 20)?;
-        let after = decode_cursor(after)?;
+        let mut after = decode_cursor(after)?;
         let share = unfinished.then_some(CONTINUE_BELOW);
-        let rows = store::history_page(&self.docs, &user, after.as_deref(), limit as u64 + 1, share)
-            .await
-            .map_err(doc_error)?;
-        let page = Page::from_rows(rows, limit);
-        let ids: Vec<String> = page.items.iter().map(|e| e.video_id.clone()).collect();
-        let visible: std::collections::HashSet<String> = store::videos(&self.docs, &ids)
+        // A page whose videos the caller may no longer watch is skipped (up to a few), so a
+        // page with more to come is never empty.
+        for _ in 0..HIDDEN_PAGES {
+            let rows = store::history_page(&self.docs, &user, after.as_deref(), limit as u64 + 1, share)
+                .await
+                .map_err(doc_error)?;
+            let page = Page::from_rows(rows, limit);
+            let last = page.items.last().map(|e| e.sort_key.clone());
+            let ids: Vec<String> = page.items.iter().map(|e| e.video_id.clone()).collect();
+            let visible = self.watchable(caller, &ids).await?;
+            let items: Vec<HistoryEntry> = page.items.into_iter().filter(|e| visible.contains(&e.video_id)).collect();
+            if !items.is_empty() || !page.has_next || limit == 0 {
+                return Ok(Page { items, has_next: page.has_next });
+            }
+            after = last;
+        }
+        Ok(Page { items: Vec::new(), has_next: true })
+    }
+
+    /// Which of these videos the caller may watch.
+    pub(crate) async fn watchable(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, AppError> {
+        Ok(store::videos(&self.docs, ids)
             .await
             .map_err(doc_error)?
             .into_iter()
             .filter(|v| v.watchable_by(caller))
             .map(|v| v.id)
-            .collect();
-        Ok(Page { items: page.items.into_iter().filter(|e| visible.contains(&e.video_id)).collect(), ..page })
+            .collect())
     }
 
     pub async fn remove_from_history(&self, caller: &Caller, video_id: &str) -> Result<bool, AppError> {

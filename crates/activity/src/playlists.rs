@@ -296,17 +296,21 @@ impl Activity {
             None => None,
         };
         self.playlist(caller, id).await?.ok_or_else(|| AppError::not_found("no such playlist"))?;
-        let rows = store::items(self.documents(), id, after, 0, limit as u64 + 1).await.map_err(doc_error)?;
-        let page = Page::from_rows(rows, limit);
-        let ids: Vec<String> = page.items.iter().map(|i| i.video_id.clone()).collect();
-        let visible: std::collections::HashSet<String> = store::videos(self.documents(), &ids)
-            .await
-            .map_err(doc_error)?
-            .into_iter()
-            .filter(|v| v.watchable_by(caller))
-            .map(|v| v.id)
-            .collect();
-        Ok(Page { items: page.items.into_iter().filter(|i| visible.contains(&i.video_id)).collect(), ..page })
+        let mut after = after;
+        // A page of videos the viewer may not watch is skipped (up to a few), as in history.
+        for _ in 0..crate::domain::HIDDEN_PAGES {
+            let rows = store::items(self.documents(), id, after, 0, limit as u64 + 1).await.map_err(doc_error)?;
+            let page = Page::from_rows(rows, limit);
+            let last = page.items.last().map(|i| i.place);
+            let ids: Vec<String> = page.items.iter().map(|i| i.video_id.clone()).collect();
+            let visible = self.watchable(caller, &ids).await?;
+            let items: Vec<PlaylistItem> = page.items.into_iter().filter(|i| visible.contains(&i.video_id)).collect();
+            if !items.is_empty() || !page.has_next || limit == 0 {
+                return Ok(Page { items, has_next: page.has_next });
+            }
+            after = last;
+        }
+        Ok(Page { items: Vec::new(), has_next: true })
     }
 
     /// A user's playlists, newest first (Watch later first): all of them for the user, the

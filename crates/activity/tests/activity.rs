@@ -357,6 +357,24 @@ async fn history_resumes_where_the_viewer_stopped(backend: Backend) {
         .await,
         "the private video left the history"
     );
+    // The newest entry hidden too: a first page of one skips it rather than answering empty.
+    let hidden = events::VideoChanged {
+        video_id: d.clone(),
+        owner_id: owner.clone(),
+        visibility: "PRIVATE".into(),
+        version: 2,
+        ..Default::default()
+    };
+    c.publish("video.updated", &d, hidden.encode_to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ids(&c.ok(Some(&fan), HISTORY, json!({})).await, "watchHistory") == [b.as_str()]
+        })
+        .await,
+        "the second private video left the history"
+    );
+    let first = c.ok(Some(&fan), HISTORY, json!({ "first": 1 })).await;
+    assert_eq!(ids(&first, "watchHistory"), [b.as_str()], "a hidden first page is skipped: {first}");
 }
 
 async fn history_can_be_removed_cleared_and_paused(backend: Backend) {
