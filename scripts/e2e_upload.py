@@ -370,6 +370,12 @@ def watching_counts_a_view(token, video_id):
         ok("the owner's analytics through the router: 1 view, 6 s watched, the session stopped before the end")
     else:
         fail(f"analytics: {report}")
+    board = graphql(token, "{ dashboard { totalViews analytics(range: LAST_7_DAYS) { views topVideos { video { id } views } } } }")
+    board = (board.get("data") or {}).get("dashboard") or {}
+    if board.get("totalViews") == 1 and (board.get("analytics") or {}).get("views") == 1:
+        ok("the owner dashboard through the router: media's totalViews and activity's analytics side by side")
+    else:
+        fail(f"dashboard with analytics: {board}")
     history = graphql(token, "{ watchHistory(first: 5) { edges { node { video { id title } positionSeconds } } } }")
     edges = ((history.get("data") or {}).get("watchHistory") or {}).get("edges") or []
     if edges and edges[0]["node"]["video"]["id"] == video_id and edges[0]["node"]["video"]["title"] == "E2E upload":

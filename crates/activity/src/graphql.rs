@@ -395,6 +395,32 @@ pub struct UpdatePlaylistInput {
     pub visibility: Option<VisibilityGql>,
 }
 
+/// Media's owner dashboard (an entity keyed by its owner); this subgraph adds the channel's
+/// audience figures to it.
+pub struct Dashboard {
+    pub owner_id: ID,
+}
+
+#[Object]
+impl Dashboard {
+    async fn owner_id(&self) -> &ID {
+        &self.owner_id
+    }
+
+    /// The owner's channel analytics (as `Query.channelAnalytics`); the owner only.
+    async fn analytics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "AnalyticsRange::Last28Days")] range: AnalyticsRange,
+    ) -> Result<ChannelAnalytics> {
+        let me = caller(ctx).require_user()?.to_string();
+        if me != self.owner_id.as_str() {
+            return Err(flick_kit::AppError::forbidden("only the owner sees a dashboard").into());
+        }
+        Ok(activity(ctx).channel_report(caller(ctx), range.into()).await?.into())
+    }
+}
+
 pub struct Query;
 
 #[Object]
@@ -407,6 +433,11 @@ impl Query {
     #[graphql(entity)]
     async fn find_user_by_id(&self, id: ID) -> User {
         User { id }
+    }
+
+    #[graphql(entity)]
+    async fn find_dashboard_by_owner_id(&self, owner_id: ID) -> Dashboard {
+        Dashboard { owner_id }
     }
 
     /// A playlist the caller may see (public and unlisted ones: anyone); null otherwise.

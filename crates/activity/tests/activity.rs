@@ -547,6 +547,11 @@ async fn creators_see_their_audience_and_nobody_else_does(backend: Backend) {
         .map(|v| (v["video"]["id"].as_str().unwrap().to_string(), v["views"].as_i64().unwrap()))
         .collect();
     assert_eq!(top, [(video.clone(), 2), (other.clone(), 1)], "most viewed first");
+    // Media's owner dashboard carries the same figures (the router joins them by the owner).
+    let dashboard = "query($o: ID!) { _entities(representations: [{__typename: \"Dashboard\", ownerId: $o}]) { ... on Dashboard { analytics { views watchSeconds } } } }";
+    let joined = c.ok(Some(&owner), dashboard, json!({ "o": owner })).await;
+    assert_eq!(joined["_entities"][0]["analytics"], json!({ "views": 3, "watchSeconds": 115.0 }));
+    assert_eq!(c.refused(Some(&a), dashboard, json!({ "o": owner })).await.0, "FORBIDDEN", "another's dashboard");
     let nobody = c.ok(Some(&a), CHANNEL, json!({})).await["channelAnalytics"].clone();
     assert_eq!(
         (nobody["views"].as_i64(), nobody["topVideos"].as_array().map(Vec::len)),

@@ -281,20 +281,30 @@ impl Comment {
     }
 }
 
-/// The caller's videos with their numbers.
-pub struct Dashboard(Vec<Video>);
+/// The caller's videos with their numbers (the activity service adds their audience figures,
+/// `analytics`, by the owner's id).
+pub struct Dashboard {
+    owner_id: String,
+    videos: Vec<Video>,
+}
 
 #[Object]
 impl Dashboard {
+    async fn owner_id(&self) -> ID {
+        ID(self.owner_id.clone())
+    }
     /// Every video of the caller, any status or visibility, newest first (at most 100).
     #[graphql(complexity = "flick_kit::graphql::list_cost(None, flick_kit::graphql::MAX_LIST, child_complexity)")]
     async fn videos(&self) -> &[Video] {
-        &self.0
+        &self.videos
     }
     async fn total_views(&self, ctx: &Context<'_>) -> Result<i32> {
         let live = self.live(ctx).await?;
-        Ok(self.0.iter().map(|v| v.row.view_count + live.get(&v.row.id).map_or(0, |l| l.pending_views)).sum::<i64>()
-            as i32)
+        Ok(self
+            .videos
+            .iter()
+            .map(|v| v.row.view_count + live.get(&v.row.id).map_or(0, |l| l.pending_views))
+            .sum::<i64>() as i32)
     }
     async fn total_likes(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(self.live(ctx).await?.values().map(|l| l.likes).sum::<i64>() as i32)
@@ -306,7 +316,7 @@ impl Dashboard {
 
 impl Dashboard {
     async fn live(&self, ctx: &Context<'_>) -> Result<HashMap<String, Live>> {
-        let ids = self.0.iter().map(|v| v.row.id.clone());
+        let ids = self.videos.iter().map(|v| v.row.id.clone());
         ctx.data_unchecked::<DataLoader<LiveCounts>>().load_many(ids).await
     }
 }
@@ -372,8 +382,20 @@ impl Query {
     }
 
     async fn dashboard(&self, ctx: &Context<'_>) -> Result<Dashboard> {
+        let owner_id = caller(ctx).require_user()?.to_string();
         let rows = media(ctx).dashboard(caller(ctx)).await?;
-        Ok(Dashboard(with_likes(ctx, rows).await?))
+        Ok(Dashboard { owner_id, videos: with_likes(ctx, rows).await? })
+    }
+
+    /// A dashboard by its owner, for the router joining another subgraph's fields to it: the
+    /// owner's own only (another caller: FORBIDDEN).
+    #[graphql(entity)]
+    async fn find_dashboard_by_owner_id(&self, ctx: &Context<'_>, owner_id: ID) -> Result<Dashboard> {
+        let me = caller(ctx).require_user()?.to_string();
+        if me != owner_id.as_str() {
+            return Err(flick_kit::AppError::forbidden("only the owner sees a dashboard").into());
+        }
+        self.dashboard(ctx).await
     }
 
     #[graphql(entity)]
