@@ -222,13 +222,59 @@ impl Activity {
     /// "session:<id>", [`viewer_key`]).
     pub async fn record(&self, caller: &Caller, viewer: &str, hb: &Heartbeat) -> Result<Recorded, AppError> {
         validate(hb)?;
-        let key = format!("{viewer}|{}", hb.session_id);
-        let per_second = self.config.heartbeats_per_second;
-        match self.cache.rate_limit(&format!("activity:beats:{key}"), per_second, Duration::from_secs(1)).await {
-            Ok(d) if !d.allowed => return Err(AppError::rate_limited(1)),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cache unavailable: heartbeats not rate limited"),
+        self.admit(viewer, &hb.session_id).await?;
+        self.record_admitted(caller, viewer, hb).await
+    }
+
+    /// A batch of heartbeats (a player sending what it kept while offline): each session in it
+    /// counts once against the rate limit, then every heartbeat is recorded in order. One
+    /// result per heartbeat.
+    pub async fn record_batch(
+        &self,
+        caller: &Caller,
+        batch: &[(String, Heartbeat)],
+    ) -> Vec<Result<Recorded, AppError>> {
+        let mut admitted: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for (viewer, hb) in batch {
+            if let Err(e) = validate(hb) {
+                results.push(Err(e));
+                continue;
+            }
+            let key = format!("{viewer}|{}", hb.session_id);
+            let admission = match admitted.get(&key) {
+                Some(a) => *a,
+                None => {
+                    let a = self.admit(viewer, &hb.session_id).await.is_ok();
+                    admitted.insert(key, a);
+                    a
+                }
+            };
+            results.push(if admission {
+                self.record_admitted(caller, viewer, hb).await
+            } else {
+                Err(AppError::rate_limited(1))
+            });
         }
+        results
+    }
+
+    /// The per-session rate limit (`heartbeats_per_second`); without the cache, no limit.
+    async fn admit(&self, viewer: &str, session_id: &str) -> Result<(), AppError> {
+        let key = format!("activity:beats:{viewer}|{session_id}");
+        let per_second = self.config.heartbeats_per_second;
+        match self.cache.rate_limit(&key, per_second, Duration::from_secs(1)).await {
+            Ok(d) if !d.allowed => Err(AppError::rate_limited(1)),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cache unavailable: heartbeats not rate limited");
+                Ok(())
+            }
+        }
+    }
+
+    async fn record_admitted(&self, caller: &Caller, viewer: &str, hb: &Heartbeat) -> Result<Recorded, AppError> {
+        let key = format!("{viewer}|{}", hb.session_id);
         let video = self
             .video(&hb.video_id)
             .await?

@@ -38,9 +38,9 @@ struct HeartbeatBody {
     rendition: Option<String>,
 }
 
-/// Each heartbeat is recorded on its own, in order: the answer has one result per heartbeat,
-/// what it did or its error (`{"error": {"code", "message", "fields"}}`), so one bad item
-/// does not lose the others.
+/// Each heartbeat is recorded on its own, in order (a session counts once against the rate
+/// limit per batch): the answer has one result per heartbeat, what it did or its error
+/// (`{"error": {"code", "message", "fields"}}`), so one bad item does not lose the others.
 async fn heartbeats(
     State(activity): State<Activity>,
     caller: Caller,
@@ -54,18 +54,27 @@ async fn heartbeats(
     }
     let address = flick_kit::identity::client_address(&headers, peer.map(|Extension(ConnectInfo(a))| a));
     let pseudonym = address.as_deref().map(flick_kit::identity::address_pseudonym);
-    let mut results = Vec::with_capacity(batch.heartbeats.len());
-    for b in batch.heartbeats {
-        let viewer = viewer_key(&caller, pseudonym.clone(), &b.session_id);
-        let hb = Heartbeat {
-            video_id: b.video_id,
-            session_id: b.session_id,
-            sequence: b.sequence,
-            position_seconds: b.position_seconds,
-            watched_seconds: b.watched_seconds,
-            rendition: b.rendition,
-        };
-        results.push(match activity.record(&caller, &viewer, &hb).await {
+    let beats: Vec<(String, Heartbeat)> = batch
+        .heartbeats
+        .into_iter()
+        .map(|b| {
+            let viewer = viewer_key(&caller, pseudonym.clone(), &b.session_id);
+            let hb = Heartbeat {
+                video_id: b.video_id,
+                session_id: b.session_id,
+                sequence: b.sequence,
+                position_seconds: b.position_seconds,
+                watched_seconds: b.watched_seconds,
+                rendition: b.rendition,
+            };
+            (viewer, hb)
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = activity
+        .record_batch(&caller, &beats)
+        .await
+        .into_iter()
+        .map(|r| match r {
             Ok(r) => serde_json::json!({
                 "applied": r.applied,
                 "viewCounted": r.view_counted,
@@ -73,7 +82,7 @@ async fn heartbeats(
                 "watchedSeconds": r.watched_seconds,
             }),
             Err(e) => e.body(),
-        });
-    }
+        })
+        .collect();
     Ok(axum::Json(serde_json::json!({ "results": results })).into_response())
 }

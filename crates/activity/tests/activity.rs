@@ -285,6 +285,22 @@ async fn watch_time_is_bounded_by_the_clock_and_bad_reports_are_refused(backend:
         codes.push(res["errors"][0]["extensions"]["code"].as_str().unwrap_or("ok").to_string());
     }
     assert!(codes.iter().any(|c| c == "RATE_LIMITED"), "{codes:?}");
+    // A player sending what it kept while offline: one batch counts once against the limit.
+    let kept = session();
+    let batch: Vec<Value> = (1..=8)
+        .map(|seq| json!({"videoId": video, "sessionId": kept, "sequence": seq, "positionSeconds": seq as f64, "watchedSeconds": 1.0}))
+        .collect();
+    let res = c
+        .http
+        .post(app.url("/activity/heartbeat"))
+        .header("x-user-id", fan.as_str())
+        .json(&json!({ "heartbeats": batch }))
+        .send()
+        .await
+        .unwrap();
+    let res: Value = res.json().await.unwrap();
+    let applied = res["results"].as_array().unwrap().iter().filter(|r| r["applied"] == true).count();
+    assert_eq!(applied, 8, "every kept heartbeat of one batch is recorded: {res}");
 }
 
 const PROGRESS: &str = "query($id: ID!) { _entities(representations: [{__typename: \"Video\", id: $id}]) { ... on Video { viewerProgress { positionSeconds watchedFraction updatedAt } } } }";
