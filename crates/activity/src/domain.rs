@@ -140,12 +140,17 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     pub fn cursor(&self) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.sort_key)
+        encode_cursor(&self.sort_key)
     }
 }
 
-fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AppError> {
+/// A list's keyset cursor: its sort key in opaque base64 (history, playlists, their items).
+pub(crate) fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+pub(crate) fn decode_cursor(after: Option<&str>) -> Result<Option<String>, AppError> {
     use base64::Engine;
     let Some(c) = after else { return Ok(None) };
     let bad = || AppError::bad_input("invalid cursor").with_field("after", "is not a cursor from this list");

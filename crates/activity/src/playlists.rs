@@ -7,7 +7,7 @@
 //! between its new neighbours (their mean), and the playlist is renumbered when two places get
 //! too close to split.
 
-use crate::domain::{Activity, Visibility, doc_error};
+use crate::domain::{Activity, Visibility, decode_cursor, doc_error, encode_cursor};
 use crate::store;
 use flick_kit::AppError;
 use flick_kit::identity::Caller;
@@ -41,7 +41,7 @@ impl Playlist {
     }
 
     pub fn cursor(&self) -> String {
-        encode(&self.sort_key)
+        encode_cursor(&self.sort_key)
     }
 }
 
@@ -55,7 +55,7 @@ pub struct PlaylistItem {
 
 impl PlaylistItem {
     pub fn cursor(&self) -> String {
-        encode(&format!("{}", self.place))
+        encode_cursor(&format!("{}", self.place))
     }
 }
 
@@ -65,19 +65,6 @@ pub struct PlaylistChange {
     pub title: Option<String>,
     pub description: Option<String>,
     pub visibility: Option<Visibility>,
-}
-
-fn encode(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-}
-
-fn decode(after: Option<&str>) -> Result<Option<String>, AppError> {
-    use base64::Engine;
-    let Some(c) = after else { return Ok(None) };
-    let bad = || AppError::bad_input("invalid cursor").with_field("after", "is not a cursor from this list");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
-    String::from_utf8(raw).map(Some).map_err(|_| bad())
 }
 
 fn check(change: &PlaylistChange) -> Result<(), AppError> {
@@ -289,7 +276,7 @@ impl Activity {
         first: Option<i32>,
     ) -> Result<Page<PlaylistItem>, AppError> {
         let limit = page_size(first, 20)?;
-        let after = match decode(after)? {
+        let after = match decode_cursor(after)? {
             Some(text) => Some(text.parse::<f64>().map_err(|_| {
                 AppError::bad_input("invalid cursor").with_field("after", "is not a cursor from this list")
             })?),
@@ -323,7 +310,7 @@ impl Activity {
         first: Option<i32>,
     ) -> Result<Page<Playlist>, AppError> {
         let limit = page_size(first, 20)?;
-        let after = decode(after)?;
+        let after = decode_cursor(after)?;
         let mine = caller.user_id.is_some_and(|u| u.to_string() == owner);
         let rows = store::playlists_of(self.documents(), owner, !mine, after.as_deref(), limit as u64 + 1)
             .await

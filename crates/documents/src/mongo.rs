@@ -59,20 +59,39 @@ fn query(filter: &Filter) -> Result<Document, DocError> {
         { EXPIRES: Bson::Null },
         { EXPIRES: { "$gt": date(chrono::Utc::now()) } },
     ] })];
-    for (field, cond) in &filter.conds {
-        let condition = match cond {
-            Cond::Eq(v) => doc! { "$eq": to_bson(v)? },
-            Cond::Ne(v) => doc! { "$ne": to_bson(v)? },
-            Cond::Gt(v) => doc! { "$gt": to_bson(v)? },
-            Cond::Gte(v) => doc! { "$gte": to_bson(v)? },
-            Cond::Lt(v) => doc! { "$lt": to_bson(v)? },
-            Cond::Lte(v) => doc! { "$lte": to_bson(v)? },
-            Cond::In(vs) => doc! { "$in": vs.iter().map(to_bson).collect::<Result<Vec<_>, _>>()? },
-            Cond::Exists(present) => doc! { "$exists": *present },
-        };
-        and.push(Bson::Document(doc! { field.as_str(): condition }));
-    }
+    and.extend(conditions(filter)?);
     Ok(doc! { "$and": and })
+}
+
+/// The filter's query without the expiry condition (an upsert's query: its `$or` would
+/// otherwise keep the upsert from copying the equalities into the new document).
+fn query_without_expiry(filter: &Filter) -> Result<Document, DocError> {
+    let and = conditions(filter)?;
+    Ok(if and.is_empty() {
+        Document::new()
+    } else {
+        doc! { "$and": and }
+    })
+}
+
+fn conditions(filter: &Filter) -> Result<Vec<Bson>, DocError> {
+    filter
+        .conds
+        .iter()
+        .map(|(field, cond)| {
+            let condition = match cond {
+                Cond::Eq(v) => doc! { "$eq": to_bson(v)? },
+                Cond::Ne(v) => doc! { "$ne": to_bson(v)? },
+                Cond::Gt(v) => doc! { "$gt": to_bson(v)? },
+                Cond::Gte(v) => doc! { "$gte": to_bson(v)? },
+                Cond::Lt(v) => doc! { "$lt": to_bson(v)? },
+                Cond::Lte(v) => doc! { "$lte": to_bson(v)? },
+                Cond::In(vs) => doc! { "$in": vs.iter().map(to_bson).collect::<Result<Vec<_>, _>>()? },
+                Cond::Exists(present) => doc! { "$exists": *present },
+            };
+            Ok(Bson::Document(doc! { field.as_str(): condition }))
+        })
+        .collect()
 }
 
 fn fields(pairs: &[(String, Value)]) -> Result<Document, DocError> {
@@ -212,16 +231,18 @@ impl MongoDocs {
         upsert: bool,
     ) -> Result<Updated, DocError> {
         let coll = self.coll(collection);
-        let mut q = query(&filter.clone().eq("_id", id))?;
+        let with_id = filter.clone().eq("_id", id);
         let u = update_doc(update)?;
-        if upsert {
-            // An expired document is replaced, as if it were gone.
+        let q = if upsert {
+            // An expired document is replaced, as if it were gone; the upsert's new document
+            // then takes the query's equalities, so the query holds only the caller's.
             coll.delete_one(doc! { "_id": id, EXPIRES: { "$lte": date(chrono::Utc::now()) } })
                 .await
                 .map_err(mongo_err)?;
-            // The upsert's new document takes the query's equalities: keep only the caller's.
-            q = query_without_expiry(&filter.clone().eq("_id", id))?;
-        }
+            query_without_expiry(&with_id)?
+        } else {
+            query(&with_id)?
+        };
         // Two upserts of a new id may race: the loser gets a duplicate key and, retried, updates.
         // A duplicate key with the id present means the document exists but did not match.
         for _ in 0..2 {
@@ -319,14 +340,4 @@ impl MongoDocs {
     pub(crate) async fn drop_all(&self) -> Result<(), DocError> {
         self.db.drop().await.map_err(mongo_err)
     }
-}
-
-/// The filter's query without the expiry condition (an upsert's query: its `$or` would
-/// otherwise keep the upsert from copying the equalities).
-fn query_without_expiry(filter: &Filter) -> Result<Document, DocError> {
-    let mut q = query(filter)?;
-    if let Ok(and) = q.get_array_mut("$and") {
-        and.remove(0);
-    }
-    Ok(q)
 }

@@ -441,7 +441,8 @@ impl SqliteDocs {
         Ok(groups)
     }
 
-    pub(crate) async fn sweep_expired(&self) -> Result<u64, DocError> {
+    /// Every collection's table in the file (also those this process has not used).
+    async fn doc_tables(&self) -> Result<Vec<String>, DocError> {
         let rows = self
             .db
             .query_all_raw(flick_db::stmt(
@@ -451,9 +452,12 @@ impl SqliteDocs {
             ))
             .await
             .map_err(sql_err)?;
+        rows.iter().map(|row| row.try_get::<String>("", "name").map_err(sql_err)).collect()
+    }
+
+    pub(crate) async fn sweep_expired(&self) -> Result<u64, DocError> {
         let mut deleted = 0;
-        for row in rows {
-            let name: String = row.try_get("", "name").map_err(sql_err)?;
+        for name in self.doc_tables().await? {
             deleted += flick_db::exec(
                 &self.db,
                 &format!("DELETE FROM \"{name}\" WHERE expires_at <= ?"),
@@ -466,17 +470,7 @@ impl SqliteDocs {
     }
 
     pub(crate) async fn drop_all(&self) -> Result<(), DocError> {
-        let rows = self
-            .db
-            .query_all_raw(flick_db::stmt(
-                &self.db,
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'doc\\_%' ESCAPE '\\'",
-                vec![],
-            ))
-            .await
-            .map_err(sql_err)?;
-        for row in rows {
-            let name: String = row.try_get("", "name").map_err(sql_err)?;
+        for name in self.doc_tables().await? {
             self.db.execute_unprepared(&format!("DROP TABLE \"{name}\"")).await.map_err(sql_err)?;
         }
         self.db.execute_unprepared("DELETE FROM flick_doc_migrations").await.map_err(sql_err)?;

@@ -177,12 +177,17 @@ telemetry:
     Process(child)
 }
 
-async fn healthy(http: &reqwest::Client, port: u16) {
+/// Waits (60 s at most) until `url` answers 200; `what` names it when it never does.
+async fn answers(http: &reqwest::Client, url: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the service on {port} did not come up");
+    while !http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "{what} did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn healthy(http: &reqwest::Client, port: u16) {
+    answers(http, &format!("http://127.0.0.1:{port}/healthz"), &format!("the service on {port}")).await;
 }
 
 #[tokio::test]
@@ -234,12 +239,9 @@ async fn one_trace_covers_create_upload_transcode_across_services_and_the_broker
     let http = reqwest::Client::new();
     healthy(&http, media_port).await;
     healthy(&http, transcoder_port).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let router_log = logs.join("router.log");
     let readiness = format!("http://127.0.0.1:{router_port}/readiness");
-    while !http.get(&readiness).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the router did not come up: {}", logs.join("router.log").display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    answers(&http, &readiness, &format!("the router (log: {})", router_log.display())).await;
 
     // The client's own span: everything below must join its trace.
     let trace_id = hex(uuid::Uuid::new_v4().as_bytes());

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { PlaybackReporter, RefusedReport, newSessionId, type PlaybackReport, type ReportAnswer } from '../../src/lib/playback/reporter';
 
 /** A server stand-in that records reports and answers (or fails) as told. */
@@ -100,7 +100,7 @@ describe('playback reporter', () => {
     expect(order).toEqual([1]);
     release();
     await first;
-    await new Promise((t) => setTimeout(t, 0));
+    await vi.waitFor(() => expect(order).toEqual([1, 2])); // sent once the first answered
     release();
     await second;
     expect(order).toEqual([1, 2]);
