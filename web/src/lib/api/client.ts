@@ -81,7 +81,7 @@ export function cacheConfig(currentUserId: () => string | null = () => null) {
       Mutation: {
         addComment(_result, args, cache) {
           const videoId = args['videoId'] as string;
-          cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+          invalidateField(cache, { __typename: 'Video', id: videoId }, 'comments');
           cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
         },
         deleteComment(_result, args, cache) {
@@ -89,14 +89,14 @@ export function cacheConfig(currentUserId: () => string | null = () => null) {
           const videoId = cache.resolve({ __typename: 'Comment', id }, 'videoId');
           cache.invalidate({ __typename: 'Comment', id });
           if (typeof videoId === 'string') {
-            cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+            invalidateField(cache, { __typename: 'Video', id: videoId }, 'comments');
             cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
           }
         },
         createVideo(_result, _args, cache) {
           // The owner's own lists (channel page, dashboard) now have one more video.
           const me = currentUserId();
-          if (me) cache.invalidate({ __typename: 'User', id: me }, 'videos');
+          if (me) invalidateField(cache, { __typename: 'User', id: me }, 'videos');
           cache.invalidate('Query', 'dashboard');
         },
         deleteVideo(_result, args, cache) {
