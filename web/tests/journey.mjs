@@ -22,7 +22,7 @@
 
 import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -84,10 +84,12 @@ function makeClip() {
 
 // ---- checks ------------------------------------------------------------------------------
 
-const AXE = require.resolve('axe-core/axe.min.js');
+const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 async function axeCheck(page, name) {
-  await page.addScriptTag({ path: AXE });
+  // Evaluated, not added as a <script>: the app's Content-Security-Policy (npm run preview,
+  // flick web) refuses inline scripts, and a CDP evaluation is not subject to it.
+  await page.evaluate(AXE_SOURCE);
   const result = await page.evaluate(async () => {
     // eslint-disable-next-line no-undef
     const r = await axe.run(document, { resultTypes: ['violations'] });
