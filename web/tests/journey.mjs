@@ -3,8 +3,12 @@
 // through the web app against a running Flick (make dev, or the stack):
 //   register → upload a generated 10 s 720p clip → transcoding progress reaches ready →
 //   play ≥ 2 s at 720p → like → comment (and edit it) → search finds the video with a
-//   one-letter typo → the channel page lists it → the studio shows it ready → an upload paused
-//   and reloaded resumes from the server's offset → sign out (the token is revoked).
+//   one-letter typo → the channel page lists it → the studio shows it ready → save it to Watch
+//   later and a new playlist → the library shows it in history, Watch later and the playlist
+//   (pause history on and off; a phone-sized screenshot) → the playlist page lists it and its
+//   owner makes it public (then on the channel) → the studio's analytics of the video (7-day
+//   range) and of the channel render → an upload paused and reloaded resumes from the server's
+//   offset → sign out (the token is revoked).
 // Every page is screenshotted and checked with axe-core (no serious or critical violation),
 // and the watch page's main controls must be reachable with the keyboard. Each step waits for
 // what it checks; nothing sleeps for a fixed time.
@@ -18,7 +22,7 @@
 
 import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -80,10 +84,12 @@ function makeClip() {
 
 // ---- checks ------------------------------------------------------------------------------
 
-const AXE = require.resolve('axe-core/axe.min.js');
+const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 async function axeCheck(page, name) {
-  await page.addScriptTag({ path: AXE });
+  // Evaluated, not added as a <script>: the app's Content-Security-Policy (npm run preview,
+  // flick web) refuses inline scripts, and a CDP evaluation is not subject to it.
+  await page.evaluate(AXE_SOURCE);
   const result = await page.evaluate(async () => {
     // eslint-disable-next-line no-undef
     const r = await axe.run(document, { resultTypes: ['violations'] });
@@ -352,6 +358,80 @@ try {
     await page.getByRole('link', { name: 'Studio' }).click();
     await page.locator(`li[data-video-id="${videoId}"][data-status="READY"]`).waitFor();
     return await checkPage(page, '09-studio');
+  });
+
+  const playlistTitle = `Journey list ${suffix}`;
+  await step('save the video to Watch later and to a new playlist', async () => {
+    await page.goto(`${BASE}/#/watch/${videoId}`);
+    await page.getByRole('heading', { name: title }).waitFor();
+    await page.getByTestId('save').click();
+    await page.getByTestId('save-watch-later').click();
+    await expectOrAlert(page, '[data-testid="save-watch-later"]:has-text("✓")');
+    await page.getByLabel('New playlist (private)').fill(playlistTitle);
+    await page.getByRole('button', { name: 'Create', exact: true }).click();
+    await expectOrAlert(page, `#save-panel button:has-text("${playlistTitle}"):has-text("✓")`);
+    const detail = await checkPage(page, '09a-save-menu');
+    await page.keyboard.press('Escape');
+    await page.locator('#save-panel').waitFor({ state: 'detached' });
+    return detail;
+  });
+
+  await step('the library shows it in history and Watch later, and the new playlist', async () => {
+    await page.getByRole('link', { name: 'Library', exact: true }).click();
+    await page.getByRole('heading', { name: 'Library', exact: true }).waitFor();
+    await expectOrAlert(page, `[data-testid="history"] li[data-video-id="${videoId}"]`);
+    await page.locator(`[data-testid="watch-later"] article[data-video-id="${videoId}"]`).waitFor();
+    await page.locator('[data-testid="my-playlists"] article.playlist-card', { hasText: playlistTitle }).waitFor();
+    const continueWatching = await page.locator(`section[aria-labelledby="continue-heading"] article[data-video-id="${videoId}"]`).count();
+    // Pausing the history is a toggle the server keeps.
+    const pause = page.getByTestId('pause-history');
+    await pause.click();
+    await expectOrAlert(page, '[data-testid="pause-history"][aria-pressed="true"]');
+    await pause.click();
+    await expectOrAlert(page, '[data-testid="pause-history"][aria-pressed="false"]');
+    const detail = await checkPage(page, '09b-library');
+    // The same page on a phone-sized screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot(page, '09c-library-phone');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await page.setViewportSize({ width: 1280, height: 900 });
+    if (overflow > 1) throw new Error(`the library is ${overflow} px wider than a 390 px screen`);
+    return { ...detail, inContinueWatching: continueWatching > 0 };
+  });
+
+  await step('the playlist page lists it; its owner makes it public', async () => {
+    await page.locator('[data-testid="my-playlists"] article.playlist-card', { hasText: playlistTitle }).getByRole('link').click();
+    await page.getByRole('heading', { name: playlistTitle }).waitFor();
+    await expectOrAlert(page, `li[data-video-id="${videoId}"]`);
+    await page.getByTestId('item-count').getByText('1 video').waitFor();
+    await page.getByRole('button', { name: 'Edit', exact: true }).click();
+    await page.getByLabel('Visibility').selectOption('PUBLIC');
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await expectOrAlert(page, 'header.head:has-text("Public")');
+    const detail = await checkPage(page, '09d-playlist');
+    // Public: it shows on the owner's channel.
+    await page.goto(`${BASE}/#/channel/${userId}?tab=playlists`);
+    await page.locator('article.playlist-card', { hasText: playlistTitle }).waitFor();
+    return detail;
+  });
+
+  await step('studio analytics render (the video, then the channel)', async () => {
+    await page.goto(`${BASE}/#/studio`);
+    await page.getByRole('link', { name: `Analytics of ${title}` }).click();
+    await expectOrAlert(page, '[data-testid="video-analytics"]');
+    await page.getByRole('img', { name: /^Views per day/ }).waitFor();
+    await page.getByRole('img', { name: /^Watch time per day/ }).waitFor();
+    await page.getByRole('link', { name: 'Last 7 days' }).click();
+    await page.waitForURL((u) => u.hash.includes('range=7'));
+    await expectOrAlert(page, '[data-testid="video-analytics"]');
+    const days = await page.locator('#views-per-day-caption').innerText();
+    if (!/in 7 days/.test(days)) throw new Error(`the 7-day range shows: ${days}`);
+    const detail = await checkPage(page, '09e-video-analytics');
+    await page.getByRole('link', { name: 'Channel analytics' }).click();
+    await expectOrAlert(page, '[data-testid="channel-analytics"]');
+    await page.getByRole('img', { name: /^Views per day/ }).waitFor();
+    await checkPage(page, '09f-channel-analytics');
+    return detail;
   });
 
   await step('an upload paused and reloaded resumes from the server offset', async () => {

@@ -6,11 +6,31 @@
 // upload/progress.ts): a stream's completion matters there, and nothing caches them.
 
 import { Client, fetchExchange, makeOperation, type Exchange, type Operation } from '@urql/core';
-import { cacheExchange } from '@urql/exchange-graphcache';
+import { cacheExchange, type Cache } from '@urql/exchange-graphcache';
 import { authExchange } from '@urql/exchange-auth';
 import type { Client as WsClient } from 'graphql-ws';
 import type { Session } from '../auth/session';
 import { isAuthError } from './errors';
+import { HistoryPausedQuery } from '../graphql/operations';
+
+type Entity = Parameters<Cache['inspectFields']>[0];
+
+/**
+ * Invalidates `fieldName` of `entity` under every set of arguments it was read with
+ * (`cache.invalidate(entity, name)` alone only reaches the field read without arguments), so
+ * every page of a paged list is asked for again by the queries showing it.
+ */
+export function invalidateField(cache: Cache, entity: Entity, fieldName: string): void {
+  for (const field of cache.inspectFields(entity)) {
+    if (field.fieldName === fieldName) cache.invalidate(entity, field.fieldName, field.arguments ?? undefined);
+  }
+}
+
+/** The viewer's history changed: every loaded page of it, and of "Continue watching". */
+function historyChanged(cache: Cache): void {
+  invalidateField(cache, 'Query', 'watchHistory');
+  invalidateField(cache, 'Query', 'continueWatching');
+}
 
 export interface FlickClient {
   client: Client;
@@ -42,12 +62,26 @@ export function cacheConfig(currentUserId: () => string | null = () => null) {
       VideoProgress: () => null,
       ViewerProgress: () => null,
       PlaybackRecorded: () => null,
+      HistoryItem: () => null,
+      HistoryItemConnection: () => null,
+      HistoryItemEdge: () => null,
+      PlaylistConnection: () => null,
+      PlaylistEdge: () => null,
+      PlaylistItem: () => null,
+      PlaylistItemConnection: () => null,
+      PlaylistItemEdge: () => null,
+      VideoAnalytics: () => null,
+      ChannelAnalytics: () => null,
+      DailyFigures: () => null,
+      RetentionPoint: () => null,
+      RenditionShare: () => null,
+      VideoFigures: () => null,
     },
     updates: {
       Mutation: {
         addComment(_result, args, cache) {
           const videoId = args['videoId'] as string;
-          cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+          invalidateField(cache, { __typename: 'Video', id: videoId }, 'comments');
           cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
         },
         deleteComment(_result, args, cache) {
@@ -55,22 +89,84 @@ export function cacheConfig(currentUserId: () => string | null = () => null) {
           const videoId = cache.resolve({ __typename: 'Comment', id }, 'videoId');
           cache.invalidate({ __typename: 'Comment', id });
           if (typeof videoId === 'string') {
-            cache.invalidate({ __typename: 'Video', id: videoId }, 'comments');
+            invalidateField(cache, { __typename: 'Video', id: videoId }, 'comments');
             cache.invalidate({ __typename: 'Video', id: videoId }, 'commentCount');
           }
         },
         createVideo(_result, _args, cache) {
           // The owner's own lists (channel page, dashboard) now have one more video.
           const me = currentUserId();
-          if (me) cache.invalidate({ __typename: 'User', id: me }, 'videos');
+          if (me) invalidateField(cache, { __typename: 'User', id: me }, 'videos');
           cache.invalidate('Query', 'dashboard');
         },
         deleteVideo(_result, args, cache) {
           cache.invalidate({ __typename: 'Video', id: args['id'] as string });
         },
+        // History: a report may add or move an entry (nothing on screen shows the history
+        // while a video plays, so this only marks the lists stale for the next visit).
+        recordPlayback(_result, _args, cache) {
+          historyChanged(cache);
+        },
+        removeFromHistory(_result, args, cache) {
+          historyChanged(cache);
+          cache.invalidate({ __typename: 'Video', id: args['videoId'] as string }, 'viewerProgress');
+        },
+        clearHistory(_result, _args, cache) {
+          historyChanged(cache);
+        },
+        setHistoryPaused(result, _args, cache) {
+          const paused = result['setHistoryPaused'];
+          if (typeof paused === 'boolean') {
+            cache.updateQuery({ query: HistoryPausedQuery }, () => ({ __typename: 'Query', historyPaused: paused }));
+          }
+        },
+        // Playlists: the lists of them change with a new or deleted one (and with a changed
+        // visibility, for the channel page); a playlist's items with every add, remove, move.
+        createPlaylist(_result, _args, cache) {
+          playlistsChanged(cache, currentUserId());
+        },
+        updatePlaylist(_result, _args, cache) {
+          playlistsChanged(cache, currentUserId());
+        },
+        deletePlaylist(_result, args, cache) {
+          cache.invalidate({ __typename: 'Playlist', id: args['id'] as string });
+          playlistsChanged(cache, currentUserId());
+        },
+        addToPlaylist(_result, args, cache) {
+          itemsChanged(cache, args['playlistId'] as string);
+        },
+        removeFromPlaylist(_result, args, cache) {
+          itemsChanged(cache, args['playlistId'] as string);
+        },
+        movePlaylistItem(_result, args, cache) {
+          itemsChanged(cache, args['playlistId'] as string);
+        },
+        addToWatchLater(result, _args, cache) {
+          watchLaterChanged(cache, result);
+        },
+        removeFromWatchLater(result, _args, cache) {
+          watchLaterChanged(cache, result);
+        },
       },
     },
   });
+}
+
+function playlistsChanged(cache: Cache, me: string | null): void {
+  invalidateField(cache, 'Query', 'myPlaylists');
+  if (me) invalidateField(cache, { __typename: 'User', id: me }, 'playlists');
+}
+
+function itemsChanged(cache: Cache, playlistId: string): void {
+  invalidateField(cache, { __typename: 'Playlist', id: playlistId }, 'items');
+}
+
+function watchLaterChanged(cache: Cache, result: Record<string, unknown>): void {
+  const list = result['addToWatchLater'] ?? result['removeFromWatchLater'];
+  const id = list && typeof list === 'object' && 'id' in list ? (list as { id: unknown }).id : null;
+  if (typeof id === 'string') itemsChanged(cache, id);
+  // Made on first use: a query that read no Watch later before reads it again.
+  if (!cache.resolve('Query', 'watchLater')) cache.invalidate('Query', 'watchLater');
 }
 
 /** The operation without an Authorization header in its fetch options. */

@@ -382,3 +382,324 @@ export const SubscriptionsFeedQuery = graphql(`
     }
   }
 `);
+
+// ---- the viewer's library (activity): history, continue watching, playlists ---------------
+
+export const HistoryItemFields = graphql(`
+  fragment HistoryItemFields on HistoryItem {
+    positionSeconds
+    watchedFraction
+    updatedAt
+    video {
+      ...VideoCardFields
+    }
+  }
+`);
+
+export const WatchHistoryQuery = graphql(`
+  query WatchHistory($first: Int!, $after: String) {
+    watchHistory(first: $first, after: $after) {
+      nodes {
+        ...HistoryItemFields
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+export const ContinueWatchingQuery = graphql(`
+  query ContinueWatching($first: Int!, $after: String) {
+    continueWatching(first: $first, after: $after) {
+      nodes {
+        ...HistoryItemFields
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+export const HistoryPausedQuery = graphql(`
+  query HistoryPaused {
+    historyPaused
+  }
+`);
+
+export const RemoveFromHistoryMutation = graphql(`
+  mutation RemoveFromHistory($videoId: ID!) {
+    removeFromHistory(videoId: $videoId)
+  }
+`);
+
+export const ClearHistoryMutation = graphql(`
+  mutation ClearHistory {
+    clearHistory
+  }
+`);
+
+export const SetHistoryPausedMutation = graphql(`
+  mutation SetHistoryPaused($paused: Boolean!) {
+    setHistoryPaused(paused: $paused)
+  }
+`);
+
+/** What a list of playlists shows of each (with the first video's thumbnail as its cover). */
+export const PlaylistFields = graphql(`
+  fragment PlaylistFields on Playlist {
+    id
+    title
+    description
+    visibility
+    itemCount
+    isWatchLater
+    createdAt
+    owner {
+      id
+      displayName
+    }
+  }
+`);
+
+export const PlaylistCardFields = graphql(`
+  fragment PlaylistCardFields on Playlist {
+    ...PlaylistFields
+    cover: items(first: 1) {
+      nodes {
+        video {
+          id
+          playback {
+            thumbnailUrl
+          }
+        }
+      }
+    }
+  }
+`);
+
+export const MyPlaylistsQuery = graphql(`
+  query MyPlaylists($first: Int!, $after: String) {
+    myPlaylists(first: $first, after: $after) {
+      nodes {
+        ...PlaylistCardFields
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+/** The save menu's choices: the viewer's playlists, without covers. */
+export const SaveTargetsQuery = graphql(`
+  query SaveTargets {
+    myPlaylists(first: 50) {
+      nodes {
+        ...PlaylistFields
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+export const UserPlaylistsQuery = graphql(`
+  query UserPlaylists($id: ID!, $first: Int!, $after: String) {
+    user(id: $id) {
+      id
+      playlists(first: $first, after: $after) {
+        nodes {
+          ...PlaylistCardFields
+        }
+        pageInfo {
+          hasNextPage
+          endCursor
+        }
+      }
+    }
+  }
+`);
+
+export const PlaylistItemFields = graphql(`
+  fragment PlaylistItemFields on PlaylistItem {
+    addedAt
+    video {
+      ...VideoCardFields
+    }
+  }
+`);
+
+export const PlaylistQuery = graphql(`
+  query Playlist($id: ID!, $first: Int!, $after: String) {
+    playlist(id: $id) {
+      ...PlaylistFields
+      items(first: $first, after: $after) {
+        nodes {
+          ...PlaylistItemFields
+        }
+        pageInfo {
+          hasNextPage
+          endCursor
+        }
+      }
+    }
+  }
+`);
+
+export const WatchLaterQuery = graphql(`
+  query WatchLater($first: Int!, $after: String) {
+    watchLater {
+      ...PlaylistFields
+      items(first: $first, after: $after) {
+        nodes {
+          ...PlaylistItemFields
+        }
+        pageInfo {
+          hasNextPage
+          endCursor
+        }
+      }
+    }
+  }
+`);
+
+export const CreatePlaylistMutation = graphql(`
+  mutation CreatePlaylist($input: CreatePlaylistInput!) {
+    createPlaylist(input: $input) {
+      ...PlaylistFields
+    }
+  }
+`);
+
+export const UpdatePlaylistMutation = graphql(`
+  mutation UpdatePlaylist($id: ID!, $input: UpdatePlaylistInput!) {
+    updatePlaylist(id: $id, input: $input) {
+      ...PlaylistFields
+    }
+  }
+`);
+
+export const DeletePlaylistMutation = graphql(`
+  mutation DeletePlaylist($id: ID!) {
+    deletePlaylist(id: $id)
+  }
+`);
+
+export const AddToPlaylistMutation = graphql(`
+  mutation AddToPlaylist($playlistId: ID!, $videoId: ID!) {
+    addToPlaylist(playlistId: $playlistId, videoId: $videoId) {
+      id
+      itemCount
+    }
+  }
+`);
+
+export const RemoveFromPlaylistMutation = graphql(`
+  mutation RemoveFromPlaylist($playlistId: ID!, $videoId: ID!) {
+    removeFromPlaylist(playlistId: $playlistId, videoId: $videoId) {
+      id
+      itemCount
+    }
+  }
+`);
+
+export const MovePlaylistItemMutation = graphql(`
+  mutation MovePlaylistItem($playlistId: ID!, $videoId: ID!, $position: Int!) {
+    movePlaylistItem(playlistId: $playlistId, videoId: $videoId, position: $position) {
+      id
+      itemCount
+    }
+  }
+`);
+
+export const AddToWatchLaterMutation = graphql(`
+  mutation AddToWatchLater($videoId: ID!) {
+    addToWatchLater(videoId: $videoId) {
+      id
+      itemCount
+      isWatchLater
+    }
+  }
+`);
+
+export const RemoveFromWatchLaterMutation = graphql(`
+  mutation RemoveFromWatchLater($videoId: ID!) {
+    removeFromWatchLater(videoId: $videoId) {
+      id
+      itemCount
+      isWatchLater
+    }
+  }
+`);
+
+// ---- creator analytics (activity; the owner only) ------------------------------------------
+
+export const VideoAnalyticsQuery = graphql(`
+  query VideoAnalytics($id: ID!, $range: AnalyticsRange!) {
+    video(id: $id) {
+      id
+      title
+      status
+      owner {
+        id
+      }
+      playback {
+        durationSeconds
+        thumbnailUrl
+      }
+      analytics(range: $range) {
+        views
+        watchSeconds
+        averageViewSeconds
+        days {
+          day
+          views
+          watchSeconds
+        }
+        retention {
+          percent
+          share
+        }
+        renditions {
+          rendition
+          watchSeconds
+          share
+        }
+      }
+    }
+  }
+`);
+
+export const ChannelAnalyticsQuery = graphql(`
+  query ChannelAnalytics($range: AnalyticsRange!) {
+    channelAnalytics(range: $range) {
+      views
+      watchSeconds
+      averageViewSeconds
+      days {
+        day
+        views
+        watchSeconds
+      }
+      topVideos {
+        views
+        watchSeconds
+        video {
+          id
+          title
+          playback {
+            thumbnailUrl
+            durationSeconds
+          }
+        }
+      }
+    }
+  }
+`);
