@@ -6,15 +6,17 @@
 #                wrk -t1 -c32, saturated, RUNS runs, median req/s and p99; then paced at the
 #                bar's 5,000/s (wrk delay() schedule): p99 at that rate, and how many it reached
 #   analytics    the owner's Video.analytics(range: LAST_28_DAYS) (views per day, retention curve,
-#                renditions) of the video all those heartbeats went to: wrk -t1 -c8, median p50/p99,
-#                with the number of heartbeats behind it. The video is never transcoded here, so
+#                renditions) of the video all those heartbeats went to, after filling it up to
+#                1,000,000 heartbeats (at most 300 s more): wrk -t1 -c8, median p50/p99, with the
+#                number of heartbeats behind it; the report's watch time must equal that number. The video is never transcoded here, so
 #                its curve is empty; reading it is the same one document either way.
 #   history      watchHistory(first: 20) of a user with 200 entries, signed in, at the service:
 #                wrk -t1 -c8, median of p50 and p99
 # One process runs accounts, media and activity (media's video.created tells activity of the
 # video); the load goes straight to activity's port.
 # env: FLICK_BENCH_RUNS (3), FLICK_BENCH_SECONDS (10), FLICK_BENCH_BUILD=0 skips the build,
-#      FLICK_BENCH_HEARTBEAT_RATE (5000), FLICK_BENCH_BACKENDS ("sqlite mongodb").
+#      FLICK_BENCH_HEARTBEAT_RATE (5000), FLICK_BENCH_BACKENDS ("sqlite mongodb"),
+#      FLICK_BENCH_ANALYTICS_HEARTBEATS (1000000), FLICK_BENCH_FILL_SECONDS (300).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,6 +26,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/flick/target}
 RUNS=${FLICK_BENCH_RUNS:-3}
 DURATION=${FLICK_BENCH_SECONDS:-10}
 RATE=${FLICK_BENCH_HEARTBEAT_RATE:-5000}
+FILL=${FLICK_BENCH_ANALYTICS_HEARTBEATS:-1000000}
+FILL_SECONDS=${FLICK_BENCH_FILL_SECONDS:-300}
 ACCOUNTS=18281 MEDIA=18282 ACTIVITY=18286
 command -v wrk >/dev/null || apt_install wrk
 "$FLICK_ROOT/scripts/services.sh" up >/dev/null
@@ -137,6 +141,16 @@ run_backend() { # NAME DOCUMENTS_URL
     "$backend" "$rps" "${runs[*]}" "$p99" "$RATE" "$(cut -d' ' -f1 <<<"$out")" "$(cut -d' ' -f3 <<<"$out")"
   beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
 
+  # Fill the video up to FILL heartbeats (the bar's 1,000,000) at full speed, within FILL_SECONDS.
+  local fill_left=$((FILL - beats)) fill_seconds
+  if [ "$fill_left" -gt 0 ]; then
+    fill_seconds=$(python3 -c "import math,sys; print(max(1, min(int(sys.argv[3]), math.ceil(int(sys.argv[1]) / max(float(sys.argv[2]), 1.0)))))" "$fill_left" "$rps" "$FILL_SECONDS")
+    heartbeat_lua "$video" 0 32 >"$lua"
+    out=$(wrk -t1 -c32 -d"${fill_seconds}s" --latency -s "$lua" "http://127.0.0.1:$ACTIVITY" | parse)
+    [ "$(cut -d' ' -f4 <<<"$out")" = 0 ] || die "$backend: $(cut -d' ' -f4 <<<"$out") heartbeats refused while filling"
+    beats=$((beats + $(cut -d' ' -f5 <<<"$out")))
+  fi
+
   # The owner's analytics of that video: what every heartbeat above added up to.
   local user_id
   user_id=$(curl -sf "http://127.0.0.1:$ACCOUNTS/user/profile" -H "authorization: Bearer $token" |
@@ -151,6 +165,15 @@ LUA
   curl -sf "http://127.0.0.1:$ACTIVITY/graphql" -H 'content-type: application/json' -H "x-user-id: $user_id" \
     -d @"$data/analytics.json" | grep -q '"days":\[{' ||
     warn "$backend: the analytics query did not answer its days"
+  # Each heartbeat reported 1 s watched (under the clock bound): the report's watch time is the
+  # number of heartbeats applied, none lost by the aggregates summed in memory
+  local reported
+  reported=$(curl -sf "http://127.0.0.1:$ACTIVITY/graphql" -H 'content-type: application/json' -H "x-user-id: $user_id" \
+    -d @"$data/analytics.json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["data"]["_entities"][0]["analytics"]["watchSeconds"]))')
+  # (wrk stops counting with up to 32 requests in flight per run, which the service still applies.)
+  local slack=$((32 * (RUNS + 2)))
+  [ "$reported" -ge "$beats" ] && [ "$reported" -le $((beats + slack)) ] ||
+    die "$backend: analytics report $reported s watched for $beats heartbeats of 1 s"
   local ap50=() ap99=()
   for _ in $(seq "$RUNS"); do
     out=$(wrk -t1 -c8 -d"${DURATION}s" --latency -s "$data/analytics.lua" "http://127.0.0.1:$ACTIVITY/graphql" | parse)

@@ -119,6 +119,7 @@ impl Activity {
         if video.owner != me {
             return Err(AppError::forbidden("only the video's owner sees its analytics"));
         }
+        self.flush_totals().await?;
         let (from, to) = range.bounds(chrono::Utc::now().date_naive());
         let (f, t) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
         let days = store::video_days(self.documents(), video_id, &f, &t).await.map_err(doc_error)?;
@@ -162,6 +163,7 @@ impl Activity {
     /// The caller's channel: every video of theirs summed per day, and the top videos.
     pub async fn channel_report(&self, caller: &Caller, range: Range) -> Result<ChannelReport, AppError> {
         let me = caller.require_user()?.to_string();
+        self.flush_totals().await?;
         let (from, to) = range.bounds(chrono::Utc::now().date_naive());
         let (f, t) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
         let days = store::channel_days(self.documents(), &me, &f, &t).await.map_err(doc_error)?;

@@ -11,6 +11,7 @@
 
 use crate::config::ActivityConfig;
 use crate::store::{self, BUCKETS, Beat};
+use crate::totals::Totals;
 use flick_kit::AppError;
 use flick_kit::identity::Caller;
 use flick_kit::page::{Page, page_size};
@@ -21,6 +22,7 @@ use flick_platform::documents::{DocError, Documents};
 use flick_platform::outbox::{self, Relay};
 use flick_proto::events::v1 as events;
 use prost::Message as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Fastest playback rate the wall-clock bound allows.
@@ -173,6 +175,10 @@ fn now_ms() -> i64 {
 /// drop the copy at once in this process; another replica's copy lags by at most this).
 const VIDEO_COPY_TTL: Duration = Duration::from_secs(5);
 
+/// A session's copy is dropped after this long without a heartbeat (a paused player reads the
+/// store again when it resumes).
+const SESSION_COPY_IDLE: Duration = Duration::from_secs(120);
+
 /// The activity service's handle (cheap to clone).
 #[derive(Clone)]
 pub struct Activity {
@@ -184,12 +190,36 @@ pub struct Activity {
     /// Videos heartbeats were for lately: a player reports every few seconds, the video's
     /// details rarely change.
     videos: moka::future::Cache<String, VideoInfo>,
+    /// Each playing session as this process last wrote it: the next heartbeat's conditional
+    /// update starts from it instead of reading the session first. A stale copy (the session
+    /// moved on through another replica, or was deleted) makes that update not match, and the
+    /// heartbeat reads the store and tries again, so the copy is only ever a guess.
+    sessions: moka::sync::Cache<String, Session>,
+    /// The daily and retention sums, written once a second ([`Totals`]).
+    totals: Arc<Totals>,
 }
 
 impl Activity {
     pub fn new(docs: Documents, db: DatabaseConnection, relay: Relay, cache: Cache, config: ActivityConfig) -> Self {
         let videos = moka::future::Cache::builder().max_capacity(100_000).time_to_live(VIDEO_COPY_TTL).build();
-        Self { docs, db, relay, cache, config, videos }
+        let sessions = moka::sync::Cache::builder().max_capacity(200_000).time_to_idle(SESSION_COPY_IDLE).build();
+        Self { docs, db, relay, cache, config, videos, sessions, totals: Arc::default() }
+    }
+
+    /// Writes the aggregates once a second until shutdown, then what is left.
+    pub fn totals_task(&self) -> flick_kit::server::BackgroundTask {
+        let (totals, docs) = (self.totals.clone(), self.docs.clone());
+        Box::new(move |shutdown| Box::pin(async move { totals.run(docs, shutdown).await }))
+    }
+
+    /// Writes the aggregates summed so far (a report reads its own process's heartbeats).
+    pub(crate) async fn flush_totals(&self) -> Result<(), AppError> {
+        self.totals.flush(&self.docs).await.map_err(doc_error)
+    }
+
+    /// The video was deleted: nothing more is added to its aggregates from this process.
+    pub(crate) fn forget_totals(&self, video_id: &str) {
+        self.totals.forget(video_id);
     }
 
     /// The video, from the recent copies or the store (a video not known is not kept).
@@ -302,15 +332,11 @@ impl Activity {
         };
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let view_counted = self.count_view(&session, viewer, user.as_deref(), &video).await?;
-        store::add_to_day(&self.docs, &video, &day, increment, i64::from(view_counted), hb.rendition.as_deref())
-            .await
-            .map_err(doc_error)?;
+        self.totals.add_to_day(&video, &day, increment, i64::from(view_counted), hb.rendition.as_deref());
         if let Some(duration) = video.duration_seconds.filter(|d| *d > 0.0) {
             let bucket = |p: f64| ((p / duration) * f64::from(BUCKETS)).floor().clamp(0.0, f64::from(BUCKETS)) as u32;
             let from = previous.as_ref().map_or(0, |p| bucket(p.max_position_seconds) + 1);
-            store::add_to_retention(&self.docs, &video, from, bucket(session.max_position_seconds))
-                .await
-                .map_err(doc_error)?;
+            self.totals.add_to_retention(&video, from, bucket(session.max_position_seconds));
         }
         if let Some(user) = &user
             && !store::history_paused(&self.docs, user).await.map_err(doc_error)?
@@ -338,8 +364,11 @@ impl Activity {
         position: f64,
     ) -> Result<(Option<Session>, Option<Session>, f64), AppError> {
         let slack = self.config.heartbeat_slack_seconds;
-        for _ in 0..ATTEMPTS {
-            let previous = store::session(&self.docs, key).await.map_err(doc_error)?;
+        for attempt in 0..ATTEMPTS {
+            let previous = match self.sessions.get(key).filter(|_| attempt == 0) {
+                Some(copy) => Some(copy),
+                None => store::session(&self.docs, key).await.map_err(doc_error)?,
+            };
             if let Some(p) = &previous {
                 if p.video_id != hb.video_id {
                     return Err(AppError::bad_input("this session is another video's")
@@ -366,10 +395,16 @@ impl Activity {
                 now_ms: now,
                 expires_at: chrono::Utc::now() + chrono::Duration::days(self.config.session_retention_days),
             };
-            if let Some(session) =
-                store::advance_session(&self.docs, key, previous.as_ref(), &beat).await.map_err(doc_error)?
-            {
-                return Ok((previous, Some(session), increment));
+            match store::advance_session(&self.docs, key, previous.as_ref(), &beat).await {
+                Ok(Some(session)) => {
+                    self.sessions.insert(key.to_string(), session.clone());
+                    return Ok((previous, Some(session), increment));
+                }
+                Ok(None) => self.sessions.invalidate(key),
+                Err(e) => {
+                    self.sessions.invalidate(key);
+                    return Err(doc_error(e));
+                }
             }
         }
         Err(AppError::conflict("too many concurrent heartbeats of one session; send them in order"))

@@ -40,6 +40,7 @@ impl Activity {
             "video.deleted" => {
                 let v: events::VideoChanged = decode(e)?;
                 store::tombstone_video(docs, &v.video_id).await.map_err(retry)?;
+                self.forget_totals(&v.video_id);
                 let mut removed = store::delete_video_activity(docs, &v.video_id).await.map_err(retry)?;
                 removed += store::remove_video_everywhere(docs, &v.video_id).await.map_err(retry)?;
                 tracing::info!(video.id = %v.video_id, removed, "a deleted video's activity removed");

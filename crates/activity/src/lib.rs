@@ -15,6 +15,7 @@ mod grpc;
 mod playlists;
 mod rest;
 mod store;
+mod totals;
 
 use crate::config::ActivityConfigExt as _;
 use flick_kit::Service;
@@ -47,6 +48,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let activity =
         Activity::new(docs, infra.db.clone(), infra.relay.clone(), shared.cache.clone(), shared.config.activity());
     // Idempotent by itself (events.rs says why): no inbox.
+    let totals = activity.totals_task();
     let applier = activity.clone();
     let events = infra
         .consume(
@@ -71,6 +73,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
             )),
         )
         .task(infra.relay_task())
+        .task(totals)
         .task(events)
         .check(docs_check);
     for check in infra.checks() {

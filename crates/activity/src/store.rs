@@ -279,38 +279,36 @@ pub async fn unmark_viewed(docs: &Documents, viewer: &str, video_id: &str) -> Re
 
 // ---------- aggregates ----------
 
-/// Adds watch time (and a view) to the video's day, and the seconds to the rendition played.
+/// Adds watch time (and views) to the video's day, and seconds to each rendition played.
 pub async fn add_to_day(
     docs: &Documents,
-    video: &VideoInfo,
+    video_id: &str,
+    owner: &str,
     day: &str,
     watched_seconds: f64,
     views: i64,
-    rendition: Option<&str>,
+    renditions: &[(&str, f64)],
 ) -> Result<(), DocError> {
     let mut update = Update::new()
-        .set_on_insert("videoId", video.id.as_str())
-        .set_on_insert("owner", video.owner.as_str())
+        .set_on_insert("videoId", video_id)
+        .set_on_insert("owner", owner)
         .set_on_insert("day", day)
         .inc("watchSeconds", watched_seconds)
         .inc("views", views);
-    if let Some(r) = rendition {
-        update = update.inc(&format!("renditions.{r}"), watched_seconds);
+    for (r, seconds) in renditions {
+        update = update.inc(&format!("renditions.{r}"), *seconds);
     }
-    docs.collection("daily")?.update(&format!("{}|{day}", video.id), &Filter::all(), &update, true).await?;
+    docs.collection("daily")?.update(&format!("{video_id}|{day}"), &Filter::all(), &update, true).await?;
     Ok(())
 }
 
-/// Counts a session in every retention bucket from `from` to `to` (inclusive).
-pub async fn add_to_retention(docs: &Documents, video: &VideoInfo, from: u32, to: u32) -> Result<(), DocError> {
-    if from > to {
-        return Ok(());
+/// Adds `counts[b]` sessions to each retention bucket `b`.
+pub async fn add_to_retention(docs: &Documents, video_id: &str, owner: &str, counts: &[i64]) -> Result<(), DocError> {
+    let mut update = Update::new().set_on_insert("owner", owner);
+    for (b, n) in counts.iter().enumerate().take(BUCKETS as usize + 1).filter(|(_, n)| **n != 0) {
+        update = update.inc(&format!("b{b}"), *n);
     }
-    let mut update = Update::new().set_on_insert("owner", video.owner.as_str());
-    for b in from..=to.min(BUCKETS) {
-        update = update.inc(&format!("b{b}"), 1);
-    }
-    docs.collection("retention")?.update(&video.id, &Filter::all(), &update, true).await?;
+    docs.collection("retention")?.update(video_id, &Filter::all(), &update, true).await?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ on_both_backends!(
     playlists_are_their_owners_to_change_and_list_what_viewers_may_see,
     watch_later_is_each_users_own_and_deletions_empty_playlists,
     grpc_records_playback_and_answers_progress_and_history,
+    one_sessions_heartbeats_through_two_replicas_apply_in_order_once_each,
 );
 
 /// The service with its default limits (`strict`), or with room for tests that do not measure
@@ -446,6 +447,11 @@ async fn deleted_users_and_videos_leave_no_activity(backend: Backend) {
         .await,
         "the deleted user's history and the deleted video's entries went"
     );
+    // Its watch time summed in memory before the deletion is not written after it.
+    let channel = c.ok(Some(&owner), CHANNEL, json!({})).await["channelAnalytics"].clone();
+    let top: Vec<&str> =
+        channel["topVideos"].as_array().unwrap().iter().map(|v| v["video"]["id"].as_str().unwrap()).collect();
+    assert_eq!(top, [kept.as_str()], "{channel}");
     let late = events::VideoChanged {
         video_id: gone.clone(),
         owner_id: owner.clone(),
@@ -851,4 +857,61 @@ async fn grpc_records_playback_and_answers_progress_and_history(backend: Backend
     let bad =
         client.record_playback(as_user(None, pb::RecordPlaybackRequest { sequence: -1, ..report(1, 1.0, 1.0) })).await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
+
+/// Two replicas on one store: each keeps its own copy of the sessions it wrote, so the second
+/// replica's heartbeat makes the first one's copy stale. Every heartbeat still applies in
+/// order exactly once, retries and late ones change nothing, and the view counts once.
+async fn one_sessions_heartbeats_through_two_replicas_apply_in_order_once_each(backend: Backend) {
+    use flick_activity::config::ActivityConfigExt as _;
+    let app = app(backend).await;
+    let c = Client::new(&app);
+    let seen = views(&app).await;
+    let infra = app.shared.service(flick_activity::NAME, flick_activity::MIGRATIONS).await.unwrap();
+    let (docs, _) = infra.documents(flick_activity::DOCUMENTS).await.unwrap();
+    let mut config = app.shared.config.activity();
+    config.heartbeat_slack_seconds = 600.0;
+    let replica =
+        flick_activity::Activity::new(docs, infra.db.clone(), infra.relay.clone(), app.shared.cache.clone(), config);
+
+    let owner = user();
+    let video = c.video(&owner, "PUBLIC", 600.0).await;
+    let viewer = user();
+    let caller = flick_kit::Caller::user(viewer.parse().unwrap(), "user");
+    let s = session();
+    let through_replica = |seq: i64| {
+        let hb = flick_activity::Heartbeat {
+            video_id: video.clone(),
+            session_id: s.clone(),
+            sequence: seq,
+            position_seconds: 10.0 * seq as f64,
+            watched_seconds: 10.0,
+            rendition: Some("720p".into()),
+        };
+        let (replica, caller, key) = (&replica, &caller, format!("user:{viewer}"));
+        async move { replica.record(caller, &key, &hb).await.unwrap() }
+    };
+    let a1 = c.beat_ok(Some(&viewer), &video, &s, 1, 10.0, 10.0).await;
+    assert_eq!((a1["applied"].as_bool(), a1["watchedSeconds"].as_f64()), (Some(true), Some(10.0)));
+    let b2 = through_replica(2).await;
+    assert!(b2.applied && b2.watched_seconds == 20.0, "{b2:?}");
+    // The first replica's copy says sequence 1: its update does not match, it reads again.
+    let a3 = c.beat_ok(Some(&viewer), &video, &s, 3, 30.0, 10.0).await;
+    assert_eq!(
+        (a3["applied"].as_bool(), a3["watchedSeconds"].as_f64(), a3["viewCounted"].as_bool()),
+        (Some(true), Some(30.0), Some(true)),
+        "{a3}"
+    );
+    let retried = through_replica(3).await;
+    assert!(!retried.applied && !retried.view_counted && retried.watched_seconds == 30.0, "{retried:?}");
+    let late = c.beat_ok(Some(&viewer), &video, &s, 2, 20.0, 10.0).await;
+    assert_eq!((late["applied"].as_bool(), late["watchedSeconds"].as_f64()), (Some(false), Some(30.0)));
+    let b4 = through_replica(4).await;
+    assert!(b4.applied && b4.watched_seconds == 40.0 && !b4.view_counted, "{b4:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || async { !seen.lock().unwrap().is_empty() }).await,
+        "video.viewed was sent"
+    );
+    let sent: Vec<_> = seen.lock().unwrap().iter().filter(|v| v.video_id == video).cloned().collect();
+    assert_eq!(sent.len(), 1, "one view: {sent:?}");
 }
