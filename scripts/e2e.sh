@@ -4,8 +4,9 @@
 #   stack  scripts/stack.sh (a process per service, replicas, real services, the mesh,
 #          Prometheus + Alertmanager) from fresh state (stack name `e2e`)
 # For each: start it, run scripts/smoke.sh through the edge (which runs the upload-to-playback
-# journey, scripts/e2e_upload.py, and the security checks), stop it with SIGTERM and check every
-# port it used was released.
+# journey, scripts/e2e_upload.py, and the security checks), on dev also the web app's journey in
+# Chromium (web/tests/journey.mjs; FLICK_WEB=0 skips the web app and it), stop it with SIGTERM
+# and check every port it used was released.
 # usage: scripts/e2e.sh [dev|stack]...   (default: both)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -31,6 +32,9 @@ run_shape() {
     die "$name: $script did not come up"
   fi
   env "$@" scripts/smoke.sh || status=$?
+  if [ "$status" -eq 0 ] && [ "$name" = dev ] && [ "${FLICK_WEB:-1}" != 0 ]; then
+    web_journey "$data" || status=$?
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   for port in $ports; do
@@ -46,6 +50,19 @@ run_shape() {
     rm -rf "$data"
   fi
   return "$status"
+}
+
+# The web app's browser journey (web/tests/journey.mjs) in Debian's Chromium through the edge;
+# screenshots and the report stay under DATA/web-screenshots and DATA/web-journey.
+web_journey() {
+  local data=$1 started=$SECONDS
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
+  log "dev: the web app's journey in Chromium"
+  if ! (cd web && FLICK_WEB_URL=http://127.0.0.1:8080 FLICK_DATA_DIR=$data node tests/journey.mjs); then
+    echo "FAIL  dev: the web journey (screenshots in $data/web-screenshots)"
+    return 1
+  fi
+  echo "ok    dev: the web journey in Chromium ($((SECONDS - started)) s)"
 }
 
 shapes=("$@")

@@ -188,6 +188,19 @@ async fn migrate(config: Config, services: Vec<ServiceName>) -> anyhow::Result<(
         for m in applied {
             println!("  {m}");
         }
+        if let Some(migrations) = service.document_migrations() {
+            let docs = flick_platform::documents::Documents::connect(
+                config.documents.url.as_deref(),
+                &config.data_dir,
+                service.as_str(),
+            )
+            .await?;
+            let applied = docs.migrate(service.as_str(), migrations).await?;
+            println!("{service}: {} document migration(s) applied", applied.len());
+            for m in applied {
+                println!("  {m}");
+            }
+        }
     }
     Ok(())
 }

@@ -68,6 +68,15 @@ impl ServiceName {
         }
     }
 
+    /// The document store's migrations (collections, indexes, expiry), for the services
+    /// that keep documents.
+    pub fn document_migrations(self) -> Option<&'static [flick_platform::documents::Migration]> {
+        match self {
+            ServiceName::Activity => Some(flick_activity::DOCUMENTS),
+            _ => None,
+        }
+    }
+
     /// Builds the service on the shared adapters, ready to bind.
     pub async fn build(self, shared: &Shared) -> anyhow::Result<Service> {
         match self {

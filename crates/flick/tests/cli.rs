@@ -414,6 +414,19 @@ async fn migrate_applies_pending_migrations_once() {
     assert!(second.contains("media: 0 migration(s) applied"), "{second}");
 }
 
+/// A service on the document store gets its collections and indexes from `flick migrate` too
+/// (the chart's migrate Job runs before any replica starts).
+#[tokio::test]
+async fn migrate_creates_the_document_stores_collections_and_indexes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || flick().args(["migrate", "--services", "activity"]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
+    let first = String::from_utf8(run().stdout).unwrap();
+    assert!(first.contains("activity: 2 document migration(s) applied"), "{first}");
+    assert!(first.contains("activity/0001_activity") && first.contains("activity/0002_playlists"), "{first}");
+    let second = String::from_utf8(run().stdout).unwrap();
+    assert!(second.contains("activity: 0 document migration(s) applied"), "{second}");
+}
+
 #[tokio::test]
 async fn seed_fills_the_embedded_databases_with_ready_public_videos() {
     let dir = tempfile::tempdir().unwrap();

@@ -337,6 +337,12 @@ impl Query {
         connection(ctx, page, after.is_some(), false).await
     }
 
+    /// The categories a video may be in, as `createVideo` and `updateVideo` accept them
+    /// (lower-case; input is matched ignoring case).
+    async fn categories(&self) -> Vec<&'static str> {
+        crate::validation::CATEGORIES.to_vec()
+    }
+
     async fn video(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Video>> {
         match media(ctx).video(caller(ctx), &id).await? {
             Some(row) => Ok(Some(one(ctx, row).await?)),

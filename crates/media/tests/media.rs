@@ -170,6 +170,20 @@ async fn validation(backend: Backend) {
     for field in ["title", "description", "tags", "category"] {
         assert!(res["errors"][0]["extensions"]["fields"][field].is_string(), "{field}: {res}");
     }
+    // Clients offer the categories the schema lists, and each of them is accepted.
+    let listed = g.ok(None, "{ categories }", json!({})).await["categories"].clone();
+    let listed: Vec<String> = serde_json::from_value(listed).unwrap();
+    assert!(listed.len() > 10 && listed.contains(&"pets".to_string()), "{listed:?}");
+    for category in &listed {
+        let res = g
+            .run(
+                Some(&owner),
+                "mutation($i: CreateVideoInput!) { createVideo(input: $i) { video { category } } }",
+                json!({ "i": { "title": "Listed", "category": category } }),
+            )
+            .await;
+        assert_eq!(res["data"]["createVideo"]["video"]["category"], json!(category), "{res}");
+    }
     assert_eq!(g.code(None, "{ feed(first: 1000) { edges { cursor } } }", json!({})).await, "BAD_USER_INPUT");
     assert_eq!(g.code(None, "{ feed(after: \"garbage\") { edges { cursor } } }", json!({})).await, "BAD_USER_INPUT");
 }

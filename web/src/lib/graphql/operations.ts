@@ -27,6 +27,12 @@ export const VideoCardFields = graphql(`
   }
 `);
 
+export const CategoriesQuery = graphql(`
+  query Categories {
+    categories
+  }
+`);
+
 export const FeedQuery = graphql(`
   query Feed($first: Int!, $after: String) {
     feed(first: $first, after: $after) {
