@@ -5,7 +5,9 @@
 #              ladder (audio per rung; bar: Flick wall <= 0.80x) vs one ffmpeg per rung (bar:
 #              Flick CPU <= 0.70x the sum)
 #   upload     1 GiB with tus in 8 MiB chunks into the transcoder on the S3 server vs a direct
-#              multipart upload to the same server (bar >= 70%), Flick's peak RSS (bar <= 150 MiB)
+#              multipart upload to the same server (bar >= 70%), Flick's peak RSS (bar <= 150 MiB);
+#              then as 4 partial uploads sent at once joined by a final (tus concatenation;
+#              bar >= 100% of the direct upload, RSS <= 150 MiB)
 # The work is in scripts/bench_transcode.py (its docstring lists the FLICK_BENCH_* knobs).
 # env: FLICK_BENCH_BUILD=0 skips the build; ~6-8 min with the defaults on 2 cores.
 set -euo pipefail

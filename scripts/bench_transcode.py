@@ -18,17 +18,21 @@ upload     a FLICK_BENCH_UPLOAD_MIB file (an MP4's first bytes + random bytes) w
            8 MiB chunks into the transcoder on the S3 server (no worker), flick's RSS sampled
            every 50 ms and VmHWM; vs a direct multipart upload of the same file to the same
            server (crates/storage/examples/multipart_put.rs: put_stream, 8 MiB parts, 4 in
-           flight).
+           flight). Then the same file as FLICK_BENCH_PARALLEL (4) partial uploads sent at
+           once (each in 8 MiB chunks over its own connection) joined by a final upload (tus
+           concatenation, as `flick upload --parallel` and tus-js-client's parallelUploads
+           do), into the same flick.
 
 env: FLICK_BENCH_SOURCE (camera: High profile 8 Mbit/s + stereo AAC, like a phone's file;
      ultrafast: the cheapest H.264 to decode), FLICK_BENCH_TRANSCODE_RUNS (1), FLICK_BENCH_UPLOAD_RUNS (3), FLICK_BENCH_CLIP_SECONDS (60),
-     FLICK_BENCH_UPLOAD_MIB (1024), FLICK_BENCH_CHUNK_MIB (8), FLICK_BENCH_PRESET (veryfast),
+     FLICK_BENCH_UPLOAD_MIB (1024), FLICK_BENCH_CHUNK_MIB (8), FLICK_BENCH_PARALLEL (4), FLICK_BENCH_PRESET (veryfast),
      FLICK_BENCH_SECTIONS (transcode,upload), FLICK_BENCH_PORT_BASE (18180: ports +1..+4),
      FLICK_BENCH_CACHE (/var/cache/flick/bench: the clip), FLICK_BENCH_KEEP=1 keeps the work dir,
      FLICK_BENCH_S3_ENDPOINT (http://127.0.0.1:9000), FLICK_BENCH_S3_BUCKET (flick-test).
 """
 
 import argparse
+import base64
 import http.client as http_client
 import json
 import os
@@ -51,6 +55,7 @@ UPLOAD_RUNS = int(ENV("FLICK_BENCH_UPLOAD_RUNS", "3"))
 CLIP_SECONDS = int(ENV("FLICK_BENCH_CLIP_SECONDS", "60"))
 UPLOAD_MIB = int(ENV("FLICK_BENCH_UPLOAD_MIB", "1024"))
 CHUNK = int(ENV("FLICK_BENCH_CHUNK_MIB", "8")) * 1024 * 1024
+PARALLEL = int(ENV("FLICK_BENCH_PARALLEL", "4"))
 PRESET = ENV("FLICK_BENCH_PRESET", "veryfast")
 SOURCE = ENV("FLICK_BENCH_SOURCE", "camera")
 if SOURCE not in ("camera", "ultrafast"):
@@ -337,17 +342,19 @@ def create_video(user, title):
     return created["video"]["id"], "/" + url.split("://", 1)[-1].split("/", 1)[1]
 
 
-def tus_upload(user, path, file_path, size):
-    """PATCHes the file in CHUNK-sized bodies over one keep-alive connection."""
+def tus_upload(user, path, file_path, size, start=0):
+    """PATCHes the file's `size` bytes from `start` in CHUNK-sized bodies over one keep-alive
+    connection (the whole file: its length goes with the first PATCH, as createVideo's upload
+    defers it)."""
     conn = http_client.HTTPConnection("127.0.0.1", PORTS["transcoder"], timeout=300)
     offset = 0
     with open(file_path, "rb") as f:
         while offset < size:
-            f.seek(offset)
-            data = f.read(CHUNK)
+            f.seek(start + offset)
+            data = f.read(min(CHUNK, size - offset))
             headers = {"x-user-id": user, "tus-resumable": "1.0.0", "upload-offset": str(offset),
                        "content-type": "application/offset+octet-stream"}
-            if offset == 0:
+            if offset == 0 and start == 0:
                 headers["upload-length"] = str(size)
             conn.request("PATCH", path, body=data, headers=headers)
             res = conn.getresponse()
@@ -356,6 +363,40 @@ def tus_upload(user, path, file_path, size):
                 raise RuntimeError(f"tus PATCH at {offset}: HTTP {res.status} {body[:300]!r}")
             offset = int(res.getheader("upload-offset"))
     conn.close()
+
+
+def tus_parallel_upload(user, video_id, file_path, size, parts):
+    """The file as `parts` partial uploads sent at once (one thread and connection each), then
+    the final upload joining them (tus concatenation); checks that the final is complete."""
+    each = size // parts
+    ranges = [(i * each, size - i * each if i == parts - 1 else each) for i in range(parts)]
+    paths = []
+    for _, length in ranges:
+        status, headers, body = request(PORTS["transcoder"], "POST", "/video/upload", headers={
+            "x-user-id": user, "tus-resumable": "1.0.0", "upload-concat": "partial", "upload-length": str(length)})
+        if status != 201:
+            raise RuntimeError(f"partial upload: HTTP {status} {body[:300]!r}")
+        paths.append(headers["location"])
+    errors = []
+
+    def send(path, start, length):
+        try:
+            tus_upload(user, path, file_path, length, start)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(p, s, n)) for p, (s, n) in zip(paths, ranges)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    status, headers, body = request(PORTS["transcoder"], "POST", "/video/upload", headers={
+        "x-user-id": user, "tus-resumable": "1.0.0", "upload-concat": "final;" + " ".join(paths),
+        "upload-metadata": "videoId " + base64.b64encode(video_id.encode()).decode()})
+    if status != 201 or headers.get("upload-offset") != str(size):
+        raise RuntimeError(f"final upload: HTTP {status} offset {headers.get('upload-offset')} {body[:300]!r}")
 
 
 def delete_video(user, video_id):
@@ -517,6 +558,27 @@ def section_transcode(args, work, results):
     results["transcode"] = med
 
 
+def sampled(flick, upload):
+    """Runs `upload`; returns its seconds, flick's CPU seconds and flick's RSS peak sampled
+    every 50 ms meanwhile."""
+    peak, stop = [0.0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], flick.status("VmRSS"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0, c0 = time.monotonic(), flick.cpu()
+    try:
+        upload()
+    finally:
+        stop.set()
+        sampler.join()
+    return time.monotonic() - t0, flick.cpu() - c0, peak[0]
+
+
 def section_upload(args, work, results):
     clip = os.path.join(CACHE, f"clip-720p30-{CLIP_SECONDS}s-{SOURCE}.mp4")
     make_clip(clip)
@@ -528,7 +590,7 @@ def section_upload(args, work, results):
         while f.tell() < size:
             f.write(os.urandom(min(8 * MIB, size - f.tell())))
     s3env = dict(os.environ, S3_ENDPOINT=S3_ENDPOINT, S3_BUCKET=S3_BUCKET, S3_ACCESS_KEY=S3_KEY, S3_SECRET_KEY=S3_SECRET)
-    tus, direct = [], []
+    tus, direct, parallel = [], [], []
     try:
         for run in range(1, UPLOAD_RUNS + 1):
             # The direct upload first, then tus into a fresh flick (no worker: only the upload).
@@ -544,34 +606,35 @@ def section_upload(args, work, results):
                 user = str(uuid.uuid4())
                 video_id, path = create_video(user, f"bench upload {run}")
                 rss_idle = flick.status("VmRSS")
-                peak, stop = [0.0], threading.Event()
-
-                def sample():
-                    while not stop.is_set():
-                        peak[0] = max(peak[0], flick.status("VmRSS"))
-                        time.sleep(0.05)
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                sampler.start()
-                t0, c0 = time.monotonic(), flick.cpu()
-                tus_upload(user, path, big, size)
-                seconds, cpu = time.monotonic() - t0, flick.cpu() - c0
-                stop.set()
-                sampler.join()
+                seconds, cpu, peak = sampled(flick, lambda: tus_upload(user, path, big, size))
                 hwm = flick.status("VmHWM")
                 rate = size / MIB / seconds
-                tus.append({"rate": rate, "rss": peak[0], "hwm": hwm, "idle": rss_idle, "cpu": cpu})
+                tus.append({"rate": rate, "rss": peak, "hwm": hwm, "idle": rss_idle, "cpu": cpu})
                 log(f"run {run}: tus {seconds:.1f} s, {rate:.1f} MiB/s, flick RSS idle {rss_idle:.0f} MiB, "
-                    f"peak sampled {peak[0]:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                    f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
                 delete_video(user, video_id)
+                if PARALLEL > 1:
+                    video_id, _ = create_video(user, f"bench parallel upload {run}")
+                    seconds, cpu, peak = sampled(
+                        flick, lambda: tus_parallel_upload(user, video_id, big, size, PARALLEL))
+                    # VmHWM covers the process's life: both uploads (the bar is on the larger).
+                    hwm = flick.status("VmHWM")
+                    rate = size / MIB / seconds
+                    parallel.append({"rate": rate, "rss": peak, "hwm": hwm, "cpu": cpu})
+                    log(f"run {run}: tus {PARALLEL} partial uploads + final {seconds:.1f} s, {rate:.1f} MiB/s, "
+                        f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                    delete_video(user, video_id)
             finally:
                 flick.stop()
     finally:
         if not KEEP:
             os.remove(big)
     results["upload"] = {
-        # Each run's two sides were measured back to back: the ratio is the median of theirs.
+        # Each run's sides were measured back to back: a ratio is the median of theirs.
         "ratio": statistics.median(t["rate"] / d for t, d in zip(tus, direct)),
+        "parallel_ratio": statistics.median(p["rate"] / d for p, d in zip(parallel, direct)) if parallel else None,
+        "parallel_rate": statistics.median(p["rate"] for p in parallel) if parallel else None,
+        "parallel_rss": max((max(p["rss"], p["hwm"]) for p in parallel), default=0.0),
         "tus_rate": statistics.median(t["rate"] for t in tus),
         "direct_rate": statistics.median(direct),
         "rss": max(t["rss"] for t in tus),
@@ -622,6 +685,13 @@ def summary(results):
             f"{ratio * 100:.0f}% (medians {u['tus_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 70%", ratio >= 0.70)
         peak = max(u["rss"], u["hwm"])
         row("flick peak RSS during upload", f"{peak:.0f} MiB", "<= 150 MiB", peak <= 150)
+        if u["parallel_ratio"] is not None:
+            pr = u["parallel_ratio"]
+            row(f"upload throughput, {PARALLEL} parallel partial uploads / direct",
+                f"{pr * 100:.0f}% (medians {u['parallel_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 100%",
+                pr >= 1.0)
+            row(f"flick peak RSS during {PARALLEL} parallel partial uploads", f"{u['parallel_rss']:.0f} MiB",
+                "<= 150 MiB", u["parallel_rss"] <= 150)
     noisy = [f"{what} {other:.0f} CPU-s in {wall:.0f} s" for what, wall, other in BUSY if other > 0.1 * wall * NCPU]
     if noisy:
         print(f"\nbench: WARNING: other processes used more than 10% of the {NCPU} cores during: " + ", ".join(noisy)

@@ -100,6 +100,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// What an upload is to the tus concatenation extension: a `SINGLE` upload is a video's
+    /// source by itself; a `PARTIAL` one holds a range of a file and is a source only as part
+    /// of a `FINAL` upload, which holds no bytes of its own: its source is its partials'
+    /// objects read in order.
+    pub enum UploadKind {
+        Single = "SINGLE",
+        Partial = "PARTIAL",
+        Final = "FINAL",
+    }
+}
+
+text_enum! {
     /// A job's stages as published in `transcode.progress` (and `videoProgress.stage`),
     /// with the stages a video's status maps to when no job reports.
     pub enum Stage {
@@ -153,6 +165,10 @@ pub struct Video {
     pub status: VideoStatus,
     pub error: Option<String>,
     pub source_key: Option<String>,
+    /// A source made by concatenation: the objects whose bytes, in this order, are the
+    /// source (`source_key` then names it but holds nothing). Empty: `source_key` is the one
+    /// object.
+    pub source_parts: Vec<String>,
     pub source_bytes: Option<i64>,
     /// The current source's job (the id of the upload that made it).
     pub job_id: Option<String>,
@@ -178,10 +194,21 @@ impl Video {
     pub fn playable(&self) -> bool {
         self.status == VideoStatus::Ready || (self.status == VideoStatus::Processing && self.playable_at_ms.is_some())
     }
+
+    /// The objects whose bytes, in order, are the current source.
+    pub fn source_objects(&self) -> Vec<String> {
+        match (&self.source_key, self.source_parts.is_empty()) {
+            (_, false) => self.source_parts.clone(),
+            (Some(key), true) => vec![key.clone()],
+            (None, true) => Vec::new(),
+        }
+    }
 }
 
 /// A tus upload: bytes go to an object-store multipart upload whose id and finished parts
-/// are kept; bytes after the last full part wait in a tail object.
+/// are kept; bytes after the last full part wait in a tail object. A final upload
+/// (concatenation) has no bytes, object or multipart upload of its own: its `partials` hold
+/// them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     pub id: String,
@@ -200,6 +227,11 @@ pub struct Upload {
     pub state: UploadState,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    pub kind: UploadKind,
+    /// A final upload's partial uploads, in the order their bytes are joined.
+    pub partials: Vec<String>,
+    /// A partial upload's final upload, once one joined it (a partial joins one final only).
+    pub final_id: Option<String>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -347,6 +379,9 @@ mod tests {
         }
         for s in UploadState::ALL {
             assert_eq!(UploadState::parse(s.as_str()), Some(*s));
+        }
+        for s in UploadKind::ALL {
+            assert_eq!(UploadKind::parse(s.as_str()), Some(*s));
         }
         for s in Stage::ALL {
             assert_eq!(Stage::parse(s.as_str()), Some(*s));

@@ -4,6 +4,7 @@
 //! transient exchange, and playback. A federated subgraph (`Video.playback`,
 //! `Video.processing`, `Subscription.videoProgress`) and gRPC `TranscoderService`.
 
+mod concat;
 pub mod config;
 mod domain;
 mod events;

@@ -20,6 +20,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         Migration { version: 4, name: "media_versions", sqlite: VERSIONS, postgres: VERSIONS },
         Migration { version: 5, name: "job_leases", sqlite: JOB_LEASES, postgres: JOB_LEASES },
         Migration { version: 6, name: "job_progress", sqlite: PROGRESS, postgres: PROGRESS },
+        Migration { version: 7, name: "concatenation", sqlite: CONCAT, postgres: CONCAT },
     ],
 };
 
@@ -79,7 +80,18 @@ CREATE TABLE video_tombstones (
 /// replica can answer `GetProcessing` with it.
 const PROGRESS: &str = "ALTER TABLE videos ADD COLUMN progress_percent DOUBLE PRECISION NOT NULL DEFAULT 0;";
 
-use crate::domain::{Playback, Upload, UploadState, Video, VideoStatus, Visibility};
+/// tus concatenation: an upload's kind (`SINGLE`, `PARTIAL`, `FINAL`), a final's partials (a
+/// JSON array of upload ids, in order), a partial's final once joined; a video's source
+/// made of several objects (a JSON array of keys, read in order; `[]`: `source_key` alone).
+const CONCAT: &str = "
+ALTER TABLE uploads ADD COLUMN kind TEXT NOT NULL DEFAULT 'SINGLE';
+ALTER TABLE uploads ADD COLUMN partials TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE uploads ADD COLUMN final_id TEXT;
+CREATE INDEX uploads_final ON uploads (final_id);
+ALTER TABLE videos ADD COLUMN source_parts TEXT NOT NULL DEFAULT '[]';
+";
+
+use crate::domain::{Playback, Upload, UploadKind, UploadState, Video, VideoStatus, Visibility};
 use flick_platform::db::{exec, stmt};
 
 /// A state read from the database: an unknown text is an error, never a default.
@@ -88,8 +100,17 @@ fn state<T>(r: &QueryResult, column: &str, parse: fn(&str) -> Option<T>) -> Resu
     parse(&text).ok_or_else(|| DbErr::Custom(format!("{column} {text:?} names no known state")))
 }
 
-const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_bytes, job_id, playback, playable_at_ms, \
-     source_duration_seconds, media_version, synced_at_ms, progress_percent";
+const VIDEO_COLUMNS: &str = "id, owner_id, visibility, state, error, source_key, source_parts, source_bytes, job_id, playback, \
+     playable_at_ms, source_duration_seconds, media_version, synced_at_ms, progress_percent";
+
+fn json_list(r: &QueryResult, column: &str) -> Result<Vec<String>, DbErr> {
+    let text: String = r.try_get("", column)?;
+    serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
+}
+
+fn to_json_list(list: &[String]) -> String {
+    serde_json::to_string(list).expect("strings serialise")
+}
 
 fn video_from_row(r: &QueryResult) -> Result<Video, DbErr> {
     let playback: Option<String> = r.try_get("", "playback")?;
@@ -103,6 +124,7 @@ fn video_from_row(r: &QueryResult) -> Result<Video, DbErr> {
         status: state(r, "state", VideoStatus::parse)?,
         error: r.try_get("", "error")?,
         source_key: r.try_get("", "source_key")?,
+        source_parts: json_list(r, "source_parts")?,
         source_bytes: r.try_get("", "source_bytes")?,
         job_id: r.try_get("", "job_id")?,
         playback,
@@ -286,7 +308,7 @@ pub async fn video_ids_of_owner<C: ConnectionTrait>(c: &C, owner_id: &str) -> Re
 pub async fn clear_media<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> Result<(), DbErr> {
     exec(
         c,
-        "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_bytes = NULL,
+        "UPDATE videos SET state = 'AWAITING_UPLOAD', error = NULL, source_key = NULL, source_parts = '[]', source_bytes = NULL,
          job_id = NULL, playback = NULL, playable_at_ms = NULL, progress_percent = 0, updated_at_ms = ? WHERE id = ?",
         vec![now.into(), id.into()],
     )
@@ -294,27 +316,36 @@ pub async fn clear_media<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> Resul
     Ok(())
 }
 
-/// Points the video at a new source (a completed upload) and queues it.
+/// Points the video at a new source (a completed upload; `source_parts`: the objects of a
+/// concatenated one, in order) and queues it.
 pub async fn queue_source<C: ConnectionTrait>(
     c: &C,
     id: &str,
     job_id: &str,
     source_key: &str,
+    source_parts: &[String],
     source_bytes: i64,
     now: i64,
 ) -> Result<(), DbErr> {
     exec(
         c,
-        "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_bytes = ?, job_id = ?,
+        "UPDATE videos SET state = 'QUEUED', error = NULL, source_key = ?, source_parts = ?, source_bytes = ?, job_id = ?,
          playable_at_ms = NULL, progress_percent = 0, updated_at_ms = ? WHERE id = ?",
-        vec![source_key.into(), source_bytes.into(), job_id.into(), now.into(), id.into()],
+        vec![
+            source_key.into(),
+            to_json_list(source_parts).into(),
+            source_bytes.into(),
+            job_id.into(),
+            now.into(),
+            id.into(),
+        ],
     )
     .await?;
     Ok(())
 }
 
 const UPLOAD_COLUMNS: &str = "id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts, \
-    tail_key, tail_bytes, state, created_at_ms, expires_at_ms";
+    tail_key, tail_bytes, state, created_at_ms, expires_at_ms, kind, partials, final_id";
 
 fn upload_from_row(r: &QueryResult) -> Result<Upload, DbErr> {
     let parts: String = r.try_get("", "parts")?;
@@ -333,6 +364,9 @@ fn upload_from_row(r: &QueryResult) -> Result<Upload, DbErr> {
         state: state(r, "state", UploadState::parse)?,
         created_at_ms: r.try_get("", "created_at_ms")?,
         expires_at_ms: r.try_get("", "expires_at_ms")?,
+        kind: state(r, "kind", UploadKind::parse)?,
+        partials: json_list(r, "partials")?,
+        final_id: r.try_get("", "final_id")?,
     })
 }
 
@@ -354,21 +388,41 @@ pub async fn uploads_of_video<C: ConnectionTrait>(c: &C, video_id: &str) -> Resu
     uploads(c, "WHERE video_id = ?", vec![video_id.into()]).await
 }
 
-/// Unfinished uploads past their deadline, the oldest first (at most `limit`).
+/// The uploads `ids`, in that order (an unknown id is left out).
+pub async fn uploads_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<Upload>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let found = uploads(c, &format!("WHERE id IN ({marks})"), ids.iter().map(|i| i.clone().into()).collect()).await?;
+    Ok(ids.iter().filter_map(|id| found.iter().find(|u| &u.id == id).cloned()).collect())
+}
+
+/// Unfinished uploads past their deadline, and completed partial uploads no final joined
+/// by theirs, the oldest first (at most `limit`).
 pub async fn expired_uploads<C: ConnectionTrait>(c: &C, now: i64, limit: u32) -> Result<Vec<Upload>, DbErr> {
     uploads(
         c,
-        "WHERE state = 'UPLOADING' AND expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?",
+        "WHERE (state = 'UPLOADING' OR (state = 'COMPLETED' AND kind = 'PARTIAL' AND final_id IS NULL))
+         AND expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?",
         vec![now.into(), i64::from(limit).into()],
     )
     .await
 }
 
 /// Marks the video's completed uploads other than `keep` REPLACED (the new source replaces
-/// them); returns them, so their objects can go.
+/// them), with the partial uploads of replaced finals; returns them, so their objects can go.
 pub async fn replace_sources<C: ConnectionTrait>(c: &C, video_id: &str, keep: &str) -> Result<Vec<Upload>, DbErr> {
-    let old = uploads(c, "WHERE video_id = ? AND state = 'COMPLETED' AND id <> ?", vec![video_id.into(), keep.into()])
-        .await?;
+    let mut old = uploads(
+        c,
+        "WHERE video_id = ? AND state = 'COMPLETED' AND id <> ? AND kind <> 'PARTIAL'",
+        vec![video_id.into(), keep.into()],
+    )
+    .await?;
+    let finals: Vec<String> = old.iter().filter(|u| u.kind == UploadKind::Final).map(|u| u.id.clone()).collect();
+    for id in finals {
+        old.extend(uploads(c, "WHERE final_id = ? AND state = 'COMPLETED'", vec![id.into()]).await?);
+    }
     for upload in &old {
         exec(c, "UPDATE uploads SET state = 'REPLACED' WHERE id = ?", vec![upload.id.clone().into()]).await?;
     }
@@ -379,7 +433,8 @@ pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &Upload) -> Result<(), 
     exec(
         c,
         "INSERT INTO uploads (id, video_id, owner_id, length, upload_offset, metadata, object_key, multipart_id, parts,
-            tail_key, tail_bytes, state, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tail_key, tail_bytes, state, created_at_ms, expires_at_ms, kind, partials, final_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             u.id.clone().into(),
             u.video_id.clone().into(),
@@ -395,6 +450,9 @@ pub async fn insert_upload<C: ConnectionTrait>(c: &C, u: &Upload) -> Result<(), 
             u.state.as_str().into(),
             u.created_at_ms.into(),
             u.expires_at_ms.into(),
+            u.kind.as_str().into(),
+            to_json_list(&u.partials).into(),
+            u.final_id.clone().into(),
         ],
     )
     .await?;
@@ -423,6 +481,8 @@ pub async fn advance_upload<C: ConnectionTrait>(c: &C, u: &Upload, from_offset: 
     Ok(n > 0)
 }
 
+/// Ends an unfinished upload (or a completed partial one, whose final never completed) as
+/// `state`. Returns whether it did.
 pub async fn set_upload_state<C: ConnectionTrait>(
     c: &C,
     id: &str,
@@ -431,7 +491,8 @@ pub async fn set_upload_state<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     let n = exec(
         c,
-        "UPDATE uploads SET state = ?, completed_at_ms = ? WHERE id = ? AND state = 'UPLOADING'",
+        "UPDATE uploads SET state = ?, completed_at_ms = ?
+         WHERE id = ? AND (state = 'UPLOADING' OR (state = 'COMPLETED' AND kind = 'PARTIAL'))",
         vec![state.as_str().into(), now.into(), id.into()],
     )
     .await?;
@@ -458,14 +519,59 @@ pub async fn delete_upload<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), Db
     Ok(())
 }
 
+/// Joins the partial upload `partial_id` of `owner_id` into the final `final_id` (of video
+/// `video_id`), unless another final joined it first or it ended. Returns whether it did.
+pub async fn join_partial<C: ConnectionTrait>(
+    c: &C,
+    partial_id: &str,
+    owner_id: &str,
+    final_id: &str,
+    video_id: &str,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE uploads SET final_id = ?, video_id = ?
+         WHERE id = ? AND owner_id = ? AND kind = 'PARTIAL' AND final_id IS NULL AND state IN ('UPLOADING', 'COMPLETED')",
+        vec![final_id.into(), video_id.into(), partial_id.into(), owner_id.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Marks the final upload complete at `length` bytes, once (replicas and the partials'
+/// last PATCHes may race to it). Returns whether this call did.
+pub async fn complete_final<C: ConnectionTrait>(c: &C, id: &str, length: i64, now: i64) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE uploads SET state = 'COMPLETED', upload_offset = ?, completed_at_ms = ?
+         WHERE id = ? AND kind = 'FINAL' AND state = 'UPLOADING'",
+        vec![length.into(), now.into(), id.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Unfinished final uploads whose partials are all complete (a completion a crash left
+/// undone), at most `limit`.
+pub async fn finals_ready<C: ConnectionTrait>(c: &C, limit: u32) -> Result<Vec<Upload>, DbErr> {
+    uploads(
+        c,
+        "WHERE kind = 'FINAL' AND state = 'UPLOADING' AND NOT EXISTS
+           (SELECT 1 FROM uploads p WHERE p.final_id = uploads.id AND p.state <> 'COMPLETED') LIMIT ?",
+        vec![i64::from(limit).into()],
+    )
+    .await
+}
+
 /// Bytes a user holds in uploads: the declared length of unfinished ones, the size of kept
 /// sources (finished uploads still the source of a video), leaving out the upload `except`.
+/// Final uploads hold nothing of their own: their partials' bytes are counted, once.
 pub async fn bytes_held_by<C: ConnectionTrait>(c: &C, owner_id: &str, except: &str) -> Result<i64, DbErr> {
     let row = c
         .query_one_raw(stmt(
             c,
             "SELECT CAST(COALESCE(SUM(COALESCE(length, upload_offset)), 0) AS BIGINT) AS held FROM uploads
-             WHERE owner_id = ? AND state IN ('UPLOADING', 'COMPLETED') AND id <> ?",
+             WHERE owner_id = ? AND state IN ('UPLOADING', 'COMPLETED') AND kind <> 'FINAL' AND id <> ?",
             vec![owner_id.into(), except.into()],
         ))
         .await?;
@@ -693,7 +799,7 @@ mod tests {
         let v = super::video(&db, "v1").await.unwrap().unwrap();
         assert_eq!((v.visibility, v.status), (Visibility::Unlisted, VideoStatus::AwaitingUpload));
 
-        queue_source(&db, "v1", "job1", "videos/v1/source/job1", 100, 20).await.unwrap();
+        queue_source(&db, "v1", "job1", "videos/v1/source/job1", &[], 100, 20).await.unwrap();
         assert!(set_status(&db, "v1", "job1", VideoStatus::Processing, None, None, 30).await.unwrap());
         assert!(set_progress(&db, "v1", "job1", 42.5).await.unwrap());
         assert!(!set_progress(&db, "v1", "job1", 10.0).await.unwrap(), "a late, lower figure changes nothing");

@@ -1,8 +1,9 @@
 //! tus 1.0 over HTTP (core, creation, creation-with-upload, creation-defer-length,
-//! termination, expiration, checksum): header parsing and responses only; the work is in
-//! `uploads`.
+//! termination, expiration, checksum, concatenation with concatenation-unfinished): header
+//! parsing and responses only; the work is in `uploads` and `concat`.
 
-use crate::domain::{Transcoder, Upload, UploadState};
+use crate::concat::{NewFinal, NewPartial};
+use crate::domain::{Transcoder, Upload, UploadKind, UploadState};
 use crate::uploads::{CHECKSUM_ALGORITHMS, Checksum, NewUpload};
 use axum::Router;
 use axum::body::Body;
@@ -13,7 +14,11 @@ use axum::routing::{options, post};
 use flick_kit::{AppError, Caller, ErrorCode};
 
 pub const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,\
+                          concatenation,concatenation-unfinished";
+/// Where an upload is, as `Upload-Concat: final;…` names it (an absolute URL ending so is
+/// accepted too).
+const UPLOAD_PATH: &str = "/video/upload/";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 pub fn routes(transcoder: Transcoder) -> Router {
@@ -83,7 +88,18 @@ fn upload_headers(upload: &Upload, headers: &mut HeaderMap) {
             headers.insert(HeaderName::from_static(name), v);
         }
     };
-    set(headers, "upload-offset", upload.offset.to_string());
+    match upload.kind {
+        UploadKind::Single => {}
+        UploadKind::Partial => set(headers, "upload-concat", "partial".into()),
+        UploadKind::Final => {
+            let urls: Vec<String> = upload.partials.iter().map(|id| format!("{UPLOAD_PATH}{id}")).collect();
+            set(headers, "upload-concat", format!("final;{}", urls.join(" ")));
+        }
+    }
+    // A final upload has no offset until its partials are joined (tus concatenation).
+    if upload.kind != UploadKind::Final || upload.state == UploadState::Completed {
+        set(headers, "upload-offset", upload.offset.to_string());
+    }
     match upload.length {
         Some(length) => set(headers, "upload-length", length.to_string()),
         None => set(headers, "upload-defer-length", "1".into()),
@@ -121,26 +137,72 @@ async fn create_inner(t: &Transcoder, caller: &Caller, headers: &HeaderMap, body
     caller.require_user()?;
     let length = header_i64(headers, "upload-length")?;
     let deferred = headers.get("upload-defer-length").and_then(|v| v.to_str().ok()) == Some("1");
-    if length.is_none() && !deferred {
-        return Err(AppError::bad_input("Upload-Length (or Upload-Defer-Length: 1) is required"));
-    }
     let metadata = headers.get("upload-metadata").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let video_id =
+    let video_id = || {
         metadata_value(metadata, "videoId").or_else(|| metadata_value(metadata, "video_id")).ok_or_else(|| {
             AppError::bad_input("Upload-Metadata must carry videoId (create the video with createVideo first)")
-        })?;
-    let mut upload = t.create_upload(caller, NewUpload { video_id: &video_id, length, metadata }).await?;
+        })
+    };
     let with_body = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some(OFFSET_OCTET_STREAM);
+    let concat = headers
+        .get("upload-concat")
+        .map(|v| v.to_str().map_err(|_| AppError::bad_input("Upload-Concat is not readable text")))
+        .transpose()?;
+    let mut upload = match concat.map(str::trim) {
+        None => {
+            if length.is_none() && !deferred {
+                return Err(AppError::bad_input("Upload-Length (or Upload-Defer-Length: 1) is required"));
+            }
+            t.create_upload(caller, NewUpload { video_id: &video_id()?, length, metadata }).await?
+        }
+        Some("partial") => {
+            let length = length.ok_or_else(|| AppError::bad_input("a partial upload needs Upload-Length"))?;
+            t.create_partial(caller, NewPartial { length, metadata }).await?
+        }
+        Some(value) if value.starts_with("final;") => {
+            if length.is_some() || deferred {
+                return Err(AppError::bad_input(
+                    "a final upload takes no Upload-Length: its length is the sum of its partial uploads'",
+                ));
+            }
+            if with_body {
+                return Err(AppError::bad_input("a final upload takes no bytes: send them to its partial uploads"));
+            }
+            let partials = value["final;".len()..].split_whitespace().map(partial_id).collect::<Result<_, _>>()?;
+            let upload = t.create_final(caller, NewFinal { video_id: &video_id()?, partials, metadata }).await?;
+            return Ok(created(&upload));
+        }
+        Some(other) => {
+            return Err(AppError::bad_input(format!(
+                "Upload-Concat must be `partial` or `final;<upload URLs>`, not {other:?}"
+            )));
+        }
+    };
     if with_body {
         let checksum = checksum(headers)?;
         upload = t.append(caller, &upload.id, 0, None, checksum, body.into_data_stream()).await?;
     }
+    Ok(created(&upload))
+}
+
+fn created(upload: &Upload) -> Response {
     let mut response = StatusCode::CREATED.into_response();
-    upload_headers(&upload, response.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&format!("/video/upload/{}", upload.id)) {
+    upload_headers(upload, response.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(&format!("{UPLOAD_PATH}{}", upload.id)) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(response)
+    response
+}
+
+/// The upload id in one URL of `Upload-Concat: final;…`: `/video/upload/<id>`, or an
+/// absolute URL with that path.
+fn partial_id(url: &str) -> Result<String, AppError> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rfind(UPLOAD_PATH)
+        .map(|at| &path[at + UPLOAD_PATH.len()..])
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(str::to_string)
+        .ok_or_else(|| AppError::bad_input(format!("Upload-Concat: {url:?} is not an upload URL ({UPLOAD_PATH}<id>)")))
 }
 
 fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, AppError> {
@@ -225,6 +287,16 @@ async fn terminate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_concatenations_name_uploads_by_path_or_absolute_url() {
+        assert_eq!(partial_id("/video/upload/0190-a").unwrap(), "0190-a");
+        assert_eq!(partial_id("https://edge.example/video/upload/0190-b?x=1").unwrap(), "0190-b");
+        for bad in ["/video/upload/", "/video/0190", "https://edge.example/video/upload/a/b", "0190"] {
+            let e = partial_id(bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::BadUserInput, "{bad}");
+        }
+    }
 
     #[test]
     fn metadata_values_are_base64_decoded_by_key() {

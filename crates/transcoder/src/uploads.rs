@@ -1,11 +1,12 @@
 //! Resumable uploads (the domain behind tus): creation with size and quota checks, appending
 //! bytes straight into an object-store multipart upload, completion, termination, expiry.
+//! Partial and final uploads (the concatenation extension) are in `concat`.
 //!
 //! Memory stays flat: bytes are cut into 8 MiB parts as they arrive (at most two part
 //! uploads in flight); what is left after the last full part is kept as a small tail object,
 //! so the offset survives a restart and any replica can take the next PATCH.
 
-use crate::domain::{Transcoder, Upload, UploadState, db_error, now_ms, storage_error};
+use crate::domain::{Transcoder, Upload, UploadKind, UploadState, db_error, now_ms, storage_error};
 use crate::pipeline::sniff;
 use crate::store;
 use bytes::{Bytes, BytesMut};
@@ -25,7 +26,7 @@ use uuid::Uuid;
 
 /// Bytes looked at to tell a media container from anything else (MPEG-TS needs a few
 /// 188-byte packets to be told apart; shorter files are sniffed whole at completion).
-const SNIFF_BYTES: usize = 512;
+pub(crate) const SNIFF_BYTES: usize = 512;
 /// How long a HEAD waits for a PATCH of the same upload to finish before answering anyway.
 const HEAD_WAITS_FOR_PATCH: std::time::Duration = std::time::Duration::from_secs(5);
 /// Part uploads running while the next part is read from the client.
@@ -106,20 +107,18 @@ pub fn source_key(video_id: &str, upload_id: &str) -> String {
     format!("videos/{video_id}/source/{upload_id}")
 }
 
+/// Where a partial upload's bytes are kept (no video is known when it is created).
+pub fn partial_key(upload_id: &str) -> String {
+    format!("uploads/{upload_id}/partial")
+}
+
 impl Transcoder {
     /// Starts an upload for a video the caller owns (tus creation).
     pub async fn create_upload(&self, caller: &Caller, new: NewUpload<'_>) -> Result<Upload, AppError> {
         let me = caller.require_user()?;
         let video = self.owned_video(caller, new.video_id).await?;
         let owner = me.to_string();
-        let open = store::open_uploads_of(&self.db, &owner, now_ms()).await.map_err(db_error)?;
-        let cap = self.config.max_open_uploads_per_user;
-        if open >= cap as i64 {
-            return Err(AppError::forbidden(format!(
-                "too many unfinished uploads: {open} are open and at most {cap} are allowed; \
-                 finish or terminate one first"
-            )));
-        }
+        self.check_open_uploads(&owner).await?;
         match new.length {
             Some(length) => self.check_size(&owner, length, None).await?,
             // A deferred length is counted by the bytes that arrive; none may be left.
@@ -134,14 +133,32 @@ impl Transcoder {
         let id = Uuid::now_v7().to_string();
         let object_key = source_key(&video.id, &id);
         let multipart_id = self.storage.multipart_start(&object_key).await.map_err(storage_error)?;
+        let row = self.new_upload(id, video.id, owner, new.length, new.metadata, object_key, multipart_id);
+        store::insert_upload(&self.db, &row).await.map_err(db_error)?;
+        tracing::info!(upload.id = %row.id, video.id = %row.video_id, "upload created");
+        Ok(row)
+    }
+
+    /// A new upload's row (a single upload; `concat` makes partial and final ones of it).
+    #[expect(clippy::too_many_arguments, reason = "one row's fields")]
+    pub(crate) fn new_upload(
+        &self,
+        id: String,
+        video_id: String,
+        owner_id: String,
+        length: Option<i64>,
+        metadata: &str,
+        object_key: String,
+        multipart_id: String,
+    ) -> Upload {
         let now = now_ms();
-        let row = Upload {
+        Upload {
             id,
-            video_id: video.id,
-            owner_id: me.to_string(),
-            length: new.length,
+            video_id,
+            owner_id,
+            length,
             offset: 0,
-            metadata: new.metadata.to_string(),
+            metadata: metadata.to_string(),
             object_key,
             multipart_id,
             parts: Vec::new(),
@@ -150,16 +167,29 @@ impl Transcoder {
             state: UploadState::Uploading,
             created_at_ms: now,
             expires_at_ms: now + self.config.upload_expiry_seconds as i64 * 1000,
-        };
-        store::insert_upload(&self.db, &row).await.map_err(db_error)?;
-        tracing::info!(upload.id = %row.id, video.id = %row.video_id, "upload created");
-        Ok(row)
+            kind: UploadKind::Single,
+            partials: Vec::new(),
+            final_id: None,
+        }
+    }
+
+    /// Refuses a new upload to a user who has `max_open_uploads_per_user` unfinished ones.
+    pub(crate) async fn check_open_uploads(&self, owner: &str) -> Result<(), AppError> {
+        let open = store::open_uploads_of(&self.db, owner, now_ms()).await.map_err(db_error)?;
+        let cap = self.config.max_open_uploads_per_user;
+        if open >= cap as i64 {
+            return Err(AppError::forbidden(format!(
+                "too many unfinished uploads: {open} are open and at most {cap} are allowed; \
+                 finish or terminate one first"
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a length over the maximum or over what is left of the owner's quota.
     /// `this`: the upload being sized, when it already exists (a deferred length), so its own
     /// bytes are not counted twice.
-    async fn check_size(&self, owner: &str, length: i64, this: Option<&str>) -> Result<(), AppError> {
+    pub(crate) async fn check_size(&self, owner: &str, length: i64, this: Option<&str>) -> Result<(), AppError> {
         if length <= 0 {
             return Err(AppError::new(ErrorCode::UnsupportedMediaType, "an empty file is not a video"));
         }
@@ -194,10 +224,16 @@ impl Transcoder {
     /// The upload's state for a tus HEAD. A PATCH of it still running here (a client that
     /// lost its connection often asks while the server is still saving what arrived) is
     /// waited for, briefly, so the offset is the one the next PATCH must use.
+    /// A final upload whose partials are all complete is completed here if it was not yet
+    /// (its last partial's completion did not get to it).
     pub async fn upload_status(&self, caller: &Caller, id: &str) -> Result<Upload, AppError> {
         let lock = self.upload_lock(id);
         let _settled = tokio::time::timeout(HEAD_WAITS_FOR_PATCH, lock.lock()).await;
-        self.upload_for_owner(caller, id).await
+        let upload = self.upload_for_owner(caller, id).await?;
+        match upload.kind {
+            UploadKind::Final => self.complete_final_if_ready(upload).await,
+            _ => Ok(upload),
+        }
     }
 
     /// The upload, for its owner, refusing terminated and expired ones.
@@ -242,6 +278,11 @@ impl Transcoder {
     {
         let _held = self.lock_upload(id).await?;
         let mut upload = self.upload_for_owner(caller, id).await?;
+        if upload.kind == UploadKind::Final {
+            return Err(AppError::forbidden(
+                "a final upload takes no bytes of its own: send them to its partial uploads",
+            ));
+        }
         if offset != upload.offset {
             return Err(AppError::conflict(format!(
                 "Upload-Offset is {offset} but the upload is at {}",
@@ -271,8 +312,9 @@ impl Transcoder {
         let mut hasher = checksum.as_ref().map(|c| Hasher::new(c.algorithm));
         let mut received: i64 = 0;
         // Below SNIFF_BYTES no part was cut yet, so the buffer holds the upload from byte 0:
-        // the first bytes are sniffed however they were split across PATCHes.
-        let mut sniffed = start_offset >= SNIFF_BYTES as i64;
+        // the first bytes are sniffed however they were split across PATCHes. A partial
+        // upload's first bytes may be anywhere in the file: its final sniffs the file's.
+        let mut sniffed = upload.kind == UploadKind::Partial || start_offset >= SNIFF_BYTES as i64;
         // A deferred length counts toward the quota by the bytes that arrive: what the user
         // holds elsewhere, this upload's stored bytes, and this process's PATCHes in flight.
         let quota = match upload.length {
@@ -403,9 +445,11 @@ impl Transcoder {
                 upload.tail_key = Some(key);
             }
         }
-        self.commit_append(&upload, start_offset, complete).await?;
+        // A partial upload is no video's source by itself: its final may become one below.
+        let source = complete && upload.kind == UploadKind::Single;
+        self.commit_append(&upload, start_offset, source).await?;
         metrics::counter!("upload_bytes_total").increment(received as u64);
-        if complete {
+        if source {
             metrics::counter!("uploads_completed_total").increment(1);
         }
         if let Some(old) = old_tail
@@ -415,6 +459,9 @@ impl Transcoder {
         }
         if let Some(reason) = interrupted {
             tracing::info!(upload.id = %upload.id, offset = upload.offset, reason = %reason, "upload body interrupted; kept what arrived");
+        }
+        if complete && upload.kind == UploadKind::Partial {
+            self.partial_completed(&upload.id).await?;
         }
         Ok(upload)
     }
@@ -442,27 +489,41 @@ impl Transcoder {
             return Err(AppError::conflict("the upload moved on meanwhile (a concurrent PATCH)"));
         }
         if complete {
-            let now = now_ms();
-            let size = upload.offset;
-            store::queue_source(&txn, &upload.video_id, &upload.id, &upload.object_key, size, now)
-                .await
-                .map_err(db_error)?;
-            let payload = events::UploadCompleted {
-                video_id: upload.video_id.clone(),
-                upload_id: upload.id.clone(),
-                size_bytes: size,
-            };
-            let event = envelope("upload.completed", &upload.video_id, crate::NAME, payload.encode_to_vec());
-            outbox::record(&txn, &event).await.map_err(db_error)?;
-            // Older sources of this video are replaced by this one.
-            for old in store::replace_sources(&txn, &upload.video_id, &upload.id).await.map_err(db_error)? {
-                let _ = self.storage.delete(&old.object_key).await;
-            }
+            self.record_source(&txn, upload, &[], upload.offset).await?;
         }
         txn.commit().await.map_err(db_error)?;
         if complete {
             self.relay.notify();
             tracing::info!(upload.id = %upload.id, video.id = %upload.video_id, bytes = upload.offset, "upload completed");
+        }
+        Ok(())
+    }
+
+    /// Makes the completed `upload` its video's source (`parts`: the objects of a
+    /// concatenated one, in order) and its transcode job (`upload.completed`), within `txn`;
+    /// the sources it replaces are deleted.
+    pub(crate) async fn record_source<C: flick_platform::db::sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        upload: &Upload,
+        parts: &[String],
+        size: i64,
+    ) -> Result<(), AppError> {
+        store::queue_source(txn, &upload.video_id, &upload.id, &upload.object_key, parts, size, now_ms())
+            .await
+            .map_err(db_error)?;
+        let payload = events::UploadCompleted {
+            video_id: upload.video_id.clone(),
+            upload_id: upload.id.clone(),
+            size_bytes: size,
+        };
+        let event = envelope("upload.completed", &upload.video_id, crate::NAME, payload.encode_to_vec());
+        outbox::record(txn, &event).await.map_err(db_error)?;
+        // Older sources of this video (and a replaced final's partials) are replaced by this one.
+        for old in store::replace_sources(txn, &upload.video_id, &upload.id).await.map_err(db_error)? {
+            if old.kind != UploadKind::Final {
+                let _ = self.storage.delete(&old.object_key).await;
+            }
         }
         Ok(())
     }
@@ -479,21 +540,59 @@ impl Transcoder {
         ))
     }
 
-    /// Terminates the upload (tus termination): its parts and tail are removed.
+    /// Terminates the upload (tus termination): its parts and tail are removed; a final
+    /// upload's partials go with it, and a partial's final with its other partials.
     pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
         let _held = self.lock_upload(id).await?;
         let upload = self.upload_for_owner(caller, id).await?;
-        if upload.state == UploadState::Completed {
+        if upload.state == UploadState::Completed && upload.kind != UploadKind::Partial {
             return Err(AppError::conflict("the upload is complete; delete the video instead"));
         }
         self.drop_upload(&upload, UploadState::Terminated).await
     }
 
-    /// Aborts the multipart upload, deletes the tail and marks the row.
+    /// Ends the upload as `state` and drops its bytes. Concatenations go whole: a final
+    /// upload with its partials, a partial with the final that joined it (which can no
+    /// longer complete) and that final's other partials.
     pub(crate) async fn drop_upload(&self, upload: &Upload, state: UploadState) -> Result<(), AppError> {
-        self.storage.multipart_abort(&upload.object_key, &upload.multipart_id).await.map_err(storage_error)?;
-        if let Some(tail) = &upload.tail_key {
-            self.storage.delete(tail).await.map_err(storage_error)?;
+        if let (UploadKind::Partial, Some(final_id)) = (upload.kind, &upload.final_id)
+            && let Some(joined) = store::upload(&self.db, final_id).await.map_err(db_error)?
+        {
+            if joined.state == UploadState::Completed {
+                return Err(AppError::conflict(
+                    "this partial upload is part of a completed upload; delete the video instead",
+                ));
+            }
+            return self.drop_final(&joined, state).await;
+        }
+        match upload.kind {
+            UploadKind::Final => self.drop_final(upload, state).await,
+            _ => self.drop_one(upload, state).await,
+        }
+    }
+
+    async fn drop_final(&self, upload: &Upload, state: UploadState) -> Result<(), AppError> {
+        for partial in store::uploads_by_ids(&self.db, &upload.partials).await.map_err(db_error)? {
+            self.drop_one(&partial, state).await?;
+        }
+        self.drop_one(upload, state).await
+    }
+
+    /// Ends this one upload: an unfinished one's multipart upload is aborted and its tail
+    /// deleted, a completed partial's object deleted; then the row is marked.
+    pub(crate) async fn drop_one(&self, upload: &Upload, state: UploadState) -> Result<(), AppError> {
+        match (upload.kind, upload.state) {
+            (UploadKind::Final, _) => {}
+            (_, UploadState::Uploading) => {
+                self.storage.multipart_abort(&upload.object_key, &upload.multipart_id).await.map_err(storage_error)?;
+                if let Some(tail) = &upload.tail_key {
+                    self.storage.delete(tail).await.map_err(storage_error)?;
+                }
+            }
+            (UploadKind::Partial, UploadState::Completed) => {
+                self.storage.delete(&upload.object_key).await.map_err(storage_error)?;
+            }
+            _ => return Ok(()),
         }
         store::set_upload_state(&self.db, &upload.id, state, now_ms()).await.map_err(db_error)?;
         Ok(())
@@ -511,6 +610,13 @@ impl Transcoder {
             self.drop_upload(upload, UploadState::Expired).await?;
             expired += 1;
             tracing::info!(upload.id = %upload.id, "upload expired; its parts were dropped");
+        }
+        // Finals whose last partial completed without completing them (a crash between the two).
+        for upload in store::finals_ready(&self.db, 100).await.map_err(db_error)? {
+            let id = upload.id.clone();
+            if let Err(e) = self.complete_final_if_ready(upload).await {
+                tracing::warn!(upload.id = %id, error = %e.message(), "a final upload whose partials are complete did not complete");
+            }
         }
         Ok(expired)
     }

@@ -214,10 +214,10 @@ impl Transcoder {
     /// Drops every object of the video and its unfinished uploads.
     async fn remove_everything(&self, video_id: &str) -> Result<(), AppError> {
         let uploads = store::uploads_of_video(&self.db, video_id).await.map_err(db_error)?;
+        // Each upload on its own (the partials of the video's finals are among them): unfinished
+        // ones aborted, completed partials' objects deleted; other sources go with the prefix.
         for upload in &uploads {
-            if upload.state == UploadState::Uploading {
-                self.drop_upload(upload, UploadState::Terminated).await?;
-            }
+            self.drop_one(upload, UploadState::Terminated).await?;
             store::delete_upload(&self.db, &upload.id).await.map_err(db_error)?;
         }
         self.storage.delete_prefix(&format!("videos/{video_id}")).await.map_err(storage_error)?;

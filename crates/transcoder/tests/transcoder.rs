@@ -120,6 +120,42 @@ impl<'a> Client<'a> {
         req.body(body).send().await.unwrap()
     }
 
+    /// `POST /video/upload` with `Upload-Concat: partial` for `length` bytes.
+    async fn create_partial(&self, user: &str, length: u64) -> reqwest::Response {
+        self.http
+            .post(self.app.url("/video/upload"))
+            .header(TUS.0, TUS.1)
+            .header("x-user-id", user)
+            .header("upload-concat", "partial")
+            .header("upload-length", length.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A partial upload of `length` bytes; its path.
+    async fn partial(&self, user: &str, length: u64) -> String {
+        let res = self.create_partial(user, length).await;
+        assert_eq!(res.status(), 201, "{:?}", res.text().await);
+        assert_eq!(res.headers()["upload-concat"], "partial");
+        res.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// `POST /video/upload` with `Upload-Concat: final;<urls>` for `video_id` (none: no
+    /// metadata).
+    async fn create_final(&self, user: &str, video_id: Option<&str>, urls: &[&str]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.app.url("/video/upload"))
+            .header(TUS.0, TUS.1)
+            .header("x-user-id", user)
+            .header("upload-concat", format!("final;{}", urls.join(" ")));
+        if let Some(v) = video_id {
+            req = req.header("upload-metadata", format!("videoId {},filename {}", b64(v), b64("f.mp4")));
+        }
+        req.send().await.unwrap()
+    }
+
     async fn offset(&self, user: &str, upload_path: &str) -> u64 {
         let res = self.head(user, upload_path).await;
         assert_eq!(res.status(), 200);
@@ -496,6 +532,184 @@ async fn a_broken_video_fails_with_a_reason_and_the_worker_survives(backend: Bac
     assert_eq!(other.status(), 403, "only the owner retries");
 }
 
+/// Whether the refusal is a 400 BAD_USER_INPUT whose message says `says`.
+async fn refused_as_bad_input(res: reqwest::Response, says: &str) {
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "BAD_USER_INPUT", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(says), "{says:?} in {body}");
+}
+
+/// tus concatenation (what tus-js-client's `parallelUploads` does): three partial uploads,
+/// the final created while the last is unfinished (no offset yet, PATCH refused), which
+/// completes when that partial does; the source is the partials' bytes in order, transcoded
+/// to READY. A later single upload of the video replaces it and its partials' objects go.
+async fn partial_uploads_joined_by_a_final_become_the_source_and_play(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "cat.mp4", "320x240", 2)).unwrap();
+    let app = app_with(infra(backend).await).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let cuts = [0, source.len() / 3, source.len() * 2 / 3, source.len()];
+    let mut paths = Vec::new();
+    for range in cuts.windows(2) {
+        paths.push(c.partial(&owner, (range[1] - range[0]) as u64).await);
+    }
+    // The first two complete, the last stops short of its end.
+    for (i, path) in paths.iter().enumerate().take(2) {
+        let res = c.patch(&owner, path, 0, None, source[cuts[i]..cuts[i + 1]].to_vec()).await;
+        assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    }
+    assert_eq!(c.patch(&owner, &paths[2], 0, None, source[cuts[2]..cuts[2] + 100].to_vec()).await.status(), 204);
+    let head = c.head(&owner, &paths[2]).await;
+    assert_eq!(head.headers()["upload-concat"], "partial");
+    assert_eq!(head.headers()["upload-offset"], "100");
+
+    let absolute = format!("http://edge.test{}", paths[0]);
+    let urls = [absolute.as_str(), paths[1].as_str(), paths[2].as_str()];
+    let res = c.create_final(&owner, Some(&video_id), &urls).await;
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    let final_path = res.headers()["location"].to_str().unwrap().to_string();
+    let head = c.head(&owner, &final_path).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["upload-concat"].to_str().unwrap(), format!("final;{}", paths.join(" ")));
+    assert!(!head.headers().contains_key("upload-offset"), "no offset before the partials are joined");
+    assert_eq!(head.headers()["upload-length"], source.len().to_string().as_str());
+    assert_eq!(c.patch(&owner, &final_path, 0, None, vec![0; 10]).await.status(), 403, "a final takes no bytes");
+    let (_, v) = c.video(Some(&owner), &video_id).await;
+    assert_eq!(v["state"], "AWAITING_UPLOAD", "nothing is queued before every partial is complete");
+
+    let res = c.patch(&owner, &paths[2], 100, None, source[cuts[2] + 100..].to_vec()).await;
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    let head = c.head(&owner, &final_path).await;
+    assert_eq!(head.headers()["upload-offset"], source.len().to_string().as_str(), "complete with its last partial");
+    assert_eq!(head.headers()["upload-length"], source.len().to_string().as_str());
+    assert_eq!(c.settled(&owner, &video_id, Duration::from_secs(120)).await["state"], "READY");
+
+    // The source is the partials' objects, in order: the file's bytes, stored once.
+    let storage = &app.shared.storage;
+    let ids: Vec<&str> = paths.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
+    let mut joined = Vec::new();
+    for id in &ids {
+        joined.extend_from_slice(&storage.get(&format!("uploads/{id}/partial")).await.unwrap());
+    }
+    assert!(joined == source, "the partials hold the file's bytes in order");
+    assert!(storage.list(&format!("videos/{video_id}/source")).await.unwrap().is_empty(), "no second copy");
+
+    // A new upload of the video replaces the concatenated source; the partials go.
+    c.upload_until_ready(&owner, &video_id, &ticket, &source).await;
+    for id in &ids {
+        assert!(storage.list(&format!("uploads/{id}")).await.unwrap().is_empty(), "partial {id} deleted");
+        assert_eq!(c.head(&owner, &format!("/video/upload/{id}")).await.status(), 410);
+    }
+    assert_eq!(c.head(&owner, &final_path).await.status(), 410, "the final was replaced");
+}
+
+/// What a final upload may join, each refused with a 400 saying why; a non-video is refused
+/// from the first partial's bytes (415) and its partials dropped; partials count toward the
+/// quota once (the final adds nothing); terminating a final removes its partials.
+async fn concatenation_refusals_quota_and_termination(backend: Backend) {
+    let mut infra = infra(backend).await;
+    infra.config.transcoder_mut().user_quota_bytes = 1_500_000;
+    let app = app_with(infra).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let head = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "r.mp4", "320x240", 1)).unwrap();
+    let (video_id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    let first = c.partial(&owner, 1000).await;
+    assert_eq!(c.patch(&owner, &first, 0, None, head[..1000].to_vec()).await.status(), 204);
+    let second = c.partial(&owner, 1000).await;
+
+    refused_as_bad_input(c.create_final(&owner, None, &[&first, &second]).await, "videoId").await;
+    let (theirs, _) = c.create_upload(&user(), "PUBLIC").await;
+    refused_as_bad_input(c.create_final(&owner, Some(&theirs), &[&first, &second]).await, "no video of yours").await;
+    let unknown = format!("/video/upload/{}", Uuid::now_v7());
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &[&first, &unknown]).await, "not one of your uploads")
+        .await;
+    let stranger = user();
+    let foreign = c.partial(&stranger, 1000).await;
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &[&first, &foreign]).await, "not one of your uploads")
+        .await;
+    let single = Client::path(&ticket.url);
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &[&first, &single]).await, "not a partial upload")
+        .await;
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &[&first, &first]).await, "twice").await;
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &[]).await, "names no partial upload").await;
+    refused_as_bad_input(c.create_final(&owner, Some(&video_id), &["/video/other"]).await, "not an upload URL").await;
+    let with_length = c
+        .http
+        .post(app.url("/video/upload"))
+        .header(TUS.0, TUS.1)
+        .header("x-user-id", &owner)
+        .header("upload-concat", format!("final;{first}"))
+        .header("upload-length", "1000")
+        .header("upload-metadata", format!("videoId {}", b64(&video_id)))
+        .send()
+        .await
+        .unwrap();
+    refused_as_bad_input(with_length, "takes no Upload-Length").await;
+    let no_length = c
+        .http
+        .post(app.url("/video/upload"))
+        .header(TUS.0, TUS.1)
+        .header("x-user-id", &owner)
+        .header("upload-concat", "partial")
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .unwrap();
+    refused_as_bad_input(no_length, "needs Upload-Length").await;
+    assert_eq!(c.head(&stranger, &first).await.status(), 403, "a partial is its uploader's only");
+
+    // Joined once: a second final may not take a partial the first one holds.
+    let res = c.create_final(&owner, Some(&video_id), &[&first, &second]).await;
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    let final_path = res.headers()["location"].to_str().unwrap().to_string();
+    let (other_video, _) = c.create_upload(&owner, "PUBLIC").await;
+    let third = c.partial(&owner, 1000).await;
+    refused_as_bad_input(c.create_final(&owner, Some(&other_video), &[&third, &second]).await, "another final upload")
+        .await;
+
+    // Quota: 1000 + 1000 + 1000 held by the partials; the final adds nothing.
+    let res = c.create_partial(&owner, 1_500_000 - 3000 + 1).await;
+    assert_eq!(res.status(), 413, "one byte over the quota");
+    c.partial(&owner, 1_500_000 - 3000).await;
+    assert_eq!(c.create_partial(&owner, 2000).await.status(), 413, "the quota is full");
+
+    // Terminating the final removes its partials (the completed one's object too).
+    let first_id = first.rsplit('/').next().unwrap().to_string();
+    assert_eq!(c.patch(&owner, &second, 0, None, vec![7; 500]).await.status(), 204);
+    let del =
+        c.http.delete(app.url(&final_path)).header(TUS.0, TUS.1).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    for path in [&first, &second, &final_path] {
+        assert_eq!(c.head(&owner, path).await.status(), 410, "{path} is gone");
+    }
+    let storage = &app.shared.storage;
+    assert!(storage.list(&format!("uploads/{first_id}")).await.unwrap().is_empty(), "the completed partial's object");
+    let freed = c.partial(&owner, 2000).await;
+    let del = c.http.delete(app.url(&freed)).header(TUS.0, TUS.1).header("x-user-id", &owner).send().await.unwrap();
+    assert_eq!(del.status(), 204, "their quota was free again; and a partial no final joined may be terminated");
+
+    // A non-video: refused when its final finds the first bytes (415), partials dropped.
+    let script = b"#!/bin/sh\necho this is a shell script, not a video at all, sorry\n".repeat(10);
+    let text = c.partial(&owner, script.len() as u64).await;
+    assert_eq!(c.patch(&owner, &text, 0, None, script.clone()).await.status(), 204, "a partial is not sniffed");
+    let res = c.create_final(&owner, Some(&other_video), &[&text, &third]).await;
+    assert_eq!(res.status(), 201, "not all there yet: nothing to sniff");
+    let final_path = res.headers()["location"].to_str().unwrap().to_string();
+    let res = c.patch(&owner, &third, 0, None, vec![0; 1000]).await;
+    assert_eq!(res.status(), 415, "the last partial completes the final, whose first bytes are no video");
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a video"), "{body}");
+    for path in [&text, &third, &final_path] {
+        assert_eq!(c.head(&owner, path).await.status(), 410, "{path} is gone");
+    }
+    let (_, v) = c.video(Some(&owner), &other_video).await;
+    assert_eq!(v["state"], "AWAITING_UPLOAD", "nothing was queued");
+}
+
 /// Visibility: a private video plays for its owner only; deleting removes every object.
 async fn private_videos_play_for_their_owner_only_and_deletion_removes_every_object(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -662,49 +876,60 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
     assert!(playlist.contains("#EXT-X-ENDLIST"), "complete at READY: {playlist}");
 }
 
-/// An upload not finished in time expires (410); the sweeper drops its parts.
+/// An upload not finished in time expires (410); the sweeper drops its parts. So do an
+/// unfinished partial upload's, and a completed partial's object no final joined.
 async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) {
     let mut infra = infra(backend).await;
     infra.config.transcoder_mut().upload_expiry_seconds = 1;
     let data_dir = infra.config.data_dir.clone();
     let replica = infra.replica();
     let owner = user();
-    let path = {
+    let (path, partials) = {
         let app = app_with(infra).await;
         let c = Client::new(&app);
+        // Made first: the uploads below have a second, ffmpeg on a busy machine may take more.
+        let mut start = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "e.mp4", "320x240", 1)).unwrap();
+        start.truncate(2000);
         let (_, ticket) = c.create_upload(&owner, "PUBLIC").await;
         let path = Client::path(&ticket.url);
         let head = c.head(&owner, &path).await;
         assert!(head.headers()["upload-expires"].to_str().unwrap().ends_with(" GMT"), "an HTTP date");
-        let mut start = std::fs::read(clip(tempfile::tempdir().unwrap().path(), "e.mp4", "320x240", 1)).unwrap();
-        start.truncate(2000);
-        assert_eq!(c.patch(&owner, &path, 0, Some(1_000_000), start).await.status(), 204);
+        assert_eq!(c.patch(&owner, &path, 0, Some(1_000_000), start.clone()).await.status(), 204);
+        let unfinished = c.partial(&owner, 1_000_000).await;
+        assert_eq!(c.patch(&owner, &unfinished, 0, None, start.clone()).await.status(), 204);
+        let unjoined = c.partial(&owner, 2000).await;
+        assert_eq!(c.patch(&owner, &unjoined, 0, None, start).await.status(), 204);
         // The subject is time: the 1 s expiry must have passed.
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(c.head(&owner, &path).await.status(), 410, "expired");
+        assert_eq!(c.head(&owner, &unfinished).await.status(), 410, "expired");
         assert_eq!(c.patch(&owner, &path, 2000, None, vec![0; 10]).await.status(), 410);
-        path
+        (path, [unfinished, unjoined])
     };
     // A restarted service sweeps at once (its sweeper's first run, in the background). Nothing
     // else touches the upload meanwhile: a request holding it would make the sweeper leave it
     // for its next round, a minute later.
     let app = app_with(replica).await;
-    let upload_id = path.rsplit('/').next().unwrap();
+    let ids: Vec<&str> = [&path, &partials[0], &partials[1]].iter().map(|p| p.rsplit('/').next().unwrap()).collect();
     let parts_left = || {
         let parts = data_dir.join("objects.multipart");
         std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0)
     };
     let swept = eventually(Duration::from_secs(10), || async {
-        (backend != Backend::Embedded || parts_left() == 0)
-            && app.shared.storage.list(&format!("uploads/{upload_id}")).await.unwrap().is_empty()
+        let mut left = 0;
+        for id in &ids {
+            left += app.shared.storage.list(&format!("uploads/{id}")).await.unwrap().len();
+        }
+        (backend != Backend::Embedded || parts_left() == 0) && left == 0
     })
     .await;
     if backend == Backend::Embedded {
         assert_eq!(parts_left(), 0, "the multipart upload was aborted");
     }
-    assert!(swept, "the tail is gone");
+    assert!(swept, "the tails and the completed partial's object are gone");
     let c = Client::new(&app);
     assert_eq!(c.head(&owner, &path).await.status(), 410);
+    assert_eq!(c.head(&owner, &partials[1]).await.status(), 410, "the completed partial expired");
 }
 
 /// The same state through GraphQL (`Video.playback`, `Video.processing`, as the router
@@ -1359,4 +1584,6 @@ flick_testkit::on_both_backends!(
     a_hung_storyboard_step_is_stopped_by_the_job_time_budget,
     one_users_long_queue_does_not_hold_back_another_users_job,
     a_second_delivery_of_a_running_job_waits_and_the_job_runs_once,
+    partial_uploads_joined_by_a_final_become_the_source_and_play,
+    concatenation_refusals_quota_and_termination,
 );

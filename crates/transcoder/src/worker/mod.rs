@@ -99,9 +99,10 @@ impl Transcoder {
             tracing::info!(video.id = %video_id, job.id = %job_id, "job already failed; dropped");
             return Ok(());
         }
-        let Some(source_key) = video.source_key.clone() else {
+        let sources = video.source_objects();
+        if sources.is_empty() {
             return Err(HandlerError::Reject("the video has no source".into()));
-        };
+        }
         let retry = |e: flick_platform::db::sea_orm::DbErr| HandlerError::Retry(e.to_string());
 
         // At most one run of a job at a time, whoever holds its delivery: a lease in the
@@ -208,7 +209,7 @@ impl Transcoder {
         let budget = Duration::from_secs(self.config.job_timeout_seconds);
         let outcome = match tokio::time::timeout(
             budget,
-            self.transcode(&video_id, &video.owner_id, &job_id, &source_key, job.clone()),
+            self.transcode(&video_id, &video.owner_id, &job_id, &sources, job.clone()),
         )
         .await
         {

@@ -17,7 +17,7 @@ impl Transcoder {
         video_id: &str,
         owner_id: &str,
         job_id: &str,
-        source_key: &str,
+        sources: &[String],
         shutdown: CancellationToken,
     ) -> Result<Playback, JobError> {
         let (work, _alive) =
@@ -28,7 +28,7 @@ impl Transcoder {
 
         let progress = Reporter::new(self, video_id, owner_id, job_id);
         progress.stage(Stage::Downloading, 0.0);
-        self.download(source_key, &source).await?;
+        self.download(sources, &source).await?;
         let tools = self.tools();
         progress.stage(Stage::Probing, 0.0);
         let info = pipeline::probe(&tools, &source).await?;
@@ -152,15 +152,19 @@ impl Transcoder {
         Ok(pipeline::thumbnails(tools, source, info, out).await?)
     }
 
-    async fn download(&self, key: &str, to: &Path) -> Result<(), JobError> {
+    /// Writes the source's objects, one after the other, into `to` (one object, or the
+    /// partial uploads of a concatenation in order).
+    async fn download(&self, keys: &[String], to: &Path) -> Result<(), JobError> {
         use futures::StreamExt as _;
         use tokio::io::AsyncWriteExt as _;
-        let mut stream =
-            self.storage.get_stream(key).await.map_err(|e| transient("reading the source")(e.to_string()))?;
         let mut file = tokio::fs::File::create(to).await.map_err(|e| transient("writing the source")(e.to_string()))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| transient("reading the source")(e.to_string()))?;
-            file.write_all(&chunk).await.map_err(|e| transient("writing the source")(e.to_string()))?;
+        for key in keys {
+            let mut stream =
+                self.storage.get_stream(key).await.map_err(|e| transient("reading the source")(e.to_string()))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| transient("reading the source")(e.to_string()))?;
+                file.write_all(&chunk).await.map_err(|e| transient("writing the source")(e.to_string()))?;
+            }
         }
         file.flush().await.map_err(|e| transient("writing the source")(e.to_string()))?;
         Ok(())
