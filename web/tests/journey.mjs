@@ -331,7 +331,7 @@ try {
     await page.getByRole('heading', { name: '1 comment' }).waitFor();
     await comment.getByRole('button', { name: /^Edit/ }).click();
     await page.getByLabel('Edit your comment').fill(`${commentText} Edited.`);
-    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
     await page.locator('article.comment', { hasText: 'Edited.' }).getByText('(edited)').waitFor();
     const missing = await tabReach(page, ['video', 'select', '[data-testid="like"]', '#new-comment', '#search-input']);
     if (missing.length > 0) throw new Error(`not reachable with Tab on the watch page: ${missing.join(', ')}`);
