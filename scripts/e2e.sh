@@ -5,7 +5,8 @@
 #          Prometheus + Alertmanager) from fresh state (stack name `e2e`)
 # For each: start it, run scripts/smoke.sh through the edge (which runs the upload-to-playback
 # journey, scripts/e2e_upload.py, and the security checks), on dev also the web app's journey in
-# Chromium (web/tests/journey.mjs; FLICK_WEB=0 skips the web app and it), stop it with SIGTERM
+# Chromium (web/tests/journey.mjs; FLICK_WEB=0 skips the web app and it; its screenshots and
+# report are kept in $FLICK_ARTIFACTS_DIR/web-journey, default data/artifacts), stop it with SIGTERM
 # and check every port it used was released.
 # usage: scripts/e2e.sh [dev|stack]...   (default: both)
 set -euo pipefail
@@ -58,11 +59,15 @@ web_journey() {
   local data=$1 started=$SECONDS
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
   log "dev: the web app's journey in Chromium"
-  if ! (cd web && FLICK_WEB_URL=http://127.0.0.1:8080 FLICK_DATA_DIR=$data node tests/journey.mjs); then
-    echo "FAIL  dev: the web journey (screenshots in $data/web-screenshots)"
+  local status=0 kept=${FLICK_ARTIFACTS_DIR:-$FLICK_ROOT/data/artifacts}/web-journey
+  (cd web && FLICK_WEB_URL=http://127.0.0.1:8080 FLICK_DATA_DIR=$data node tests/journey.mjs) || status=$?
+  # The screenshots and the report outlive the run's data directory (test artifacts).
+  rm -rf "$kept" && mkdir -p "$kept" && cp -r "$data/web-screenshots" "$data/web-journey/report.json" "$kept/" 2>/dev/null || true
+  if [ "$status" -ne 0 ]; then
+    echo "FAIL  dev: the web journey (screenshots and report in $kept)"
     return 1
   fi
-  echo "ok    dev: the web journey in Chromium ($((SECONDS - started)) s)"
+  echo "ok    dev: the web journey in Chromium ($((SECONDS - started)) s; screenshots in $kept)"
 }
 
 shapes=("$@")

@@ -419,7 +419,8 @@ async fn migrate_applies_pending_migrations_once() {
 #[tokio::test]
 async fn migrate_creates_the_document_stores_collections_and_indexes_once() {
     let dir = tempfile::tempdir().unwrap();
-    let run = || flick().args(["migrate", "--services", "activity"]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
+    let run =
+        || flick().args(["migrate", "--services", "activity"]).env("FLICK_DATA_DIR", dir.path()).output().unwrap();
     let first = String::from_utf8(run().stdout).unwrap();
     assert!(first.contains("activity: 2 document migration(s) applied"), "{first}");
     assert!(first.contains("activity/0001_activity") && first.contains("activity/0002_playlists"), "{first}");
