@@ -27,24 +27,22 @@ export function rangeFromQuery(querystring: string | null | undefined): RangeCho
 }
 
 /**
- * The top of a chart's value axis: the smallest 1, 2, 2.5 or 5 × 10ⁿ at or above `max`, so
- * the gridlines fall on round numbers. Never below `floor` (an empty chart still has an axis).
+ * A value axis for whole quantities (views, seconds): at most `most` intervals of one round
+ * whole step (1, 2 or 5 × 10ⁿ), from 0 to the first multiple of the step at or above `max`, so
+ * no two gridlines read the same once formatted ("1 s, 1 s") and none is a fraction of a view.
  */
-export function niceMax(max: number, floor = 1): number {
-  const m = Number.isFinite(max) ? Math.max(max, floor) : floor;
-  if (m <= 0) return 1;
-  const power = 10 ** Math.floor(Math.log10(m));
-  for (const step of [1, 2, 2.5, 5, 10]) {
-    const candidate = step * power;
-    // Float noise (0.30000000000000004) must not push a value to the next step.
-    if (candidate >= m - power * 1e-9) return candidate;
+export function wholeAxis(max: number, most = 4): { top: number; lines: number[] } {
+  const m = Number.isFinite(max) && max > 0 ? max : 0;
+  let step = 1;
+  for (let power = 1; ; power *= 10) {
+    const found = [1, 2, 5].map((k) => k * power).find((s) => Math.ceil(m / s) <= most);
+    if (found !== undefined) {
+      step = found;
+      break;
+    }
   }
-  return 10 * power;
-}
-
-/** Gridline values from 0 to `top` inclusive, `count` intervals. */
-export function gridlines(top: number, count = 4): number[] {
-  return Array.from({ length: count + 1 }, (_, i) => (top * i) / count);
+  const intervals = Math.max(1, Math.ceil(m / step));
+  return { top: intervals * step, lines: Array.from({ length: intervals + 1 }, (_, i) => i * step) };
 }
 
 export interface Bar {

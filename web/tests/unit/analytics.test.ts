@@ -2,15 +2,14 @@ import { describe, expect, it } from 'vitest';
 import {
   bars,
   DEFAULT_RANGE,
-  gridlines,
   labelEvery,
   linePath,
-  niceMax,
   percent,
   rangeFromQuery,
   retentionPoints,
   shortDay,
   watchTime,
+  wholeAxis,
 } from '../../src/lib/analytics';
 import { moveTarget, resumeAt, watchedShare } from '../../src/lib/library';
 import { fromGraphQLErrors } from '../../src/lib/api/errors';
@@ -28,22 +27,22 @@ describe('analytics ranges', () => {
 });
 
 describe('chart scaling', () => {
-  it('rounds the top of the axis up to 1, 2, 2.5 or 5 × 10ⁿ', () => {
-    expect(niceMax(0)).toBe(1);
-    expect(niceMax(1)).toBe(1);
-    expect(niceMax(3)).toBe(5);
-    expect(niceMax(7)).toBe(10);
-    expect(niceMax(12)).toBe(20);
-    expect(niceMax(21)).toBe(25);
-    expect(niceMax(240)).toBe(250);
-    expect(niceMax(251)).toBe(500);
-    expect(niceMax(0.3)).toBe(1); // never below the floor
-    expect(niceMax(0.3, 0.1)).toBe(0.5);
-    expect(niceMax(Number.NaN)).toBe(1);
-  });
-
-  it('puts gridlines on round values from 0 to the top', () => {
-    expect(gridlines(20, 4)).toEqual([0, 5, 10, 15, 20]);
+  it('steps whole quantities by 1, 2 or 5 × 10ⁿ, at most four intervals, no fractions', () => {
+    expect(wholeAxis(0)).toEqual({ top: 1, lines: [0, 1] }); // an empty chart still has an axis
+    expect(wholeAxis(1)).toEqual({ top: 1, lines: [0, 1] });
+    // 2 s of watch time: 0, 1, 2 (not 0, 0.5, 1, 1.5, 2, which read "1 s" twice once formatted)
+    expect(wholeAxis(2)).toEqual({ top: 2, lines: [0, 1, 2] });
+    expect(wholeAxis(2.4)).toEqual({ top: 3, lines: [0, 1, 2, 3] });
+    expect(wholeAxis(7)).toEqual({ top: 8, lines: [0, 2, 4, 6, 8] });
+    expect(wholeAxis(12)).toEqual({ top: 15, lines: [0, 5, 10, 15] });
+    expect(wholeAxis(1234)).toEqual({ top: 1500, lines: [0, 500, 1000, 1500] });
+    expect(wholeAxis(Number.NaN)).toEqual({ top: 1, lines: [0, 1] });
+    for (const max of [3, 9, 41, 99, 250, 7777]) {
+      const { top, lines } = wholeAxis(max);
+      expect(top).toBeGreaterThanOrEqual(max);
+      expect(lines.length - 1).toBeLessThanOrEqual(4);
+      expect(lines.every(Number.isInteger)).toBe(true);
+    }
   });
 
   it('lays out bars in equal slots, scaled to the top, growing up from the bottom', () => {
