@@ -5,6 +5,7 @@
 #   flick worker --listen 0.0.0.0:8083   (transcode workers: RabbitMQ consumers running
 #                                         ffmpeg; /healthz /readyz /metrics on --listen)
 #   flick migrate       (one-shot schema migrations)
+#   flick web --dir /opt/flick/web --listen 0.0.0.0:8085   (the web app's files, the edge's `/`)
 # Each service listens on its one-process port in containers too (accounts 8081, media 8082,
 # transcoder 8083, recommender 8084; FLICK_SERVER__PORTS__<SERVICE>): HTTP + gRPC + GraphQL
 # + /ws + /healthz /readyz /metrics on that one port.
@@ -37,6 +38,17 @@ COPY scripts/lib.sh scripts/models.sh /src/scripts/
 RUN FLICK_TOOLS_DIR=/opt/flick bash /src/scripts/models.sh
 
 # ---------------------------------------------------------------------------------------------
+# The web app (web/): npm ci + npm run build (operations checked against the composed
+# supergraph, then vite) into static files that `flick web` serves for the edge's `/`.
+FROM node:20-${DEBIAN_RELEASE}-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --loglevel=error
+COPY supergraph/supergraph.graphql /src/supergraph/supergraph.graphql
+COPY web/ ./
+RUN npm run build && cp -r dist /out
+
+# ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # ffmpeg/ffprobe: the transcode workers run them as child processes (libx264, AAC); the binary
 # itself links no FFmpeg library. curl is only for container healthchecks (docker-compose.yml).
@@ -48,6 +60,7 @@ RUN apt-get update \
       --shell /usr/sbin/nologin flick
 COPY --from=builder /out/flick /usr/local/bin/flick
 COPY --from=model /opt/flick/models /opt/flick/models
+COPY --from=web /out /opt/flick/web
 
 ENV FLICK_SERVER__HOST=0.0.0.0 \
     FLICK_TELEMETRY__LOG_FORMAT=json \
