@@ -2,26 +2,12 @@
 //! metrics, gRPC health and reflection, GraphQL, configuration errors and redaction,
 //! graceful shutdown on SIGTERM.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flick");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Every `FLICK_*` variable of the test environment removed, so the binary sees only ours.
-fn flick() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FLICK_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use common::{flick, free_port};
 
 struct Running {
     child: Child,

@@ -17,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flick");
+mod common;
+
+use common::{flick, free_port};
 
 /// One exported span, as the collector saw it.
 #[derive(Debug, Clone)]
@@ -111,17 +113,11 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn spawn(env: &[(String, String)], args: &[&str], log: &std::path::Path) -> Process {
     use std::os::unix::process::CommandExt as _;
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FLICK_") || key.starts_with("OTEL_") {
-            cmd.env_remove(key);
-        }
+    let mut cmd = flick();
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+        cmd.env_remove(key);
     }
     let out = std::fs::File::create(log).unwrap();
     cmd.args(args)

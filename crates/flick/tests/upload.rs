@@ -5,27 +5,14 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flick");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Every `FLICK_*` variable of the test environment removed, so the binary sees only ours.
-fn flick() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FLICK_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use common::{flick, free_port};
+use flick_testkit::eventually;
 
 struct Running(Child);
 
@@ -96,8 +83,8 @@ async fn forward(State(edge): State<Arc<Edge>>, request: Request) -> Response {
 
 /// The video's state once it leaves QUEUED/PROCESSING (or after two minutes), through the edge.
 async fn settled(http: &reqwest::Client, edge: &str, token: &str, video_id: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let state = std::sync::Mutex::new(String::new());
+    eventually(Duration::from_secs(120), || async {
         let view: serde_json::Value = http
             .get(format!("{edge}/video/{video_id}"))
             .bearer_auth(token)
@@ -107,12 +94,13 @@ async fn settled(http: &reqwest::Client, edge: &str, token: &str, video_id: &str
             .json()
             .await
             .unwrap_or_default();
-        let state = view["state"].as_str().unwrap_or_default().to_string();
-        if state == "READY" || state == "FAILED" || Instant::now() > deadline {
-            return state;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let now = view["state"].as_str().unwrap_or_default().to_string();
+        let done = now == "READY" || now == "FAILED";
+        *state.lock().unwrap() = now;
+        done
+    })
+    .await;
+    state.into_inner().unwrap()
 }
 
 /// `flick upload --parallel 3`: three partial uploads sent at once, joined by a final upload,
@@ -150,12 +138,12 @@ async fn upload_in_parallel_sends_partial_uploads_joined_into_a_ready_video() {
     );
     let [accounts, media, transcoder] = ports.map(|p| format!("http://127.0.0.1:{p}"));
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
     for base in [&accounts, &media, &transcoder] {
-        while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-            assert!(Instant::now() < deadline, "flick serve did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ready = eventually(Duration::from_secs(60), || async {
+            http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "flick serve did not come up ({base})");
     }
     let edge = Arc::new(Edge { http: http.clone(), accounts: accounts.clone(), media, transcoder });
     let app = axum::Router::new().fallback(forward).with_state(edge);

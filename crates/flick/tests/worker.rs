@@ -15,11 +15,9 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flick");
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{flick, free_port};
 
 /// A flick process with the shared configuration; killed with its process group on drop.
 struct Process(Child);
@@ -82,12 +80,7 @@ impl Stack {
     }
 
     fn spawn(&self, args: &[&str], extra: &[(&str, &str)]) -> Process {
-        let mut cmd = Command::new(BIN);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("FLICK_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = flick();
         cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.envs(extra.iter().copied());
         let quiet = std::env::var_os("TEST_LOG").is_none();
