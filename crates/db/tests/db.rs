@@ -49,6 +49,37 @@ async fn sqlite_creates_one_file_per_service_and_migrates_once() {
 }
 
 #[tokio::test]
+async fn sqlite_writes_reach_the_database_file_without_the_writer_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = service_url(None, dir.path(), "media").unwrap();
+    let db = connect(&url, "media", 1).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), "PRAGMA wal_autocheckpoint"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 0, "the writer never checkpoints itself");
+    migrate(&db, &[NOTES]).await.unwrap();
+    let body = "x".repeat(1000);
+    for _ in 0..4 {
+        db.execute_unprepared(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO notes (body) SELECT '{body}' FROM n"
+        ))
+        .await
+        .unwrap();
+    }
+    // 2 MB written to the WAL; the background checkpoint copies it into the file.
+    let file = dir.path().join("db/media.sqlite");
+    let checkpointed = flick_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 2_000_000
+    })
+    .await;
+    assert!(checkpointed, "the WAL was not checkpointed into {}", file.display());
+    assert_eq!(count_notes(&db).await, 2000);
+}
+
+#[tokio::test]
 async fn postgres_migrates_once_into_the_service_schema() {
     let test_db = TestDatabase::create().await;
     let db = connect(&test_db.url, "media", 4).await.unwrap();

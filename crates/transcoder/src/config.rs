@@ -40,6 +40,11 @@ pub struct TranscoderConfig {
     /// Videos at least this long play before their ladder finishes: finished segments are
     /// published as they come (a growing playlist). 0: only when the ladder is done.
     pub early_playback_min_seconds: u32,
+    /// Sources at least this long are split into parts that several workers encode at once
+    /// (segment-parallel jobs); 0: every video is one job.
+    pub chunk_min_seconds: u32,
+    /// The length of a split job's parts, rounded up to whole segments.
+    pub chunk_seconds: u32,
     /// Where workers keep a job's source and outputs while they work; empty: the system's.
     pub work_dir: Option<PathBuf>,
     /// The ladder: rungs above the source's size are skipped (never upscaled).
@@ -99,6 +104,8 @@ impl Default for TranscoderConfig {
             audio_bitrate_kbps: 128,
             job_timeout_seconds: 3600,
             early_playback_min_seconds: 60,
+            chunk_min_seconds: 120,
+            chunk_seconds: 60,
             work_dir: None,
             rungs: vec![
                 rung("1080p", 1080, 5000, 5350),

@@ -315,6 +315,8 @@ pub struct Transcoder {
     /// Until when (ms) media counts as unreachable after a failed check: playback serves the
     /// local copy meanwhile instead of waiting on a timeout per request.
     pub(crate) media_down_until_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Sources of split jobs this process works on (downloaded once per process).
+    pub(crate) sources: Arc<crate::worker::SourceCache>,
 }
 
 impl Transcoder {
@@ -335,6 +337,7 @@ impl Transcoder {
             upload_bytes_in_flight: Arc::default(),
             media: None,
             media_down_until_ms: Arc::default(),
+            sources: Arc::default(),
         }
     }
 

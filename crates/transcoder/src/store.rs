@@ -21,6 +21,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         Migration { version: 5, name: "job_leases", sqlite: JOB_LEASES, postgres: JOB_LEASES },
         Migration { version: 6, name: "job_progress", sqlite: PROGRESS, postgres: PROGRESS },
         Migration { version: 7, name: "concatenation", sqlite: CONCAT, postgres: CONCAT },
+        Migration { version: 8, name: "transcode_parts", sqlite: PARTS, postgres: PARTS },
     ],
 };
 
@@ -222,6 +223,7 @@ pub async fn tombstone<C: ConnectionTrait>(c: &C, id: &str, version: i64, now: i
 /// Deletes the video and its job lease (a run still going loses the lease and stops).
 pub async fn delete_video<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
     exec(c, "DELETE FROM job_leases WHERE video_id = ?", vec![id.into()]).await?;
+    exec(c, "DELETE FROM transcode_parts WHERE video_id = ?", vec![id.into()]).await?;
     exec(c, "DELETE FROM videos WHERE id = ?", vec![id.into()]).await?;
     Ok(())
 }
@@ -776,6 +778,104 @@ pub async fn count_video_retry<C: ConnectionTrait>(
     )
     .await?;
     Ok(n > 0 && max > 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment-parallel jobs: the parts of a long video's job and what each produced.
+
+/// One row per part of a job: `result` (JSON, what the part stored) once `done_at_ms` is set;
+/// parts `0..parts` are spans of the ladder, part `parts` the audio and thumbnails.
+const PARTS: &str = "
+CREATE TABLE transcode_parts (
+    video_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    part BIGINT NOT NULL,
+    parts BIGINT NOT NULL,
+    result TEXT,
+    created_at_ms BIGINT NOT NULL,
+    done_at_ms BIGINT,
+    PRIMARY KEY (video_id, job_id, part)
+);
+";
+
+/// A part of a job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRow {
+    pub part: i64,
+    pub parts: i64,
+    pub result: Option<String>,
+    pub created_at_ms: i64,
+    pub done_at_ms: Option<i64>,
+}
+
+/// Records the parts `0..=parts` of the video's job `job_id` (an earlier job's parts go); a
+/// plan made twice (a redelivered job) keeps what the first made.
+pub async fn plan_parts<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    job_id: &str,
+    parts: i64,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM transcode_parts WHERE video_id = ? AND job_id <> ?", vec![video_id.into(), job_id.into()])
+        .await?;
+    for part in 0..=parts {
+        exec(
+            c,
+            "INSERT INTO transcode_parts (video_id, job_id, part, parts, created_at_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (video_id, job_id, part) DO NOTHING",
+            vec![video_id.into(), job_id.into(), part.into(), parts.into(), now.into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes the video's row lock for the rest of `c`'s transaction (PostgreSQL; SQLite has one
+/// writer): parts finishing together see each other's marks, so exactly one sees the last.
+pub async fn lock_video<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<bool, DbErr> {
+    Ok(exec(c, "UPDATE videos SET updated_at_ms = updated_at_ms WHERE id = ?", vec![video_id.into()]).await? > 0)
+}
+
+/// Marks a part done with its result; false when it was done already (a second run of it).
+pub async fn finish_part<C: ConnectionTrait>(
+    c: &C,
+    video_id: &str,
+    job_id: &str,
+    part: i64,
+    result: &str,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE transcode_parts SET result = ?, done_at_ms = ?
+         WHERE video_id = ? AND job_id = ? AND part = ? AND done_at_ms IS NULL",
+        vec![result.into(), now.into(), video_id.into(), job_id.into(), part.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// The parts of the video's job `job_id`, in order.
+pub async fn parts<C: ConnectionTrait>(c: &C, video_id: &str, job_id: &str) -> Result<Vec<PartRow>, DbErr> {
+    c.query_all_raw(stmt(
+        c,
+        "SELECT part, parts, result, created_at_ms, done_at_ms FROM transcode_parts
+         WHERE video_id = ? AND job_id = ? ORDER BY part",
+        vec![video_id.into(), job_id.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(PartRow {
+            part: r.try_get("", "part")?,
+            parts: r.try_get("", "parts")?,
+            result: r.try_get("", "result")?,
+            created_at_ms: r.try_get("", "created_at_ms")?,
+            done_at_ms: r.try_get("", "done_at_ms")?,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -876,6 +876,92 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
     assert!(playlist.contains("#EXT-X-ENDLIST"), "complete at READY: {playlist}");
 }
 
+/// `<name>{outcome="<outcome>"}` of this process's metrics so far (see `deferred`).
+fn counted(name: &str, outcome: &str) -> u64 {
+    let metrics = flick_kit::telemetry::metrics_handle().render();
+    let (prefix, label) = (format!("{name}{{"), format!("outcome=\"{outcome}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A long video's job is split into parts (spans of the ladder, the audio and thumbnails)
+/// that two transcoder processes take from the queue; the assembled video plays as one:
+/// every segment numbered in order and stored, every frame once on one timeline, audio,
+/// DASH, poster and storyboard, progress reported as parts finish.
+async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "long.mp4", "640x360", 26)).unwrap();
+    let mut infra = infra(backend).await;
+    infra.config.transcoder_mut().chunk_min_seconds = 10;
+    infra.config.transcoder_mut().chunk_seconds = 8;
+    infra.config.transcoder_mut().early_playback_min_seconds = 0;
+    let replica = infra.replica();
+    let app = app_with(infra).await;
+    let _second = TestApp::start_beside(replica, &app, |s| async move { flick_transcoder::build(&s).await }).await;
+    let log = progress_log(&app).await;
+    let c = Client::new(&app);
+    let owner = user();
+    let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+    c.upload_until_ready(&owner, &id, &ticket, &source).await;
+
+    // 26 s in 8 s spans: 0-8, 8-16, 16-26 (the 2 s left join the last), and the audio part.
+    assert_eq!(counted("transcode_jobs_total", "split"), 1);
+    assert_eq!(counted("transcode_parts_total", "completed"), 4, "each part ran once");
+    let encoding = log.lock().unwrap().iter().filter(|(v, stage, _)| *v == id && stage == "encoding").count();
+    assert!(encoding >= 4, "a report per part done: {encoding}");
+
+    let (_, v) = c.video(Some(&owner), &id).await;
+    assert!((v["duration_seconds"].as_f64().unwrap() - 26.0).abs() < 0.2, "{v}");
+    for url in ["dash_url", "thumbnail_url", "storyboard_url"] {
+        let path = Client::path(v[url].as_str().unwrap_or_else(|| panic!("{url}: {v}")));
+        assert_eq!(c.http.get(app.url(&path)).send().await.unwrap().status(), 200, "{path}");
+    }
+    let get = |file: String| {
+        let (http, url) = (c.http.clone(), app.url(&format!("/video/{id}/hls/{file}")));
+        async move {
+            let res = http.get(&url).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{url}");
+            res.bytes().await.unwrap()
+        }
+    };
+    let master = String::from_utf8(get("master.m3u8".into()).await.to_vec()).unwrap();
+    for variant in ["360p/index.m3u8", "240p/index.m3u8", "audio/index.m3u8"] {
+        assert!(master.contains(variant), "{master}");
+    }
+    for rung in ["360p", "240p", "audio"] {
+        let playlist = String::from_utf8(get(format!("{rung}/index.m3u8")).await.to_vec()).unwrap();
+        assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+        let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".m4s")).collect();
+        let expected: Vec<String> = (0..7).map(|n| format!("seg_{n:05}.m4s")).collect();
+        assert_eq!(segments, expected, "{rung}: 26 s in 4 s segments, numbered across the parts");
+        let mut joined = get(format!("{rung}/init_{rung}.mp4")).await.to_vec();
+        for segment in segments {
+            joined.extend(get(format!("{rung}/{segment}")).await);
+        }
+        if rung == "audio" {
+            continue;
+        }
+        let file = dir.path().join(format!("{rung}.mp4"));
+        std::fs::write(&file, joined).unwrap();
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let mut pts: Vec<f64> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim_end_matches(',').parse().ok()).collect();
+        pts.sort_by(f64::total_cmp);
+        assert_eq!(pts.len(), 26 * 30, "{rung}: every frame once");
+        assert!(
+            pts.windows(2).all(|w| (w[1] - w[0] - 1.0 / 30.0).abs() < 0.002),
+            "{rung}: one timeline, no gap or overlap at the parts' boundaries"
+        );
+    }
+}
+
 /// An upload not finished in time expires (410); the sweeper drops its parts. So do an
 /// unfinished partial upload's, and a completed partial's object no final joined.
 async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) {
@@ -1586,4 +1672,5 @@ flick_testkit::on_both_backends!(
     a_second_delivery_of_a_running_job_waits_and_the_job_runs_once,
     partial_uploads_joined_by_a_final_become_the_source_and_play,
     concatenation_refusals_quota_and_termination,
+    a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one,
 );

@@ -55,7 +55,7 @@ pub async fn encode(
         return Err(MediaError::Tool("the output directory's path must not contain '%' (ffmpeg patterns)".into()));
     }
     tokio::fs::create_dir_all(out_dir).await?;
-    let args = command(input, source, rungs, settings, out_dir);
+    let args = command(input, source, rungs, settings, out_dir, None);
     let mut parser = ProgressParser::new(source.duration_seconds);
     // A container that claims less than its streams hold would be encoded past what it said
     // (and, claiming seconds of an endless stream, for ever): stopped once the output passes
@@ -136,12 +136,23 @@ fn check_rungs(rungs: &[Rung]) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// A part of the source encoded on its own (segment-parallel jobs): from `start_seconds` (a
+/// multiple of the segment length) for `duration_seconds`, video only, its segments numbered
+/// from `first_segment` as in the whole-file encode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    pub start_seconds: f64,
+    pub duration_seconds: f64,
+    pub first_segment: u64,
+}
+
 pub(crate) fn command(
     input: &Path,
     source: &SourceInfo,
     rungs: &[Rung],
     settings: &EncodeSettings,
     out_dir: &Path,
+    span: Option<&Span>,
 ) -> Vec<OsString> {
     let segment = settings.segment_seconds.max(1);
     let (fps, decimate) = output_frame_rate(source);
@@ -167,9 +178,22 @@ pub(crate) fn command(
 
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
         .into_iter()
-        .chain(["-protocol_whitelist", "file", "-i"])
+        .chain(["-protocol_whitelist", "file"])
         .map(OsString::from)
         .collect();
+    if let Some(span) = span {
+        // Before -i: seeks to the keyframe before the start and decodes from there, dropping
+        // the frames before it (exact), then reads no further than the span.
+        for a in [
+            "-ss".to_string(),
+            format!("{:.6}", span.start_seconds),
+            "-t".into(),
+            format!("{:.6}", span.duration_seconds),
+        ] {
+            args.push(a.into());
+        }
+    }
+    args.push("-i".into());
     args.push(file_url(input));
     let mut push = |s: String| args.push(s.into());
     push("-filter_complex".into());
@@ -212,7 +236,9 @@ pub(crate) fn command(
         push(s.into());
     }
     let mut streams: Vec<String> = rungs.iter().enumerate().map(|(k, r)| format!("v:{k},name:{}", r.name)).collect();
-    if let Some(audio) = source.audio_stream.filter(|_| source.has_audio) {
+    // A span is video only: the audio is encoded once for the whole file (no priming gap at
+    // every boundary).
+    if let Some(audio) = source.audio_stream.filter(|_| source.has_audio && span.is_none()) {
         for s in ["-map", &format!("0:{audio}"), "-c:a", "aac", "-b:a", &format!("{}k", settings.audio_bitrate_kbps)] {
             push(s.into());
         }
@@ -246,6 +272,8 @@ pub(crate) fn command(
         "temp_file".into(),
         "-hls_segment_type".into(),
         "fmp4".into(),
+        "-start_number".into(),
+        span.map_or(0, |s| s.first_segment).to_string(),
         "-hls_fmp4_init_filename".into(),
         init,
         "-hls_segment_filename".into(),
@@ -298,6 +326,7 @@ mod tests {
             &rungs,
             &EncodeSettings::default(),
             Path::new("/w/out"),
+            None,
         ));
         assert!(cmd.contains(
             "-i file:/w/source -filter_complex [0:0]split=4[s0][s1][s2][s3];[s0]scale=1280:720,setsar=1[v0]"
@@ -314,9 +343,27 @@ mod tests {
     #[test]
     fn a_single_variant_names_its_init_segment_itself() {
         let rungs = super::super::ladder(&SourceInfo { width: 200, height: 150, ..source(false) }, &[]);
-        let cmd = line(&command(Path::new("/s"), &source(false), &rungs, &EncodeSettings::default(), Path::new("/o")));
+        let cmd =
+            line(&command(Path::new("/s"), &source(false), &rungs, &EncodeSettings::default(), Path::new("/o"), None));
         assert!(cmd.contains("-hls_fmp4_init_filename init_150p.mp4") && cmd.contains("-var_stream_map v:0,name:150p"));
         assert!(cmd.contains("[0:0]scale=200:150,setsar=1[v0]") && !cmd.contains("split"));
+    }
+
+    #[test]
+    fn a_span_seeks_exactly_numbers_its_segments_on_and_leaves_the_audio_out() {
+        let rungs = super::super::ladder(&source(true), &super::super::default_rungs());
+        let span = Span { start_seconds: 60.0, duration_seconds: 60.0, first_segment: 15 };
+        let cmd = line(&command(
+            Path::new("/w/source"),
+            &source(true),
+            &rungs,
+            &EncodeSettings::default(),
+            Path::new("/w/out"),
+            Some(&span),
+        ));
+        assert!(cmd.contains("-ss 60.000000 -t 60.000000 -i file:/w/source"), "{cmd}");
+        assert!(cmd.contains("-start_number 15"), "{cmd}");
+        assert!(!cmd.contains("-map 0:1") && !cmd.contains("agroup"), "{cmd}");
     }
 
     #[test]

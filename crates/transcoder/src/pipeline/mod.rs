@@ -21,6 +21,7 @@
 //! thumbs/poster.jpg, thumbs/still_1.jpg ..., thumbs/storyboard.jpg, thumbs/storyboard.vtt
 //! ```
 
+mod chunk;
 mod dash;
 mod encode;
 mod failure;
@@ -36,7 +37,8 @@ mod thumbs;
 
 use std::path::PathBuf;
 
-pub use encode::{EncodeSettings, encode};
+pub use chunk::{Segment, TrackSegments, assemble, encode_audio, encode_span, init_name, spans};
+pub use encode::{EncodeSettings, Span, encode};
 pub use hls::completed_segments;
 pub use ladder::{default_rungs, ladder};
 pub use layout::{AUDIO, MANIFEST, MASTER, MAX_OUTPUT_FRAME_RATE, PLAYLIST, Rung, RungSpec, THUMBS, init_file};

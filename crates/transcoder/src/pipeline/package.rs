@@ -1,6 +1,7 @@
 //! Reading what ffmpeg wrote after an encode: the master and media playlists (made VOD), the
 //! init segments' timescales, segment sizes; then the DASH manifest and the list of files.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::dash::{self, Kind, Track};
@@ -41,6 +42,17 @@ pub struct Packaged {
 
 /// Reads what ffmpeg wrote, writes `manifest.mpd`, and lists everything.
 pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path) -> Result<Packaged, MediaError> {
+    package_sized(source, rungs, out_dir, None).await
+}
+
+/// [`package`], with the media segments' sizes given (relative path → bytes) instead of read
+/// from `out_dir`: an assembly has the playlists and init segments here, the segments stored.
+pub(crate) async fn package_sized(
+    source: &SourceInfo,
+    rungs: &[Rung],
+    out_dir: &Path,
+    sizes: Option<&HashMap<PathBuf, u64>>,
+) -> Result<Packaged, MediaError> {
     let corrupt = || MediaError::Invalid("the file is truncated or corrupt: no video could be decoded".into());
     let master_text = tokio::fs::read_to_string(out_dir.join(MASTER)).await.map_err(|_| corrupt())?;
     let variants = hls::parse_master(&master_text);
@@ -70,6 +82,7 @@ pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path)
             &init_bytes,
             &codecs,
             Kind::Video { width, height, frame_rate: dash::frame_rate(fps) },
+            sizes,
         )
         .await?;
         files.extend(media.files.iter().cloned());
@@ -88,9 +101,16 @@ pub(crate) async fn package(source: &SourceInfo, rungs: &[Rung], out_dir: &Path)
         let (playlist, media) = rendition(out_dir, AUDIO).await?.ok_or_else(corrupt)?;
         let init_bytes = tokio::fs::read(out_dir.join(AUDIO).join(playlist.init.as_deref().unwrap_or(""))).await?;
         let sample_rate = dash::media_timescale(&init_bytes).unwrap_or(48_000);
-        let track =
-            track(out_dir, AUDIO, &playlist, &init_bytes, &audio_codec, Kind::Audio { sample_rate, channels: 2 })
-                .await?;
+        let track = track(
+            out_dir,
+            AUDIO,
+            &playlist,
+            &init_bytes,
+            &audio_codec,
+            Kind::Audio { sample_rate, channels: 2 },
+            sizes,
+        )
+        .await?;
         files.extend(media.files.iter().cloned());
         audio = Some(RenditionInfo {
             bandwidth: variant_of(AUDIO).map(|v| v.bandwidth).filter(|b| *b > 0).unwrap_or(track.bandwidth),
@@ -151,6 +171,7 @@ async fn track(
     init_bytes: &[u8],
     codecs: &str,
     kind: Kind,
+    sizes: Option<&HashMap<PathBuf, u64>>,
 ) -> Result<Track, MediaError> {
     let timescale = dash::media_timescale(init_bytes).unwrap_or(90_000);
     let seconds: Vec<f64> = playlist.segments.iter().map(|(_, d)| *d).collect();
@@ -158,7 +179,10 @@ async fn track(
     let start_number = first.trim_start_matches("seg_").trim_end_matches(".m4s").parse().unwrap_or(0);
     let mut bandwidth = 0u64;
     for (uri, d) in &playlist.segments {
-        let size = tokio::fs::metadata(out_dir.join(name).join(uri)).await?.len();
+        let size = match sizes {
+            Some(sizes) => sizes.get(&Path::new(name).join(uri)).copied().unwrap_or(0),
+            None => tokio::fs::metadata(out_dir.join(name).join(uri)).await?.len(),
+        };
         if *d > 0.0 {
             bandwidth = bandwidth.max((size as f64 * 8.0 / d).ceil() as u64);
         }
@@ -181,7 +205,7 @@ fn is_audio(codec: &str) -> bool {
 }
 
 /// `avc1.PPCCLL` from the init segment's `avcC` box, for a master playlist without CODECS.
-fn avc_codec(init: &[u8]) -> Option<String> {
+pub(crate) fn avc_codec(init: &[u8]) -> Option<String> {
     let at = init.windows(4).position(|w| w == b"avcC")?;
     let b = init.get(at + 5..at + 8)?;
     Some(format!("avc1.{:02x}{:02x}{:02x}", b[0], b[1], b[2]))

@@ -11,9 +11,13 @@
 
 mod early;
 mod lease;
+mod parts;
 mod progress;
 mod scratch;
+mod sources;
 mod transcode;
+
+pub(crate) use sources::SourceCache;
 
 use crate::domain::{Playback, Stage, Transcoder, VideoStatus, now_ms};
 use crate::pipeline::MediaError;
@@ -29,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The durable work queue of transcode jobs, fed by these events.
 pub const JOBS_QUEUE: &str = "transcoder.jobs";
-pub const JOB_EVENTS: &[&str] = &["upload.completed", "transcode.requested"];
+/// A video's job (`upload.completed`, `transcode.requested`), the parts of a long video's
+/// job and their assembly (see `parts`).
+pub const JOB_EVENTS: &[&str] = &["upload.completed", "transcode.requested", "transcode.part", "transcode.assemble"];
 
 /// Why a job did not finish.
 enum JobError {
@@ -78,6 +84,8 @@ impl Transcoder {
                     .map_err(|err| HandlerError::Reject(format!("undecodable job: {err}")))?;
                 (p.video_id, p.job_id)
             }
+            "transcode.part" => return self.handle_part(delivery, shutdown).await,
+            "transcode.assemble" => return self.handle_assemble(delivery).await,
             other => return Err(HandlerError::Reject(format!("not a transcode job: {other}"))),
         };
         let Some(video) = store::video(&self.db, &video_id).await.map_err(|e| HandlerError::Retry(e.to_string()))?
@@ -179,7 +187,7 @@ impl Transcoder {
                 "transcoding was started {} times and never finished (its worker crashed or was killed); giving up",
                 runs - 1
             );
-            self.fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
+            self.fail(&video_id, &video.owner_id, &job_id, Some(&holder), lease_ms, &reason)
                 .await
                 .map_err(HandlerError::Retry)?;
             release(false).await;
@@ -238,7 +246,8 @@ impl Transcoder {
             return Err(HandlerError::Requeue("the worker is shutting down".into()));
         }
         let outcome_label = match &outcome {
-            Ok(_) => "completed",
+            Ok(Some(_)) => "completed",
+            Ok(None) => "split",
             Err(JobError::Invalid(_)) => "invalid",
             Err(JobError::Transient(_)) => "retried",
         };
@@ -246,19 +255,21 @@ impl Transcoder {
         metrics::histogram!("transcode_job_duration_seconds", "outcome" => outcome_label)
             .record(started.elapsed().as_secs_f64());
         let settled = match outcome {
-            Ok(playback) => {
-                self.complete(&video_id, &job_id, &holder, lease_ms, &playback).await.map_err(HandlerError::Retry).map(|()| {
+            // Split into parts: the video stays PROCESSING until the last part's assembly.
+            Ok(None) => Ok(()),
+            Ok(Some(playback)) => {
+                self.complete(&video_id, &job_id, Some(&holder), lease_ms, &playback).await.map_err(HandlerError::Retry).map(|()| {
                     tracing::info!(video.id = %video_id, duration_ms = started.elapsed().as_millis() as u64, "transcode completed");
                 })
             }
             Err(JobError::Invalid(reason)) => self
-                .fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
+                .fail(&video_id, &video.owner_id, &job_id, Some(&holder), lease_ms, &reason)
                 .await
                 .map_err(HandlerError::Retry)
                 .and(Err(HandlerError::Reject(reason))),
             Err(JobError::Transient(error)) if attempt >= attempts => {
                 let reason = format!("transcoding failed {attempts} times; last error: {error}");
-                self.fail(&video_id, &video.owner_id, &job_id, &holder, lease_ms, &reason)
+                self.fail(&video_id, &video.owner_id, &job_id, Some(&holder), lease_ms, &reason)
                     .await
                     .map_err(HandlerError::Retry)
                     .and(Err(HandlerError::Reject(error)))
@@ -290,17 +301,20 @@ impl Transcoder {
         Ok(held)
     }
 
-    /// Records READY with the playback description and `transcode.completed`, atomically.
+    /// Records READY with the playback description and `transcode.completed`, atomically;
+    /// `holder`: the run's lease, which it must still hold (none for a split job's assembly).
     async fn complete(
         &self,
         video_id: &str,
         job_id: &str,
-        holder: &str,
+        holder: Option<&str>,
         lease_ms: i64,
         playback: &Playback,
     ) -> Result<(), String> {
         let txn = self.db.begin().await.map_err(|e| e.to_string())?;
-        if !self.still_holds(&txn, video_id, holder, lease_ms).await? {
+        if let Some(holder) = holder
+            && !self.still_holds(&txn, video_id, holder, lease_ms).await?
+        {
             return Ok(());
         }
         if !store::set_status(&txn, video_id, job_id, VideoStatus::Ready, None, Some(playback), now_ms())
@@ -339,18 +353,21 @@ impl Transcoder {
         Ok(())
     }
 
-    /// Records FAILED with the reason and `transcode.failed`, atomically.
+    /// Records FAILED with the reason and `transcode.failed`, atomically (`holder` as for
+    /// `complete`).
     async fn fail(
         &self,
         video_id: &str,
         owner_id: &str,
         job_id: &str,
-        holder: &str,
+        holder: Option<&str>,
         lease_ms: i64,
         reason: &str,
     ) -> Result<(), String> {
         let txn = self.db.begin().await.map_err(|e| e.to_string())?;
-        if !self.still_holds(&txn, video_id, holder, lease_ms).await? {
+        if let Some(holder) = holder
+            && !self.still_holds(&txn, video_id, holder, lease_ms).await?
+        {
             return Ok(());
         }
         tracing::warn!(video.id = %video_id, reason = %reason, "transcode failed");

@@ -103,7 +103,7 @@ impl Transcoder {
         });
     }
 
-    fn publish_progress(&self, mut payload: events::TranscodeProgress) {
+    pub(crate) fn publish_progress(&self, mut payload: events::TranscodeProgress) {
         payload.percent = round(payload.percent);
         let message = envelope("transcode.progress", &payload.video_id, crate::NAME, payload.encode_to_vec());
         let bus = self.bus.clone();

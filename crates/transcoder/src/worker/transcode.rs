@@ -3,6 +3,7 @@
 
 use super::early::Early;
 use super::progress::Reporter;
+use super::sources::CachedSource;
 use super::{JobError, scratch, transient};
 use crate::domain::{Playback, Rendition, Stage, Transcoder, media_prefix};
 use crate::pipeline::{self, EncodeSettings, RungSpec, Tools, hls};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl Transcoder {
+    /// Runs the job; `None` when a long source was split into parts instead (`parts`).
     pub(super) async fn transcode(
         &self,
         video_id: &str,
@@ -19,9 +21,8 @@ impl Transcoder {
         job_id: &str,
         sources: &[String],
         shutdown: CancellationToken,
-    ) -> Result<Playback, JobError> {
-        let (work, _alive) =
-            scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
+    ) -> Result<Option<Playback>, JobError> {
+        let (work, alive) = scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let source = work.path().join("source");
         let out = work.path().join("out");
         std::fs::create_dir_all(&out).map_err(|e| transient("work dir")(e.to_string()))?;
@@ -32,24 +33,14 @@ impl Transcoder {
         let tools = self.tools();
         progress.stage(Stage::Probing, 0.0);
         let info = pipeline::probe(&tools, &source).await?;
-        let specs: Vec<RungSpec> = self
-            .config
-            .rungs
-            .iter()
-            .map(|r| RungSpec {
-                name: r.name.clone(),
-                height: r.height,
-                video_bitrate_kbps: r.video_bitrate_kbps,
-                max_bitrate_kbps: r.max_bitrate_kbps,
-            })
-            .collect();
-        let rungs = pipeline::ladder(&info, &specs);
-        let settings = EncodeSettings {
-            preset: self.config.preset.clone(),
-            segment_seconds: self.config.segment_seconds,
-            audio_bitrate_kbps: self.config.audio_bitrate_kbps,
-            timeout: Duration::from_secs(self.config.job_timeout_seconds),
-        };
+        if let Some(spans) = self.split_spans(info.duration_seconds) {
+            progress.stage(Stage::Encoding, 0.0);
+            let cached = CachedSource { path: source, info, _dir: work, _alive: alive };
+            self.split(video_id, job_id, &spans, std::sync::Arc::new(cached)).await?;
+            return Ok(None);
+        }
+        let rungs = self.rungs_for(&info);
+        let settings = self.encode_settings();
         let ladder_names = rungs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
         let encoding = progress.clone();
         let encode = pipeline::encode(
@@ -91,7 +82,7 @@ impl Transcoder {
         let already = early.map(|e| e.uploaded).unwrap_or_default();
         self.store_outputs(video_id, &out, &already).await?;
         let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
-        Ok(Playback {
+        Ok(Some(Playback {
             duration_seconds: packaged.duration_seconds,
             renditions: packaged
                 .renditions
@@ -102,12 +93,37 @@ impl Transcoder {
             poster: Some(path(&thumbs.poster)),
             storyboard: Some(path(&thumbs.storyboard)),
             storyboard_vtt: Some(path(&thumbs.storyboard_vtt)),
-        })
+        }))
+    }
+
+    /// The configured ladder, sized for `info` (never upscaled).
+    pub(super) fn rungs_for(&self, info: &pipeline::SourceInfo) -> Vec<pipeline::Rung> {
+        let specs: Vec<RungSpec> = self
+            .config
+            .rungs
+            .iter()
+            .map(|r| RungSpec {
+                name: r.name.clone(),
+                height: r.height,
+                video_bitrate_kbps: r.video_bitrate_kbps,
+                max_bitrate_kbps: r.max_bitrate_kbps,
+            })
+            .collect();
+        pipeline::ladder(info, &specs)
+    }
+
+    pub(super) fn encode_settings(&self) -> EncodeSettings {
+        EncodeSettings {
+            preset: self.config.preset.clone(),
+            segment_seconds: self.config.segment_seconds,
+            audio_bitrate_kbps: self.config.audio_bitrate_kbps,
+            timeout: Duration::from_secs(self.config.job_timeout_seconds),
+        }
     }
 
     /// ffmpeg and ffprobe with their limits: `ffmpeg_memory_bytes`, and `ffmpeg_cpu_seconds`
     /// (unset: the job's time limit on every CPU).
-    fn tools(&self) -> Tools {
+    pub(super) fn tools(&self) -> Tools {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let cpu_seconds = match self.config.ffmpeg_cpu_seconds {
             0 => self.config.job_timeout_seconds.saturating_mul(cpus),
@@ -154,7 +170,7 @@ impl Transcoder {
 
     /// Writes the source's objects, one after the other, into `to` (one object, or the
     /// partial uploads of a concatenation in order).
-    async fn download(&self, keys: &[String], to: &Path) -> Result<(), JobError> {
+    pub(super) async fn download(&self, keys: &[String], to: &Path) -> Result<(), JobError> {
         use futures::StreamExt as _;
         use tokio::io::AsyncWriteExt as _;
         let mut file = tokio::fs::File::create(to).await.map_err(|e| transient("writing the source")(e.to_string()))?;

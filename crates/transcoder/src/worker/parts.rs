@@ -1,0 +1,416 @@
+//! Segment-parallel jobs: a long video's job is split into parts that any worker takes from
+//! the queue (`transcode.part`): spans of the ladder, and the whole file's audio with the
+//! thumbnails; the part that finishes last queues `transcode.assemble`, which writes the
+//! playlists and the DASH manifest over the stored segments and marks the video READY.
+//!
+//! Workers share nothing but the queue, the database and the object store. A part runs
+//! again from scratch when its delivery comes back (worker killed, retry); a part done twice
+//! stores the same keys twice and is counted once (`finish_part`). A part's run stops when
+//! its video leaves this job (a new upload, a deletion, another part failed the video).
+
+use super::sources::CachedSource;
+use super::{JobError, scratch, transient};
+use crate::domain::{Playback, Rendition, Stage, Transcoder, VideoStatus, media_prefix, now_ms};
+use crate::pipeline::{self, Span, TrackSegments};
+use crate::store;
+use flick_platform::bus::{Delivery, HandlerError, envelope};
+use flick_platform::db::sea_orm::TransactionTrait;
+use flick_platform::outbox;
+use flick_proto::events::v1 as events;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What a part stored, kept on its row for the assembly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PartResult {
+    /// The rungs' segments (a span), or the audio's (the audio part; none for a silent video).
+    tracks: Vec<TrackSegments>,
+    /// Every file stored, relative to the video's media prefix.
+    files: Vec<String>,
+    #[serde(default)]
+    thumbnails: Option<Thumbs>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Thumbs {
+    poster: String,
+    storyboard: String,
+    storyboard_vtt: String,
+}
+
+/// How often a running part checks that its video is still on its job.
+const STILL_WANTED_EVERY: Duration = Duration::from_secs(2);
+
+impl Transcoder {
+    /// Whether a source of this length is split into parts, and into which spans.
+    pub(super) fn split_spans(&self, duration_seconds: f64) -> Option<Vec<Span>> {
+        let min = self.config.chunk_min_seconds;
+        if min == 0 || duration_seconds < f64::from(min) {
+            return None;
+        }
+        let spans = pipeline::spans(duration_seconds, self.config.chunk_seconds, self.config.segment_seconds);
+        (spans.len() > 1).then_some(spans)
+    }
+
+    /// Splits the job: records its parts and queues them (the audio and thumbnails first, so
+    /// the first worker free takes the part every other waits for at the end), atomically.
+    /// The downloaded source stays in this process's cache for the parts it takes.
+    pub(super) async fn split(
+        &self,
+        video_id: &str,
+        job_id: &str,
+        spans: &[Span],
+        source: Arc<CachedSource>,
+    ) -> Result<(), JobError> {
+        self.sources.keep(video_id, job_id, source).await;
+        let parts = spans.len() as u32;
+        let db = |e: flick_platform::db::sea_orm::DbErr| JobError::Transient(format!("recording the parts: {e}"));
+        let txn = self.db.begin().await.map_err(db)?;
+        store::plan_parts(&txn, video_id, job_id, i64::from(parts), now_ms()).await.map_err(db)?;
+        let part = |part: u32, span: Option<&Span>| events::TranscodePart {
+            video_id: video_id.to_string(),
+            job_id: job_id.to_string(),
+            part,
+            parts,
+            start_seconds: span.map_or(0.0, |s| s.start_seconds),
+            duration_seconds: span.map_or(0.0, |s| s.duration_seconds),
+            first_segment: span.map_or(0, |s| s.first_segment),
+        };
+        let mut jobs = vec![part(parts, None)];
+        jobs.extend(spans.iter().enumerate().map(|(k, s)| part(k as u32, Some(s))));
+        for job in jobs {
+            outbox::record(&txn, &envelope("transcode.part", video_id, crate::NAME, job.encode_to_vec()))
+                .await
+                .map_err(db)?;
+        }
+        txn.commit().await.map_err(db)?;
+        self.relay.notify();
+        tracing::info!(video.id = %video_id, job.id = %job_id, parts, "long video split into parts");
+        Ok(())
+    }
+
+    /// Handles one `transcode.part` delivery.
+    pub(super) async fn handle_part(
+        &self,
+        delivery: Delivery,
+        shutdown: CancellationToken,
+    ) -> Result<(), HandlerError> {
+        let p = events::TranscodePart::decode(delivery.envelope.payload.as_slice())
+            .map_err(|e| HandlerError::Reject(format!("undecodable part: {e}")))?;
+        let retry = |e: flick_platform::db::sea_orm::DbErr| HandlerError::Retry(e.to_string());
+        let Some(video) = self.video_on_job(&p.video_id, &p.job_id).await.map_err(retry)? else {
+            tracing::info!(video.id = %p.video_id, part = p.part, "part of a superseded or settled job; dropped");
+            return Ok(());
+        };
+        let rows = store::parts(&self.db, &p.video_id, &p.job_id).await.map_err(retry)?;
+        match rows.iter().find(|r| r.part == i64::from(p.part)) {
+            None => return Ok(()),
+            Some(r) if r.done_at_ms.is_some() => {
+                tracing::info!(video.id = %p.video_id, part = p.part, "part done already; dropped");
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        let run = shutdown.child_token();
+        let watcher =
+            tokio::spawn(self.clone().cancel_when_unwanted(p.video_id.clone(), p.job_id.clone(), run.clone()));
+        let started = std::time::Instant::now();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(self.config.job_timeout_seconds), self.run_part(&p, run.clone()))
+                .await
+                .unwrap_or_else(|_| Err(JobError::Transient("the part ran past the job's time limit".into())));
+        watcher.abort();
+        if run.is_cancelled() && !shutdown.is_cancelled() && outcome.is_err() {
+            tracing::info!(video.id = %p.video_id, part = p.part, "part stopped: its video left this job");
+            return Ok(());
+        }
+        if shutdown.is_cancelled() && outcome.is_err() {
+            return Err(HandlerError::Requeue("the worker is shutting down".into()));
+        }
+        let label = match &outcome {
+            Ok(_) => "completed",
+            Err(JobError::Invalid(_)) => "invalid",
+            Err(JobError::Transient(_)) => "retried",
+        };
+        metrics::counter!("transcode_parts_total", "outcome" => label).increment(1);
+        metrics::histogram!("transcode_part_duration_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        let attempts = self.config.job_attempts.max(1);
+        match outcome {
+            Ok(result) => self.settle_part(&p, &video.owner_id, &result).await.map_err(HandlerError::Retry),
+            Err(JobError::Invalid(reason)) => {
+                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
+                    .await
+                    .map_err(HandlerError::Retry)?;
+                Err(HandlerError::Reject(reason))
+            }
+            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
+                let reason = format!("transcoding part {} failed {attempts} times; last error: {error}", p.part + 1);
+                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
+                    .await
+                    .map_err(HandlerError::Retry)?;
+                Err(HandlerError::Reject(error))
+            }
+            Err(JobError::Transient(error)) => Err(HandlerError::Retry(error)),
+        }
+    }
+
+    /// The video, if it still runs job `job_id`.
+    async fn video_on_job(
+        &self,
+        video_id: &str,
+        job_id: &str,
+    ) -> Result<Option<crate::domain::Video>, flick_platform::db::sea_orm::DbErr> {
+        Ok(store::video(&self.db, video_id)
+            .await?
+            .filter(|v| v.job_id.as_deref() == Some(job_id) && v.status == VideoStatus::Processing))
+    }
+
+    /// Cancels `run` once the video leaves job `job_id` (a new upload, a deletion, a failure).
+    async fn cancel_when_unwanted(self, video_id: String, job_id: String, run: CancellationToken) {
+        loop {
+            tokio::time::sleep(STILL_WANTED_EVERY).await;
+            if let Ok(None) = self.video_on_job(&video_id, &job_id).await {
+                run.cancel();
+                return;
+            }
+        }
+    }
+
+    /// Encodes and stores one part; returns its result for the row.
+    async fn run_part(&self, p: &events::TranscodePart, cancel: CancellationToken) -> Result<String, JobError> {
+        let source = self.cached_source(&p.video_id, &p.job_id).await?;
+        let tools = self.tools();
+        let rungs = self.rungs_for(&source.info);
+        let settings = self.encode_settings();
+        let (work, _alive) =
+            scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
+        let out = work.path().join("out");
+        let mut result = PartResult::default();
+        if p.part < p.parts {
+            let span = Span {
+                start_seconds: p.start_seconds,
+                duration_seconds: p.duration_seconds,
+                first_segment: p.first_segment,
+            };
+            result.tracks =
+                pipeline::encode_span(&tools, &source.path, &source.info, &rungs, &settings, &span, &out, cancel)
+                    .await?;
+            for track in &result.tracks {
+                if p.part == 0 {
+                    result.files.push(format!("{}/{}", track.name, pipeline::init_name(&track.name)));
+                }
+                result.files.extend(track.segments.iter().map(|s| format!("{}/{}", track.name, s.uri)));
+            }
+        } else {
+            let audio = pipeline::encode_audio(&tools, &source.path, &source.info, &settings, &out, cancel).await?;
+            if let Some(audio) = audio {
+                result.files.push(format!("{}/{}", audio.name, pipeline::init_name(&audio.name)));
+                result.files.extend(audio.segments.iter().map(|s| format!("{}/{}", audio.name, s.uri)));
+                result.tracks.push(audio);
+            }
+            let thumbs = pipeline::thumbnails(&tools, &source.path, &source.info, &out).await?;
+            let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
+            for file in thumbs.stills.iter().chain([&thumbs.poster, &thumbs.storyboard, &thumbs.storyboard_vtt]) {
+                result.files.push(path(file));
+            }
+            result.thumbnails = Some(Thumbs {
+                poster: path(&thumbs.poster),
+                storyboard: path(&thumbs.storyboard),
+                storyboard_vtt: path(&thumbs.storyboard_vtt),
+            });
+        }
+        result.files.sort();
+        result.files.dedup();
+        let prefix = media_prefix(&p.video_id);
+        for file in &result.files {
+            let data =
+                tokio::fs::read(out.join(file)).await.map_err(|e| transient("reading an output")(e.to_string()))?;
+            self.storage
+                .put(&format!("{prefix}/{file}"), data.into())
+                .await
+                .map_err(|e| transient("storing an output")(e.to_string()))?;
+        }
+        serde_json::to_string(&result).map_err(|e| JobError::Transient(format!("part result: {e}")))
+    }
+
+    /// Counts the part done; the last one queues the assembly. Then reports the share done.
+    async fn settle_part(&self, p: &events::TranscodePart, owner_id: &str, result: &str) -> Result<(), String> {
+        let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if !store::lock_video(&txn, &p.video_id).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let now = now_ms();
+        if !store::finish_part(&txn, &p.video_id, &p.job_id, i64::from(p.part), result, now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        let rows = store::parts(&txn, &p.video_id, &p.job_id).await.map_err(|e| e.to_string())?;
+        let done = rows.iter().filter(|r| r.done_at_ms.is_some()).count();
+        if done == rows.len() {
+            let assemble = events::TranscodePart { part: p.parts, ..p.clone() };
+            outbox::record(&txn, &envelope("transcode.assemble", &p.video_id, crate::NAME, assemble.encode_to_vec()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        txn.commit().await.map_err(|e| e.to_string())?;
+        self.relay.notify();
+        // Encoding is 90% of a job; the parts share it. ETA: the time per part so far.
+        let share = done as f64 / rows.len().max(1) as f64;
+        let percent = (share * 90.0 * 10.0).round() / 10.0;
+        let elapsed = (now - rows.iter().map(|r| r.created_at_ms).min().unwrap_or(now)) as f64 / 1000.0;
+        let eta = (share > 0.0).then(|| elapsed / share * (1.0 - share));
+        self.publish_progress(events::TranscodeProgress {
+            video_id: p.video_id.clone(),
+            owner_id: owner_id.to_string(),
+            stage: Stage::Encoding.to_string(),
+            percent,
+            eta_seconds: eta,
+            ..Default::default()
+        });
+        if let Err(e) = store::set_progress(&self.db, &p.video_id, &p.job_id, percent).await {
+            tracing::debug!(video.id = %p.video_id, error = %e, "progress not stored");
+        }
+        tracing::info!(video.id = %p.video_id, part = p.part, done, parts = rows.len(), "part done");
+        Ok(())
+    }
+
+    /// Handles `transcode.assemble`: playlists, master and manifest over the parts' segments,
+    /// stale keys of earlier runs removed, then READY and `transcode.completed`.
+    pub(super) async fn handle_assemble(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let p = events::TranscodePart::decode(delivery.envelope.payload.as_slice())
+            .map_err(|e| HandlerError::Reject(format!("undecodable assembly: {e}")))?;
+        let retry = |e: flick_platform::db::sea_orm::DbErr| HandlerError::Retry(e.to_string());
+        let Some(video) = self.video_on_job(&p.video_id, &p.job_id).await.map_err(retry)? else {
+            return Ok(());
+        };
+        let rows = store::parts(&self.db, &p.video_id, &p.job_id).await.map_err(retry)?;
+        if rows.is_empty() || rows.iter().any(|r| r.done_at_ms.is_none()) {
+            return Err(HandlerError::Reject("assembly of a job whose parts are not all done".into()));
+        }
+        let results: Vec<PartResult> = rows
+            .iter()
+            .map(|r| serde_json::from_str(r.result.as_deref().unwrap_or("{}")))
+            .collect::<Result<_, _>>()
+            .map_err(|e| HandlerError::Reject(format!("a part's result is unreadable: {e}")))?;
+        let outcome = self.assemble(&p, &results).await;
+        let attempts = self.config.job_attempts.max(1);
+        match outcome {
+            Ok(playback) => {
+                self.complete(&p.video_id, &p.job_id, None, 0, &playback).await.map_err(HandlerError::Retry)?;
+                self.sources.forget(&p.video_id, &p.job_id).await;
+                tracing::info!(video.id = %p.video_id, parts = rows.len(), "parts assembled; transcode completed");
+                Ok(())
+            }
+            Err(JobError::Invalid(reason)) => {
+                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
+                    .await
+                    .map_err(HandlerError::Retry)?;
+                Err(HandlerError::Reject(reason))
+            }
+            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
+                let reason = format!("assembling the parts failed {attempts} times; last error: {error}");
+                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
+                    .await
+                    .map_err(HandlerError::Retry)?;
+                Err(HandlerError::Reject(error))
+            }
+            Err(JobError::Transient(error)) => Err(HandlerError::Retry(error)),
+        }
+    }
+
+    async fn assemble(&self, p: &events::TranscodePart, results: &[PartResult]) -> Result<Playback, JobError> {
+        let source = self.cached_source(&p.video_id, &p.job_id).await?;
+        let rungs = self.rungs_for(&source.info);
+        let (work, _alive) =
+            scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
+        let out = work.path().join("out");
+        let prefix = media_prefix(&p.video_id);
+        // Each rung's segments in span order, then the audio's.
+        let mut tracks: Vec<TrackSegments> = Vec::new();
+        for rung in &rungs {
+            let segments = results
+                .iter()
+                .flat_map(|r| r.tracks.iter().filter(|t| t.name == rung.name))
+                .flat_map(|t| t.segments.iter().cloned())
+                .collect();
+            tracks.push(TrackSegments { name: rung.name.clone(), segments });
+        }
+        tracks.extend(results.iter().flat_map(|r| r.tracks.iter().filter(|t| t.name == pipeline::AUDIO)).cloned());
+        for track in &tracks {
+            let init = format!("{}/{}", track.name, pipeline::init_name(&track.name));
+            let data = self
+                .storage
+                .get(&format!("{prefix}/{init}"))
+                .await
+                .map_err(|e| transient("reading an init segment")(e.to_string()))?;
+            let path = out.join(&init);
+            tokio::fs::create_dir_all(path.parent().expect("in a track dir"))
+                .await
+                .map_err(|e| transient("work dir")(e.to_string()))?;
+            tokio::fs::write(&path, data).await.map_err(|e| transient("work dir")(e.to_string()))?;
+        }
+        let packaged = pipeline::assemble(&source.info, &rungs, &self.encode_settings(), &tracks, &out).await?;
+        let mut written: HashSet<String> = results.iter().flat_map(|r| r.files.iter().cloned()).collect();
+        let mut made = vec![pipeline::MASTER.to_string(), packaged.manifest.to_string_lossy().into_owned()];
+        made.extend(tracks.iter().map(|t| format!("{}/{}", t.name, pipeline::PLAYLIST)));
+        for file in made {
+            let data =
+                tokio::fs::read(out.join(&file)).await.map_err(|e| transient("reading an output")(e.to_string()))?;
+            self.storage
+                .put(&format!("{prefix}/{file}"), data.into())
+                .await
+                .map_err(|e| transient("storing an output")(e.to_string()))?;
+            written.insert(file);
+        }
+        // What an earlier run of the video left and this one did not write.
+        for key in self.storage.list(&prefix).await.map_err(|e| transient("listing stored outputs")(e.to_string()))? {
+            let relative = key.strip_prefix(&format!("{prefix}/")).unwrap_or(&key);
+            if !written.contains(relative) {
+                self.storage.delete(&key).await.map_err(|e| transient("removing a stale output")(e.to_string()))?;
+            }
+        }
+        let thumbs = results.iter().find_map(|r| r.thumbnails.clone());
+        Ok(Playback {
+            duration_seconds: packaged.duration_seconds,
+            renditions: packaged
+                .renditions
+                .iter()
+                .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
+                .collect(),
+            has_audio: source.info.has_audio,
+            poster: thumbs.as_ref().map(|t| t.poster.clone()),
+            storyboard: thumbs.as_ref().map(|t| t.storyboard.clone()),
+            storyboard_vtt: thumbs.map(|t| t.storyboard_vtt),
+        })
+    }
+
+    /// The job's source, from this process's cache or downloaded and probed once.
+    async fn cached_source(&self, video_id: &str, job_id: &str) -> Result<Arc<CachedSource>, JobError> {
+        if let Some(source) = self.sources.get(video_id, job_id).await {
+            return Ok(source);
+        }
+        let _one_download = self.sources.downloading.lock().await;
+        if let Some(source) = self.sources.get(video_id, job_id).await {
+            return Ok(source);
+        }
+        let video = store::video(&self.db, video_id)
+            .await
+            .map_err(|e| transient("reading the video")(e.to_string()))?
+            .ok_or_else(|| JobError::Transient("the video is gone".into()))?;
+        let (dir, alive) = scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
+        let path = dir.path().join("source");
+        self.download(&video.source_objects(), &path).await?;
+        let info = pipeline::probe(&self.tools(), &path).await?;
+        let source = Arc::new(CachedSource { path, info, _dir: dir, _alive: alive });
+        self.sources.keep(video_id, job_id, source.clone()).await;
+        Ok(source)
+    }
+}
