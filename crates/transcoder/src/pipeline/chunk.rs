@@ -185,43 +185,18 @@ pub async fn assemble(
 ) -> Result<Packaged, MediaError> {
     let mut sizes = HashMap::new();
     for track in tracks {
-        tokio::fs::write(out_dir.join(&track.name).join(PLAYLIST), playlist(track)).await?;
+        tokio::fs::write(out_dir.join(&track.name).join(PLAYLIST), media_playlist(track, true)).await?;
         for s in &track.segments {
             sizes.insert(PathBuf::from(&track.name).join(&s.uri), s.bytes);
         }
     }
     let has_audio = tracks.iter().any(|t| t.name == AUDIO);
-    let audio_bps = if has_audio { u64::from(settings.audio_bitrate_kbps) * 1000 } else { 0 };
-    // As ffmpeg writes it: the declared bitrates plus 10%, the audio-only variant last.
-    let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
-    if has_audio {
-        let _ = writeln!(
-            master,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"group_aud\",NAME=\"audio_0\",DEFAULT=YES,URI=\"{AUDIO}/{PLAYLIST}\""
-        );
-    }
+    let mut codecs = Vec::with_capacity(rungs.len());
     for rung in rungs {
         let init = tokio::fs::read(out_dir.join(&rung.name).join(init_name(&rung.name))).await?;
-        let video = avc_codec(&init).unwrap_or_else(|| "avc1.640028".into());
-        let codecs = if has_audio { format!("{video},mp4a.40.2") } else { video };
-        let bandwidth = (u64::from(rung.video_bitrate_kbps) * 1000 + audio_bps) * 11 / 10;
-        let _ = write!(
-            master,
-            "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={}x{},CODECS=\"{codecs}\"",
-            rung.width, rung.height
-        );
-        if has_audio {
-            master.push_str(",AUDIO=\"group_aud\"");
-        }
-        let _ = writeln!(master, "\n{}/{PLAYLIST}\n", rung.name);
+        codecs.push(avc_codec(&init).unwrap_or_else(|| "avc1.640028".into()));
     }
-    if has_audio {
-        let _ = writeln!(
-            master,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"mp4a.40.2\",AUDIO=\"group_aud\"\n{AUDIO}/{PLAYLIST}\n",
-            audio_bps * 11 / 10
-        );
-    }
+    let master = master_playlist(rungs, &codecs, has_audio, settings.audio_bitrate_kbps);
     tokio::fs::write(out_dir.join(MASTER), master).await?;
     package_sized(source, rungs, out_dir, Some(&sizes)).await
 }
@@ -247,18 +222,55 @@ async fn read_track(out_dir: &Path, name: &str) -> Result<TrackSegments, MediaEr
     Ok(TrackSegments { name: name.to_string(), segments })
 }
 
-fn playlist(track: &TrackSegments) -> String {
+/// A track's media playlist: VOD when `ended`, else a growing EVENT playlist (early playback).
+pub fn media_playlist(track: &TrackSegments, ended: bool) -> String {
     let target = track.segments.iter().map(|s| s.seconds).fold(1.0_f64, f64::max).ceil() as u64;
     let mut out = format!(
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n{}\n#EXT-X-MAP:URI=\"{}\"\n",
-        hls::VOD,
+        if ended { hls::VOD } else { hls::EVENT },
         init_name(&track.name)
     );
     for s in &track.segments {
         let _ = writeln!(out, "#EXTINF:{:.6},\n{}", s.seconds, s.uri);
     }
-    out.push_str("#EXT-X-ENDLIST\n");
+    if ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
     out
+}
+
+/// The HLS master over `rungs` (with each one's video codec, RFC 6381) and the audio group,
+/// as ffmpeg writes it: the declared bitrates plus 10%, the audio-only variant last.
+pub fn master_playlist(rungs: &[Rung], codecs: &[String], has_audio: bool, audio_kbps: u32) -> String {
+    let audio_bps = if has_audio { u64::from(audio_kbps) * 1000 } else { 0 };
+    let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
+    if has_audio {
+        let _ = writeln!(
+            master,
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"group_aud\",NAME=\"audio_0\",DEFAULT=YES,URI=\"{AUDIO}/{PLAYLIST}\""
+        );
+    }
+    for (rung, video) in rungs.iter().zip(codecs) {
+        let codecs = if has_audio { format!("{video},mp4a.40.2") } else { video.clone() };
+        let bandwidth = (u64::from(rung.video_bitrate_kbps) * 1000 + audio_bps) * 11 / 10;
+        let _ = write!(
+            master,
+            "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={}x{},CODECS=\"{codecs}\"",
+            rung.width, rung.height
+        );
+        if has_audio {
+            master.push_str(",AUDIO=\"group_aud\"");
+        }
+        let _ = writeln!(master, "\n{}/{PLAYLIST}\n", rung.name);
+    }
+    if has_audio {
+        let _ = writeln!(
+            master,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"mp4a.40.2\",AUDIO=\"group_aud\"\n{AUDIO}/{PLAYLIST}\n",
+            audio_bps * 11 / 10
+        );
+    }
+    master
 }
 
 /// Adds `offset` (in the track's timescale) to the decode time of every fragment of a
@@ -388,7 +400,8 @@ mod tests {
                 Segment { uri: "seg_00001.m4s".into(), seconds: 2.5, bytes: 5 },
             ],
         };
-        let text = playlist(&track);
+        let text = media_playlist(&track, true);
+        assert!(!media_playlist(&track, false).contains("ENDLIST"));
         let parsed = hls::parse_media(&text);
         assert_eq!(parsed.init.as_deref(), Some("init_720p.mp4"));
         assert_eq!(parsed.segments.len(), 2);

@@ -50,7 +50,7 @@ pub struct RungSpec {
 }
 
 /// A rendition to encode, sized for one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rung {
     pub name: String,
     pub width: u32,

@@ -37,12 +37,14 @@ mod thumbs;
 
 use std::path::PathBuf;
 
-pub use chunk::{Segment, TrackSegments, assemble, encode_audio, encode_span, init_name, spans};
+pub use chunk::{
+    Segment, TrackSegments, assemble, encode_audio, encode_span, init_name, master_playlist, media_playlist, spans,
+};
 pub use encode::{EncodeSettings, Span, encode};
 pub use hls::completed_segments;
 pub use ladder::{default_rungs, ladder};
 pub use layout::{AUDIO, MANIFEST, MASTER, MAX_OUTPUT_FRAME_RATE, PLAYLIST, Rung, RungSpec, THUMBS, init_file};
-pub use package::{Packaged, RenditionInfo};
+pub use package::{Packaged, RenditionInfo, avc_codec};
 pub use probe::{
     MAX_DIMENSION, MAX_DURATION_SECONDS, MAX_FRAME_RATE, MAX_PIXELS, MIN_DIMENSION, MIN_DURATION_SECONDS, SourceInfo,
     probe,

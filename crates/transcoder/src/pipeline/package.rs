@@ -205,7 +205,7 @@ fn is_audio(codec: &str) -> bool {
 }
 
 /// `avc1.PPCCLL` from the init segment's `avcC` box, for a master playlist without CODECS.
-pub(crate) fn avc_codec(init: &[u8]) -> Option<String> {
+pub fn avc_codec(init: &[u8]) -> Option<String> {
     let at = init.windows(4).position(|w| w == b"avcC")?;
     let b = init.get(at + 5..at + 8)?;
     Some(format!("avc1.{:02x}{:02x}{:02x}", b[0], b[1], b[2]))

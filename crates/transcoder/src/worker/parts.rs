@@ -34,6 +34,12 @@ struct PartResult {
     files: Vec<String>,
     #[serde(default)]
     thumbnails: Option<Thumbs>,
+    /// The ladder the span was encoded with (the master of an early playlist needs it).
+    #[serde(default)]
+    rungs: Vec<pipeline::Rung>,
+    /// The source's probed duration.
+    #[serde(default)]
+    source_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,8 +197,9 @@ impl Transcoder {
         let (work, _alive) =
             scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let out = work.path().join("out");
-        let mut result = PartResult::default();
+        let mut result = PartResult { source_seconds: source.info.duration_seconds, ..PartResult::default() };
         if p.part < p.parts {
+            result.rungs = rungs.clone();
             let span = Span {
                 start_seconds: p.start_seconds,
                 duration_seconds: p.duration_seconds,
@@ -254,11 +261,29 @@ impl Transcoder {
         }
         let rows = store::parts(&txn, &p.video_id, &p.job_id).await.map_err(|e| e.to_string())?;
         let done = rows.iter().filter(|r| r.done_at_ms.is_some()).count();
+        let mut playable = false;
+        let early_from = f64::from(self.config.early_playback_min_seconds);
+        if done < rows.len() && early_from > 0.0 && source_seconds(&rows) >= early_from {
+            // Under the video's lock, so the playlists only ever grow.
+            match self.publish_early(p, &rows).await {
+                Ok(now_playable) => playable = now_playable,
+                // Early playback is a bonus: the parts go on and the assembly stores everything.
+                Err(e) => tracing::warn!(video.id = %p.video_id, error = %e, "early playback paused"),
+            }
+        }
         if done == rows.len() {
             let assemble = events::TranscodePart { part: p.parts, ..p.clone() };
             outbox::record(&txn, &envelope("transcode.assemble", &p.video_id, crate::NAME, assemble.encode_to_vec()))
                 .await
                 .map_err(|e| e.to_string())?;
+        }
+        if playable
+            && store::set_playable(&txn, &p.video_id, &p.job_id, source_seconds(&rows), now)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            tracing::info!(video.id = %p.video_id, "playable before its parts finished");
+            self.publish_stage(&p.video_id, owner_id, Stage::Playable, 50.0, None);
         }
         txn.commit().await.map_err(|e| e.to_string())?;
         self.relay.notify();
@@ -280,6 +305,73 @@ impl Transcoder {
         }
         tracing::info!(video.id = %p.video_id, part = p.part, done, parts = rows.len(), "part done");
         Ok(())
+    }
+
+    /// Early playback of a split job: once the audio part and the spans from the start are
+    /// done, growing (EVENT) playlists over those spans and the master go up; each span that
+    /// follows on extends them. True when something is published (the video plays).
+    async fn publish_early(&self, p: &events::TranscodePart, rows: &[store::PartRow]) -> Result<bool, String> {
+        let results: Vec<Option<PartResult>> =
+            rows.iter().map(|r| r.result.as_deref().and_then(|json| serde_json::from_str(json).ok())).collect();
+        let Some(Some(audio)) = results.last() else { return Ok(false) };
+        let prefix: Vec<&PartResult> = results[..results.len() - 1].iter().map_while(Option::as_ref).collect();
+        let Some(first) = prefix.first() else { return Ok(false) };
+        if prefix.len() == results.len() - 1 {
+            return Ok(false); // the assembly writes the whole thing
+        }
+        let prefix_seconds: f64 =
+            prefix.iter().flat_map(|r| r.tracks.first()).flat_map(|t| t.segments.iter().map(|s| s.seconds)).sum();
+        let mut tracks: Vec<TrackSegments> = first
+            .rungs
+            .iter()
+            .map(|rung| TrackSegments {
+                name: rung.name.clone(),
+                segments: prefix
+                    .iter()
+                    .flat_map(|r| r.tracks.iter().filter(|t| t.name == rung.name))
+                    .flat_map(|t| t.segments.iter().cloned())
+                    .collect(),
+            })
+            .collect();
+        // The audio is whole already: only as far as the video goes.
+        for track in &audio.tracks {
+            let mut start = 0.0;
+            let segments = track
+                .segments
+                .iter()
+                .take_while(|s| {
+                    let before = start < prefix_seconds;
+                    start += s.seconds;
+                    before
+                })
+                .cloned()
+                .collect();
+            tracks.push(TrackSegments { name: track.name.clone(), segments });
+        }
+        let prefix_key = media_prefix(&p.video_id);
+        let mut codecs = Vec::with_capacity(first.rungs.len());
+        for rung in &first.rungs {
+            let init = self
+                .storage
+                .get(&format!("{prefix_key}/{}/{}", rung.name, pipeline::init_name(&rung.name)))
+                .await
+                .map_err(|e| format!("reading an init segment: {e}"))?;
+            codecs.push(pipeline::avc_codec(&init).unwrap_or_else(|| "avc1.640028".into()));
+        }
+        for track in &tracks {
+            let playlist = pipeline::media_playlist(track, false);
+            self.storage
+                .put(&format!("{prefix_key}/{}/{}", track.name, pipeline::PLAYLIST), playlist.into_bytes().into())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let has_audio = !audio.tracks.is_empty();
+        let master = pipeline::master_playlist(&first.rungs, &codecs, has_audio, self.config.audio_bitrate_kbps);
+        self.storage
+            .put(&format!("{prefix_key}/{}", pipeline::MASTER), master.into_bytes().into())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     /// Handles `transcode.assemble`: playlists, master and manifest over the parts' segments,
@@ -413,4 +505,13 @@ impl Transcoder {
         self.sources.keep(video_id, job_id, source.clone()).await;
         Ok(source)
     }
+}
+
+/// The source's probed duration, as the parts recorded it.
+fn source_seconds(rows: &[store::PartRow]) -> f64 {
+    rows.iter()
+        .filter_map(|r| r.result.as_deref())
+        .filter_map(|json| serde_json::from_str::<PartResult>(json).ok())
+        .map(|r| r.source_seconds)
+        .fold(0.0, f64::max)
 }
