@@ -1091,6 +1091,10 @@ class Stub(BaseHTTPRequestHandler):
             srv.hosts.append(self.headers.get("Host"))
             if path == "/graphql" and self.command == "POST" and b"__typename" in body_in:
                 code, body = 200, b'{"data":{"__typename":"Query"}}'
+            elif path == "/graphql" and self.command == "GET" and "text/html" in (self.headers.get("Accept") or ""):
+                code, body = 200, b"<title>Laboratory</title>" if srv.scenario.get("graphiql_missing") else b"<title>GraphiQL \xc2\xb7 Flick</title>"
+            elif path == "/" and self.command == "GET":
+                code, body = 200, b'<!doctype html><title>Flick</title><div id="app"></div>'
             elif path == "/user/token_verify":
                 code = 200 if srv.scenario.get("verify_open") else 403
         self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
@@ -1321,7 +1325,7 @@ for s in sets:
         script = c["args"][0]
         istio = any(d["kind"] == "PeerAuthentication" for d in docs)
         host = None if s in ("default", "istio") else "flick.example.com"
-        scenarios = [("healthy", {}, 0), ("verify-open", {"verify_open": True}, 1)]
+        scenarios = [("healthy", {}, 0), ("verify-open", {"verify_open": True}, 1), ("graphiql-missing", {"graphiql_missing": True}, 1)]
         if not istio:  # with istio the script cannot reach the services directly (it says so)
             scenarios += [("degraded", {"degraded": {"media"}}, 1), ("router-not-ready", {"router_not_ready": True}, 1)]
         for label, scenario, want in scenarios:
@@ -1331,7 +1335,7 @@ for s in sets:
                 fail(f"{s}: helm test script, {label}: exit {rc}, want {'0' if want == 0 else 'a failure'}:\n{out}")
             if label == "healthy":
                 oks = out.count("\nok   ") + out.startswith("ok   ")
-                want_oks = 2 + (0 if istio else len(svcs) + 2)
+                want_oks = 4 + (0 if istio else len(svcs) + 2)  # the edge's 4: GraphQL, token_verify, /, GraphiQL
                 if oks != want_oks or "all smoke checks passed" not in out:
                     fail(f"{s}: helm test script: {oks} ok lines, want {want_oks}:\n{out}")
                 if istio and "skipped: direct checks" not in out:
