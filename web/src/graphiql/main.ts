@@ -12,7 +12,7 @@
 import { createElement } from 'react';
 import { createRoot } from 'react-dom/client';
 import { GraphiQL } from 'graphiql';
-import 'graphiql/setup-workers/vite';
+import './workers';
 import 'graphiql/style.css';
 import { createGraphiQLFetcher, type Fetcher } from '@graphiql/toolkit';
 import { createClient } from 'graphql-ws';
