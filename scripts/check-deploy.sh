@@ -471,12 +471,11 @@ chart_set_args() { # the --set arguments of one values set
       echo "--set istio.enabled=true --set otelCollector.enabled=true" ;;
     istio-edge)
       echo "--set istio.enabled=true --set edge.kind=istio --set edge.host=flick.example.com"
-      echo "--set edge.corsAllowOrigins[0]=https://app.example.com --set edge.istio.gateway.tlsCredentialName=flick-tls"
-      echo "--set webapp.enabled=true --set webapp.service.name=flick-web" ;;
+      echo "--set edge.corsAllowOrigins[0]=https://app.example.com --set edge.istio.gateway.tlsCredentialName=flick-tls" ;;
     traefik-alt)
       echo "--set edge.host=flick.example.com --set edge.corsAllowOrigins[0]=https://app.example.com"
       echo "--set edge.rateLimit.ipStrategyDepth=1 --set edge.traefik.tls.secretName=flick-tls"
-      echo "--set webapp.enabled=true --set webapp.service.name=flick-web --set serviceMonitor.enabled=true" ;;
+      echo "--set webapp.existingService.name=flick-web --set serviceMonitor.enabled=true" ;;
     ops)
       # the operations objects on: alerts, dashboards, KEDA instead of the workers' CPU HPA, an
       # HPA for the transcoder too, workers on a compute pool, stores restricted by address
@@ -499,7 +498,7 @@ chart_set_args() { # the --set arguments of one values set
       echo "--set worker.autoscaling.enabled=false --set services.activity.autoscaling.enabled=false"
       echo "--set secrets.s3.name= --set preStopSleepSeconds=0"
       echo "--set config.otlpEndpoint=http://otel-collector:4317 --set config.publicBaseUrl=https://flick.example.com"
-      echo "--set identity.existingSecret=flick-mesh-external --set edge.enabled=false"
+      echo "--set identity.existingSecret=flick-mesh-external --set edge.enabled=false --set webapp.enabled=false"
       echo "--set networkPolicy.enabled=false --set tests.enabled=false --set router.autoscaling.enabled=false"
       echo "--set services.accounts.autoscaling.enabled=false --set services.media.autoscaling.enabled=false" ;;
   esac
@@ -654,12 +653,13 @@ for label, env in runs:
     log = open(path + ".log", "w")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_")}
     proc = subprocess.Popen([traefik, f"--configFile={path}"], stdout=log, stderr=subprocess.STDOUT, env={**clean, **env})
-    mws = {}
+    mws, routers = {}, {}
     try:
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
                 mws = {m["name"]: m for m in json.load(urllib.request.urlopen(f"http://127.0.0.1:{api}/api/http/middlewares", timeout=2))}
+                routers = {r["name"]: r for r in json.load(urllib.request.urlopen(f"http://127.0.0.1:{api}/api/http/routers", timeout=2))}
                 if "cors@file" in mws:
                     break
             except OSError:
@@ -688,12 +688,18 @@ for label, env in runs:
     mesh = mws.get("strip-identity@file", {}).get("headers", {}).get("customRequestHeaders", {}).get("X-Flick-Mesh")
     if mesh != env["FLICK_MESH_SECRET"]:
         bad.append(f"{label}: strip-identity does not set X-Flick-Mesh to FLICK_MESH_SECRET")
+    # a browser's GET /graphql: the web app's GraphiQL page, ahead of the router's route
+    gq = routers.get("graphiql@file", {})
+    if gq.get("status") != "enabled" or gq.get("service") != "webapp" or gq.get("middlewares") != ["graphiql-page@file"] \
+            or not 0 < len(routers.get("graphql@file", {}).get("rule", "")) < gq.get("priority", 0) < 600 \
+            or mws.get("graphiql-page@file", {}).get("replacePath", {}).get("path") != "/graphiql.html":
+        bad.append(f"{label}: no GraphiQL route (GET /graphql, Accept text/html) to the web app's /graphiql.html ahead of the router's")
 if bad:
     print("\n".join(bad)); sys.exit(1)
 version = subprocess.run([traefik, "version"], capture_output=True, text=True).stdout
 version = next((l.split()[-1] for l in version.splitlines() if l.startswith("Version")), "?")
 print(f"traefik {version} loads deploy/compose/traefik.yml + traefik-dynamic.yml without errors, under Compose's "
-      f"environment and other values: CORS origins, rate limits and the mesh secret follow the variables")
+      f"environment and other values: CORS origins, rate limits and the mesh secret follow the variables; GraphiQL routed to the web app")
 PYEOF
 }
 
@@ -753,8 +759,9 @@ for s in sets:
     sas = {d["metadata"]["name"] for d in of("ServiceAccount")}
     services = {f"{d['metadata']['name']}.{ns}.svc.cluster.local": {p["port"] for p in d["spec"]["ports"]}
                 for d in of("Service")}
-    # the values sets that route / to a web app name its Service flick-web (not rendered)
-    webapp = {f"flick-web.{ns}.svc.cluster.local": {values["webapp"]["service"]["port"]}} if "flick-web" in text else {}
+    # the values set that routes / to a web app of its own names its Service flick-web (not rendered)
+    webapp = {f"flick-web.{ns}.svc.cluster.local": {values["webapp"]["existingService"]["port"]}} if "flick-web" in text else {}
+    web_hosts = {f"flick-web.{ns}.svc.cluster.local", f"{release}-flick-web.{ns}.svc.cluster.local"}
     pods = []  # (deployment, pod labels, annotations, container port)
     # Flick's components (the optional trace collector is not one: its own checks are in ops)
     for d in [d for d in of("Deployment") if "app.kubernetes.io/component" in d["spec"]["template"]["metadata"]["labels"]]:
@@ -798,6 +805,9 @@ for s in sets:
     if istio:
         for name, labels, ann, port in pods:
             check(ann.get("proxy.istio.io/config") == '{"holdApplicationUntilProxyStarts": true}', f"{s}: {name}: holdApplicationUntilProxyStarts")
+            if labels["app.kubernetes.io/component"] == "web":  # files only: no /metrics to merge
+                check("prometheus.io/scrape" not in ann, f"{s}: {name}: the web app has no /metrics to scrape")
+                continue
             check(ann.get("prometheus.istio.io/merge-metrics") == "true" and ann.get("prometheus.io/scrape") == "true"
                   and ann.get("prometheus.io/port") == str(port) and ann.get("prometheus.io/path") == "/metrics",
                   f"{s}: {name}: metrics merging annotations")
@@ -835,7 +845,7 @@ for s in sets:
         for route in http[1:]:
             name, dest = route.get("name"), route["route"][0]["destination"]["host"]
             req = route.get("headers", {}).get("request", {})
-            if dest.startswith("flick-web."):
+            if dest in web_hosts:
                 check("x-flick-mesh" not in req.get("set", {}), f"{where(d)}: {name}: the mesh secret goes to the web app")
                 continue
             check(req.get("set", {}).get("x-flick-mesh"), f"{where(d)}: {name}: no X-Flick-Mesh")
@@ -877,6 +887,76 @@ for s in sets:
             m = re.fullmatch(r"http://([^:/]+):(\d+)/user/token_verify\?mode=optional", spec["forwardAuth"]["address"])
             check(m and m.group(1) in services and int(m.group(2)) in services[m.group(1)]
                   and m.group(1).startswith(f"{release}-flick-accounts."), f"{s}: {name}: forwardAuth address {spec['forwardAuth']['address']}")
+    # The web app (webapp.*): deployed by the chart (<release>-flick-web: Deployment, Service,
+    # ServiceAccount, PDB; no Secret, no mesh secret, no configuration beyond its logs; Istio:
+    # GET/HEAD from the edge only, nothing for Prometheus), an existing Service, or none; the
+    # edge routes / to it last and a browser's GET /graphql (Accept: text/html) to its
+    # /graphiql.html, ahead of the router's /graphql route.
+    mode = {"alt": None, "traefik-alt": "existing"}.get(s, "own")
+    web = f"{release}-flick-web"
+    named = lambda kind: [d for d in of(kind) if d["metadata"]["name"] == web]
+    if mode == "own":
+        dep = named("Deployment")
+        if check(dep and named("Service") and named("ServiceAccount") and named("PodDisruptionBudget"),
+                 f"{s}: the web app's Deployment, Service, ServiceAccount and PDB {web}"):
+            c = dep[0]["spec"]["template"]["spec"]["containers"][0]
+            port = c["ports"][0]["containerPort"]
+            check(c["args"] == ["web", "--dir", "/opt/flick/web", "--listen", f"0.0.0.0:{port}"], f"{s}: {web}: args {c['args']}")
+            check(port == values["webapp"]["port"] and named("Service")[0]["spec"]["ports"][0]["port"] == port,
+                  f"{s}: {web}: container and Service port are not webapp.port")
+            check(not c.get("envFrom") and not any("valueFrom" in e for e in c.get("env", [])),
+                  f"{s}: {web}: the web app gets configuration or Secrets it has no use for")
+            check(all(c[p]["httpGet"]["path"] == "/index.html" for p in ("startupProbe", "livenessProbe", "readinessProbe")),
+                  f"{s}: {web}: probes must ask for /index.html (flick web has no /healthz)")
+        for sm in of("ServiceMonitor"):
+            check({"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["web"]} in sm["spec"]["selector"].get("matchExpressions", []),
+                  f"{s}: the ServiceMonitor scrapes the web app (its /metrics is the app's page)")
+        if istio:
+            pol = named("AuthorizationPolicy")
+            if check(pol, f"{s}: no AuthorizationPolicy {web}"):
+                rules = pol[0]["spec"].get("rules", [])
+                # the edge's principals: those the router's policy lets send /graphql
+                edge_p = sorted(p for d in of("AuthorizationPolicy") if d["metadata"]["name"] == f"{release}-flick-router"
+                                for r in d["spec"]["rules"] if "/graphql*" in r["to"][0]["operation"]["paths"]
+                                for p in r["from"][0]["source"]["principals"])
+                check(len(rules) == 1 and sorted(rules[0]["from"][0]["source"]["principals"]) == edge_p
+                      and rules[0]["to"][0]["operation"]["methods"] == ["GET", "HEAD"],
+                      f"{s}: {web}: only the edge's principals (GET, HEAD) may reach the web app: {rules}")
+            check(named("DestinationRule") and named("VirtualService"), f"{s}: no DestinationRule/VirtualService for {web}")
+    else:
+        check(not named("Deployment") and not named("Service"), f"{s}: the web app is deployed though webapp.{'existingService' if mode else 'enabled'} says not")
+    web_host = {"own": f"{web}.{ns}.svc.cluster.local", "existing": f"flick-web.{ns}.svc.cluster.local"}.get(mode)
+    for d in of("IngressRoute"):
+        routes = d["spec"]["routes"]
+        to_web = [r for r in routes if f"{r['services'][0]['name']}.{ns}.svc.cluster.local" == web_host]
+        gq = [r for r in to_web if "Path(`/graphql`)" in r["match"]]
+        last = [r for r in to_web if r.get("priority") == 1 and "PathPrefix(`/`)" in r["match"]]
+        if not mode:
+            check(not to_web, f"{where(d)}: routes to a web app that is off"); continue
+        check(len(to_web) == 2 and len(last) == 1 and min(r.get("priority", 10**6) for r in routes) == 1,
+              f"{where(d)}: the web app must have / (priority 1, the lowest) and the GraphiQL route")
+        graphql = [r for r in routes if r.get("priority") is None and "Path(`/graphql`)" in r["match"]]
+        if check(len(gq) == 1 and graphql, f"{where(d)}: no GraphiQL route to the web app"):
+            r = gq[0]
+            check(all(x in r["match"] for x in ("Method(`GET`)", "HeaderRegexp(`Accept`, `text/html`)")),
+                  f"{where(d)}: the GraphiQL route must take only GET with Accept text/html: {r['match']}")
+            check(r["priority"] > len(graphql[0]["match"]) and r["priority"] < 600,
+                  f"{where(d)}: the GraphiQL route must win over /graphql's (priority = rule length) and lose to the WebSocket's (600)")
+            mw = [middlewares.get(m["name"], {}) for m in r.get("middlewares", [])]
+            check(mw == [{"replacePath": {"path": "/graphiql.html"}}], f"{where(d)}: the GraphiQL route must only replace the path with /graphiql.html: {mw}")
+    for d in [d for d in of("VirtualService") if d["spec"].get("gateways")]:
+        http = d["spec"]["http"]
+        names = [r.get("name") for r in http]
+        hosts = [r["route"][0]["destination"]["host"] if r.get("route") else None for r in http]
+        if not mode:
+            check(web_host not in hosts, f"{where(d)}: routes to a web app that is off"); continue
+        if check("graphiql" in names and names[-1] == "webapp" and hosts[-1] == web_host, f"{where(d)}: routes {names}: no graphiql route, or the web app is not last"):
+            r = http[names.index("graphiql")]
+            check(names.index("graphql-websocket") < names.index("graphiql") < names.index("graphql")
+                  and r["match"] == [{"uri": {"exact": "/graphql"}, "method": {"exact": "GET"}, "headers": {"accept": {"regex": ".*text/html.*"}}}]
+                  and r.get("rewrite") == {"uri": "/graphiql.html"} and hosts[names.index("graphiql")] == web_host,
+                  f"{where(d)}: the graphiql route must take GET /graphql with Accept text/html to {web_host}/graphiql.html, after the WebSocket route and before graphql")
+
     # One mesh secret: the chart's Secret, the Traefik middleware and the gateway's routes
     secrets = [base64.b64decode(d["data"]["mesh-secret"]).decode() for d in of("Secret") if "mesh-secret" in d.get("data", {})]
     edge_values = [spec["headers"]["customRequestHeaders"]["X-Flick-Mesh"] for spec in middlewares.values()
@@ -1011,6 +1091,10 @@ class Stub(BaseHTTPRequestHandler):
             srv.hosts.append(self.headers.get("Host"))
             if path == "/graphql" and self.command == "POST" and b"__typename" in body_in:
                 code, body = 200, b'{"data":{"__typename":"Query"}}'
+            elif path == "/graphql" and self.command == "GET" and "text/html" in (self.headers.get("Accept") or ""):
+                code, body = 200, b"<title>Laboratory</title>" if srv.scenario.get("graphiql_missing") else b"<title>GraphiQL \xc2\xb7 Flick</title>"
+            elif path == "/" and self.command == "GET":
+                code, body = 200, b'<!doctype html><title>Flick</title><div id="app"></div>'
             elif path == "/user/token_verify":
                 code = 200 if srv.scenario.get("verify_open") else 403
         self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
@@ -1187,10 +1271,22 @@ for s in sets:
             for src in flick:
                 flows.append((pods[src], pods[c], port(c), "TCP", c != "router"))
         for c in list(pods):
-            if c in ("migrate", "test"):
+            if c in ("migrate", "test", "web"):
                 continue
             flows.append((prometheus, pods[c], port(c), "TCP", True))
             flows.append((prometheus, pods[c], 15020, "TCP", istio))
+        if "web" in pods:
+            # the web app: the edge only, in; nothing out but DNS (and istiod for its sidecar)
+            w = "web"
+            flows.append((edge, pods[w], port(w), "TCP", True))
+            for src in [other_edge, pods["router"], pods["test"], prometheus, stranger] + [pods[c] for c in flick]:
+                flows.append((src, pods[w], port(w), "TCP", False))
+            flows.append((pods[w], dns, 53, "UDP", True))
+            flows.append((pods[w], istiod, 15012, "TCP", istio))
+            for c in svcs + ["router"]:
+                flows.append((pods[w], pods[c], port(c), "TCP", False))
+            flows.append((pods[w], ip("52.1.2.3"), 443, "TCP", False))
+            flows.append((pods[w], ip("10.20.0.7"), 5432, "TCP", False))
         w = "transcoder-worker"
         for src in [edge, pods["router"], pods["test"], stranger] + [pods[c] for c in flick]:
             flows.append((src, pods[w], port(w), "TCP", False))
@@ -1229,7 +1325,7 @@ for s in sets:
         script = c["args"][0]
         istio = any(d["kind"] == "PeerAuthentication" for d in docs)
         host = None if s in ("default", "istio") else "flick.example.com"
-        scenarios = [("healthy", {}, 0), ("verify-open", {"verify_open": True}, 1)]
+        scenarios = [("healthy", {}, 0), ("verify-open", {"verify_open": True}, 1), ("graphiql-missing", {"graphiql_missing": True}, 1)]
         if not istio:  # with istio the script cannot reach the services directly (it says so)
             scenarios += [("degraded", {"degraded": {"media"}}, 1), ("router-not-ready", {"router_not_ready": True}, 1)]
         for label, scenario, want in scenarios:
@@ -1239,7 +1335,7 @@ for s in sets:
                 fail(f"{s}: helm test script, {label}: exit {rc}, want {'0' if want == 0 else 'a failure'}:\n{out}")
             if label == "healthy":
                 oks = out.count("\nok   ") + out.startswith("ok   ")
-                want_oks = 2 + (0 if istio else len(svcs) + 2)
+                want_oks = 4 + (0 if istio else len(svcs) + 2)  # the edge's 4: GraphQL, token_verify, /, GraphiQL
                 if oks != want_oks or "all smoke checks passed" not in out:
                     fail(f"{s}: helm test script: {oks} ok lines, want {want_oks}:\n{out}")
                 if istio and "skipped: direct checks" not in out:
@@ -1438,6 +1534,14 @@ for s in sets:
             expect("/ (web app)", get("/watch/1", headers={"X-Flick-Mesh": "forged"}), 200)
             if last("webapp")["headers"].get("x-flick-mesh") == secret:
                 fail("the mesh secret reached the web app")
+            # GraphiQL: a browser's GET /graphql is the web app's /graphiql.html; everything
+            # else on /graphql (POST, GET for JSON, WebSocket upgrades) stays the router's
+            browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+            expect("a browser's GET /graphql (GraphiQL)", get("/graphql", headers=browser), 200, "webapp", "/graphiql.html", mesh=False)
+            expect("POST /graphql accepting HTML", get("/graphql", method="POST", headers={**forged, **browser}), 200, "router", "/graphql")
+            expect("GET /graphql for JSON", get("/graphql?query=%7B__typename%7D", headers={**forged, "Accept": "application/json"}),
+                   200, "router", "/graphql?query=%7B__typename%7D")
+            expect("a browser's WebSocket upgrade", get("/graphql", headers={**anonymous_upgrade, **browser}), 200, "router", "/graphql/ws")
         else:
             expect("an unknown path", get("/elsewhere"), 404)
         if host:

@@ -40,6 +40,19 @@ if [ "${FLICK_WEB:-1}" != 0 ]; then
   else
     fail "web app at $EDGE/: $(tail -n 1 <<<"$page"), asset ${asset:-none}, ${asset_cache:-no cache-control}"
   fi
+  # A browser opening /graphql (GET, Accept: text/html) gets the web app's bundled GraphiQL
+  # (web/tests/graphiql.mjs runs it in Chromium); a POST that also accepts HTML is still the
+  # router's, answered in JSON.
+  browser='text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'
+  graphiql=$(curl -s -m 5 "$EDGE/graphql" -H "Accept: $browser" -w '\n%{http_code} %{content_type}' || true)
+  got=$(curl -s -m 5 "$EDGE/graphql" -H "Accept: text/html,application/json;q=0.9" -H 'content-type: application/json' \
+    -d '{"query":"{ __typename }"}' -w '\n%{content_type}' || true)
+  if [[ $(tail -n 1 <<<"$graphiql") == "200 text/html"* ]] && grep -q '<title>GraphiQL' <<<"$graphiql" &&
+    [ "$(head -n 1 <<<"$got")" = "$want" ] && [[ $(tail -n 1 <<<"$got") == application/json* ]]; then
+    ok "a browser's GET /graphql gets the web app's GraphiQL; POST /graphql still answers JSON"
+  else
+    fail "GraphiQL at $EDGE/graphql: $(tail -n 1 <<<"$graphiql"); POST: $(tr '\n' ' ' <<<"$got")"
+  fi
 fi
 
 # The edge strips a client-sent identity: the subgraph sees an anonymous caller.

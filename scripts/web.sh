@@ -23,7 +23,7 @@ fi
 # newer than the last build.
 stale() {
   [ -f dist/index.html ] || return 0
-  [ -n "$(find src public index.html package-lock.json vite.config.* codegen.ts ../supergraph/supergraph.graphql \
+  [ -n "$(find src public index.html graphiql.html package-lock.json vite.config.* codegen.ts ../supergraph/supergraph.graphql \
     -newer dist/index.html -print -quit 2>/dev/null)" ]
 }
 if stale; then

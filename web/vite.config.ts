@@ -1,5 +1,5 @@
 /// <reference types="vitest/config" />
-import { defineConfig, type Plugin } from 'vite';
+import { defineConfig, type Plugin, type UserConfig } from 'vite';
 import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,8 +39,58 @@ function precompress(): Plugin {
   };
 }
 
-export default defineConfig({
-  plugins: [svelte(), precompress()],
+/**
+ * Moves fonts that stylesheets inline as `data:` URLs (GraphiQL's Roboto and Fira Code,
+ * Monaco's icons) into files of their own beside them: the production policy's `font-src`
+ * (default-src 'self') refuses `data:` fonts.
+ */
+function fontsAsFiles(): Plugin {
+  return {
+    name: 'flick-fonts-as-files',
+    apply: 'build',
+    generateBundle(_options, bundle) {
+      const emitted = new Map<string, string>();
+      for (const file of Object.values(bundle)) {
+        if (file.type !== 'asset' || !file.fileName.endsWith('.css')) continue;
+        const css = String(file.source);
+        const dir = file.fileName.slice(0, file.fileName.lastIndexOf('/') + 1);
+        file.source = css.replace(/url\((["']?)data:font\/([\w-]+);base64,([A-Za-z0-9+/=]+)\1\)/g, (_m, _q, type: string, data: string) => {
+          let fileName = emitted.get(data);
+          if (!fileName) {
+            const ext = type.replace(/^x-font-/, '').replace('truetype', 'ttf').replace('opentype', 'otf');
+            const ref = this.emitFile({ type: 'asset', name: `font.${ext}`, source: Buffer.from(data, 'base64') });
+            fileName = this.getFileName(ref);
+            emitted.set(data, fileName);
+          }
+          return `url(./${fileName.slice(dir.length)})`;
+        });
+      }
+    },
+  };
+}
+
+// `vite build --mode graphiql` (npm run build's second step) builds graphiql.html, GraphiQL for
+// the edge's browser `GET /graphql`, into the same dist/ as a build of its own: React, Monaco
+// and GraphiQL never enter the app's chunks, and the app's chunks stay as they were (one
+// build with both pages would split the app into chunks shared with GraphiQL).
+const graphiql: UserConfig['build'] = {
+  emptyOutDir: false,
+  // Third-party code only, and ~20 MB of maps: none.
+  sourcemap: false,
+  // Monaco's editor and its language workers are large; they load on this page only.
+  chunkSizeWarningLimit: 2500,
+  rolldownOptions: {
+    input: 'graphiql.html',
+    onwarn(warning, warn) {
+      // React libraries' "use client" directives: meaningless in a browser-only bundle.
+      if (warning.code === 'MODULE_LEVEL_DIRECTIVE') return;
+      warn(warning);
+    },
+  },
+};
+
+export default defineConfig(({ mode }) => ({
+  plugins: [svelte(), fontsAsFiles(), precompress()],
   server: {
     host: '127.0.0.1',
     port: 5173,
@@ -69,9 +119,10 @@ export default defineConfig({
     sourcemap: true,
     // hls.js is the one large dependency; it is only loaded by the watch page.
     chunkSizeWarningLimit: 600,
+    ...(mode === 'graphiql' ? graphiql : {}),
   },
   test: {
     include: ['tests/unit/**/*.test.ts'],
     environment: 'node',
   },
-});
+}));

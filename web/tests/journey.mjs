@@ -8,7 +8,10 @@
 //   (pause history on and off; a phone-sized screenshot) → the playlist page lists it and its
 //   owner makes it public (then on the channel) → the studio's analytics of the video (7-day
 //   range) and of the channel render → an upload paused and reloaded resumes from the server's
-//   offset → sign out (the token is revoked).
+//   offset → GraphiQL at /graphql (the edge's browser route to the web app's bundled page)
+//   answers `me` for the signed-in user → sign out (the token is revoked).
+// Requests for hosts other than the app's are aborted for the whole run (everything is served
+// by Flick itself: no CDN).
 // Every page is screenshotted and checked with axe-core (no serious or critical violation),
 // and the watch page's main controls must be reachable with the keyboard. Each step waits for
 // what it checks; nothing sleeps for a fixed time.
@@ -21,6 +24,7 @@
 //      HEADED=1        show the browser
 
 import { chromium } from 'playwright-core';
+import { checkGraphiQL, offHostBlocked } from './graphiql.mjs';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -176,6 +180,7 @@ await context.addInitScript(() => {
   });
 });
 const page = await context.newPage();
+const offHost = await offHostBlocked(page, BASE);
 const cspViolations = [];
 await page.exposeFunction('__flickCsp', (v) => cspViolations.push(v));
 page.setDefaultTimeout(STEP_TIMEOUT);
@@ -468,12 +473,27 @@ try {
     }
   });
 
+  await step('GraphiQL at /graphql: bundled, and signed in as the tab is', async () => {
+    // The browser route of the edge (GET /graphql, Accept: text/html) to the web app's
+    // GraphiQL page; it picks up this tab's session, so `me` is the journey's user.
+    const seen = await checkGraphiQL(page, {
+      base: BASE,
+      query: '{ me { username } }',
+      expect: `"username": "${user.username}"`,
+    });
+    await shot(page, '11-graphiql');
+    // Back to the app, still signed in (the session GraphiQL refreshed is this tab's).
+    await page.goto(`${BASE}/#/`);
+    await page.getByRole('link', { name: 'Upload', exact: true }).waitFor();
+    return { screenshot: '11-graphiql.png', result: seen.result };
+  });
+
   await step('sign out revokes the session', async () => {
     const token = accessToken;
     await page.getByRole('link', { name: 'Account' }).click();
     await page.getByRole('heading', { name: 'Your account' }).waitFor();
     await page.getByLabel('Display name').waitFor();
-    const detail = await checkPage(page, '11-account');
+    const detail = await checkPage(page, '12-account');
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('link', { name: 'Sign in' }).waitFor();
     const stored = await page.evaluate(() => sessionStorage.getItem('flick.session'));
@@ -484,11 +504,12 @@ try {
       token,
     );
     if (status !== 401) throw new Error(`the old access token still works after sign-out (HTTP ${status})`);
-    await shot(page, '12-signed-out');
+    await shot(page, '13-signed-out');
     return { ...detail, oldTokenStatus: status };
   });
 
-  await step('no uncaught errors and no Content-Security-Policy violations', async () => {
+  await step('no uncaught errors, no Content-Security-Policy violations, nothing from other hosts', async () => {
+    if (offHost.length > 0) throw new Error(`requests for other hosts (aborted): ${offHost.join(' | ')}`);
     if (pageErrors.length > 0) throw new Error(`uncaught errors in the page: ${pageErrors.join(' | ')}`);
     if (cspViolations.length > 0) throw new Error(`CSP violations: ${cspViolations.join(' | ')}`);
   });

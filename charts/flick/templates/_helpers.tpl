@@ -387,3 +387,19 @@ else nowhere (empty).
 {{- printf "http://%s-otel-collector.%s.svc.cluster.local:4317" (include "flick.fullname" .) .Release.Namespace }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Service the edge sends the web app's routes to, as JSON {"name", "host", "port"}: the
+chart's own (<fullname>-web on webapp.port) or webapp.existingService. Call only with
+webapp.enabled.
+*/}}
+{{- define "flick.webappService" -}}
+{{- $w := .Values.webapp }}
+{{- $name := include "flick.componentName" (dict "root" . "component" "web") }}
+{{- $port := int $w.port }}
+{{- if $w.existingService.name }}
+{{- $name = $w.existingService.name }}
+{{- $port = int $w.existingService.port }}
+{{- end }}
+{{- toJson (dict "name" $name "host" (printf "%s.%s.svc.cluster.local" $name .Release.Namespace) "port" $port) }}
+{{- end }}
