@@ -23,10 +23,22 @@ upload     a FLICK_BENCH_UPLOAD_MIB file (an MP4's first bytes + random bytes) w
            concatenation, as `flick upload --parallel` and tus-js-client's parallelUploads
            do), into the same flick.
 
+scaling   a FLICK_BENCH_SCALING_SECONDS (600) 720p30 clip, the same ladder, through `flick serve`
+           (media + transcoder, no worker) and separate `flick worker` processes sharing only
+           PostgreSQL (5433), RabbitMQ and S3; job pickup -> READY for: today's single job on
+           one worker pinned to core 0 (single-pinned, only if FLICK_BENCH_SCALING_CASES has it), the
+           split job (60 s parts) on one pinned worker (split-1-pinned), on two workers pinned to
+           cores 0 and 1 (split-2-pinned; bar <= 0.55x split-1-pinned), today's single job on
+           one unpinned worker (single) and the split job on two unpinned workers (split-2; bar
+           <= 1.02x single). Also the mean part time and the assembly (last part -> READY).
+
 env: FLICK_BENCH_SOURCE (camera: High profile 8 Mbit/s + stereo AAC, like a phone's file;
      ultrafast: the cheapest H.264 to decode), FLICK_BENCH_TRANSCODE_RUNS (1), FLICK_BENCH_UPLOAD_RUNS (3), FLICK_BENCH_CLIP_SECONDS (60),
      FLICK_BENCH_UPLOAD_MIB (1024), FLICK_BENCH_CHUNK_MIB (8), FLICK_BENCH_PARALLEL (4), FLICK_BENCH_PRESET (veryfast),
-     FLICK_BENCH_SECTIONS (transcode,upload), FLICK_BENCH_PORT_BASE (18180: ports +1..+4),
+     FLICK_BENCH_SECTIONS (transcode,upload; scaling is separate: about 30 min a round),
+     FLICK_BENCH_SCALING_SECONDS (600), FLICK_BENCH_SCALING_RUNS (1), FLICK_BENCH_SCALING_CASES
+     (split-1-pinned,split-2-pinned,single,split-2), FLICK_BENCH_PG (postgres://postgres@127.0.0.1:5433),
+     FLICK_BENCH_AMQP (amqp://guest:guest@127.0.0.1:5672/%2f), FLICK_BENCH_PORT_BASE (18180: ports +1..+4),
      FLICK_BENCH_CACHE (/var/cache/flick/bench: the clip), FLICK_BENCH_KEEP=1 keeps the work dir,
      FLICK_BENCH_S3_ENDPOINT (http://127.0.0.1:9000), FLICK_BENCH_S3_BUCKET (flick-test).
 """
@@ -61,6 +73,11 @@ SOURCE = ENV("FLICK_BENCH_SOURCE", "camera")
 if SOURCE not in ("camera", "ultrafast"):
     sys.exit("FLICK_BENCH_SOURCE is camera or ultrafast")
 SECTIONS = set(ENV("FLICK_BENCH_SECTIONS", "transcode,upload").split(","))
+SCALING_SECONDS = int(ENV("FLICK_BENCH_SCALING_SECONDS", "600"))
+SCALING_RUNS = int(ENV("FLICK_BENCH_SCALING_RUNS", "1"))
+SCALING_CASES = ENV("FLICK_BENCH_SCALING_CASES", "split-1-pinned,split-2-pinned,single,split-2").split(",")
+PG = ENV("FLICK_BENCH_PG", "postgres://postgres@127.0.0.1:5433")
+AMQP = ENV("FLICK_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2f")
 PORT_BASE = int(ENV("FLICK_BENCH_PORT_BASE", "18180"))
 CACHE = ENV("FLICK_BENCH_CACHE", "/var/cache/flick/bench")
 KEEP = ENV("FLICK_BENCH_KEEP", "0") == "1"
@@ -202,10 +219,11 @@ def measured(cmd, stderr_path, what):
     return wall, cpu, others(what, wall, b0, cpu)
 
 
-def make_clip(path):
+def make_clip(path, seconds=None):
+    seconds = seconds or CLIP_SECONDS
     if os.path.exists(path):
         return
-    log(f"making the {CLIP_SECONDS} s 720p30 test clip (ultrafast, once): {path}")
+    log(f"making the {seconds} s 720p30 test clip (once): {path}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.mp4"
     # "camera" (default) is encoded like a phone's recording: High profile with CABAC and
@@ -216,7 +234,7 @@ def make_clip(path):
     }[SOURCE]
     subprocess.run(
         FF + ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
-              "sine=frequency=440:sample_rate=48000", "-t", str(CLIP_SECONDS), "-c:v", "libx264"] + video
+              "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v", "libx264"] + video
         + ["-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-movflags", "+faststart", tmp],
         check=True,
     )
@@ -242,7 +260,7 @@ def toml_str(s):
 class Flick:
     """`flick serve` on its own data directory and ports, stopped by PID."""
 
-    def __init__(self, binary, work, name, workers, services="media,transcoder"):
+    def __init__(self, binary, work, name, workers, services="media,transcoder", transcoder_extra="", extra=""):
         self.data = os.path.join(work, name)
         os.makedirs(self.data, exist_ok=True)
         cfg = os.path.join(self.data, "flick.toml")
@@ -256,10 +274,13 @@ class Flick:
             f.write(f"[transcoder]\npreset = {toml_str(PRESET)}\nworkers = {workers}\n"
                     f"max_upload_bytes = {64 << 30}\nuser_quota_bytes = {256 << 30}\n"
                     f"work_dir = {toml_str(os.path.join(self.data, 'jobs'))}\n"
-                    f"public_base_url = {toml_str('http://127.0.0.1:%d' % PORTS['transcoder'])}\n")
+                    f"public_base_url = {toml_str('http://127.0.0.1:%d' % PORTS['transcoder'])}\n"
+                    + transcoder_extra)
             for name_, h, kbps, peak in RUNGS:
                 f.write(f"[[transcoder.rungs]]\nname = {toml_str(name_)}\nheight = {h}\n"
                         f"video_bitrate_kbps = {kbps}\nmax_bitrate_kbps = {peak}\n")
+            f.write(extra)
+        self.config = cfg
         # Only our configuration: flick refuses FLICK_* variables it does not know.
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_") or k in ("FLICK_TOOLS_DIR",)}
         for port in PORTS.values():
@@ -415,6 +436,7 @@ class Progress(threading.Thread):
         super().__init__(daemon=True)
         self.user, self.video_id, self.cpu = user, video_id, cpu
         self.first = {}  # stage -> (monotonic time, flick CPU s) when first seen
+        self.last_encoding = None  # monotonic time of the last `encoding` report
         self.error = None
         self.ready = threading.Event()
 
@@ -438,6 +460,8 @@ class Progress(threading.Thread):
                 stage = p.get("stage")
                 if stage and stage not in self.first:
                     self.first[stage] = (time.monotonic(), self.cpu())
+                if stage == "encoding":
+                    self.last_encoding = time.monotonic()
                 if stage in ("ready", "failed"):
                     return
         except Exception as e:  # reported with the figures, never fatal
@@ -446,24 +470,26 @@ class Progress(threading.Thread):
             self.ready.set()
 
 
-def flick_transcode(flick, clip, run):
-    """One clip through Flick; returns a dict of figures (times in s from job pickup)."""
+def flick_transcode(flick, clip, run, cpu=None):
+    """One clip through Flick; returns a dict of figures (times in s from job pickup). `cpu`:
+    the CPU-s counter to read (default: the flick process's, its ffmpeg children included)."""
+    cpu_of = cpu or flick.cpu
     user = str(uuid.uuid4())
     video_id, path = create_video(user, f"bench transcode {run}")
-    progress = Progress(user, video_id, flick.cpu)
+    progress = Progress(user, video_id, cpu_of)
     progress.start()
     progress.ready.wait(10)
     size = os.path.getsize(clip)
     t_up = time.monotonic()
     tus_upload(user, path, clip, size)
-    t_uploaded, cpu_uploaded = time.monotonic(), flick.cpu()
+    t_uploaded, cpu_uploaded = time.monotonic(), cpu_of()
     t_pickup = t_playable = t_ready = None
     cpu_pickup = cpu_ready = None
     playable_state = None
     deadline = t_uploaded + 900
     while True:
         status, _, body = request(PORTS["transcoder"], "GET", f"/video/{video_id}", headers={"x-user-id": user})
-        now, cpu = time.monotonic(), flick.cpu()
+        now, cpu = time.monotonic(), cpu_of()
         view = json.loads(body) if status == 200 else {}
         state = view.get("state")
         if state in ("PROCESSING", "READY") and t_pickup is None:
@@ -498,6 +524,8 @@ def flick_transcode(flick, clip, run):
         "playable_state": playable_state,
         "renditions": renditions,
         "breakdown": "; ".join(breakdown) + (f" (videoProgress: {progress.error})" if progress.error else ""),
+        # A split job: its last part's report (90%) to READY is the assembly.
+        "assembly_s": t_ready - progress.last_encoding if progress.last_encoding else None,
     }
 
 
@@ -643,6 +671,138 @@ def section_upload(args, work, results):
     }
 
 
+class Worker:
+    """`flick worker` (one job at a time) on a Flick configuration, pinned to `core` or not."""
+
+    def __init__(self, binary, config, work, name, core, port):
+        self.log_path = os.path.join(work, f"{name}.log")
+        self.log = open(self.log_path, "wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_") or k in ("FLICK_TOOLS_DIR",)}
+        cmd = [binary, "--config", config, "worker", "--jobs", "1", "--listen", f"127.0.0.1:{port}"]
+        if core is not None:
+            cmd = ["taskset", "-c", str(core)] + cmd
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid, self.port = self.proc.pid, port
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flick worker exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                if request(port, "GET", "/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"flick worker not ready after 60 s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def cpu(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+    def parts(self):
+        """(parts completed, their summed seconds) from the worker's /metrics."""
+        _, _, body = request(self.port, "GET", "/metrics", timeout=5)
+        count = total = 0.0
+        for line in body.decode().splitlines():
+            if line.startswith("transcode_part_duration_seconds_count") and 'outcome="completed"' in line:
+                count += float(line.rsplit(" ", 1)[1])
+            if line.startswith("transcode_part_duration_seconds_sum") and 'outcome="completed"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return count, total
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def psql(sql):
+    host_port = PG.split("@", 1)[1]
+    host, port = host_port.split(":")
+    subprocess.run(["psql", "-q", "-h", host, "-p", port, "-U", "postgres", "-d", "postgres", "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+# (name, split?, workers, pinned?)
+SCALING = {
+    "single-pinned": (False, 1, True),
+    "split-1-pinned": (True, 1, True),
+    "split-2-pinned": (True, 2, True),
+    "single": (False, 1, False),
+    "split-2": (True, 2, False),
+}
+
+
+def scaling_case(args, work, clip, case, run):
+    split, workers, pinned = SCALING[case]
+    tag = f"{case}-{run}".replace("-", "_")
+    db = f"flick_bench_{tag}"
+    psql(f"DROP DATABASE IF EXISTS {db}")
+    psql(f"CREATE DATABASE {db}")
+    extra = (f"[database]\nurl = {toml_str(PG + '/' + db)}\n"
+             f"[bus]\nurl = {toml_str(AMQP)}\nqueue_prefix = {toml_str('bench_' + tag + '.')}\n"
+             f"exchange = {toml_str('bench_' + tag + '.events')}\n")
+    chunking = "chunk_min_seconds = 120\nchunk_seconds = 60\n" if split else "chunk_min_seconds = 0\n"
+    flick = Flick(args.flick, work, f"scaling-{tag}", workers=0, transcoder_extra=chunking, extra=extra)
+    pool = []
+    try:
+        for k in range(workers):
+            pool.append(Worker(args.flick, flick.config, work, f"worker-{tag}-{k}", k if pinned else None,
+                               PORT_BASE + 10 + k))
+        cpu = lambda: flick.cpu() + sum(w.cpu() for w in pool)  # noqa: E731
+        f = flick_transcode(flick, clip, f"{case} {run}", cpu=cpu)
+        counts = [w.parts() for w in pool]
+        f["parts"] = sum(c for c, _ in counts)
+        f["part_mean_s"] = sum(t for _, t in counts) / f["parts"] if f["parts"] else None
+        f["parts_by_worker"] = [int(c) for c, _ in counts]
+        return f
+    finally:
+        for w in pool:
+            w.stop()
+        flick.stop()
+        psql(f"DROP DATABASE IF EXISTS {db}")
+
+
+def section_scaling(args, work, results):
+    clip = os.path.join(CACHE, f"clip-720p30-{SCALING_SECONDS}s-{SOURCE}.mp4")
+    make_clip(clip, SCALING_SECONDS)
+    log(f"scaling: clip {clip} ({os.path.getsize(clip) / MIB:.1f} MiB), cases {', '.join(SCALING_CASES)}, "
+        f"{SCALING_RUNS} round(s)")
+    runs = {case: [] for case in SCALING_CASES}
+    for run in range(1, SCALING_RUNS + 1):
+        for case in SCALING_CASES:
+            f = scaling_case(args, work, clip, case, run)
+            runs[case].append(f)
+            extra = ""
+            if f["parts"]:
+                extra = (f"; {int(f['parts'])} parts (by worker {f['parts_by_worker']}), mean part "
+                         f"{f['part_mean_s']:.1f} s, assembly {f['assembly_s'] or 0:.1f} s")
+            log(f"scaling run {run}: {case}: pickup->READY {f['wall']:.1f} s, {f['cpu']:.1f} CPU-s ({f['note']}); "
+                f"first playable {f['playable']:.1f} s ({f['playable_state']}){extra}")
+    med = {}
+    for case, fs in runs.items():
+        med[case] = {k: statistics.median(x[k] for x in fs) for k in ("wall", "cpu", "playable")}
+        parted = [x for x in fs if x["parts"]]
+        if parted:
+            med[case]["part_mean_s"] = statistics.median(x["part_mean_s"] for x in parted)
+            med[case]["assembly_s"] = statistics.median(x["assembly_s"] or 0 for x in parted)
+            med[case]["parts"] = parted[0]["parts"]
+    # Ratios within one round, then their median (both sides of a bar from the same round).
+    def ratio(a, b):
+        if a in runs and b in runs:
+            return statistics.median(x["wall"] / y["wall"] for x, y in zip(runs[a], runs[b]))
+        return None
+    results["scaling"] = {"cases": med, "pinned": ratio("split-2-pinned", "split-1-pinned"),
+                          "unpinned": ratio("split-2", "single")}
+
+
 def summary(results):
     rows = []
 
@@ -692,6 +852,20 @@ def summary(results):
                 pr >= 1.0)
             row(f"flick peak RSS during {PARALLEL} parallel partial uploads", f"{u['parallel_rss']:.0f} MiB",
                 "<= 150 MiB", u["parallel_rss"] <= 150)
+    sc = results.get("scaling")
+    if sc:
+        print(f"\nbench: scaling {SCALING_SECONDS} s 720p30 -> 720/480/360/240, {PRESET}, median of {SCALING_RUNS} "
+              "(job pickup -> READY wall s / CPU-s of flick + workers, ffmpeg included)")
+        for case, m in sc["cases"].items():
+            parts = ""
+            if "parts" in m:
+                parts = f"; {int(m['parts'])} parts, mean part {m['part_mean_s']:.1f} s, assembly {m['assembly_s']:.1f} s"
+            print(f"bench:   {case:<16} {m['wall']:7.1f} / {m['cpu']:7.1f}; first playable {m['playable']:.1f} s{parts}")
+        if sc["pinned"] is not None:
+            row("2 pinned workers / 1 pinned worker (split job)", f"{sc['pinned']:.2f}x", "<= 0.55x", sc["pinned"] <= 0.55)
+        if sc["unpinned"] is not None:
+            row("2 workers (split) / today's single job, unpinned", f"{sc['unpinned']:.2f}x", "<= 1.02x",
+                sc["unpinned"] <= 1.02)
     noisy = [f"{what} {other:.0f} CPU-s in {wall:.0f} s" for what, wall, other in BUSY if other > 0.1 * wall * NCPU]
     if noisy:
         print(f"\nbench: WARNING: other processes used more than 10% of the {NCPU} cores during: " + ", ".join(noisy)
@@ -717,6 +891,8 @@ def main():
             section_transcode(args, work, results)
         if "upload" in SECTIONS:
             section_upload(args, work, results)
+        if "scaling" in SECTIONS:
+            section_scaling(args, work, results)
     finally:
         summary(results)
         log(f"took {time.monotonic() - started:.0f} s" + (f"; work dir kept: {work}" if KEEP else ""))

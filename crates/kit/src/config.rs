@@ -512,7 +512,9 @@ pub struct GraphqlConfig {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub introspection: bool,
-    /// Serve GraphiQL on `GET /graphql`.
+    /// Serve async-graphql's GraphiQL on each subgraph's own `GET /graphql` (a developer's
+    /// tool: its scripts come from a CDN). Off by default: the edge's `/graphql` serves the web
+    /// app's bundled GraphiQL over the whole supergraph, with no outside asset.
     pub graphiql: bool,
     /// How often an open subscription re-checks the token that opened it with accounts (a
     /// revocation the shared list reports ends it at once; expiry ends it on time).
@@ -527,7 +529,7 @@ impl Default for GraphqlConfig {
             max_depth: 12,
             max_complexity: 2000,
             introspection: true,
-            graphiql: true,
+            graphiql: false,
             subscription_recheck_seconds: 30,
             max_subscriptions_per_user: 16,
         }

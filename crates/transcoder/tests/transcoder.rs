@@ -968,6 +968,69 @@ async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(ba
     }
 }
 
+/// An ffmpeg that is killed (SIGKILL, as the OOM killer would) whenever it encodes the span
+/// from 8 s: the first `times` runs of it, or every run when `times` is 0.
+fn ffmpeg_killed_on_the_second_span(dir: &std::path::Path, times: u32) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let marks = dir.join("killed");
+    std::fs::create_dir_all(&marks).unwrap();
+    let path = dir.join("ffmpeg-killed");
+    let limit = if times == 0 { "always".to_string() } else { times.to_string() };
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *\"-ss 8.000000\"*)\n  n=$(ls {marks} | wc -l)\n  \
+             if [ {limit} = always ] || [ \"$n\" -lt {times} ]; then touch {marks}/$$; kill -9 $$; fi;;\nesac\nexec ffmpeg \"$@\"\n",
+            marks = marks.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A part whose ffmpeg is killed is retried alone: the other parts run once and the video
+/// becomes READY. A part that fails every time fails the video with a reason naming it.
+async fn a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(clip(dir.path(), "long.mp4", "640x360", 26)).unwrap();
+    for (times, expected) in [(1, "READY"), (0, "FAILED")] {
+        let mut infra = infra(backend).await;
+        let config = infra.config.transcoder_mut();
+        config.chunk_min_seconds = 10;
+        config.chunk_seconds = 8;
+        config.early_playback_min_seconds = 0;
+        config.job_attempts = 2;
+        let scratch = tempfile::tempdir().unwrap();
+        config.ffmpeg = ffmpeg_killed_on_the_second_span(scratch.path(), times);
+        let app = app_with(infra).await;
+        let c = Client::new(&app);
+        let owner = user();
+        let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
+        let path = Client::path(&ticket.url);
+        assert_eq!(c.patch(&owner, &path, 0, Some(source.len() as u64), source.clone()).await.status(), 204);
+        let v = c.settled(&owner, &id, Duration::from_secs(120)).await;
+        assert_eq!(v["state"], expected, "{v}");
+        if expected == "READY" {
+            assert_eq!(counted("transcode_parts_total", "retried"), 1, "the killed part, once");
+            assert_eq!(counted("transcode_parts_total", "completed"), 4, "every part done once");
+            let playlist = c
+                .http
+                .get(app.url(&format!("/video/{id}/hls/240p/index.m3u8")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(playlist.matches(".m4s").count(), 7, "{playlist}");
+        } else {
+            let reason = v["error"].as_str().unwrap();
+            assert!(reason.contains("part 2 failed 2 times") && reason.contains("killed"), "{reason}");
+        }
+    }
+}
+
 /// An upload not finished in time expires (410); the sweeper drops its parts. So do an
 /// unfinished partial upload's, and a completed partial's object no final joined.
 async fn abandoned_uploads_expire_and_their_parts_are_dropped(backend: Backend) {
@@ -1679,4 +1742,5 @@ flick_testkit::on_both_backends!(
     partial_uploads_joined_by_a_final_become_the_source_and_play,
     concatenation_refusals_quota_and_termination,
     a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one,
+    a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason,
 );

@@ -311,8 +311,11 @@ pub(crate) fn retime(segment: &mut [u8], offset: u64) -> Result<(), MediaError> 
     if found { Ok(()) } else { Err(bad("no tfdt box")) }
 }
 
-/// The boxes between `start` and `end`: type and body range.
-fn boxes(bytes: &[u8], start: usize, end: usize) -> Result<Vec<([u8; 4], std::ops::Range<usize>)>, ()> {
+/// An ISO BMFF box: its type and the range of its body.
+type Mp4Box = ([u8; 4], std::ops::Range<usize>);
+
+/// The boxes between `start` and `end`.
+fn boxes(bytes: &[u8], start: usize, end: usize) -> Result<Vec<Mp4Box>, ()> {
     let mut out = Vec::new();
     let mut at = start;
     while at + 8 <= end {
