@@ -72,6 +72,11 @@ web_journey() {
 
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(dev stack)
+# Videos of 8 s or more are split into 4 s parts (production: 120 s, 60 s), so the uploads of
+# the smoke checks and the web journey's 10 s clip go through segment-parallel jobs, and
+# Chromium plays the assembled video across the parts' boundaries.
+export FLICK_TRANSCODER__CHUNK_MIN_SECONDS=${FLICK_TRANSCODER__CHUNK_MIN_SECONDS:-8}
+export FLICK_TRANSCODER__CHUNK_SECONDS=${FLICK_TRANSCODER__CHUNK_SECONDS:-4}
 status=0
 for shape in "${shapes[@]}"; do
   case $shape in

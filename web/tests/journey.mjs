@@ -2,7 +2,8 @@
 // The browser journey (issue 16): Debian's Chromium, headless, driven by playwright-core,
 // through the web app against a running Flick (make dev, or the stack):
 //   register → upload a generated 10 s 720p clip → transcoding progress reaches ready →
-//   play ≥ 2 s at 720p → like → comment (and edit it) → search finds the video with a
+//   play ≥ 2 s at 720p → play from the start past its last part boundary at 2x without a stall
+//   (the e2e run splits the clip into parts, scripts/e2e.sh) → like → comment (and edit it) → search finds the video with a
 //   one-letter typo → the channel page lists it → the studio shows it ready → save it to Watch
 //   later and a new playlist → the library shows it in history, Watch later and the playlist
 //   (pause history on and off; a phone-sized screenshot) → the playlist page lists it and its
@@ -317,6 +318,37 @@ try {
     await page.evaluate(() => document.querySelector('video').pause());
     report.observations.qualityMenu = options;
     return { ...played, qualityMenu: options };
+  });
+
+  // The e2e run splits videos of 8 s or more into 4 s parts (scripts/e2e.sh): the 10 s clip is
+  // two spans encoded apart and assembled. Played at double speed from the start to its last
+  // second: the boundaries at 4 and 8 s pass without a stall or an error.
+  await step('play across the parts\' boundaries', async () => {
+    await page.evaluate(() => {
+      const v = document.querySelector('video');
+      window.__stalls = [];
+      v.addEventListener('waiting', () => window.__stalls.push(v.currentTime));
+      v.currentTime = 0;
+      v.playbackRate = 2;
+      return v.play();
+    });
+    await page.waitForFunction(() => document.querySelector('video').currentTime >= 9.5, null, { timeout: 30_000 })
+      .catch(async (e) => {
+        const state = await page.evaluate(() => {
+          const v = document.querySelector('video');
+          return { currentTime: v.currentTime, paused: v.paused, error: v.error?.message, stalls: window.__stalls };
+        });
+        throw new Error(`playback did not pass the parts' boundaries: ${JSON.stringify(state)} (${e.message})`);
+      });
+    const stalls = await page.evaluate(() => {
+      document.querySelector('video').pause();
+      return window.__stalls;
+    });
+    // A 'waiting' right after the seek to 0 is the start buffering; none after the first second.
+    const late = stalls.filter((t) => t > 1);
+    if (late.length) throw new Error(`playback stalled at ${late.map((t) => t.toFixed(2)).join(', ')} s`);
+    report.observations.boundaryStalls = stalls;
+    return { stalls };
   });
 
   await step('like', async () => {
