@@ -917,4 +917,31 @@ mod tests {
         let err = super::video(&db, "v1").await.unwrap_err();
         assert!(err.to_string().contains("\"DONE\" names no known state"), "{err}");
     }
+
+    #[tokio::test]
+    async fn a_part_done_twice_counts_once_and_a_new_plan_drops_the_old_jobs_parts() {
+        let (_dir, db) = db().await;
+        let m = MediaVideo { id: "v1", owner_id: "u1", visibility: Visibility::Public, version: 1, synced_at_ms: 5 };
+        assert!(upsert_video(&db, &m, 10).await.unwrap());
+        plan_parts(&db, "v1", "job1", 2, 100).await.unwrap();
+        plan_parts(&db, "v1", "job1", 2, 200).await.unwrap(); // a redelivered job plans again
+        let rows = parts(&db, "v1", "job1").await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| (r.part, r.parts, r.created_at_ms)).collect::<Vec<_>>(),
+            vec![(0, 2, 100), (1, 2, 100), (2, 2, 100)]
+        );
+        assert!(lock_video(&db, "v1").await.unwrap());
+        assert!(finish_part(&db, "v1", "job1", 1, "{\"first\":1}", 300).await.unwrap());
+        assert!(!finish_part(&db, "v1", "job1", 1, "{\"second\":1}", 400).await.unwrap(), "done already");
+        let rows = parts(&db, "v1", "job1").await.unwrap();
+        assert_eq!((rows[1].result.as_deref(), rows[1].done_at_ms), (Some("{\"first\":1}"), Some(300)));
+        assert_eq!(rows.iter().filter(|r| r.done_at_ms.is_some()).count(), 1);
+
+        plan_parts(&db, "v1", "job2", 1, 500).await.unwrap();
+        assert!(parts(&db, "v1", "job1").await.unwrap().is_empty(), "a new upload's plan replaces the old");
+        assert!(!finish_part(&db, "v1", "job1", 0, "{}", 600).await.unwrap(), "an old job's part counts for nothing");
+        assert_eq!(parts(&db, "v1", "job2").await.unwrap().len(), 2);
+        delete_video(&db, "v1").await.unwrap();
+        assert!(parts(&db, "v1", "job2").await.unwrap().is_empty());
+    }
 }
