@@ -4,7 +4,7 @@
 #   heartbeats   POST /activity/heartbeat at the service (one heartbeat a request, anonymous,
 #                4,000 player sessions in turn, each with its next sequence number):
 #                wrk -t1 -c32, saturated, RUNS runs, median req/s and p99; then paced at the
-#                bar's 5,000/s (wrk delay() schedule): p99 at that rate, and how many it reached
+#                bar's 5,000/s (a fixed schedule through wrk's delay()): p99 at that rate, and how many it reached
 #   analytics    the owner's Video.analytics(range: LAST_28_DAYS) (views per day, retention curve,
 #                renditions) of the video all those heartbeats went to, after filling it up to
 #                1,000,000 heartbeats (at most 300 s more): wrk -t1 -c8, median p50/p99, with the
@@ -83,9 +83,27 @@ function done(summary, latency, requests)
   io.write(string.format("refused heartbeats: %d\n", n))
 end
 if pace > 0 then
-  -- each connection waits its share of the rate between requests (an approximation of a
-  -- fixed schedule: a slow answer delays that connection's next request)
-  delay = function() return math.floor(1000 * connections / pace) end
+  -- requests leave on a fixed schedule of `pace` a second across the thread's connections
+  -- (as scripts/bench.sh paces): a slot missed because every connection is busy is dropped,
+  -- so a rate the service cannot hold shows as fewer heartbeats a second
+  local ffi = require("ffi")
+  ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } flick_timespec;
+  int clock_gettime(int clk_id, flick_timespec *tp);
+  ]]
+  local ts = ffi.new("flick_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1e3 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local interval, next_slot = 1000 / pace, 0
+  delay = function()
+    local now = now_ms()
+    if next_slot < now then next_slot = now end
+    local wait = next_slot - now
+    next_slot = next_slot + interval
+    return wait
+  end
 end
 LUA
 }

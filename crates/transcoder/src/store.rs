@@ -266,7 +266,7 @@ pub async fn set_status<C: ConnectionTrait>(
 }
 
 /// Marks the job's video playable before its ladder finished (first segments stored), with
-/// the source's probed duration.
+/// the source's probed duration. False when it was already (the first time counts).
 pub async fn set_playable<C: ConnectionTrait>(
     c: &C,
     id: &str,
@@ -277,7 +277,7 @@ pub async fn set_playable<C: ConnectionTrait>(
     let n = exec(
         c,
         "UPDATE videos SET playable_at_ms = ?, source_duration_seconds = ?, updated_at_ms = ? \
-         WHERE id = ? AND job_id = ? AND state = 'PROCESSING'",
+         WHERE id = ? AND job_id = ? AND state = 'PROCESSING' AND playable_at_ms IS NULL",
         vec![now.into(), duration_seconds.into(), now.into(), id.into(), job_id.into()],
     )
     .await?;

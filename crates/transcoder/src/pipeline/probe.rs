@@ -32,7 +32,7 @@ const MAX_PROBE_OUTPUT: usize = 4 << 20;
 
 /// What the worker needs to know about a source. `width`/`height` are the display size: the
 /// sample aspect ratio and the rotation are applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceInfo {
     pub duration_seconds: f64,
     pub width: u32,

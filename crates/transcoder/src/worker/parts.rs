@@ -37,9 +37,9 @@ struct PartResult {
     /// The ladder the span was encoded with (the master of an early playlist needs it).
     #[serde(default)]
     rungs: Vec<pipeline::Rung>,
-    /// The source's probed duration.
+    /// The source as probed: the assembly needs it, not the source itself.
     #[serde(default)]
-    source_seconds: f64,
+    source: Option<pipeline::SourceInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,7 +197,7 @@ impl Transcoder {
         let (work, _alive) =
             scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let out = work.path().join("out");
-        let mut result = PartResult { source_seconds: source.info.duration_seconds, ..PartResult::default() };
+        let mut result = PartResult { source: Some(source.info.clone()), ..PartResult::default() };
         if p.part < p.parts {
             result.rungs = rungs.clone();
             let span = Span {
@@ -419,8 +419,10 @@ impl Transcoder {
     }
 
     async fn assemble(&self, p: &events::TranscodePart, results: &[PartResult]) -> Result<Playback, JobError> {
-        let source = self.cached_source(&p.video_id, &p.job_id).await?;
-        let rungs = self.rungs_for(&source.info);
+        // What the parts recorded: no need for the source itself.
+        let missing = || JobError::Invalid("the parts' records lack the probed source; upload again".into());
+        let info = results.iter().find_map(|r| r.source.clone()).ok_or_else(missing)?;
+        let rungs = results.first().map(|r| r.rungs.clone()).filter(|r| !r.is_empty()).ok_or_else(missing)?;
         let (work, _alive) =
             scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let out = work.path().join("out");
@@ -449,7 +451,7 @@ impl Transcoder {
                 .map_err(|e| transient("work dir")(e.to_string()))?;
             tokio::fs::write(&path, data).await.map_err(|e| transient("work dir")(e.to_string()))?;
         }
-        let packaged = pipeline::assemble(&source.info, &rungs, &self.encode_settings(), &tracks, &out).await?;
+        let packaged = pipeline::assemble(&info, &rungs, &self.encode_settings(), &tracks, &out).await?;
         let mut written: HashSet<String> = results.iter().flat_map(|r| r.files.iter().cloned()).collect();
         let mut made = vec![pipeline::MASTER.to_string(), packaged.manifest.to_string_lossy().into_owned()];
         made.extend(tracks.iter().map(|t| format!("{}/{}", t.name, pipeline::PLAYLIST)));
@@ -477,7 +479,7 @@ impl Transcoder {
                 .iter()
                 .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
                 .collect(),
-            has_audio: source.info.has_audio,
+            has_audio: info.has_audio,
             poster: thumbs.as_ref().map(|t| t.poster.clone()),
             storyboard: thumbs.as_ref().map(|t| t.storyboard.clone()),
             storyboard_vtt: thumbs.map(|t| t.storyboard_vtt),
@@ -492,6 +494,12 @@ impl Transcoder {
         let _one_download = self.sources.downloading.lock().await;
         if let Some(source) = self.sources.get(video_id, job_id).await {
             return Ok(source);
+        }
+        // Copies of sources whose jobs are over (assembled elsewhere, failed, replaced) go first.
+        for (video, job) in self.sources.keys().await {
+            if matches!(self.video_on_job(&video, &job).await, Ok(None)) {
+                self.sources.forget(&video, &job).await;
+            }
         }
         let video = store::video(&self.db, video_id)
             .await
@@ -512,6 +520,6 @@ fn source_seconds(rows: &[store::PartRow]) -> f64 {
     rows.iter()
         .filter_map(|r| r.result.as_deref())
         .filter_map(|json| serde_json::from_str::<PartResult>(json).ok())
-        .map(|r| r.source_seconds)
+        .filter_map(|r| r.source.map(|s| s.duration_seconds))
         .fold(0.0, f64::max)
 }

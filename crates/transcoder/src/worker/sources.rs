@@ -5,8 +5,9 @@ use crate::pipeline::SourceInfo;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Sources kept at most; the oldest goes first (a part still using it keeps its copy).
-const KEEP: usize = 3;
+/// Sources kept at most (beside any a running part still holds); the oldest goes first, and
+/// copies of jobs that are over go before a new download.
+const KEEP: usize = 2;
 
 /// A downloaded, probed source in its own scratch directory (removed when the last user
 /// drops it; its lock keeps other workers' sweeps away meanwhile).
@@ -41,6 +42,16 @@ impl SourceCache {
         entries.push((key, source));
         let excess = entries.len().saturating_sub(KEEP);
         entries.drain(..excess);
+    }
+
+    /// `(video_id, job_id)` of every copy kept.
+    pub(super) async fn keys(&self) -> Vec<(String, String)> {
+        self.entries
+            .lock()
+            .await
+            .iter()
+            .filter_map(|(k, _)| k.split_once('/').map(|(v, j)| (v.to_string(), j.to_string())))
+            .collect()
     }
 
     pub(super) async fn forget(&self, video_id: &str, job_id: &str) {
