@@ -436,7 +436,6 @@ class Progress(threading.Thread):
         super().__init__(daemon=True)
         self.user, self.video_id, self.cpu = user, video_id, cpu
         self.first = {}  # stage -> (monotonic time, flick CPU s) when first seen
-        self.last_encoding = None  # monotonic time of the last `encoding` report
         self.error = None
         self.ready = threading.Event()
 
@@ -460,8 +459,6 @@ class Progress(threading.Thread):
                 stage = p.get("stage")
                 if stage and stage not in self.first:
                     self.first[stage] = (time.monotonic(), self.cpu())
-                if stage == "encoding":
-                    self.last_encoding = time.monotonic()
                 if stage in ("ready", "failed"):
                     return
         except Exception as e:  # reported with the figures, never fatal
@@ -524,8 +521,6 @@ def flick_transcode(flick, clip, run, cpu=None):
         "playable_state": playable_state,
         "renditions": renditions,
         "breakdown": "; ".join(breakdown) + (f" (videoProgress: {progress.error})" if progress.error else ""),
-        # A split job: its last part's report (90%) to READY is the assembly.
-        "assembly_s": t_ready - progress.last_encoding if progress.last_encoding else None,
     }
 
 
@@ -723,6 +718,25 @@ class Worker:
         self.log.close()
 
 
+def assembly_seconds(pool):
+    """From the last part done to the assembly's end, from the workers' JSON logs."""
+    import datetime
+    done, assembled = [], []
+    for w in pool:
+        w.log.flush()
+        with open(w.log_path, errors="replace") as f:
+            for line in f:
+                if '"part done"' not in line and '"parts assembled' not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+                (done if entry["message"] == "part done" else assembled).append(at)
+    return max(assembled) - max(done) if done and assembled else None
+
+
 def psql(sql):
     host_port = PG.split("@", 1)[1]
     host, port = host_port.split(":")
@@ -759,6 +773,7 @@ def scaling_case(args, work, clip, case, run):
         cpu = lambda: flick.cpu() + sum(w.cpu() for w in pool)  # noqa: E731
         f = flick_transcode(flick, clip, f"{case} {run}", cpu=cpu)
         counts = [w.parts() for w in pool]
+        f["assembly_s"] = assembly_seconds(pool) if split else None
         f["parts"] = sum(c for c, _ in counts)
         f["part_mean_s"] = sum(t for _, t in counts) / f["parts"] if f["parts"] else None
         f["parts_by_worker"] = [int(c) for c, _ in counts]

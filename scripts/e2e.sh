@@ -77,6 +77,7 @@ shapes=("$@")
 # Chromium plays the assembled video across the parts' boundaries.
 export FLICK_TRANSCODER__CHUNK_MIN_SECONDS=${FLICK_TRANSCODER__CHUNK_MIN_SECONDS:-8}
 export FLICK_TRANSCODER__CHUNK_SECONDS=${FLICK_TRANSCODER__CHUNK_SECONDS:-4}
+export FLICK_TRANSCODER__CHUNK_FIRST_SECONDS=${FLICK_TRANSCODER__CHUNK_FIRST_SECONDS:-4}
 status=0
 for shape in "${shapes[@]}"; do
   case $shape in

@@ -45,6 +45,9 @@ pub struct TranscoderConfig {
     pub chunk_min_seconds: u32,
     /// The length of a split job's parts, rounded up to whole segments.
     pub chunk_seconds: u32,
+    /// The first part's length (rounded up likewise): short, so the video plays early; x264's
+    /// rate control restarts in every part, which costs its first seconds a little quality.
+    pub chunk_first_seconds: u32,
     /// Where workers keep a job's source and outputs while they work; empty: the system's.
     pub work_dir: Option<PathBuf>,
     /// The ladder: rungs above the source's size are skipped (never upscaled).
@@ -106,6 +109,7 @@ impl Default for TranscoderConfig {
             early_playback_min_seconds: 60,
             chunk_min_seconds: 120,
             chunk_seconds: 60,
+            chunk_first_seconds: 12,
             work_dir: None,
             rungs: vec![
                 rung("1080p", 1080, 5000, 5350),

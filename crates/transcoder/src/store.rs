@@ -783,8 +783,8 @@ pub async fn count_video_retry<C: ConnectionTrait>(
 // ---------------------------------------------------------------------------------------------
 // Segment-parallel jobs: the parts of a long video's job and what each produced.
 
-/// One row per part of a job: `result` (JSON, what the part stored) once `done_at_ms` is set;
-/// parts `0..parts` are spans of the ladder, part `parts` the audio and thumbnails.
+/// One row per part of a job (`parts` of them): `result` (JSON, what the part stored) once
+/// `done_at_ms` is set. What each part number is, is the worker's business (`worker/parts`).
 const PARTS: &str = "
 CREATE TABLE transcode_parts (
     video_id TEXT NOT NULL,
@@ -808,7 +808,7 @@ pub struct PartRow {
     pub done_at_ms: Option<i64>,
 }
 
-/// Records the parts `0..=parts` of the video's job `job_id` (an earlier job's parts go); a
+/// Records the parts `0..parts` of the video's job `job_id` (an earlier job's parts go); a
 /// plan made twice (a redelivered job) keeps what the first made.
 pub async fn plan_parts<C: ConnectionTrait>(
     c: &C,
@@ -819,7 +819,7 @@ pub async fn plan_parts<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     exec(c, "DELETE FROM transcode_parts WHERE video_id = ? AND job_id <> ?", vec![video_id.into(), job_id.into()])
         .await?;
-    for part in 0..=parts {
+    for part in 0..parts {
         exec(
             c,
             "INSERT INTO transcode_parts (video_id, job_id, part, parts, created_at_ms) VALUES (?, ?, ?, ?, ?)
@@ -923,12 +923,12 @@ mod tests {
         let (_dir, db) = db().await;
         let m = MediaVideo { id: "v1", owner_id: "u1", visibility: Visibility::Public, version: 1, synced_at_ms: 5 };
         assert!(upsert_video(&db, &m, 10).await.unwrap());
-        plan_parts(&db, "v1", "job1", 2, 100).await.unwrap();
-        plan_parts(&db, "v1", "job1", 2, 200).await.unwrap(); // a redelivered job plans again
+        plan_parts(&db, "v1", "job1", 3, 100).await.unwrap();
+        plan_parts(&db, "v1", "job1", 3, 200).await.unwrap(); // a redelivered job plans again
         let rows = parts(&db, "v1", "job1").await.unwrap();
         assert_eq!(
             rows.iter().map(|r| (r.part, r.parts, r.created_at_ms)).collect::<Vec<_>>(),
-            vec![(0, 2, 100), (1, 2, 100), (2, 2, 100)]
+            vec![(0, 3, 100), (1, 3, 100), (2, 3, 100)]
         );
         assert!(lock_video(&db, "v1").await.unwrap());
         assert!(finish_part(&db, "v1", "job1", 1, "{\"first\":1}", 300).await.unwrap());
@@ -937,7 +937,7 @@ mod tests {
         assert_eq!((rows[1].result.as_deref(), rows[1].done_at_ms), (Some("{\"first\":1}"), Some(300)));
         assert_eq!(rows.iter().filter(|r| r.done_at_ms.is_some()).count(), 1);
 
-        plan_parts(&db, "v1", "job2", 1, 500).await.unwrap();
+        plan_parts(&db, "v1", "job2", 2, 500).await.unwrap();
         assert!(parts(&db, "v1", "job1").await.unwrap().is_empty(), "a new upload's plan replaces the old");
         assert!(!finish_part(&db, "v1", "job1", 0, "{}", 600).await.unwrap(), "an old job's part counts for nothing");
         assert_eq!(parts(&db, "v1", "job2").await.unwrap().len(), 2);

@@ -529,7 +529,7 @@ async fn a_source_encoded_in_spans_and_assembled_matches_the_whole_file_encode()
     // 20 s spans, a third of the default: x264's rate control starts afresh in every span and
     // undershoots for its first seconds (measured on this clip's 240p: -0.8 dB with 8 s spans,
     // -0.23 dB with 20 s), so a span must be long for the quality to hold.
-    let spans = pipeline::spans(info.duration_seconds, 20, settings.segment_seconds);
+    let spans = pipeline::spans(info.duration_seconds, 20, 20, settings.segment_seconds);
     assert_eq!(spans.len(), 2, "{spans:?}");
     let assembled = dir.path().join("assembled");
     let mut tracks: Vec<pipeline::TrackSegments> =

@@ -897,6 +897,7 @@ async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(ba
     let mut infra = infra(backend).await;
     infra.config.transcoder_mut().chunk_min_seconds = 10;
     infra.config.transcoder_mut().chunk_seconds = 8;
+    infra.config.transcoder_mut().chunk_first_seconds = 8;
     infra.config.transcoder_mut().early_playback_min_seconds = 10;
     // Slow enough that the spans after the first are still encoding when it is done.
     infra.config.transcoder_mut().preset = "medium".into();
@@ -909,12 +910,12 @@ async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(ba
     let (id, ticket) = c.create_upload(&owner, "PUBLIC").await;
     c.upload_until_ready(&owner, &id, &ticket, &source).await;
 
-    // 26 s in 8 s spans: 0-8, 8-16, 16-26 (the 2 s left join the last), and the audio part.
+    // 26 s in 8 s spans: 0-8, 8-16, 16-26 (the 2 s left join the last), the audio, the thumbnails.
     assert_eq!(counted("transcode_jobs_total", "split"), 1);
-    assert_eq!(counted("transcode_parts_total", "completed"), 4, "each part ran once");
+    assert_eq!(counted("transcode_parts_total", "completed"), 5, "each part ran once");
     let stages: Vec<String> = log.lock().unwrap().iter().filter(|(v, ..)| *v == id).map(|e| e.1.clone()).collect();
     let encoding = stages.iter().filter(|s| *s == "encoding").count();
-    assert!(encoding >= 4, "a report per part done: {stages:?}");
+    assert!(encoding >= 5, "a report per part done: {stages:?}");
     // The audio and the first span done: the start plays while the other spans encode.
     let at = |stage: &str| stages.iter().position(|s| s == stage);
     assert!(at("playable").is_some_and(|p| Some(p) < at("ready")), "playable before ready: {stages:?}");
@@ -999,6 +1000,7 @@ async fn a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason(ba
         let config = infra.config.transcoder_mut();
         config.chunk_min_seconds = 10;
         config.chunk_seconds = 8;
+        config.chunk_first_seconds = 8;
         config.early_playback_min_seconds = 0;
         config.job_attempts = 2;
         let scratch = tempfile::tempdir().unwrap();
@@ -1013,7 +1015,7 @@ async fn a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason(ba
         assert_eq!(v["state"], expected, "{v}");
         if expected == "READY" {
             assert_eq!(counted("transcode_parts_total", "retried"), 1, "the killed part, once");
-            assert_eq!(counted("transcode_parts_total", "completed"), 4, "every part done once");
+            assert_eq!(counted("transcode_parts_total", "completed"), 5, "every part done once");
             let playlist = c
                 .http
                 .get(app.url(&format!("/video/{id}/hls/240p/index.m3u8")))

@@ -38,14 +38,15 @@ pub struct TrackSegments {
     pub segments: Vec<Segment>,
 }
 
-/// Spans of at most `chunk_seconds` (rounded up to whole segments) covering `duration`; a
-/// last piece shorter than a segment joins the span before it.
-pub fn spans(duration_seconds: f64, chunk_seconds: u32, segment_seconds: u32) -> Vec<Span> {
+/// Spans covering `duration`: the first of `first_seconds`, the others of `chunk_seconds`
+/// (both rounded up to whole segments); a last piece shorter than a segment joins the span
+/// before it. A short first span plays early; long ones keep the rate control's restarts few.
+pub fn spans(duration_seconds: f64, first_seconds: u32, chunk_seconds: u32, segment_seconds: u32) -> Vec<Span> {
     let segment = segment_seconds.max(1);
-    let chunk = chunk_seconds.max(1).div_ceil(segment) * segment;
-    let segments_per_chunk = u64::from(chunk / segment);
+    let whole = |seconds: u32| seconds.max(1).div_ceil(segment) * segment;
+    let (first, chunk) = (whole(first_seconds), whole(chunk_seconds));
     let mut spans: Vec<Span> = Vec::new();
-    let mut start = 0.0;
+    let (mut start, mut first_segment) = (0.0, 0u64);
     while start < duration_seconds {
         let rest = duration_seconds - start;
         if rest < f64::from(segment)
@@ -54,13 +55,10 @@ pub fn spans(duration_seconds: f64, chunk_seconds: u32, segment_seconds: u32) ->
             last.duration_seconds += rest;
             break;
         }
-        let duration = rest.min(f64::from(chunk));
-        spans.push(Span {
-            start_seconds: start,
-            duration_seconds: duration,
-            first_segment: spans.len() as u64 * segments_per_chunk,
-        });
-        start += f64::from(chunk);
+        let length = if spans.is_empty() { first } else { chunk };
+        spans.push(Span { start_seconds: start, duration_seconds: rest.min(f64::from(length)), first_segment });
+        start += f64::from(length);
+        first_segment += u64::from(length / segment);
     }
     // The last span reads to the end of the file, whatever the container said.
     if let Some(last) = spans.last_mut() {
@@ -344,17 +342,23 @@ mod tests {
 
     #[test]
     fn spans_cover_the_file_on_segment_boundaries() {
-        let s = spans(600.0, 60, 4);
+        let s = spans(600.0, 60, 60, 4);
         assert_eq!(s.len(), 10);
         assert_eq!((s[1].start_seconds, s[1].duration_seconds, s[1].first_segment), (60.0, 60.0, 15));
         assert_eq!(s[9].start_seconds, 540.0);
         // 62 s: 60 s, and the 2 s left join it; chunk lengths round up to whole segments.
-        let s = spans(62.0, 58, 4);
+        let s = spans(62.0, 58, 58, 4);
         assert_eq!(s.len(), 1);
         assert!(s[0].duration_seconds >= 62.0);
-        let s = spans(130.0, 60, 4);
+        let s = spans(130.0, 60, 60, 4);
         assert_eq!(s.iter().map(|s| s.first_segment).collect::<Vec<_>>(), vec![0, 15, 30]);
         assert!(s[2].start_seconds + s[2].duration_seconds >= 130.0);
+        // A short first span (to play early), then full ones, numbered on.
+        let s = spans(600.0, 10, 60, 4);
+        assert_eq!(s.len(), 11);
+        assert_eq!((s[0].duration_seconds, s[1].start_seconds, s[1].first_segment), (12.0, 12.0, 3));
+        assert_eq!((s[10].start_seconds, s[10].first_segment), (552.0, 138));
+        assert!(s[10].start_seconds + s[10].duration_seconds >= 600.0);
     }
 
     fn fragment(version: u8, tfdt: u64) -> Vec<u8> {

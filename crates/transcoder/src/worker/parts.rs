@@ -1,5 +1,5 @@
 //! Segment-parallel jobs: a long video's job is split into parts that any worker takes from
-//! the queue (`transcode.part`): spans of the ladder, and the whole file's audio with the
+//! the queue (`transcode.part`): spans of the ladder, the whole file's audio, and the
 //! thumbnails; the part that finishes last queues `transcode.assemble`, which writes the
 //! playlists and the DASH manifest over the stored segments and marks the video READY.
 //!
@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 /// What a part stored, kept on its row for the assembly.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PartResult {
-    /// The rungs' segments (a span), or the audio's (the audio part; none for a silent video).
+    /// The rungs' segments (a span), or the audio's (the audio part; none for a silent video;
+    /// none for the thumbnails part).
     tracks: Vec<TrackSegments>,
     /// Every file stored, relative to the video's media prefix.
     files: Vec<String>,
@@ -49,6 +50,11 @@ struct Thumbs {
     storyboard_vtt: String,
 }
 
+/// After the spans `0..parts`: part `parts` is the audio of the whole file, `parts + 1` the
+/// thumbnails.
+const AUDIO_PART: u32 = 0;
+const THUMBNAILS_PART: u32 = 1;
+
 /// How often a running part checks that its video is still on its job.
 const STILL_WANTED_EVERY: Duration = Duration::from_secs(2);
 
@@ -59,12 +65,12 @@ impl Transcoder {
         if min == 0 || duration_seconds < f64::from(min) {
             return None;
         }
-        let spans = pipeline::spans(duration_seconds, self.config.chunk_seconds, self.config.segment_seconds);
+        let c = &self.config;
+        let spans = pipeline::spans(duration_seconds, c.chunk_first_seconds, c.chunk_seconds, c.segment_seconds);
         (spans.len() > 1).then_some(spans)
     }
 
-    /// Splits the job: records its parts and queues them (the audio and thumbnails first, so
-    /// the first worker free takes the part every other waits for at the end), atomically.
+    /// Splits the job: records its parts and queues them, atomically.
     /// The downloaded source stays in this process's cache for the parts it takes.
     pub(super) async fn split(
         &self,
@@ -77,7 +83,8 @@ impl Transcoder {
         let parts = spans.len() as u32;
         let db = |e: flick_platform::db::sea_orm::DbErr| JobError::Transient(format!("recording the parts: {e}"));
         let txn = self.db.begin().await.map_err(db)?;
-        store::plan_parts(&txn, video_id, job_id, i64::from(parts), now_ms()).await.map_err(db)?;
+        let rows = i64::from(parts + THUMBNAILS_PART + 1);
+        store::plan_parts(&txn, video_id, job_id, rows, now_ms()).await.map_err(db)?;
         let part = |part: u32, span: Option<&Span>| events::TranscodePart {
             video_id: video_id.to_string(),
             job_id: job_id.to_string(),
@@ -87,8 +94,11 @@ impl Transcoder {
             duration_seconds: span.map_or(0.0, |s| s.duration_seconds),
             first_segment: span.map_or(0, |s| s.first_segment),
         };
-        let mut jobs = vec![part(parts, None)];
+        // In the order the video needs them to play early: the audio, the spans from the
+        // start; the thumbnails last (nothing waits for them but the assembly).
+        let mut jobs = vec![part(parts + AUDIO_PART, None)];
         jobs.extend(spans.iter().enumerate().map(|(k, s)| part(k as u32, Some(s))));
+        jobs.push(part(parts + THUMBNAILS_PART, None));
         for job in jobs {
             outbox::record(&txn, &envelope("transcode.part", video_id, crate::NAME, job.encode_to_vec()))
                 .await
@@ -214,13 +224,14 @@ impl Transcoder {
                 }
                 result.files.extend(track.segments.iter().map(|s| format!("{}/{}", track.name, s.uri)));
             }
-        } else {
+        } else if p.part == p.parts + AUDIO_PART {
             let audio = pipeline::encode_audio(&tools, &source.path, &source.info, &settings, &out, cancel).await?;
             if let Some(audio) = audio {
                 result.files.push(format!("{}/{}", audio.name, pipeline::init_name(&audio.name)));
                 result.files.extend(audio.segments.iter().map(|s| format!("{}/{}", audio.name, s.uri)));
                 result.tracks.push(audio);
             }
+        } else {
             let thumbs = pipeline::thumbnails(&tools, &source.path, &source.info, &out).await?;
             let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
             for file in thumbs.stills.iter().chain([&thumbs.poster, &thumbs.storyboard, &thumbs.storyboard_vtt]) {
@@ -272,7 +283,7 @@ impl Transcoder {
             }
         }
         if done == rows.len() {
-            let assemble = events::TranscodePart { part: p.parts, ..p.clone() };
+            let assemble = events::TranscodePart { part: 0, ..p.clone() };
             outbox::record(&txn, &envelope("transcode.assemble", &p.video_id, crate::NAME, assemble.encode_to_vec()))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -313,10 +324,11 @@ impl Transcoder {
     async fn publish_early(&self, p: &events::TranscodePart, rows: &[store::PartRow]) -> Result<bool, String> {
         let results: Vec<Option<PartResult>> =
             rows.iter().map(|r| r.result.as_deref().and_then(|json| serde_json::from_str(json).ok())).collect();
-        let Some(Some(audio)) = results.last() else { return Ok(false) };
-        let prefix: Vec<&PartResult> = results[..results.len() - 1].iter().map_while(Option::as_ref).collect();
+        let spans = usize::try_from(p.parts).unwrap_or(usize::MAX).min(results.len());
+        let Some(Some(audio)) = results.get(spans + AUDIO_PART as usize) else { return Ok(false) };
+        let prefix: Vec<&PartResult> = results[..spans].iter().map_while(Option::as_ref).collect();
         let Some(first) = prefix.first() else { return Ok(false) };
-        if prefix.len() == results.len() - 1 {
+        if prefix.len() == spans {
             return Ok(false); // the assembly writes the whole thing
         }
         let prefix_seconds: f64 =
