@@ -831,6 +831,12 @@ pub async fn plan_parts<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Forgets the video's parts (a retry plans its job again).
+pub async fn drop_parts<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<(), DbErr> {
+    exec(c, "DELETE FROM transcode_parts WHERE video_id = ?", vec![video_id.into()]).await?;
+    Ok(())
+}
+
 /// Takes the video's row lock for the rest of `c`'s transaction (PostgreSQL; SQLite has one
 /// writer): parts finishing together see each other's marks, so exactly one sees the last.
 pub async fn lock_video<C: ConnectionTrait>(c: &C, video_id: &str) -> Result<bool, DbErr> {

@@ -185,6 +185,8 @@ impl Transcoder {
             )));
         }
         store::set_status(&txn, &video.id, job, VideoStatus::Queued, None, None, now_ms()).await.map_err(db_error)?;
+        // A split job starts over: its parts are planned and queued again.
+        store::drop_parts(&txn, &video.id).await.map_err(db_error)?;
         let payload = events::TranscodeRequested { video_id: video.id.clone(), job_id: job.clone() };
         outbox::record(&txn, &envelope("transcode.requested", &video.id, crate::NAME, payload.encode_to_vec()))
             .await

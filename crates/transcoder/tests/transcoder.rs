@@ -991,11 +991,12 @@ fn ffmpeg_killed_on_the_second_span(dir: &std::path::Path, times: u32) -> String
 }
 
 /// A part whose ffmpeg is killed is retried alone: the other parts run once and the video
-/// becomes READY. A part that fails every time fails the video with a reason naming it.
+/// becomes READY. A part that fails on every attempt fails the video with a reason naming
+/// it; the owner's retry then runs the split job again from the start.
 async fn a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read(clip(dir.path(), "long.mp4", "640x360", 26)).unwrap();
-    for (times, expected) in [(1, "READY"), (0, "FAILED")] {
+    for (times, expected) in [(1, "READY"), (2, "FAILED")] {
         let mut infra = infra(backend).await;
         let config = infra.config.transcoder_mut();
         config.chunk_min_seconds = 10;
@@ -1029,6 +1030,12 @@ async fn a_failing_part_is_retried_alone_then_fails_the_video_with_its_reason(ba
         } else {
             let reason = v["error"].as_str().unwrap();
             assert!(reason.contains("part 2 failed 2 times") && reason.contains("killed"), "{reason}");
+            // Killed twice only: the retry's run of that part goes through.
+            let retry =
+                c.http.patch(app.url(&format!("/video/{id}"))).header("x-user-id", &owner).send().await.unwrap();
+            assert_eq!(retry.status(), 202);
+            let v = c.settled(&owner, &id, Duration::from_secs(120)).await;
+            assert_eq!(v["state"], "READY", "the retried split job: {v}");
         }
     }
 }

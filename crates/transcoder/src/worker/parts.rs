@@ -83,6 +83,11 @@ impl Transcoder {
         let parts = spans.len() as u32;
         let db = |e: flick_platform::db::sea_orm::DbErr| JobError::Transient(format!("recording the parts: {e}"));
         let txn = self.db.begin().await.map_err(db)?;
+        if !store::parts(&txn, video_id, job_id).await.map_err(db)?.is_empty() {
+            // A redelivered job split before (its parts are queued already): nothing to add.
+            txn.commit().await.map_err(db)?;
+            return Ok(());
+        }
         let rows = i64::from(parts + THUMBNAILS_PART + 1);
         store::plan_parts(&txn, video_id, job_id, rows, now_ms()).await.map_err(db)?;
         let part = |part: u32, span: Option<&Span>| events::TranscodePart {
