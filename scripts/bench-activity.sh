@@ -82,30 +82,9 @@ function done(summary, latency, requests)
   for _, t in ipairs(threads) do n = n + t:get("refused") end
   io.write(string.format("refused heartbeats: %d\n", n))
 end
-if pace > 0 then
-  -- requests leave on a fixed schedule of `pace` a second across the thread's connections
-  -- (as scripts/bench.sh paces): a slot missed because every connection is busy is dropped,
-  -- so a rate the service cannot hold shows as fewer heartbeats a second
-  local ffi = require("ffi")
-  ffi.cdef[[
-  typedef struct { long tv_sec; long tv_nsec; } flick_timespec;
-  int clock_gettime(int clk_id, flick_timespec *tp);
-  ]]
-  local ts = ffi.new("flick_timespec")
-  local function now_ms()
-    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-    return tonumber(ts.tv_sec) * 1e3 + tonumber(ts.tv_nsec) / 1e6
-  end
-  local interval, next_slot = 1000 / pace, 0
-  delay = function()
-    local now = now_ms()
-    if next_slot < now then next_slot = now end
-    local wait = next_slot - now
-    next_slot = next_slot + interval
-    return wait
-  end
-end
 LUA
+  # Paced: requests on a fixed schedule of PACE a second (as scripts/bench.sh paces).
+  [ "$2" = 0 ] || wrk_fixed_schedule "$2"
 }
 
 run_backend() { # NAME DOCUMENTS_URL

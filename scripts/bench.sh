@@ -79,26 +79,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # so a rate the stack cannot hold shows as fewer req/s). Latency is from send to answer.
 FEED_RATE=${FLICK_BENCH_FEED_RATE:-1500}
 paced() {
-  cat <<LUA
-local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } flick_timespec;
-int clock_gettime(int clk_id, flick_timespec *tp);
-]]
-local ts = ffi.new("flick_timespec")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) * 1e3 + tonumber(ts.tv_nsec) / 1e6
-end
-local interval, next_slot = 1000 / $1, 0
-function delay()
-  local now = now_ms()
-  if next_slot < now then next_slot = now end
-  local wait = next_slot - now
-  next_slot = next_slot + interval
-  return wait
-end
-LUA
+  wrk_fixed_schedule "$1"
   cat "$2"
 }
 

@@ -257,6 +257,43 @@ def toml_str(s):
     return json.dumps(str(s))
 
 
+def wait_ready(proc, port, what, log_tail):
+    """Waits up to 60 s for GET /readyz on `port` to answer 200 while `proc` runs."""
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}); log: {log_tail()}")
+        try:
+            if request(port, "GET", "/readyz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"{what} not ready after 60 s; log: {log_tail()}")
+        time.sleep(0.1)
+
+
+def process_cpu(pid):
+    """CPU seconds of a process and its reaped children (ffmpeg, ffprobe) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def stop_process(proc, log_file, what):
+    """SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            log(f"{what} (pid {proc.pid}) still running 30 s after TERM; KILL")
+            proc.kill()
+            proc.wait()
+    log_file.close()
+
+
 class Flick:
     """`flick serve` on its own data directory and ports, stopped by PID."""
 
@@ -291,19 +328,8 @@ class Flick:
         self.proc = subprocess.Popen([binary, "--config", cfg, "serve", "--services", services], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
-        deadline = time.time() + 60
         for svc in services.split(","):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"flick exited ({self.proc.returncode}); log: {self.tail()}")
-                try:
-                    if request(PORTS[svc], "GET", "/readyz", timeout=2)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.time() > deadline:
-                    raise RuntimeError(f"flick {svc} not ready after 60 s; log: {self.tail()}")
-                time.sleep(0.1)
+            wait_ready(self.proc, PORTS[svc], f"flick {svc}", self.tail)
 
     def tail(self, n=15):
         try:
@@ -313,10 +339,7 @@ class Flick:
 
     def cpu(self):
         """CPU seconds of flick and its reaped children (ffmpeg, ffprobe) so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        # after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17)
-        return sum(int(x) for x in fields[11:15]) / CLK_TCK
+        return process_cpu(self.pid)
 
     def status(self, key):
         """A /proc/<pid>/status value in MiB (VmRSS, VmHWM)."""
@@ -327,15 +350,7 @@ class Flick:
         return 0.0
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                log(f"flick (pid {self.pid}) still running 30 s after TERM; KILL")
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log, "flick")
 
 
 def port_open(port):
@@ -678,23 +693,10 @@ class Worker:
             cmd = ["taskset", "-c", str(core)] + cmd
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid, self.port = self.proc.pid, port
-        deadline = time.time() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flick worker exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                if request(port, "GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"flick worker not ready after 60 s; see {self.log_path}")
-            time.sleep(0.1)
+        wait_ready(self.proc, port, "flick worker", lambda: f"see {self.log_path}")
 
     def cpu(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / CLK_TCK
+        return process_cpu(self.pid)
 
     def parts(self):
         """(parts completed, their summed seconds) from the worker's /metrics."""
@@ -708,14 +710,7 @@ class Worker:
         return count, total
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log, "flick worker")
 
 
 def assembly_seconds(pool):

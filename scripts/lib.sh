@@ -83,6 +83,32 @@ wait_dev_stack() { wait_banner "$1" "$2" "$3" 'Flick dev stack is up' || die "th
 now_ms() { date +%s%3N; }
 
 # http_code URL [CURL_ARGS...]: prints the HTTP status (000 when nothing answers).
+# wrk_fixed_schedule RATE: a wrk delay() hook sending requests on a fixed schedule of RATE a
+# second across the thread's connections: a slot missed because every connection is busy is
+# dropped, so a rate the service cannot hold shows as fewer requests a second.
+wrk_fixed_schedule() {
+  cat <<LUA
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } flick_timespec;
+int clock_gettime(int clk_id, flick_timespec *tp);
+]]
+local ts = ffi.new("flick_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1e3 + tonumber(ts.tv_nsec) / 1e6
+end
+local interval, next_slot = 1000 / ($1), 0
+function delay()
+  local now = now_ms()
+  if next_slot < now then next_slot = now end
+  local wait = next_slot - now
+  next_slot = next_slot + interval
+  return wait
+end
+LUA
+}
+
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$@" || true; }
 
 # venv_has DIR PKG==VER: true when the venv at DIR has exactly that version (no pip call: fast).

@@ -261,6 +261,30 @@ pub struct Playback {
     pub storyboard_vtt: Option<String>,
 }
 
+impl Playback {
+    /// A packaged ladder's description, with its thumbnails' paths (under the media prefix).
+    pub(crate) fn of(
+        packaged: &crate::pipeline::Packaged,
+        has_audio: bool,
+        poster: Option<String>,
+        storyboard: Option<String>,
+        storyboard_vtt: Option<String>,
+    ) -> Self {
+        Playback {
+            duration_seconds: packaged.duration_seconds,
+            renditions: packaged
+                .renditions
+                .iter()
+                .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
+                .collect(),
+            has_audio,
+            poster,
+            storyboard,
+            storyboard_vtt,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rendition {
     pub name: String,

@@ -10,7 +10,7 @@
 
 use super::sources::CachedSource;
 use super::{JobError, scratch, transient};
-use crate::domain::{Playback, Rendition, Stage, Transcoder, VideoStatus, media_prefix, now_ms};
+use crate::domain::{Playback, Stage, Transcoder, VideoStatus, media_prefix, now_ms};
 use crate::pipeline::{self, Span, TrackSegments};
 use crate::store;
 use flick_platform::bus::{Delivery, HandlerError, envelope};
@@ -161,24 +161,39 @@ impl Transcoder {
         metrics::counter!("transcode_parts_total", "outcome" => label).increment(1);
         metrics::histogram!("transcode_part_duration_seconds", "outcome" => label)
             .record(started.elapsed().as_secs_f64());
-        let attempts = self.config.job_attempts.max(1);
         match outcome {
             Ok(result) => self.settle_part(&p, &video.owner_id, &result).await.map_err(HandlerError::Retry),
-            Err(JobError::Invalid(reason)) => {
-                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
-                    .await
-                    .map_err(HandlerError::Retry)?;
-                Err(HandlerError::Reject(reason))
+            Err(e) => {
+                let what = match p.part.checked_sub(p.parts) {
+                    None => format!("transcoding part {}", p.part + 1),
+                    Some(AUDIO_PART) => "encoding the audio".into(),
+                    Some(_) => "making the thumbnails".into(),
+                };
+                self.settle_failure(&p, &video.owner_id, delivery.attempt, &what, e).await
             }
-            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
-                let reason = format!("transcoding part {} failed {attempts} times; last error: {error}", p.part + 1);
-                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
-                    .await
-                    .map_err(HandlerError::Retry)?;
-                Err(HandlerError::Reject(error))
-            }
-            Err(JobError::Transient(error)) => Err(HandlerError::Retry(error)),
         }
+    }
+
+    /// A part or an assembly that failed: broken input fails the video now; anything else is
+    /// retried, and fails the video naming `what` on the last of `job_attempts`.
+    async fn settle_failure(
+        &self,
+        p: &events::TranscodePart,
+        owner_id: &str,
+        attempt: u32,
+        what: &str,
+        error: JobError,
+    ) -> Result<(), HandlerError> {
+        let attempts = self.config.job_attempts.max(1);
+        let (reason, rejected) = match error {
+            JobError::Invalid(reason) => (reason.clone(), reason),
+            JobError::Transient(error) if attempt >= attempts => {
+                (format!("{what} failed {attempts} times; last error: {error}"), error)
+            }
+            JobError::Transient(error) => return Err(HandlerError::Retry(error)),
+        };
+        self.fail(&p.video_id, owner_id, &p.job_id, None, 0, &reason).await.map_err(HandlerError::Retry)?;
+        Err(HandlerError::Reject(rejected))
     }
 
     /// The video, if it still runs job `job_id`.
@@ -409,29 +424,14 @@ impl Transcoder {
             .map(|r| serde_json::from_str(r.result.as_deref().unwrap_or("{}")))
             .collect::<Result<_, _>>()
             .map_err(|e| HandlerError::Reject(format!("a part's result is unreadable: {e}")))?;
-        let outcome = self.assemble(&p, &results).await;
-        let attempts = self.config.job_attempts.max(1);
-        match outcome {
+        match self.assemble(&p, &results).await {
             Ok(playback) => {
                 self.complete(&p.video_id, &p.job_id, None, 0, &playback).await.map_err(HandlerError::Retry)?;
                 self.sources.forget(&p.video_id, &p.job_id).await;
                 tracing::info!(video.id = %p.video_id, parts = rows.len(), "parts assembled; transcode completed");
                 Ok(())
             }
-            Err(JobError::Invalid(reason)) => {
-                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
-                    .await
-                    .map_err(HandlerError::Retry)?;
-                Err(HandlerError::Reject(reason))
-            }
-            Err(JobError::Transient(error)) if delivery.attempt >= attempts => {
-                let reason = format!("assembling the parts failed {attempts} times; last error: {error}");
-                self.fail(&p.video_id, &video.owner_id, &p.job_id, None, 0, &reason)
-                    .await
-                    .map_err(HandlerError::Retry)?;
-                Err(HandlerError::Reject(error))
-            }
-            Err(JobError::Transient(error)) => Err(HandlerError::Retry(error)),
+            Err(e) => self.settle_failure(&p, &video.owner_id, delivery.attempt, "assembling the parts", e).await,
         }
     }
 
@@ -489,18 +489,13 @@ impl Transcoder {
             }
         }
         let thumbs = results.iter().find_map(|r| r.thumbnails.clone());
-        Ok(Playback {
-            duration_seconds: packaged.duration_seconds,
-            renditions: packaged
-                .renditions
-                .iter()
-                .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
-                .collect(),
-            has_audio: info.has_audio,
-            poster: thumbs.as_ref().map(|t| t.poster.clone()),
-            storyboard: thumbs.as_ref().map(|t| t.storyboard.clone()),
-            storyboard_vtt: thumbs.map(|t| t.storyboard_vtt),
-        })
+        Ok(Playback::of(
+            &packaged,
+            info.has_audio,
+            thumbs.as_ref().map(|t| t.poster.clone()),
+            thumbs.as_ref().map(|t| t.storyboard.clone()),
+            thumbs.map(|t| t.storyboard_vtt),
+        ))
     }
 
     /// The job's source, from this process's cache or downloaded and probed once.

@@ -5,7 +5,7 @@ use super::early::Early;
 use super::progress::Reporter;
 use super::sources::CachedSource;
 use super::{JobError, scratch, transient};
-use crate::domain::{Playback, Rendition, Stage, Transcoder, media_prefix};
+use crate::domain::{Playback, Stage, Transcoder, media_prefix};
 use crate::pipeline::{self, EncodeSettings, RungSpec, Tools, hls};
 use std::collections::HashSet;
 use std::path::Path;
@@ -82,18 +82,13 @@ impl Transcoder {
         let already = early.map(|e| e.uploaded).unwrap_or_default();
         self.store_outputs(video_id, &out, &already).await?;
         let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
-        Ok(Some(Playback {
-            duration_seconds: packaged.duration_seconds,
-            renditions: packaged
-                .renditions
-                .iter()
-                .map(|r| Rendition { name: r.name.clone(), width: r.width, height: r.height, bitrate: r.bandwidth })
-                .collect(),
-            has_audio: info.has_audio,
-            poster: Some(path(&thumbs.poster)),
-            storyboard: Some(path(&thumbs.storyboard)),
-            storyboard_vtt: Some(path(&thumbs.storyboard_vtt)),
-        }))
+        Ok(Some(Playback::of(
+            &packaged,
+            info.has_audio,
+            Some(path(&thumbs.poster)),
+            Some(path(&thumbs.storyboard)),
+            Some(path(&thumbs.storyboard_vtt)),
+        )))
     }
 
     /// The configured ladder, sized for `info` (never upscaled).
