@@ -308,16 +308,16 @@ impl Transcoder {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        if playable
+        let newly_playable = playable
             && store::set_playable(&txn, &p.video_id, &p.job_id, source_seconds(&rows), now)
                 .await
-                .map_err(|e| e.to_string())?
-        {
+                .map_err(|e| e.to_string())?;
+        txn.commit().await.map_err(|e| e.to_string())?;
+        self.relay.notify();
+        if newly_playable {
             tracing::info!(video.id = %p.video_id, "playable before its parts finished");
             self.publish_stage(&p.video_id, owner_id, Stage::Playable, 50.0, None);
         }
-        txn.commit().await.map_err(|e| e.to_string())?;
-        self.relay.notify();
         // Encoding is 90% of a job; the parts share it. ETA: the time per part so far.
         let share = done as f64 / rows.len().max(1) as f64;
         let percent = (share * 90.0 * 10.0).round() / 10.0;
