@@ -876,15 +876,22 @@ async fn a_long_video_plays_before_its_ladder_finishes(backend: Backend) {
     assert!(playlist.contains("#EXT-X-ENDLIST"), "complete at READY: {playlist}");
 }
 
-/// `<name>{outcome="<outcome>"}` of this process's metrics so far (see `deferred`).
-fn counted(name: &str, outcome: &str) -> u64 {
+/// `<name>{<label>="<value>"}` of this process's metrics so far, summed. The recorder is
+/// process-wide: this relies on nextest running each test in its own process (how the
+/// workspace runs its tests), so the counts are this test's alone.
+fn metric(name: &str, label: &str, value: &str) -> u64 {
     let metrics = flick_kit::telemetry::metrics_handle().render();
-    let (prefix, label) = (format!("{name}{{"), format!("outcome=\"{outcome}\""));
+    let (prefix, label) = (format!("{name}{{"), format!("{label}=\"{value}\""));
     metrics
         .lines()
         .filter(|l| l.starts_with(&prefix) && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// `<name>{outcome="<outcome>"}` so far (see `metric`).
+fn counted(name: &str, outcome: &str) -> u64 {
+    metric(name, "outcome", outcome)
 }
 
 /// A long video's job is split into parts (spans of the ladder, the audio and thumbnails)
@@ -1519,17 +1526,9 @@ fn starts(log: &ProgressLog, video: &str) -> Vec<i64> {
     log.lock().unwrap().iter().filter(|(v, stage, _)| v == video && stage == "downloading").map(|e| e.2).collect()
 }
 
-/// `transcode_jobs_deferred_total{reason}` of this process so far.
-/// The recorder is process-wide: this relies on nextest running each test in its own process
-/// (how the workspace runs its tests), so the counts are this test's alone.
+/// `transcode_jobs_deferred_total{reason}` so far (see `metric`).
 fn deferred(reason: &str) -> u64 {
-    let metrics = flick_kit::telemetry::metrics_handle().render();
-    let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("transcode_jobs_deferred_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric("transcode_jobs_deferred_total", "reason", reason)
 }
 
 /// `PATCH /video/{id}` retries a FAILED video at most `video_retries` times (then 409 with
