@@ -1,21 +1,32 @@
 //! The embedded default: a table per collection (`doc_<name>`: id, the JSON body, expiry),
 //! indexes on JSON expressions, and every write one statement (an upsert with a conditional
 //! `DO UPDATE … WHERE`, its change a `json_set`/`json_remove` expression, `RETURNING` the
-//! row), so a write is atomic without a transaction and costs one round trip.
+//! row), so a write is atomic by itself. Writes go through one task that commits the writes
+//! waiting together in one transaction (group commit: SQLite's cost is per commit, and a
+//! player's heartbeats arrive thousands a second); each caller gets its own statement's
+//! answer once the group is committed.
 
 use crate::query::{Cond, Filter, Update};
 use crate::{DocError, Find, Group, Migration, Order, Updated};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, SqlErr, Value as SqlValue};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, QueryResult, SqlErr, Statement, TransactionTrait, Value as SqlValue,
+};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// How often expired documents are deleted (reads already skip them).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 128;
+
 pub(crate) struct SqliteDocs {
     db: DatabaseConnection,
+    /// To the group-commit task ([`commit_groups`]).
+    writes: mpsc::Sender<Write>,
     /// Tables known to exist, so that each collection is created once per process.
     tables: Mutex<HashSet<String>>,
 }
@@ -188,7 +199,9 @@ impl SqliteDocs {
         )
         .await
         .map_err(sql_err)?;
-        let docs = Arc::new(Self { db, tables: Mutex::new(HashSet::new()) });
+        let (writes, queue) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(commit_groups(db.clone(), queue));
+        let docs = Arc::new(Self { db, writes, tables: Mutex::new(HashSet::new()) });
         tokio::spawn(sweep_until_dropped(Arc::downgrade(&docs)));
         Ok(docs)
     }
@@ -287,8 +300,7 @@ impl SqliteDocs {
         );
         let values =
             vec![id.into(), doc.to_string().into(), expires_at.map(|at| at.timestamp_millis()).into(), now_ms().into()];
-        let row = self.db.query_one_raw(flick_db::stmt(&self.db, &sql, values)).await.map_err(sql_err)?;
-        if row.is_none() {
+        if self.write(flick_db::stmt(&self.db, &sql, values), Returns::Row).await?.row()?.is_none() {
             return Err(DocError::Duplicate("_id".into()));
         }
         Ok(())
@@ -352,7 +364,7 @@ impl SqliteDocs {
             );
             (sql, values)
         };
-        match self.db.query_one_raw(flick_db::stmt(&self.db, &sql, values)).await.map_err(sql_err)? {
+        match self.write(flick_db::stmt(&self.db, &sql, values), Returns::Row).await?.row()? {
             Some(row) => Ok(Updated::Applied(body(&row)?)),
             None => Ok(Updated::NotMatched),
         }
@@ -361,7 +373,19 @@ impl SqliteDocs {
     pub(crate) async fn delete_many(&self, collection: &str, filter: &Filter) -> Result<u64, DocError> {
         self.ensure_table(collection).await?;
         let (w, values) = where_clause(filter);
-        flick_db::exec(&self.db, &format!("DELETE FROM {} WHERE {w}", table(collection)), values).await.map_err(sql_err)
+        let sql = format!("DELETE FROM {} WHERE {w}", table(collection));
+        match self.write(flick_db::stmt(&self.db, &sql, values), Returns::Count).await? {
+            Answer::Count(n) => Ok(n),
+            Answer::Row(_) => Err(DocError::Unavailable("a delete answered a row".into())),
+        }
+    }
+
+    /// Runs one write through the group-commit task.
+    async fn write(&self, statement: Statement, returns: Returns) -> Result<Answer, DocError> {
+        let stopped = || DocError::Unavailable("the document writer stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Write { statement, returns, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     pub(crate) async fn find(&self, collection: &str, filter: &Filter, find: &Find) -> Result<Vec<Value>, DocError> {
@@ -476,6 +500,87 @@ impl SqliteDocs {
         self.db.execute_unprepared("DELETE FROM flick_doc_migrations").await.map_err(sql_err)?;
         self.tables.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
+    }
+}
+
+/// What a write's statement answers.
+#[derive(Debug, Clone, Copy)]
+enum Returns {
+    /// Its `RETURNING` row, if any.
+    Row,
+    /// How many rows it changed.
+    Count,
+}
+
+enum Answer {
+    Row(Option<QueryResult>),
+    Count(u64),
+}
+
+impl Answer {
+    fn row(self) -> Result<Option<QueryResult>, DocError> {
+        match self {
+            Answer::Row(row) => Ok(row),
+            Answer::Count(_) => Err(DocError::Unavailable("a write answered no row".into())),
+        }
+    }
+}
+
+struct Write {
+    statement: Statement,
+    returns: Returns,
+    reply: oneshot::Sender<Result<Answer, DocError>>,
+}
+
+/// The writer: takes every write waiting (up to [`MAX_GROUP`]) and commits them in one
+/// transaction; a write alone runs as its own statement. Ends when the store is dropped.
+async fn commit_groups(db: DatabaseConnection, mut queue: mpsc::Receiver<Write>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let answers = if group.len() == 1 { vec![run(&db, &group[0]).await] } else { run_group(&db, &group).await };
+        for (write, answer) in group.drain(..).zip(answers) {
+            let _ = write.reply.send(answer);
+        }
+    }
+}
+
+async fn run(c: &impl ConnectionTrait, w: &Write) -> Result<Answer, DocError> {
+    match w.returns {
+        Returns::Row => c.query_one_raw(w.statement.clone()).await.map(Answer::Row).map_err(sql_err),
+        Returns::Count => {
+            c.execute_raw(w.statement.clone()).await.map(|r| Answer::Count(r.rows_affected())).map_err(sql_err)
+        }
+    }
+}
+
+/// One transaction for the group: each write's answer once it is committed. A write that
+/// breaks a unique index fails alone (SQLite undoes that statement only); any other failure
+/// may have undone the transaction, so it, like a failed commit, fails every write of the
+/// group and nothing of it is kept: each caller sees an error and may retry.
+async fn run_group(db: &DatabaseConnection, group: &[Write]) -> Vec<Result<Answer, DocError>> {
+    let fail_all = |e: String| group.iter().map(|_| Err(DocError::Unavailable(e.clone()))).collect();
+    let txn = match db.begin().await {
+        Ok(txn) => txn,
+        Err(e) => return fail_all(e.to_string()),
+    };
+    let reason = |e: DocError| match e {
+        DocError::Unavailable(m) => m,
+        other => other.to_string(),
+    };
+    let mut answers = Vec::with_capacity(group.len());
+    for write in group {
+        match run(&txn, write).await {
+            Err(e @ DocError::Duplicate(_)) => answers.push(Err(e)),
+            Err(e) => {
+                let _ = txn.rollback().await;
+                return fail_all(reason(e));
+            }
+            ok => answers.push(ok),
+        }
+    }
+    match txn.commit().await {
+        Ok(()) => answers,
+        Err(e) => fail_all(e.to_string()),
     }
 }
 

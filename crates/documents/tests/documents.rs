@@ -47,6 +47,7 @@ on_both_stores!(
     updates_set_increment_keep_maxima_and_upsert,
     filtered_updates_apply_once_per_sequence_number,
     concurrent_upserts_of_one_new_document_all_count,
+    concurrent_writes_each_get_their_own_answer,
     finds_filter_sort_and_page,
     groups_count_and_sum_by_keys,
     migrations_apply_once_and_unique_indexes_refuse_duplicates,
@@ -135,6 +136,40 @@ async fn concurrent_upserts_of_one_new_document_all_count(docs: Documents) {
         assert!(matches!(result, Ok(Updated::Applied(_))), "{result:?}");
     }
     assert_eq!(c.get("hits").await.unwrap().unwrap()["n"], 20);
+}
+
+/// Writes that arrive together (SQLite commits them as one group) each get their own
+/// answer: a write a unique index refuses fails alone; the others beside it are kept.
+async fn concurrent_writes_each_get_their_own_answer(docs: Documents) {
+    docs.migrate("test", MIGRATIONS).await.unwrap();
+    let playlists = docs.collection("playlists").unwrap();
+    let counters = docs.collection("counters").unwrap();
+    // 90 inserts of 30 owners' "Later" (one each is kept), among 90 increments of a counter.
+    let tasks: Vec<_> = (0..180)
+        .map(|i| {
+            let (playlists, counters) = (playlists.clone(), counters.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let doc = json!({"_id": format!("p{i}"), "owner": format!("u{}", i / 2 % 30), "title": "Later"});
+                    playlists.insert(doc, None).await.map(|_| "inserted")
+                } else {
+                    counters.update("c", &Filter::all(), &Update::new().inc("n", 1), true).await.map(|_| "counted")
+                }
+            })
+        })
+        .collect();
+    let (mut inserted, mut duplicates, mut counted) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok("inserted") => inserted += 1,
+            Ok(_) => counted += 1,
+            Err(DocError::Duplicate(_)) => duplicates += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((inserted, duplicates, counted), (30, 60, 90));
+    assert_eq!(playlists.count(&Filter::all()).await.unwrap(), 30);
+    assert_eq!(counters.get("c").await.unwrap().unwrap()["n"], 90);
 }
 
 async fn finds_filter_sort_and_page(docs: Documents) {

@@ -54,6 +54,23 @@ pub struct StorageOptions {
     pub public_base_url: String,
 }
 
+/// Where an object can be read with seeks ([`ObjectStorage::seekable`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Seekable {
+    File(PathBuf),
+    /// Presigned: a credential until it expires.
+    Url(String),
+}
+
+impl std::fmt::Debug for Seekable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seekable::File(p) => write!(f, "Seekable::File({})", p.display()),
+            Seekable::Url(_) => write!(f, "Seekable::Url(presigned)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
@@ -311,6 +328,18 @@ impl ObjectStorage {
                     Err(e) => Err(StorageError::Source(format!("removing parts: {e}"))),
                 }
             }
+        }
+    }
+
+    /// Where a reader that seeks (ffmpeg reading a part of a video) finds `key` without a copy:
+    /// the file itself on the local backend, a presigned URL (ranged GETs) on S3.
+    pub async fn seekable(&self, key: &str, expires_in: Duration) -> Result<Seekable> {
+        match &self.backend {
+            Backend::Local { root, .. } => {
+                key_path(key)?;
+                Ok(Seekable::File(root.join(key)))
+            }
+            Backend::S3 { .. } => Ok(Seekable::Url(self.presigned_get(key, expires_in).await?)),
         }
     }
 

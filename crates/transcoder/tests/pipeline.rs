@@ -73,6 +73,7 @@ fn source(width: u32, height: u32) -> SourceInfo {
         video_codec: "h264".into(),
         has_audio: true,
         container: "mp4".into(),
+        demuxer: "mov".into(),
         size_bytes: 1,
         video_stream: 0,
         audio_stream: Some(1),
@@ -531,6 +532,7 @@ async fn a_source_encoded_in_spans_and_assembled_matches_the_whole_file_encode()
     // -0.23 dB with 20 s), so a span must be long for the quality to hold.
     let spans = pipeline::spans(info.duration_seconds, 20, 20, settings.segment_seconds);
     assert_eq!(spans.len(), 2, "{spans:?}");
+    let source = pipeline::Input::file(&input);
     let assembled = dir.path().join("assembled");
     let mut tracks: Vec<pipeline::TrackSegments> =
         rungs.iter().map(|r| pipeline::TrackSegments { name: r.name.clone(), segments: vec![] }).collect();
@@ -538,7 +540,7 @@ async fn a_source_encoded_in_spans_and_assembled_matches_the_whole_file_encode()
         // Each span in a directory of its own, as on separate workers.
         let out = dir.path().join(format!("span{k}"));
         let made =
-            pipeline::encode_span(&tools(), &input, &info, &rungs, &settings, span, &out, CancellationToken::new())
+            pipeline::encode_span(&tools(), &source, &info, &rungs, &settings, span, &out, CancellationToken::new())
                 .await
                 .unwrap();
         for (track, part) in tracks.iter_mut().zip(made) {
@@ -553,7 +555,7 @@ async fn a_source_encoded_in_spans_and_assembled_matches_the_whole_file_encode()
             track.segments.extend(part.segments);
         }
     }
-    let audio = pipeline::encode_audio(&tools(), &input, &info, &settings, &assembled, CancellationToken::new())
+    let audio = pipeline::encode_audio(&tools(), &source, &info, &settings, &assembled, CancellationToken::new())
         .await
         .unwrap()
         .expect("the source has audio");
@@ -648,7 +650,7 @@ async fn thumbnails_are_a_poster_stills_and_a_storyboard_whose_cues_cover_the_du
     let input = clip(dir.path(), "source", "1280x720", 10, false, &["-f", "mp4"]).await;
     let info = pipeline::probe(&tools(), &input).await.unwrap();
     let out = dir.path().join("out");
-    let thumbs = pipeline::thumbnails(&tools(), &input, &info, &out).await.unwrap();
+    let thumbs = pipeline::thumbnails(&tools(), &pipeline::Input::file(&input), &info, &out).await.unwrap();
 
     assert_eq!(thumbs.poster, Path::new("thumbs/poster.jpg"));
     let poster = std::fs::read(out.join(&thumbs.poster)).unwrap();
@@ -780,7 +782,7 @@ async fn transcode(input: &Path, out: &Path) -> Result<(SourceInfo, Packaged), M
     let packaged =
         pipeline::encode(&tools(), input, &info, &rungs, &fast_settings(), out, |_| {}, CancellationToken::new())
             .await?;
-    pipeline::thumbnails(&tools(), input, &info, out).await?;
+    pipeline::thumbnails(&tools(), &pipeline::Input::file(input), &info, out).await?;
     Ok((info, packaged))
 }
 

@@ -920,6 +920,12 @@ async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(ba
     // 26 s in 8 s spans: 0-8, 8-16, 16-26 (the 2 s left join the last), the audio, the thumbnails.
     assert_eq!(counted("transcode_jobs_total", "split"), 1);
     assert_eq!(counted("transcode_parts_total", "completed"), 5, "each part ran once");
+    // The splitter's parts use its copy; the other process reads the stored source in place
+    // (the file, or ranged GETs of a presigned URL): nobody downloads it again.
+    let sources = |how: &str| metric("transcode_part_sources_total", "source", how);
+    assert_eq!(sources("downloaded"), 0);
+    assert!(sources("in_place") >= 1, "the second process took a part");
+    assert_eq!(sources("kept") + sources("in_place"), 5);
     let stages: Vec<String> = log.lock().unwrap().iter().filter(|(v, ..)| *v == id).map(|e| e.1.clone()).collect();
     let encoding = stages.iter().filter(|s| *s == "encoding").count();
     assert!(encoding >= 5, "a report per part done: {stages:?}");

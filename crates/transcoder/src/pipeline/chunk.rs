@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::{Span, command};
 use super::hls;
+use super::input::Input;
 use super::layout::{AUDIO, MASTER, PLAYLIST, Rung};
 use super::package::{Packaged, avc_codec, package_sized};
-use super::probe::file_url;
 use super::{EncodeSettings, MediaError, SourceInfo, Tools, failure, process};
 
 /// One media segment of a track as stored: its name in the track's directory, its length.
@@ -73,7 +73,7 @@ pub fn spans(duration_seconds: f64, first_seconds: u32, chunk_seconds: u32, segm
 #[allow(clippy::too_many_arguments)]
 pub async fn encode_span(
     tools: &Tools,
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     rungs: &[Rung],
     settings: &EncodeSettings,
@@ -117,7 +117,7 @@ pub async fn encode_span(
 /// Encodes the whole file's audio once into `out_dir/audio` (init and segments).
 pub async fn encode_audio(
     tools: &Tools,
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     settings: &EncodeSettings,
     out_dir: &Path,
@@ -129,11 +129,8 @@ pub async fn encode_audio(
     tokio::fs::create_dir_all(out_dir.join(AUDIO)).await?;
     let out = out_dir.to_string_lossy();
     let mut args: Vec<std::ffi::OsString> =
-        ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-protocol_whitelist", "file", "-i"]
-            .into_iter()
-            .map(Into::into)
-            .collect();
-    args.push(file_url(input));
+        ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"].into_iter().map(Into::into).collect();
+    args.extend(input.args());
     for a in [
         "-map".to_string(),
         format!("0:{stream}"),

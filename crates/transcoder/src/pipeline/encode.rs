@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::input::Input;
 use super::layout::{AUDIO, MASTER, Rung, SEGMENT_PATTERN, THUMBS, output_frame_rate};
 use super::package::{Packaged, package};
-use super::probe::file_url;
 use super::progress::{EncodeProgress, ProgressParser};
 use super::{MediaError, SourceInfo, Tools, failure, process};
 
@@ -55,7 +55,7 @@ pub async fn encode(
         return Err(MediaError::Tool("the output directory's path must not contain '%' (ffmpeg patterns)".into()));
     }
     tokio::fs::create_dir_all(out_dir).await?;
-    let args = command(input, source, rungs, settings, out_dir, None);
+    let args = command(&Input::file(input), source, rungs, settings, out_dir, None);
     let mut parser = ProgressParser::new(source.duration_seconds);
     // A container that claims less than its streams hold would be encoded past what it said
     // (and, claiming seconds of an endless stream, for ever): stopped once the output passes
@@ -147,7 +147,7 @@ pub struct Span {
 }
 
 pub(crate) fn command(
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     rungs: &[Rung],
     settings: &EncodeSettings,
@@ -176,11 +176,8 @@ pub(crate) fn command(
         }
     }
 
-    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
-        .into_iter()
-        .chain(["-protocol_whitelist", "file"])
-        .map(OsString::from)
-        .collect();
+    let mut args: Vec<OsString> =
+        ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"].into_iter().map(OsString::from).collect();
     if let Some(span) = span {
         // Before -i: seeks to the keyframe before the start and decodes from there, dropping
         // the frames before it (exact), then reads no further than the span.
@@ -193,8 +190,7 @@ pub(crate) fn command(
             args.push(a.into());
         }
     }
-    args.push("-i".into());
-    args.push(file_url(input));
+    args.extend(input.args());
     let mut push = |s: String| args.push(s.into());
     push("-filter_complex".into());
     push(graph);
@@ -307,6 +303,7 @@ mod tests {
             video_codec: "h264".into(),
             has_audio,
             container: "mp4".into(),
+            demuxer: "mov".into(),
             size_bytes: 1,
             video_stream: 0,
             audio_stream: has_audio.then_some(1),
@@ -321,7 +318,7 @@ mod tests {
     fn one_process_splits_the_decode_and_maps_the_audio_once() {
         let rungs = super::super::ladder(&source(true), &super::super::default_rungs());
         let cmd = line(&command(
-            Path::new("/w/source"),
+            &Input::file(Path::new("/w/source")),
             &source(true),
             &rungs,
             &EncodeSettings::default(),
@@ -343,8 +340,14 @@ mod tests {
     #[test]
     fn a_single_variant_names_its_init_segment_itself() {
         let rungs = super::super::ladder(&SourceInfo { width: 200, height: 150, ..source(false) }, &[]);
-        let cmd =
-            line(&command(Path::new("/s"), &source(false), &rungs, &EncodeSettings::default(), Path::new("/o"), None));
+        let cmd = line(&command(
+            &Input::file(Path::new("/s")),
+            &source(false),
+            &rungs,
+            &EncodeSettings::default(),
+            Path::new("/o"),
+            None,
+        ));
         assert!(cmd.contains("-hls_fmp4_init_filename init_150p.mp4") && cmd.contains("-var_stream_map v:0,name:150p"));
         assert!(cmd.contains("[0:0]scale=200:150,setsar=1[v0]") && !cmd.contains("split"));
     }
@@ -354,14 +357,14 @@ mod tests {
         let rungs = super::super::ladder(&source(true), &super::super::default_rungs());
         let span = Span { start_seconds: 60.0, duration_seconds: 60.0, first_segment: 15 };
         let cmd = line(&command(
-            Path::new("/w/source"),
+            &Input::file(Path::new("/w/source")),
             &source(true),
             &rungs,
             &EncodeSettings::default(),
             Path::new("/w/out"),
             Some(&span),
         ));
-        assert!(cmd.contains("-ss 60.000000 -t 60.000000 -i file:/w/source"), "{cmd}");
+        assert!(cmd.contains("-ss 60.000000 -t 60.000000 -protocol_whitelist file -i file:/w/source"), "{cmd}");
         assert!(cmd.contains("-start_number 15"), "{cmd}");
         assert!(!cmd.contains("-map 0:1") && !cmd.contains("agroup"), "{cmd}");
     }

@@ -1,8 +1,8 @@
 //! Deciding whose fault a failed ffmpeg/ffprobe run was, and turning its stderr into a reason a
 //! video owner can read (no addresses, no server paths).
 
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
 use std::process::ExitStatus;
 
 use super::MediaError;
@@ -24,6 +24,15 @@ const OURS: &[&str] = &[
     "error initializing output stream",
     "broken pipe",
     "resource temporarily unavailable",
+    // Reading the source from the object store (a part of a split job).
+    "server returned",
+    "http error",
+    "connection refused",
+    "connection reset",
+    "connection timed out",
+    "network is unreachable",
+    "input/output error",
+    "protocol not on whitelist",
 ];
 
 /// stderr fragments that mean the input is broken or unsupported (lower case).
@@ -58,7 +67,13 @@ const THEIRS: &[&str] = &[
 
 /// Judges a non-zero exit of a run over `input`. `prefix` opens the owner-facing reason, e.g.
 /// "the file is truncated or corrupt".
-pub(crate) fn judge(tool: &str, status: ExitStatus, stderr: &StderrSummary, input: &Path, prefix: &str) -> MediaError {
+pub(crate) fn judge<I: AsRef<OsStr> + ?Sized>(
+    tool: &str,
+    status: ExitStatus,
+    stderr: &StderrSummary,
+    input: &I,
+    prefix: &str,
+) -> MediaError {
     if let Some(signal) = status.signal() {
         return MediaError::Tool(format!("{tool} was killed by signal {signal}"));
     }
@@ -80,13 +95,17 @@ pub(crate) fn judge(tool: &str, status: ExitStatus, stderr: &StderrSummary, inpu
 }
 
 /// Strips what only makes sense on our machine: the `[h264 @ 0x55…]` context, the input's
-/// path, stream numbers; then bounds the length.
-pub(crate) fn clean(line: &str, input: &Path) -> String {
+/// path or URL (and any other URL: a signed one is a credential), stream numbers; then
+/// bounds the length.
+pub(crate) fn clean<I: AsRef<OsStr> + ?Sized>(line: &str, input: &I) -> String {
     let mut text = line.to_string();
-    let path = input.to_string_lossy();
+    let path = input.as_ref().to_string_lossy();
     for p in [format!("file:{path}"), path.to_string()] {
-        text = text.replace(&p, "");
+        if !p.is_empty() {
+            text = text.replace(&p, "");
+        }
     }
+    text = without_urls(&text);
     // "[mov,mp4,m4a @ 0x5588…] moov atom not found" → "moov atom not found"
     while let Some(rest) = text.strip_prefix('[').and_then(|t| t.split_once("] ").map(|(_, r)| r.to_string())) {
         text = rest;
@@ -99,6 +118,20 @@ pub(crate) fn clean(line: &str, input: &Path) -> String {
     if out.is_empty() {
         out = "unreadable".into();
     }
+    out
+}
+
+/// Every `http://…`/`https://…` up to the next space or quote becomes "the source".
+fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"].iter().filter_map(|s| rest.find(s)).min() {
+        out.push_str(&rest[..at]);
+        out.push_str("the source");
+        let end = rest[at..].find(|c: char| c.is_whitespace() || c == '\'' || c == '"').map_or(rest.len(), |e| at + e);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -117,6 +150,7 @@ fn friendly(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn clean_drops_context_paths_and_stream_numbers() {
@@ -134,6 +168,20 @@ mod tests {
             "channel element 0.0 is not allocated"
         );
         assert_eq!(clean("[h264 @ 0x1] /tmp/job/source is odd", input), "is odd");
+    }
+
+    #[test]
+    fn no_url_survives_and_http_failures_are_ours() {
+        let url = "http://127.0.0.1:9000/b/uploads/v?X-Amz-Signature=abc";
+        let status = ExitStatus::from_raw(1 << 8);
+        let line = format!("[http @ 0x1] {url}: Server returned 403 Forbidden (access denied)");
+        let summary = StderrSummary { tail: vec![line.clone()], ..Default::default() };
+        match judge("ffmpeg", status, &summary, url, "bad") {
+            MediaError::Tool(reason) => assert!(!reason.contains("Signature") && reason.contains("403"), "{reason}"),
+            other => panic!("an unreachable source is ours to retry: {other:?}"),
+        }
+        let other = "Opening 'https://s3.example/k?X-Amz-Credential=id' failed";
+        assert_eq!(clean(other, Path::new("/x")), "Opening 'the source' failed");
     }
 
     #[test]

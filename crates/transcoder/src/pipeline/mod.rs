@@ -26,6 +26,7 @@ mod dash;
 mod encode;
 mod failure;
 pub(crate) mod hls;
+mod input;
 mod ladder;
 mod layout;
 mod package;
@@ -42,6 +43,7 @@ pub use chunk::{
 };
 pub use encode::{EncodeSettings, Span, encode};
 pub use hls::completed_segments;
+pub use input::Input;
 pub use ladder::{default_rungs, ladder};
 pub use layout::{AUDIO, MANIFEST, MASTER, MAX_OUTPUT_FRAME_RATE, PLAYLIST, Rung, RungSpec, THUMBS, init_file};
 pub use package::{Packaged, RenditionInfo, avc_codec};

@@ -44,6 +44,10 @@ pub struct SourceInfo {
     pub has_audio: bool,
     /// From the magic bytes when recognised (see [`sniff`]), else ffprobe's first format name.
     pub container: String,
+    /// ffprobe's demuxer for the file (its first name, `mov`, `matroska`): a part that reads
+    /// the source over HTTP forces it. Empty in records of older versions.
+    #[serde(default)]
+    pub demuxer: String,
     pub size_bytes: u64,
     /// ffprobe's index of the video stream to encode (a cover picture is never chosen).
     pub video_stream: usize,
@@ -114,7 +118,7 @@ fn refuse_by_content(head: &[u8]) -> Option<&'static str> {
 }
 
 /// `file:` keeps ffmpeg from reading a path as another protocol (`http:…`, `pipe:`).
-pub(crate) fn file_url(input: &Path) -> OsString {
+fn file_url(input: &Path) -> OsString {
     let mut url = OsString::from("file:");
     url.push(input.as_os_str());
     url
@@ -255,6 +259,7 @@ fn validate(
         video_codec: codec.to_string(),
         has_audio: audio.is_some(),
         container: sniffed.map(str::to_string).unwrap_or_else(|| format.split(',').next().unwrap_or("").to_string()),
+        demuxer: format.split(',').next().unwrap_or("").to_string(),
         size_bytes: size,
         video_stream: video.index,
         audio_stream: audio.map(|a| a.index),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::input::Input;
 use super::layout::THUMBS;
-use super::probe::file_url;
 use super::{MediaError, SourceInfo, Tools, failure, process};
 
 pub const STILL_COUNT: usize = 3;
@@ -40,7 +40,7 @@ pub struct Thumbnails {
 
 pub async fn thumbnails(
     tools: &Tools,
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     out_dir: &Path,
 ) -> Result<Thumbnails, MediaError> {
@@ -53,8 +53,8 @@ pub async fn thumbnails(
 /// are read as the video stream 0 of a file of `source`'s display size and duration.
 pub async fn thumbnails_from(
     tools: &Tools,
-    pictures: &Path,
-    tiles: &Path,
+    pictures: &Input,
+    tiles: &Input,
     source: &SourceInfo,
     out_dir: &Path,
 ) -> Result<Thumbnails, MediaError> {
@@ -93,7 +93,7 @@ pub async fn thumbnails_from(
 /// One ffmpeg, one input per seek (`-ss` before `-i`: keyframe seek, then decode to the time).
 async fn grab(
     tools: &Tools,
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     out_dir: &Path,
     shots: &[(f64, PathBuf)],
@@ -101,10 +101,8 @@ async fn grab(
 ) -> Result<(), MediaError> {
     let mut args: Vec<OsString> = common_args();
     for (t, _) in shots {
-        for s in ["-ss".to_string(), format!("{t:.3}"), "-protocol_whitelist".into(), "file".into(), "-i".into()] {
-            args.push(s.into());
-        }
-        args.push(file_url(input));
+        args.extend(["-ss".into(), format!("{t:.3}").into()]);
+        args.extend(input.args());
     }
     for (k, (_, path)) in shots.iter().enumerate() {
         for s in [
@@ -128,7 +126,7 @@ async fn grab(
 
 async fn storyboard(
     tools: &Tools,
-    input: &Path,
+    input: &Input,
     source: &SourceInfo,
     out_dir: &Path,
     dir: &Path,
@@ -147,8 +145,7 @@ async fn storyboard(
     if interval >= KEYFRAMES_ONLY_FROM_SECONDS {
         args.extend(["-skip_frame", "nokey"].map(OsString::from));
     }
-    args.extend(["-protocol_whitelist", "file", "-i"].map(OsString::from));
-    args.push(file_url(input));
+    args.extend(input.args());
     for s in [
         "-map".to_string(),
         format!("0:{}", source.video_stream),
@@ -194,7 +191,7 @@ fn common_args() -> Vec<OsString> {
     ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"].map(OsString::from).to_vec()
 }
 
-async fn run(tools: &Tools, input: &Path, args: &[OsString], timeout: Duration) -> Result<(), MediaError> {
+async fn run(tools: &Tools, input: &Input, args: &[OsString], timeout: Duration) -> Result<(), MediaError> {
     let done = process::run(&tools.ffmpeg, tools.limits, args, timeout, &CancellationToken::new(), |_| {}).await?;
     if !done.status.success() {
         return Err(failure::judge("ffmpeg", done.status, &done.stderr, input, "the file is truncated or corrupt"));

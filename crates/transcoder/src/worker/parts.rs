@@ -16,6 +16,7 @@ use crate::store;
 use flick_platform::bus::{Delivery, HandlerError, envelope};
 use flick_platform::db::sea_orm::TransactionTrait;
 use flick_platform::outbox;
+use flick_platform::storage::Seekable;
 use flick_proto::events::v1 as events;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,10 @@ struct Thumbs {
 const AUDIO_PART: u32 = 0;
 const THUMBNAILS_PART: u32 = 1;
 
+/// How long a part's presigned URL of the source lasts (a part runs minutes; its reads are
+/// spread over that time).
+const READ_URL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
 /// How often a running part checks that its video is still on its job.
 const STILL_WANTED_EVERY: Duration = Duration::from_secs(2);
 
@@ -79,6 +84,8 @@ impl Transcoder {
         spans: &[Span],
         source: Arc<CachedSource>,
     ) -> Result<(), JobError> {
+        // Other workers read the stored source with this probe's demuxer instead of a copy.
+        let source_info = serde_json::to_string(&source.info).unwrap_or_default();
         self.sources.keep(video_id, job_id, source).await;
         let parts = spans.len() as u32;
         let db = |e: flick_platform::db::sea_orm::DbErr| JobError::Transient(format!("recording the parts: {e}"));
@@ -98,6 +105,7 @@ impl Transcoder {
             start_seconds: span.map_or(0.0, |s| s.start_seconds),
             duration_seconds: span.map_or(0.0, |s| s.duration_seconds),
             first_segment: span.map_or(0, |s| s.first_segment),
+            source_info: source_info.clone(),
         };
         // In the order the video needs them to play early: the audio, the spans from the
         // start; the thumbnails last (nothing waits for them but the assembly).
@@ -220,7 +228,7 @@ impl Transcoder {
 
     /// Encodes and stores one part; returns its result for the row.
     async fn run_part(&self, p: &events::TranscodePart, cancel: CancellationToken) -> Result<String, JobError> {
-        let source = self.cached_source(&p.video_id, &p.job_id).await?;
+        let source = self.part_source(p).await?;
         let tools = self.tools();
         let rungs = self.rungs_for(&source.info);
         let settings = self.encode_settings();
@@ -236,7 +244,7 @@ impl Transcoder {
                 first_segment: p.first_segment,
             };
             result.tracks =
-                pipeline::encode_span(&tools, &source.path, &source.info, &rungs, &settings, &span, &out, cancel)
+                pipeline::encode_span(&tools, &source.input, &source.info, &rungs, &settings, &span, &out, cancel)
                     .await?;
             for track in &result.tracks {
                 if p.part == 0 {
@@ -245,14 +253,14 @@ impl Transcoder {
                 result.files.extend(track.segments.iter().map(|s| format!("{}/{}", track.name, s.uri)));
             }
         } else if p.part == p.parts + AUDIO_PART {
-            let audio = pipeline::encode_audio(&tools, &source.path, &source.info, &settings, &out, cancel).await?;
+            let audio = pipeline::encode_audio(&tools, &source.input, &source.info, &settings, &out, cancel).await?;
             if let Some(audio) = audio {
                 result.files.push(format!("{}/{}", audio.name, pipeline::init_name(&audio.name)));
                 result.files.extend(audio.segments.iter().map(|s| format!("{}/{}", audio.name, s.uri)));
                 result.tracks.push(audio);
             }
         } else {
-            let thumbs = pipeline::thumbnails(&tools, &source.path, &source.info, &out).await?;
+            let thumbs = pipeline::thumbnails(&tools, &source.input, &source.info, &out).await?;
             let path = |p: &Path| p.to_string_lossy().replace('\\', "/");
             for file in thumbs.stills.iter().chain([&thumbs.poster, &thumbs.storyboard, &thumbs.storyboard_vtt]) {
                 result.files.push(path(file));
@@ -498,6 +506,36 @@ impl Transcoder {
         ))
     }
 
+    /// The part's source: this process's copy when it has one, else the stored object read
+    /// where it is (only the part's span of it is fetched) with the splitter's probe, else a
+    /// copy downloaded and probed once.
+    async fn part_source(&self, p: &events::TranscodePart) -> Result<Arc<CachedSource>, JobError> {
+        let read = |how: &'static str| metrics::counter!("transcode_part_sources_total", "source" => how).increment(1);
+        if let Some(source) = self.sources.get(&p.video_id, &p.job_id).await {
+            read("kept");
+            return Ok(source);
+        }
+        let probed =
+            serde_json::from_str::<pipeline::SourceInfo>(&p.source_info).ok().filter(|i| !i.demuxer.is_empty());
+        if let Some(info) = probed {
+            let video = store::video(&self.db, &p.video_id)
+                .await
+                .map_err(|e| transient("reading the video")(e.to_string()))?
+                .ok_or_else(|| JobError::Transient("the video is gone".into()))?;
+            if let [key] = video.source_objects().as_slice() {
+                let input = match self.storage.seekable(key, READ_URL_LIFETIME).await {
+                    Ok(Seekable::File(path)) => pipeline::Input::File(path),
+                    Ok(Seekable::Url(url)) => pipeline::Input::Remote { url, demuxer: info.demuxer.clone() },
+                    Err(e) => return Err(transient("reading the source")(e.to_string())),
+                };
+                read("in_place");
+                return Ok(Arc::new(CachedSource { input, info, _copy: None }));
+            }
+        }
+        read("downloaded");
+        self.cached_source(&p.video_id, &p.job_id).await
+    }
+
     /// The job's source, from this process's cache or downloaded and probed once.
     async fn cached_source(&self, video_id: &str, job_id: &str) -> Result<Arc<CachedSource>, JobError> {
         if let Some(source) = self.sources.get(video_id, job_id).await {
@@ -521,7 +559,7 @@ impl Transcoder {
         let path = dir.path().join("source");
         self.download(&video.source_objects(), &path).await?;
         let info = pipeline::probe(&self.tools(), &path).await?;
-        let source = Arc::new(CachedSource { path, info, _dir: dir, _alive: alive });
+        let source = Arc::new(CachedSource { input: pipeline::Input::File(path), info, _copy: Some((dir, alive)) });
         self.sources.keep(video_id, job_id, source.clone()).await;
         Ok(source)
     }

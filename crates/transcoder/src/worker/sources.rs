@@ -1,21 +1,21 @@
-//! Sources of split jobs kept by a process while it works on their parts: a worker that
-//! takes several parts of one video downloads and probes its source once.
+//! Sources of split jobs kept by a process while it works on their parts: the worker that
+//! split a job keeps the copy it downloaded and probed for the parts it takes; other workers
+//! read the stored source where it is, only what their part needs (`Parts::part_source`), or
+//! download it once when they cannot (an older part message, a source in several objects).
 
-use crate::pipeline::SourceInfo;
-use std::path::PathBuf;
+use crate::pipeline::{Input, SourceInfo};
 use std::sync::Arc;
 
 /// Sources kept at most (beside any a running part still holds); the oldest goes first, and
 /// copies of jobs that are over go before a new download.
 const KEEP: usize = 2;
 
-/// A downloaded, probed source in its own scratch directory (removed when the last user
-/// drops it; its lock keeps other workers' sweeps away meanwhile).
+/// A probed source: a copy in its own scratch directory (removed when the last user drops
+/// it; its lock keeps other workers' sweeps away meanwhile), or the stored object itself.
 pub(crate) struct CachedSource {
-    pub(crate) path: PathBuf,
+    pub(crate) input: Input,
     pub(crate) info: SourceInfo,
-    pub(super) _dir: tempfile::TempDir,
-    pub(super) _alive: std::fs::File,
+    pub(super) _copy: Option<(tempfile::TempDir, std::fs::File)>,
 }
 
 #[derive(Default)]

@@ -35,7 +35,7 @@ impl Transcoder {
         let info = pipeline::probe(&tools, &source).await?;
         if let Some(spans) = self.split_spans(info.duration_seconds) {
             progress.stage(Stage::Encoding, 0.0);
-            let cached = CachedSource { path: source, info, _dir: work, _alive: alive };
+            let cached = CachedSource { input: pipeline::Input::File(source), info, _copy: Some((work, alive)) };
             self.split(video_id, job_id, &spans, std::sync::Arc::new(cached)).await?;
             return Ok(None);
         }
@@ -152,6 +152,7 @@ impl Transcoder {
             };
             match joined.await {
                 Ok((pictures, tiles)) => {
+                    let (pictures, tiles) = (pipeline::Input::File(pictures), pipeline::Input::File(tiles));
                     match pipeline::thumbnails_from(tools, &pictures, &tiles, &rendition, out).await {
                         Ok(t) => return Ok(t),
                         Err(e) => tracing::warn!(error = %e, "thumbnails from the renditions failed; from the source"),
@@ -160,7 +161,7 @@ impl Transcoder {
                 Err(e) => tracing::warn!(error = %e, "joining a rendition failed; thumbnails from the source"),
             }
         }
-        Ok(pipeline::thumbnails(tools, source, info, out).await?)
+        Ok(pipeline::thumbnails(tools, &pipeline::Input::file(source), info, out).await?)
     }
 
     /// Writes the source's objects, one after the other, into `to` (one object, or the
