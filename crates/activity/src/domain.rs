@@ -10,6 +10,7 @@
 //! per request or an absurd increment cannot make a view before its time.
 
 use crate::config::ActivityConfig;
+use crate::lookup::Lookup;
 use crate::store::{self, BUCKETS, Beat};
 use crate::totals::Totals;
 use flick_kit::AppError;
@@ -197,13 +198,23 @@ pub struct Activity {
     sessions: moka::sync::Cache<String, Session>,
     /// The daily and retention sums, written once a second ([`Totals`]).
     totals: Arc<Totals>,
+    /// Media and the transcoder, asked about videos no event has told of (none configured:
+    /// such a video is unknown until its events arrive).
+    lookup: Option<Lookup>,
 }
 
 impl Activity {
     pub fn new(docs: Documents, db: DatabaseConnection, relay: Relay, cache: Cache, config: ActivityConfig) -> Self {
         let videos = moka::future::Cache::builder().max_capacity(100_000).time_to_live(VIDEO_COPY_TTL).build();
         let sessions = moka::sync::Cache::builder().max_capacity(200_000).time_to_idle(SESSION_COPY_IDLE).build();
-        Self { docs, db, relay, cache, config, videos, sessions, totals: Arc::default() }
+        Self { docs, db, relay, cache, config, videos, sessions, totals: Arc::default(), lookup: None }
+    }
+
+    /// Asks media at `media_url` (and the transcoder, for durations) about videos that no
+    /// event has told of: videos older than this service, or whose events are late.
+    pub fn with_lookup(mut self, media_url: &str, transcoder_url: Option<&str>) -> anyhow::Result<Self> {
+        self.lookup = Some(Lookup::new(media_url, transcoder_url)?);
+        Ok(self)
     }
 
     /// Writes the aggregates once a second until shutdown, then what is left.
@@ -222,12 +233,25 @@ impl Activity {
         self.totals.forget(video_id);
     }
 
-    /// The video, from the recent copies or the store (a video not known is not kept).
-    async fn video(&self, id: &str) -> Result<Option<VideoInfo>, AppError> {
+    /// The video, from the recent copies, the store, or media when no event has told of it
+    /// (a video not known is not kept). Whether `caller` may watch it is the caller's check.
+    pub(crate) async fn video(&self, caller: &Caller, id: &str) -> Result<Option<VideoInfo>, AppError> {
         if let Some(v) = self.videos.get(id).await {
             return Ok(Some(v));
         }
-        let found = store::video(&self.docs, id).await.map_err(doc_error)?;
+        let mut found = store::video(&self.docs, id).await.map_err(doc_error)?;
+        if found.is_none()
+            && let Some(lookup) = &self.lookup
+            && let Some(v) = lookup.video(caller, id).await?
+        {
+            // Kept unless an event told of the video meanwhile (its copy, or a tombstone, wins).
+            found = if store::remember_video(&self.docs, &v).await.map_err(doc_error)? {
+                tracing::info!(video.id = %id, "a video no event had told of, learnt from media");
+                Some(v)
+            } else {
+                store::video(&self.docs, id).await.map_err(doc_error)?
+            };
+        }
         if let Some(v) = &found {
             self.videos.insert(id.to_string(), v.clone()).await;
         }
@@ -311,7 +335,7 @@ impl Activity {
     async fn record_admitted(&self, caller: &Caller, viewer: &str, hb: &Heartbeat) -> Result<Recorded, AppError> {
         let key = format!("{viewer}|{}", hb.session_id);
         let video = self
-            .video(&hb.video_id)
+            .video(caller, &hb.video_id)
             .await?
             .filter(|v| v.watchable_by(caller))
             .ok_or_else(|| AppError::not_found("no such video").with_field("videoId", "no such video"))?;

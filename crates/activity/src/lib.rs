@@ -12,6 +12,7 @@ mod domain;
 mod events;
 mod graphql;
 mod grpc;
+mod lookup;
 mod playlists;
 mod rest;
 mod store;
@@ -45,8 +46,13 @@ pub fn sdl() -> String {
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let infra = shared.service(NAME, MIGRATIONS).await?;
     let (docs, docs_check) = infra.documents(DOCUMENTS).await?;
-    let activity =
+    let mut activity =
         Activity::new(docs, infra.db.clone(), infra.relay.clone(), shared.cache.clone(), shared.config.activity());
+    let endpoints = &shared.config.endpoints;
+    match &endpoints.media {
+        Some(media) => activity = activity.with_lookup(media, endpoints.transcoder.as_deref())?,
+        None => tracing::info!("no endpoints.media: videos are known to activity through their events alone"),
+    }
     // Idempotent by itself (events.rs says why): no inbox.
     let totals = activity.totals_task();
     let applier = activity.clone();

@@ -193,9 +193,8 @@ impl Activity {
     pub async fn add_to_playlist(&self, caller: &Caller, id: &str, video_id: &str) -> Result<Playlist, AppError> {
         let p = self.owned(caller, id).await?;
         let docs = self.documents();
-        store::video(docs, video_id)
-            .await
-            .map_err(doc_error)?
+        self.video(caller, video_id)
+            .await?
             .filter(|v| v.watchable_by(caller))
             .ok_or_else(|| AppError::not_found("no such video").with_field("videoId", "no such video"))?;
         if store::item(docs, id, video_id).await.map_err(doc_error)?.is_some() {

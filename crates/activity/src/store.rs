@@ -136,6 +136,21 @@ pub async fn save_video(
     Ok(matches!(applied, Updated::Applied(_)))
 }
 
+/// What media answered about a video no event has told of, kept at version 0 (any event
+/// replaces it) unless an event's copy or a tombstone is there already; false then.
+pub async fn remember_video(docs: &Documents, v: &VideoInfo) -> Result<bool, DocError> {
+    let mut update = Update::new()
+        .set("owner", v.owner.as_str())
+        .set("visibility", v.visibility.as_str())
+        .set_on_insert("version", 0);
+    if let Some(d) = v.duration_seconds {
+        update = update.set("durationSeconds", d);
+    }
+    let unknown = Filter::all().exists("owner", false).ne("deleted", true);
+    let applied = docs.collection("videos")?.update(&v.id, &unknown, &update, true).await?;
+    Ok(matches!(applied, Updated::Applied(_)))
+}
+
 /// The transcoder's duration; the video may not be known yet (its version starts at 0 then).
 pub async fn set_duration(docs: &Documents, id: &str, seconds: f64) -> Result<(), DocError> {
     let update = Update::new().set("durationSeconds", seconds).set_on_insert("version", 0);

@@ -26,6 +26,7 @@ on_both_backends!(
     watch_later_is_each_users_own_and_deletions_empty_playlists,
     grpc_records_playback_and_answers_progress_and_history,
     one_sessions_heartbeats_through_two_replicas_apply_in_order_once_each,
+    videos_no_event_told_of_are_asked_of_media,
 );
 
 /// The service with its default limits (`strict`), or with room for tests that do not measure
@@ -914,4 +915,83 @@ async fn one_sessions_heartbeats_through_two_replicas_apply_in_order_once_each(b
     );
     let sent: Vec<_> = seen.lock().unwrap().iter().filter(|v| v.video_id == video).cloned().collect();
     assert_eq!(sent.len(), 1, "one view: {sent:?}");
+}
+
+/// A video no event has told of (older than the activity service, or its events late):
+/// heartbeats and playlists ask media, as the caller may see it; the answer is kept until an
+/// event replaces it; what media does not show the caller stays unknown.
+async fn videos_no_event_told_of_are_asked_of_media(backend: Backend) {
+    use flick_activity::config::ActivityConfigExt as _;
+    // Media on its own bus: none of its events reach this activity service.
+    let media = TestApp::start(TestInfra::new(backend).await, |s| async move { flick_media::build(&s).await }).await;
+    let mut infra = TestInfra::new(backend).await.with_documents().await;
+    infra.config.endpoints.media = Some(media.url(""));
+    infra.config.activity_mut().heartbeat_slack_seconds = 600.0;
+    let app = TestApp::start(infra, |s| async move { flick_activity::build(&s).await }).await;
+    let c = Client::new(&app);
+    let seen = views(&app).await;
+    let owner = user();
+    let create = |visibility: &'static str| {
+        let (http, url, owner) = (c.http.clone(), media.url("/graphql"), owner.clone());
+        async move {
+            let q =
+                "mutation($v: Visibility!) { createVideo(input: { title: \"Old\", visibility: $v }) { video { id } } }";
+            let res: Value = http
+                .post(url)
+                .header("x-user-id", owner)
+                .json(&json!({ "query": q, "variables": { "v": visibility } }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            res["data"]["createVideo"]["video"]["id"].as_str().unwrap_or_else(|| panic!("{res}")).to_string()
+        }
+    };
+    let (public, private) = (create("PUBLIC").await, create("PRIVATE").await);
+    // Transcoded, as far as media knows (others see only ready videos).
+    for video in [&public, &private] {
+        let bus = &media.shared.bus;
+        bus.publish(&envelope("upload.completed", video, "transcoder", vec![])).await.unwrap();
+        let done =
+            events::TranscodeCompleted { video_id: video.clone(), duration_seconds: 600.0, ..Default::default() };
+        bus.publish(&envelope("transcode.completed", video, "transcoder", done.encode_to_vec())).await.unwrap();
+    }
+    let ready = eventually(Duration::from_secs(10), || async {
+        let q = json!({ "query": "query($id: ID!) { video(id: $id) { id } }", "variables": { "id": public } });
+        let res: Value = c.http.post(media.url("/graphql")).json(&q).send().await.unwrap().json().await.unwrap();
+        res["data"]["video"]["id"] == public.as_str()
+    })
+    .await;
+    assert!(ready, "media shows the public video to everyone");
+
+    let first = c.beat_ok(None, &public, &session(), 1, 31.0, 31.0).await;
+    assert_eq!((first["applied"].as_bool(), first["viewCounted"].as_bool()), (Some(true), Some(true)), "{first}");
+    assert!(eventually(Duration::from_secs(10), || async { seen.lock().unwrap().len() == 1 }).await);
+    let fan = user();
+    let later = "mutation($v: ID!) { addToWatchLater(videoId: $v) { itemCount } }";
+    assert_eq!(c.ok(Some(&fan), later, json!({ "v": public })).await["addToWatchLater"]["itemCount"], 1);
+
+    let hidden = c.beat(Some(&fan), &private, &session(), 1, 5.0, 5.0).await;
+    assert_eq!(hidden["errors"][0]["extensions"]["code"], "NOT_FOUND", "not the fan's to see: {hidden}");
+    assert_eq!(c.beat_ok(Some(&owner), &private, &session(), 1, 5.0, 5.0).await["applied"], true, "the owner's");
+    let nowhere = c.beat(None, &Uuid::now_v7().to_string(), &session(), 1, 5.0, 5.0).await;
+    assert_eq!(nowhere["errors"][0]["extensions"]["code"], "NOT_FOUND", "{nowhere}");
+
+    // An event (any version) replaces what media said: made private, others stop seeing it.
+    let changed = events::VideoChanged {
+        video_id: public.clone(),
+        owner_id: owner.clone(),
+        visibility: "PRIVATE".into(),
+        status: "READY".into(),
+        version: 1,
+        ..Default::default()
+    };
+    c.publish("video.updated", &public, changed.encode_to_vec()).await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        c.beat(None, &public, &session(), 1, 5.0, 5.0).await["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    })
+    .await;
+    assert!(refused, "the event's copy replaced media's answer");
 }
