@@ -1,6 +1,6 @@
 //! Sources of split jobs kept by a process while it works on their parts: the worker that
 //! split a job keeps the copy it downloaded and probed for the parts it takes; other workers
-//! read the stored source where it is, only what their part needs (`Parts::part_source`), or
+//! read the stored source where it is, only what their part needs (`part_source` in `parts`), or
 //! download it once when they cannot (an older part message, a source in several objects).
 
 use crate::pipeline::{Input, SourceInfo};
