@@ -166,8 +166,14 @@ impl Transcoder {
             Err(JobError::Invalid(_)) => "invalid",
             Err(JobError::Transient(_)) => "retried",
         };
+        // By kind: where a split job's time (and, on a pinned worker, its CPU) goes.
+        let kind = match p.part.checked_sub(p.parts) {
+            None => "span",
+            Some(AUDIO_PART) => "audio",
+            Some(_) => "thumbnails",
+        };
         metrics::counter!("transcode_parts_total", "outcome" => label).increment(1);
-        metrics::histogram!("transcode_part_duration_seconds", "outcome" => label)
+        metrics::histogram!("transcode_part_duration_seconds", "outcome" => label, "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(result) => self.settle_part(&p, &video.owner_id, &result).await.map_err(HandlerError::Retry),
