@@ -925,10 +925,16 @@ async fn a_long_video_is_split_into_parts_that_workers_share_and_plays_as_one(ba
     let sources = |how: &str| metric("transcode_part_sources_total", "source", how);
     assert_eq!(sources("downloaded"), 0);
     assert!(sources("in_place") >= 1, "the second process took a part");
-    assert_eq!(sources("kept") + sources("in_place"), 5);
+    // (A redelivered copy of a part that starts after its video is READY stops untimed.)
+    assert!(sources("kept") + sources("in_place") >= 5);
     let timed = |kind: &str| metric("transcode_part_duration_seconds_count", "kind", kind);
     assert_eq!((timed("span"), timed("audio"), timed("thumbnails")), (3, 1, 1), "each part timed by its kind");
-    let stages: Vec<String> = log.lock().unwrap().iter().filter(|(v, ..)| *v == id).map(|e| e.1.clone()).collect();
+    // Progress events travel on their own exchange: `ready` may arrive after the state is READY.
+    let stages =
+        || -> Vec<String> { log.lock().unwrap().iter().filter(|(v, ..)| *v == id).map(|e| e.1.clone()).collect() };
+    let reported = eventually(Duration::from_secs(10), || async { stages().iter().any(|s| s == "ready") }).await;
+    let stages = stages();
+    assert!(reported, "ready reported: {stages:?}");
     let encoding = stages.iter().filter(|s| *s == "encoding").count();
     assert!(encoding >= 5, "a report per part done: {stages:?}");
     // The audio and the first span done: the start plays while the other spans encode.
