@@ -145,10 +145,19 @@ fn exceeded(name: &str, limits: Limits, status: ExitStatus, stderr: &StderrSumma
     }
     let out_of_memory = stderr.tail.iter().any(|l| {
         let l = l.to_lowercase();
-        // x264 says "malloc of size N failed"; threads that get no stack say EAGAIN.
-        ["cannot allocate memory", "out of memory", "failed to allocate", "malloc of size", "temporarily unavailable"]
-            .iter()
-            .any(|m| l.contains(m))
+        // x264 says "malloc of size N failed"; threads that get no stack say EAGAIN; when the
+        // allocation fails inside x264's open (seen under load), ffmpeg says only that the
+        // encoder would not open (its parameters are checked before any run: `ladder`).
+        [
+            "cannot allocate memory",
+            "out of memory",
+            "failed to allocate",
+            "malloc of size",
+            "temporarily unavailable",
+            "error while opening encoder",
+        ]
+        .iter()
+        .any(|m| l.contains(m))
     });
     let crashed = matches!(signal, Some(SIGABRT) | Some(SIGSEGV) | Some(SIGBUS));
     if limits.memory_bytes > 0 && (out_of_memory || crashed) {
