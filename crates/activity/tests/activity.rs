@@ -931,22 +931,16 @@ async fn videos_no_event_told_of_are_asked_of_media(backend: Backend) {
     let c = Client::new(&app);
     let seen = views(&app).await;
     let owner = user();
+    // The same client, pointed at media's subgraph.
+    let m = Client::new(&media);
+    let create =
+        "mutation($v: Visibility!) { createVideo(input: { title: \"Old\", visibility: $v }) { video { id } } }";
     let create = |visibility: &'static str| {
-        let (http, url, owner) = (c.http.clone(), media.url("/graphql"), owner.clone());
+        let m = &m;
+        let owner = owner.clone();
         async move {
-            let q =
-                "mutation($v: Visibility!) { createVideo(input: { title: \"Old\", visibility: $v }) { video { id } } }";
-            let res: Value = http
-                .post(url)
-                .header("x-user-id", owner)
-                .json(&json!({ "query": q, "variables": { "v": visibility } }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            res["data"]["createVideo"]["video"]["id"].as_str().unwrap_or_else(|| panic!("{res}")).to_string()
+            let data = m.ok(Some(&owner), create, json!({ "v": visibility })).await;
+            data["createVideo"]["video"]["id"].as_str().unwrap_or_else(|| panic!("{data}")).to_string()
         }
     };
     let (public, private) = (create("PUBLIC").await, create("PRIVATE").await);
@@ -959,8 +953,7 @@ async fn videos_no_event_told_of_are_asked_of_media(backend: Backend) {
         bus.publish(&envelope("transcode.completed", video, "transcoder", done.encode_to_vec())).await.unwrap();
     }
     let ready = eventually(Duration::from_secs(10), || async {
-        let q = json!({ "query": "query($id: ID!) { video(id: $id) { id } }", "variables": { "id": public } });
-        let res: Value = c.http.post(media.url("/graphql")).json(&q).send().await.unwrap().json().await.unwrap();
+        let res = m.gql(None, "query($id: ID!) { video(id: $id) { id } }", json!({ "id": public })).await;
         res["data"]["video"]["id"] == public.as_str()
     })
     .await;

@@ -34,19 +34,12 @@ impl Input {
         Input::File(path.to_path_buf())
     }
 
-    /// The local path, if this is one.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            Input::File(p) => Some(p),
-            Input::Remote { .. } => None,
-        }
-    }
-
     /// ffmpeg's input options that say what may be opened, then `-i` and the input. Options
     /// that belong before `-i` (a seek) go before these.
     pub(crate) fn args(&self) -> Vec<OsString> {
         match self {
             Input::File(path) => {
+                // `file:` keeps ffmpeg from reading a path as another protocol (`http:…`, `pipe:`).
                 let mut url = OsString::from("file:");
                 url.push(path.as_os_str());
                 vec!["-protocol_whitelist".into(), "file".into(), "-i".into(), url]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{MediaError, Tools, failure, process, sniff};
+use super::{Input, MediaError, Tools, failure, process, sniff};
 
 /// Longer sources are refused (a declared duration this long is nearly always a broken header).
 pub const MAX_DURATION_SECONDS: f64 = 12.0 * 3600.0;
@@ -67,12 +67,11 @@ pub async fn probe(tools: &Tools, input: &Path) -> Result<SourceInfo, MediaError
         return Err(MediaError::Invalid(reason.into()));
     }
 
-    let args: Vec<OsString> =
-        ["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_format", "-show_streams"]
-            .iter()
-            .map(OsString::from)
-            .chain([file_url(input)])
-            .collect();
+    let args: Vec<OsString> = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+        .iter()
+        .map(OsString::from)
+        .chain(Input::file(input).args())
+        .collect();
     let mut json = String::new();
     let mut overflow = false;
     let done = process::run(&tools.ffprobe, tools.limits, &args, PROBE_TIMEOUT, &CancellationToken::new(), |line| {
@@ -115,13 +114,6 @@ fn refuse_by_content(head: &[u8]) -> Option<&'static str> {
         return Some("not a video file (it is an HTML or XML document)");
     }
     None
-}
-
-/// `file:` keeps ffmpeg from reading a path as another protocol (`http:…`, `pipe:`).
-fn file_url(input: &Path) -> OsString {
-    let mut url = OsString::from("file:");
-    url.push(input.as_os_str());
-    url
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,6 +56,33 @@ struct Thumbs {
 const AUDIO_PART: u32 = 0;
 const THUMBNAILS_PART: u32 = 1;
 
+/// What a part does, from its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartKind {
+    Span,
+    Audio,
+    Thumbnails,
+}
+
+impl PartKind {
+    fn of(p: &events::TranscodePart) -> Self {
+        match p.part.checked_sub(p.parts) {
+            None => PartKind::Span,
+            Some(AUDIO_PART) => PartKind::Audio,
+            Some(_) => PartKind::Thumbnails,
+        }
+    }
+
+    /// The metrics' `kind` label.
+    fn label(self) -> &'static str {
+        match self {
+            PartKind::Span => "span",
+            PartKind::Audio => "audio",
+            PartKind::Thumbnails => "thumbnails",
+        }
+    }
+}
+
 /// How long a part's presigned URL of the source lasts (a part runs minutes; its reads are
 /// spread over that time).
 const READ_URL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
@@ -166,22 +193,18 @@ impl Transcoder {
             Err(JobError::Invalid(_)) => "invalid",
             Err(JobError::Transient(_)) => "retried",
         };
-        // By kind: where a split job's time (and, on a pinned worker, its CPU) goes.
-        let kind = match p.part.checked_sub(p.parts) {
-            None => "span",
-            Some(AUDIO_PART) => "audio",
-            Some(_) => "thumbnails",
-        };
+        let kind = PartKind::of(&p);
         metrics::counter!("transcode_parts_total", "outcome" => label).increment(1);
-        metrics::histogram!("transcode_part_duration_seconds", "outcome" => label, "kind" => kind)
+        // By kind: where a split job's time (and, on a pinned worker, its CPU) goes.
+        metrics::histogram!("transcode_part_duration_seconds", "outcome" => label, "kind" => kind.label())
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(result) => self.settle_part(&p, &video.owner_id, &result).await.map_err(HandlerError::Retry),
             Err(e) => {
-                let what = match p.part.checked_sub(p.parts) {
-                    None => format!("transcoding part {}", p.part + 1),
-                    Some(AUDIO_PART) => "encoding the audio".into(),
-                    Some(_) => "making the thumbnails".into(),
+                let what = match kind {
+                    PartKind::Span => format!("transcoding part {}", p.part + 1),
+                    PartKind::Audio => "encoding the audio".into(),
+                    PartKind::Thumbnails => "making the thumbnails".into(),
                 };
                 self.settle_failure(&p, &video.owner_id, delivery.attempt, &what, e).await
             }
@@ -242,7 +265,8 @@ impl Transcoder {
             scratch::job_dir(&self.scratch_root()).map_err(|e| transient("work dir")(e.to_string()))?;
         let out = work.path().join("out");
         let mut result = PartResult { source: Some(source.info.clone()), ..PartResult::default() };
-        if p.part < p.parts {
+        let kind = PartKind::of(p);
+        if kind == PartKind::Span {
             result.rungs = rungs.clone();
             let span = Span {
                 start_seconds: p.start_seconds,
@@ -258,7 +282,7 @@ impl Transcoder {
                 }
                 result.files.extend(track.segments.iter().map(|s| format!("{}/{}", track.name, s.uri)));
             }
-        } else if p.part == p.parts + AUDIO_PART {
+        } else if kind == PartKind::Audio {
             let audio = pipeline::encode_audio(&tools, &source.input, &source.info, &settings, &out, cancel).await?;
             if let Some(audio) = audio {
                 result.files.push(format!("{}/{}", audio.name, pipeline::init_name(&audio.name)));
