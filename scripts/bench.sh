@@ -14,7 +14,7 @@
 #                 (one more saturated run of each, /proc deltas: scripts/cpu_profile.py)
 #   video page    a signed-in video page (video, owner, counts, first comments, related) paced
 #                 at 500 req/s from the 64 users, after `flick recommender backfill` indexed
-#                 the seeded videos
+#                 the seeded videos; and its CPU per request saturated
 #   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
 #   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
 #   activity      scripts/bench-activity.sh: player heartbeats/s at the service and a history page, on
@@ -219,6 +219,7 @@ as_users "$page_body" >"$data/video-page.lua"
 PAGE_RATE=${FLICK_BENCH_PAGE_RATE:-500}
 paced "$PAGE_RATE" "$data/video-page.lua" >"$data/video-page-paced.lua"
 page_paced=$(paced_runs "$data/video-page-paced.lua" "video page (64 users)")
+page_cpu=$(cpu_per_request "video page from 64 users, saturated" -s "$data/video-page.lua" http://127.0.0.1:8080/graphql)
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections"
 echo "bench:   anonymous, the bar's query (quality-bars.md)   [bar: >= 1500 req/s, p99 <= 25 ms]"
@@ -232,6 +233,7 @@ echo "bench: a signed-in video page (video, owner, counts, 20 comments, related(
 echo "bench:   at a paced $PAGE_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$page_paced")"
 echo "$anon_cpu"
 echo "$users_cpu"
+echo "$page_cpu"
 
 # FLICK_BENCH_API_ONLY=1: token_verify, login and the feed only (a before/after check of a
 # request-path change), without the transcoder's and recommender's long sections.

@@ -48,6 +48,7 @@ import base64
 import http.client as http_client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -482,10 +483,19 @@ class Progress(threading.Thread):
             self.ready.set()
 
 
-def flick_transcode(flick, clip, run, cpu=None):
+def bytes_written(port):
+    """`storage_bytes_written_total` of the Flick process serving `port` (all backends)."""
+    _, _, body = request(port, "GET", "/metrics", timeout=5)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("storage_bytes_written_total"))
+
+
+def flick_transcode(flick, clip, run, cpu=None, written=None):
     """One clip through Flick; returns a dict of figures (times in s from job pickup). `cpu`:
-    the CPU-s counter to read (default: the flick process's, its ffmpeg children included)."""
+    the CPU-s counter to read (default: the flick process's, its ffmpeg children included);
+    `written`: the bytes its processes stored so far (default: the flick process's)."""
     cpu_of = cpu or flick.cpu
+    written_of = written or (lambda: bytes_written(PORTS["transcoder"]))
     user = str(uuid.uuid4())
     video_id, path = create_video(user, f"bench transcode {run}")
     progress = Progress(user, video_id, cpu_of)
@@ -494,7 +504,7 @@ def flick_transcode(flick, clip, run, cpu=None):
     size = os.path.getsize(clip)
     t_up = time.monotonic()
     tus_upload(user, path, clip, size)
-    t_uploaded, cpu_uploaded = time.monotonic(), cpu_of()
+    t_uploaded, cpu_uploaded, written_uploaded = time.monotonic(), cpu_of(), written_of()
     t_pickup = t_playable = t_ready = None
     cpu_pickup = cpu_ready = None
     playable_state = None
@@ -517,6 +527,9 @@ def flick_transcode(flick, clip, run, cpu=None):
             raise RuntimeError(f"not READY after 900 s (state {state}); log: {flick.tail()}")
         time.sleep(0.05)
     progress.join(5)
+    # What the job stored in object storage (renditions, playlists, thumbnails, parts'
+    # intermediates, rewritten early playlists): after the source's upload, until READY.
+    stored = written_of() - written_uploaded
     renditions = [f"{r.get('width')}x{r.get('height')}" for r in view.get("renditions") or []]
     # Where the time went: wall and CPU between the starts of the job's stages. ffmpeg's CPU
     # shows in the stage it ends in (a child's CPU is counted when it is reaped).
@@ -535,6 +548,7 @@ def flick_transcode(flick, clip, run, cpu=None):
         "playable": t_playable - t_pickup,
         "playable_state": playable_state,
         "renditions": renditions,
+        "written_mib": stored / MIB,
         "breakdown": "; ".join(breakdown) + (f" (videoProgress: {progress.error})" if progress.error else ""),
     }
 
@@ -699,15 +713,20 @@ class Worker:
         return process_cpu(self.pid)
 
     def parts(self):
-        """(parts completed, their summed seconds) from the worker's /metrics."""
+        """{kind: [parts completed, their summed seconds]} from the worker's /metrics (kinds:
+        span, audio, thumbnails)."""
         _, _, body = request(self.port, "GET", "/metrics", timeout=5)
-        count = total = 0.0
+        by_kind = {}
         for line in body.decode().splitlines():
-            if line.startswith("transcode_part_duration_seconds_count") and 'outcome="completed"' in line:
-                count += float(line.rsplit(" ", 1)[1])
-            if line.startswith("transcode_part_duration_seconds_sum") and 'outcome="completed"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return count, total
+            if not line.startswith("transcode_part_duration_seconds_") or 'outcome="completed"' not in line:
+                continue
+            kind = re.search(r'kind="([^"]*)"', line)
+            slot = by_kind.setdefault(kind.group(1) if kind else "?", [0.0, 0.0])
+            if line.startswith("transcode_part_duration_seconds_count"):
+                slot[0] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("transcode_part_duration_seconds_sum"):
+                slot[1] += float(line.rsplit(" ", 1)[1])
+        return by_kind
 
     def stop(self):
         stop_process(self.proc, self.log, "flick worker")
@@ -766,12 +785,21 @@ def scaling_case(args, work, clip, case, run):
             pool.append(Worker(args.flick, flick.config, work, f"worker-{tag}-{k}", k if pinned else None,
                                PORT_BASE + 10 + k))
         cpu = lambda: flick.cpu() + sum(w.cpu() for w in pool)  # noqa: E731
-        f = flick_transcode(flick, clip, f"{case} {run}", cpu=cpu)
-        counts = [w.parts() for w in pool]
+        written = lambda: bytes_written(PORTS["transcoder"]) + sum(bytes_written(w.port) for w in pool)  # noqa: E731
+        f = flick_transcode(flick, clip, f"{case} {run}", cpu=cpu, written=written)
+        by_worker = [w.parts() for w in pool]
+        by_kind = {}
+        for kinds in by_worker:
+            for kind, (n, t) in kinds.items():
+                slot = by_kind.setdefault(kind, [0.0, 0.0])
+                slot[0] += n
+                slot[1] += t
         f["assembly_s"] = assembly_seconds(pool) if split else None
-        f["parts"] = sum(c for c, _ in counts)
-        f["part_mean_s"] = sum(t for _, t in counts) / f["parts"] if f["parts"] else None
-        f["parts_by_worker"] = [int(c) for c, _ in counts]
+        f["parts"] = sum(n for n, _ in by_kind.values())
+        f["part_mean_s"] = sum(t for _, t in by_kind.values()) / f["parts"] if f["parts"] else None
+        f["parts_by_worker"] = [int(sum(n for n, _ in kinds.values())) for kinds in by_worker]
+        # Seconds by part kind: on a pinned worker a part's wall time is about its CPU time.
+        f["seconds_by_kind"] = {kind: t for kind, (_, t) in by_kind.items()}
         return f
     finally:
         for w in pool:
@@ -792,25 +820,32 @@ def section_scaling(args, work, results):
             runs[case].append(f)
             extra = ""
             if f["parts"]:
+                kinds = ", ".join(f"{k} {t:.1f} s" for k, t in sorted(f["seconds_by_kind"].items()))
                 extra = (f"; {int(f['parts'])} parts (by worker {f['parts_by_worker']}), mean part "
-                         f"{f['part_mean_s']:.1f} s, assembly {f['assembly_s'] or 0:.1f} s")
+                         f"{f['part_mean_s']:.1f} s, assembly {f['assembly_s'] or 0:.1f} s; by kind: {kinds}")
             log(f"scaling run {run}: {case}: pickup->READY {f['wall']:.1f} s, {f['cpu']:.1f} CPU-s ({f['note']}); "
-                f"first playable {f['playable']:.1f} s ({f['playable_state']}){extra}")
+                f"first playable {f['playable']:.1f} s ({f['playable_state']}); stored {f['written_mib']:.1f} MiB{extra}")
     med = {}
     for case, fs in runs.items():
-        med[case] = {k: statistics.median(x[k] for x in fs) for k in ("wall", "cpu", "playable")}
+        med[case] = {k: statistics.median(x[k] for x in fs) for k in ("wall", "cpu", "playable", "written_mib")}
         parted = [x for x in fs if x["parts"]]
         if parted:
             med[case]["part_mean_s"] = statistics.median(x["part_mean_s"] for x in parted)
             med[case]["assembly_s"] = statistics.median(x["assembly_s"] or 0 for x in parted)
             med[case]["parts"] = parted[0]["parts"]
+            kinds = sorted({k for x in parted for k in x["seconds_by_kind"]})
+            med[case]["by_kind"] = {k: statistics.median(x["seconds_by_kind"].get(k, 0.0) for x in parted) for k in kinds}
     # Ratios within one round, then their median (both sides of a bar from the same round).
     def ratio(a, b):
         if a in runs and b in runs:
             return statistics.median(x["wall"] / y["wall"] for x, y in zip(runs[a], runs[b]))
         return None
+    def written_ratio(a, b):
+        if a in runs and b in runs:
+            return statistics.median(x["written_mib"] / y["written_mib"] for x, y in zip(runs[a], runs[b]))
+        return None
     results["scaling"] = {"cases": med, "pinned": ratio("split-2-pinned", "split-1-pinned"),
-                          "unpinned": ratio("split-2", "single")}
+                          "unpinned": ratio("split-2", "single"), "written": written_ratio("split-2", "single")}
 
 
 def summary(results):
@@ -869,13 +904,19 @@ def summary(results):
         for case, m in sc["cases"].items():
             parts = ""
             if "parts" in m:
-                parts = f"; {int(m['parts'])} parts, mean part {m['part_mean_s']:.1f} s, assembly {m['assembly_s']:.1f} s"
-            print(f"bench:   {case:<16} {m['wall']:7.1f} / {m['cpu']:7.1f}; first playable {m['playable']:.1f} s{parts}")
+                kinds = ", ".join(f"{k} {t:.1f} s" for k, t in m["by_kind"].items())
+                parts = (f"; {int(m['parts'])} parts, mean part {m['part_mean_s']:.1f} s, assembly "
+                         f"{m['assembly_s']:.1f} s; part seconds by kind: {kinds}")
+            print(f"bench:   {case:<16} {m['wall']:7.1f} / {m['cpu']:7.1f}; first playable {m['playable']:.1f} s; "
+                  f"stored {m['written_mib']:.1f} MiB{parts}")
         if sc["pinned"] is not None:
             row("2 pinned workers / 1 pinned worker (split job)", f"{sc['pinned']:.2f}x", "<= 0.55x", sc["pinned"] <= 0.55)
         if sc["unpinned"] is not None:
             row("2 workers (split) / today's single job, unpinned", f"{sc['unpinned']:.2f}x", "<= 1.02x",
                 sc["unpinned"] <= 1.02)
+        if sc["written"] is not None:
+            row("bytes stored, split job / today's single job", f"{sc['written']:.3f}x", "<= 1.02x",
+                sc["written"] <= 1.02)
     noisy = [f"{what} {other:.0f} CPU-s in {wall:.0f} s" for what, wall, other in BUSY if other > 0.1 * wall * NCPU]
     if noisy:
         print(f"\nbench: WARNING: other processes used more than 10% of the {NCPU} cores during: " + ", ".join(noisy)

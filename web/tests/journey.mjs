@@ -527,7 +527,8 @@ try {
     await page.getByLabel('Display name').waitFor();
     const detail = await checkPage(page, '12-account');
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await page.getByRole('link', { name: 'Sign in' }).waitFor();
+    // The header's link: the account page itself also offers one once signed out.
+    await page.getByRole('navigation', { name: 'Account' }).getByRole('link', { name: 'Sign in' }).waitFor();
     const stored = await page.evaluate(() => sessionStorage.getItem('flick.session'));
     if (stored) throw new Error('the refresh token is still in sessionStorage');
     if (!token) throw new Error('no access token was seen on the wire');

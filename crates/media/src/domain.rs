@@ -5,6 +5,7 @@
 
 use crate::config::MediaConfig;
 use crate::counters::{Counters, Kind, Live};
+use crate::likes::{Known, ViewerLikes};
 use crate::paging::{decode_cursor, limit_of, page};
 use crate::store::{self, Scope};
 use crate::users::UserDirectory;
@@ -50,6 +51,8 @@ pub struct Media {
     pub(crate) users: UserDirectory,
     /// The feed's first page, shared by every viewer.
     pub(crate) feed_head: crate::feed_head::FeedHead,
+    /// Each viewer's likes, for `viewerHasLiked`.
+    likes: ViewerLikes,
 }
 
 impl Media {
@@ -57,6 +60,7 @@ impl Media {
         Self {
             counters: Counters::new(db.clone(), cache.clone(), cfg),
             feed_head: crate::feed_head::FeedHead::new(cache.clone()),
+            likes: ViewerLikes::new(cache.clone()),
             users: UserDirectory::new(cache),
             db,
             relay,
@@ -145,6 +149,13 @@ impl Media {
         }
         let v = store::video(&self.db, id).await.map_err(db_error)?;
         Ok(v.filter(|v| Self::visible(v, viewer)))
+    }
+
+    /// Rows of `ids` whatever their visibility (ids that are not UUIDs: none), for a caller
+    /// that applies `visible` itself.
+    pub async fn rows(&self, ids: &[String]) -> Result<Vec<Video>, AppError> {
+        let ids: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
+        store::videos_by_ids(&self.db, &ids).await.map_err(db_error)
     }
 
     /// Videos by id for other services (gRPC), with the same visibility rule.
@@ -319,6 +330,7 @@ impl Media {
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
         if added {
+            self.likes.changed(&me).await;
             self.counters.changed(&v.id, Kind::Likes, 1).await;
         }
         store::video(&self.db, &v.id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
@@ -335,16 +347,19 @@ impl Media {
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
         if removed {
+            self.likes.changed(&me).await;
             self.counters.changed(&v.id, Kind::Likes, -1).await;
         }
         store::video(&self.db, &v.id).await.map_err(db_error)?.ok_or_else(|| AppError::not_found("no such video"))
     }
 
-    /// Which of `video_ids` the viewer liked (anonymous viewers liked nothing).
-    pub async fn liked_among(&self, viewer: &Caller, video_ids: &[String]) -> Result<Vec<String>, AppError> {
-        match viewer.user_id {
-            None => Ok(Vec::new()),
-            Some(me) => store::liked_among(&self.db, &me.to_string(), video_ids).await.map_err(db_error),
+    /// Which of `video_ids` the user `viewer` likes: from their cached likes, or the database
+    /// for a viewer with too many to keep.
+    pub async fn liked_by(&self, viewer: &str, video_ids: &[String]) -> Result<Vec<String>, AppError> {
+        let known = self.likes.of(viewer, |most| store::likes_of(&self.db, viewer, most)).await.map_err(db_error)?;
+        match known {
+            Known::All(liked) => Ok(video_ids.iter().filter(|id| liked.contains(*id)).cloned().collect()),
+            Known::TooMany => store::liked_among(&self.db, viewer, video_ids).await.map_err(db_error),
         }
     }
 

@@ -28,6 +28,8 @@ pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
             .data(flick_kit::graphql::loader(SubscriberCounts(m.clone())))
             .data(flick_kit::graphql::loader(Subscribed(m.clone())))
             .data(flick_kit::graphql::loader(Owners(m.clone())))
+            .data(flick_kit::graphql::loader(Liked(m.clone())))
+            .data(flick_kit::graphql::loader(Rows(m.clone())))
             .data(m);
     }
     builder.finish()
@@ -98,6 +100,44 @@ impl Loader<(String, String)> for Subscribed {
     }
 }
 
+/// Whether a viewer likes each video asked for at one moment, one query per viewer; asked only
+/// when a query selects `viewerHasLiked`.
+pub struct Liked(Media);
+
+impl Loader<(String, String)> for Liked {
+    type Value = bool;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[(String, String)]) -> Result<HashMap<(String, String), bool>, Self::Error> {
+        let mut by_viewer: HashMap<&str, Vec<String>> = HashMap::new();
+        for (viewer, video) in keys {
+            by_viewer.entry(viewer).or_default().push(video.clone());
+        }
+        let mut answers = HashMap::new();
+        for (viewer, videos) in by_viewer {
+            let liked: HashSet<String> = self.0.liked_by(viewer, &videos).await?.into_iter().collect();
+            for video in videos {
+                let yes = liked.contains(&video);
+                answers.insert((viewer.to_string(), video), yes);
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// Video rows by id, in one query for all asked at one moment: the router's `_entities`
+/// call for a list of videos (`related`, a playlist) asks for each one separately.
+pub struct Rows(Media);
+
+impl Loader<String> for Rows {
+    type Value = video::Video;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, video::Video>, Self::Error> {
+        Ok(self.0.rows(ids).await?.into_iter().map(|v| (v.id.clone(), v)).collect())
+    }
+}
+
 fn media<'a>(ctx: &'a Context<'_>) -> &'a Media {
     ctx.data_unchecked::<Media>()
 }
@@ -126,7 +166,7 @@ impl User {
         let viewer = caller(ctx);
         let page = media(ctx).user_videos(viewer, &self.id, after.as_deref(), first).await?;
         let by_created = viewer.user_id.map(|u| u.to_string()).as_deref() == Some(self.id.as_str());
-        connection(ctx, page, after.is_some(), by_created).await
+        Ok(connection(page, after.is_some(), by_created))
     }
 
     // Accounts owns it; media serves it only under `Video.owner` (`@provides`), from its user
@@ -159,7 +199,6 @@ fn user(id: &str) -> User {
 #[derive(Clone)]
 pub struct Video {
     row: video::Video,
-    viewer_has_liked: bool,
 }
 
 #[Object]
@@ -203,8 +242,10 @@ impl Video {
     async fn like_count(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(live(ctx, &self.row.id).await?.likes as i32)
     }
-    async fn viewer_has_liked(&self) -> bool {
-        self.viewer_has_liked
+    async fn viewer_has_liked(&self, ctx: &Context<'_>) -> Result<bool> {
+        let Some(viewer) = caller(ctx).user_id else { return Ok(false) };
+        let loader = ctx.data_unchecked::<DataLoader<Liked>>();
+        Ok(loader.load_one((viewer.to_string(), self.row.id.clone())).await?.unwrap_or(false))
     }
     async fn comment_count(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(live(ctx, &self.row.id).await?.comments as i32)
@@ -231,27 +272,18 @@ impl Video {
     }
 }
 
-/// Wraps rows with the viewer's likes, fetched in one query for the page.
-async fn with_likes(ctx: &Context<'_>, rows: Vec<video::Video>) -> Result<Vec<Video>> {
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let liked: HashSet<String> = media(ctx).liked_among(caller(ctx), &ids).await?.into_iter().collect();
-    Ok(rows.into_iter().map(|row| Video { viewer_has_liked: liked.contains(&row.id), row }).collect())
+fn videos(rows: Vec<video::Video>) -> Vec<Video> {
+    rows.into_iter().map(|row| Video { row }).collect()
 }
 
-async fn one(ctx: &Context<'_>, row: video::Video) -> Result<Video> {
-    Ok(with_likes(ctx, vec![row]).await?.remove(0))
-}
-
-async fn connection(
-    ctx: &Context<'_>,
+fn connection(
     page: Page<video::Video>,
     has_previous: bool,
     by_created: bool,
-) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
+) -> Connection<String, Video, EmptyFields, EmptyFields> {
     let mut conn = Connection::new(has_previous, page.has_next);
-    let videos = with_likes(ctx, page.items).await?;
-    conn.edges.extend(videos.into_iter().map(|v| Edge::new(Media::cursor_of(&v.row, by_created), v)));
-    Ok(conn)
+    conn.edges.extend(videos(page.items).into_iter().map(|v| Edge::new(Media::cursor_of(&v.row, by_created), v)));
+    conn
 }
 
 pub struct Comment(video::Comment);
@@ -264,6 +296,9 @@ impl Comment {
     async fn body(&self) -> &str {
         &self.0.body
     }
+    // Media's user directory answers the author's `displayName` (as for `Video.owner`): a
+    // video page's comments need no accounts call.
+    #[graphql(provides = "displayName")]
     async fn author(&self) -> User {
         user(&self.0.author_id)
     }
@@ -334,7 +369,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
         let page = media(ctx).feed(after.as_deref(), first).await?;
-        connection(ctx, page, after.is_some(), false).await
+        Ok(connection(page, after.is_some(), false))
     }
 
     /// The categories a video may be in, as `createVideo` and `updateVideo` accept them
@@ -344,10 +379,8 @@ impl Query {
     }
 
     async fn video(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Video>> {
-        match media(ctx).video(caller(ctx), &id).await? {
-            Some(row) => Ok(Some(one(ctx, row).await?)),
-            None => Ok(None),
-        }
+        let row = ctx.data_unchecked::<DataLoader<Rows>>().load_one(id.0).await?;
+        Ok(row.filter(|v| Media::visible(v, caller(ctx))).map(|row| Video { row }))
     }
 
     /// Public, ready videos matching words (title first, then tags, then description;
@@ -365,9 +398,8 @@ impl Query {
         let offset = paging::decode_cursor(after.as_deref())?.map(|(n, _)| n).unwrap_or(0);
         let page = media(ctx).search(query.as_deref(), tags, category.as_deref(), after.as_deref(), first).await?;
         let mut conn = Connection::new(after.is_some(), page.has_next);
-        let videos = with_likes(ctx, page.items).await?;
         conn.edges.extend(
-            videos
+            videos(page.items)
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| Edge::new(paging::encode_cursor(offset + i as i64 + 1, "search"), v)),
@@ -384,13 +416,13 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Video, EmptyFields, EmptyFields>> {
         let page = media(ctx).subscriptions_feed(caller(ctx), after.as_deref(), first).await?;
-        connection(ctx, page, after.is_some(), false).await
+        Ok(connection(page, after.is_some(), false))
     }
 
     async fn dashboard(&self, ctx: &Context<'_>) -> Result<Dashboard> {
         let owner_id = caller(ctx).require_user()?.to_string();
         let rows = media(ctx).dashboard(caller(ctx)).await?;
-        Ok(Dashboard { owner_id, videos: with_likes(ctx, rows).await? })
+        Ok(Dashboard { owner_id, videos: videos(rows) })
     }
 
     /// A dashboard by its owner, for the router joining another subgraph's fields to it: the
@@ -491,7 +523,7 @@ impl Mutation {
             url: t.url,
             expires_at: DateTime::from_timestamp_millis(t.expires_at_ms).unwrap_or_default(),
         });
-        Ok(CreateVideoPayload { video: one(ctx, row).await?, upload })
+        Ok(CreateVideoPayload { video: Video { row }, upload })
     }
 
     async fn update_video(&self, ctx: &Context<'_>, id: ID, input: UpdateVideoInput) -> Result<Video> {
@@ -503,7 +535,7 @@ impl Mutation {
             visibility: input.visibility,
         };
         let row = media(ctx).update_video(caller(ctx), &id, change).await?;
-        one(ctx, row).await
+        Ok(Video { row })
     }
 
     async fn delete_video(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
@@ -512,12 +544,12 @@ impl Mutation {
 
     async fn like_video(&self, ctx: &Context<'_>, id: ID) -> Result<Video> {
         let row = media(ctx).like(caller(ctx), &id).await?;
-        one(ctx, row).await
+        Ok(Video { row })
     }
 
     async fn unlike_video(&self, ctx: &Context<'_>, id: ID) -> Result<Video> {
         let row = media(ctx).unlike(caller(ctx), &id).await?;
-        one(ctx, row).await
+        Ok(Video { row })
     }
 
     async fn add_comment(

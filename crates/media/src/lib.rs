@@ -9,6 +9,7 @@ mod events;
 mod feed_head;
 mod graphql;
 mod grpc;
+mod likes;
 mod paging;
 mod search;
 mod seed;

@@ -365,6 +365,13 @@ pub async fn insert_likes<C: ConnectionTrait>(
 }
 
 /// Which of `video_ids` `user_id` has liked (one query for a whole page).
+/// Up to `most` of the videos `user_id` likes, in no particular order.
+pub async fn likes_of<C: ConnectionTrait>(c: &C, user_id: &str, most: u64) -> Result<Vec<String>, DbErr> {
+    let sql = format!("SELECT video_id FROM likes WHERE user_id = ? LIMIT {most}");
+    let rows = c.query_all_raw(stmt(c, &sql, vec![user_id.into()])).await?;
+    rows.iter().map(|r| r.try_get("", "video_id")).collect()
+}
+
 pub async fn liked_among<C: ConnectionTrait>(c: &C, user_id: &str, video_ids: &[String]) -> Result<Vec<String>, DbErr> {
     if video_ids.is_empty() {
         return Ok(Vec::new());

@@ -160,8 +160,17 @@ impl ObjectStorage {
         matches!(self.backend, Backend::S3 { .. })
     }
 
+    /// Counts bytes stored (`storage_bytes_written_total{backend}`): what a layout costs in
+    /// writes, overwrites included.
+    fn wrote(&self, bytes: u64) {
+        let backend = if self.is_s3() { "s3" } else { "local" };
+        metrics::counter!("storage_bytes_written_total", "backend" => backend).increment(bytes);
+    }
+
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
         self.store.put(&key_path(key)?, PutPayload::from(data)).await?;
+        self.wrote(len);
         Ok(())
     }
 
@@ -190,6 +199,7 @@ impl ObjectStorage {
             }
         }
         writer.finish().await?;
+        self.wrote(written);
         Ok(written)
     }
 
@@ -267,9 +277,10 @@ impl ObjectStorage {
     /// same index again replaces it. Returns the part's id for [`Self::multipart_complete`].
     pub async fn multipart_put(&self, key: &str, upload_id: &str, index: usize, data: Bytes) -> Result<String> {
         let path = key_path(key)?;
-        match &self.backend {
+        let len = data.len() as u64;
+        let id = match &self.backend {
             Backend::S3 { s3 } => {
-                Ok(s3.put_part(&path, &upload_id.to_string(), index, PutPayload::from(data)).await?.content_id)
+                s3.put_part(&path, &upload_id.to_string(), index, PutPayload::from(data)).await?.content_id
             }
             Backend::Local { root, .. } => {
                 let dir = local_parts_dir(root, &local_id(upload_id)?);
@@ -278,9 +289,11 @@ impl ObjectStorage {
                 let io = |e: std::io::Error| StorageError::Source(format!("writing part {index}: {e}"));
                 tokio::fs::write(&tmp, &data).await.map_err(io)?;
                 tokio::fs::rename(&tmp, &part).await.map_err(io)?;
-                Ok(format!("{index:06}"))
+                format!("{index:06}")
             }
-        }
+        };
+        self.wrote(len);
+        Ok(id)
     }
 
     /// Joins the parts, in the order given, into the object `key`.

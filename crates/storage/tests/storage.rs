@@ -40,8 +40,11 @@ async fn streams_multipart_and_reads_ranges(store: ObjectStorage) {
     let data = pattern();
     let chunks: Vec<Result<Bytes, std::io::Error>> =
         data.chunks(1024 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let counted = format!("storage_bytes_written_total{{backend=\"{}\"}}", if store.is_s3() { "s3" } else { "local" });
+    let before = flick_testkit::metric(&counted);
     let written = store.put_stream(&key, futures::stream::iter(chunks)).await.unwrap();
     assert_eq!(written, data.len() as u64);
+    assert_eq!(flick_testkit::metric(&counted) - before, data.len() as f64, "the bytes written are counted");
     assert_eq!(store.head(&key).await.unwrap().unwrap().size, data.len() as u64);
     let range = 9 * 1024 * 1024 - 10..9 * 1024 * 1024 + 10;
     let got = store.get_range(&key, range.start as u64..range.end as u64).await.unwrap();

@@ -150,14 +150,7 @@ impl TestApp {
     /// make, and rely on nextest running each test in its own process so that no other test's
     /// statements land in between.
     pub async fn db_queries(&self, service: &str) -> u64 {
-        let metrics = flick_kit::telemetry::metrics_handle().render();
-        let prefix = format!("db_queries_total{{service=\"{service}\"}}");
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
+        crate::metric(&format!("db_queries_total{{service=\"{service}\"}}")) as u64
     }
 }
 

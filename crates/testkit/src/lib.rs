@@ -195,6 +195,19 @@ impl TcpProxy {
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
+/// The value of one series of this process's metrics (`name{label="value",…}` exactly as
+/// rendered), 0 when it has not been recorded. Tests run one to a process (nextest), so no
+/// other test's figures land in between.
+pub fn metric(series: &str) -> f64 {
+    let rendered = flick_kit::telemetry::metrics_handle().render();
+    rendered
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
