@@ -4,7 +4,8 @@
 #   stack  scripts/stack.sh (a process per service, replicas, real services, the mesh,
 #          Prometheus + Alertmanager) from fresh state (stack name `e2e`)
 # For each: start it, run scripts/smoke.sh through the edge (which runs the upload-to-playback
-# journey, scripts/e2e_upload.py, and the security checks), on dev also the web app's journey in
+# journey, scripts/e2e_upload.py, and the security checks), tus-js-client's parallel uploads
+# (web/tests/tus-parallel.mjs), on dev also the web app's journey in
 # Chromium (web/tests/journey.mjs; FLICK_WEB=0 skips the web app and it; its screenshots and
 # report are kept in $FLICK_ARTIFACTS_DIR/web-journey, default data/artifacts), stop it with SIGTERM
 # and check every port it used was released.
@@ -33,6 +34,9 @@ run_shape() {
     die "$name: $script did not come up"
   fi
   env "$@" scripts/smoke.sh || status=$?
+  if [ "$status" -eq 0 ] && [ "${FLICK_WEB:-1}" != 0 ]; then
+    tus_parallel "$name" "$data" || status=$?
+  fi
   if [ "$status" -eq 0 ] && [ "$name" = dev ] && [ "${FLICK_WEB:-1}" != 0 ]; then
     web_journey "$data" || status=$?
   fi
@@ -51,6 +55,20 @@ run_shape() {
     rm -rf "$data"
   fi
   return "$status"
+}
+
+# tus-js-client's parallelUploads (web/tests/tus-parallel.mjs, the web app's own tus-js-client
+# in Node): partial uploads joined by a final one, transcoded to READY. Needs the web app's
+# node_modules (scripts/web.sh, which dev.sh and stack.sh run); FLICK_WEB=0 runs neither.
+tus_parallel() {
+  local name=$1 data=$2
+  log "$name: a parallel upload with tus-js-client"
+  if (cd web && FLICK_EDGE_URL=http://127.0.0.1:8080 FLICK_DATA_DIR=$data node tests/tus-parallel.mjs); then
+    echo "ok    $name: tus-js-client parallelUploads joined and transcoded"
+  else
+    echo "FAIL  $name: tus-js-client parallelUploads"
+    return 1
+  fi
 }
 
 # The web app's browser journey (web/tests/journey.mjs) in Debian's Chromium through the edge;
