@@ -169,30 +169,32 @@ impl Counters {
         Ok(live)
     }
 
-    /// One reconciler run: every dirty video (in batches), then one sweep step. Returns how
-    /// many videos were reconciled or corrected.
-    pub async fn reconcile(&self) -> Result<usize, DbErr> {
-        let mut done = 0;
+    /// One reconciler run: every dirty video (in batches), then one sweep step. Returns the
+    /// videos reconciled or corrected (their rows' counts were rewritten).
+    pub async fn reconcile(&self) -> Result<Vec<String>, DbErr> {
+        let mut done = Vec::new();
         loop {
-            let n = self.reconcile_dirty().await?;
-            done += n;
+            let ids = self.reconcile_dirty().await?;
+            let n = ids.len();
+            done.extend(ids);
             if n < BATCH {
                 break;
             }
         }
-        Ok(done + self.sweep().await?)
+        done.extend(self.sweep().await?);
+        Ok(done)
     }
 
     /// Recomputes a batch of dirty videos from their rows, writes the columns (adding the
     /// pending views, read and reset in the cache: each delta is taken once) and the cache.
-    async fn reconcile_dirty(&self) -> Result<usize, DbErr> {
+    async fn reconcile_dirty(&self) -> Result<Vec<String>, DbErr> {
         let mut ids: HashSet<String> = std::mem::take(&mut *self.local_dirty.lock().expect("dirty lock"));
         match self.cache.set_pop(DIRTY, BATCH).await {
             Ok(popped) => ids.extend(popped),
             Err(e) => tracing::debug!(error = %e, "cache unavailable: reconciling this replica's marks only"),
         }
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids: Vec<String> = ids.into_iter().collect();
         let pending_keys: Vec<String> = ids.iter().map(|id| pending_views_key(id)).collect();
@@ -225,11 +227,10 @@ impl Counters {
                 return Err(e);
             }
         };
-        let n = ids.len();
         if pending.is_none() || self.cache_counts(&counts).await.is_err() {
-            self.mark_dirty_locally(ids);
+            self.mark_dirty_locally(ids.clone());
         }
-        Ok(n)
+        Ok(ids)
     }
 
     async fn cache_counts(
@@ -245,14 +246,14 @@ impl Counters {
     /// The next slice of all videos: counts from the rows, compared with the columns and with
     /// cached counts; what differs is rewritten (anti-entropy for anything a dirty mark
     /// missed, e.g. a replica that died before reconciling, or a corrupted cache entry).
-    async fn sweep(&self) -> Result<usize, DbErr> {
+    async fn sweep(&self) -> Result<Vec<String>, DbErr> {
         let after = self.sweep_after.lock().expect("sweep lock").clone();
         let slice = store::persisted_counts(&self.db, &after, BATCH as u64).await?;
         let next =
             if slice.len() < BATCH { String::new() } else { slice.last().map(|s| s.0.clone()).unwrap_or_default() };
         *self.sweep_after.lock().expect("sweep lock") = next;
         if slice.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids: Vec<String> = slice.iter().map(|s| s.0.clone()).collect();
         let counts = store::count_rows(&self.db, &ids).await?;
@@ -279,6 +280,6 @@ impl Counters {
                 fixed.extend(wrong.into_keys());
             }
         }
-        Ok(fixed.len())
+        Ok(fixed.into_iter().collect())
     }
 }

@@ -5,12 +5,13 @@
 
 use crate::config::MediaConfig;
 use crate::counters::{Counters, Kind, Live};
-use crate::likes::{Known, ViewerLikes};
 use crate::paging::{decode_cursor, limit_of, page};
+use crate::shared::Shared;
 use crate::store::{self, Scope};
 use crate::users::UserDirectory;
 use crate::validation::{check_body, validate};
 use crate::video::{Comment, Video, VideoInput, VideoStatus, Visibility};
+use crate::viewer_sets::ViewerSets;
 use flick_kit::page::{MAX_FIRST, Page};
 use flick_kit::{AppError, Caller};
 use flick_platform::bus::envelope;
@@ -21,11 +22,19 @@ use flick_proto::events::v1 as events;
 use flick_proto::media::v1::Owner;
 use prost::Message;
 use std::collections::HashMap;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "media";
 /// Ids one `ListedVideoIds` call may ask about (a page of 100 and its spares).
 pub const MAX_LISTED_IDS: usize = 200;
+
+/// How long shared rows, first comments and subscriber counts are served without a write
+/// dropping them (a lost invalidation, a change with no one place to drop it from).
+const SHARED_TTL: Duration = Duration::from_secs(2);
+/// Comments kept per video: first pages of up to `COMMENT_ROWS - 1` (the extra row says
+/// whether more follow).
+const COMMENT_ROWS: u64 = 51;
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -51,8 +60,15 @@ pub struct Media {
     pub(crate) users: UserDirectory,
     /// The feed's first page, shared by every viewer.
     pub(crate) feed_head: crate::feed_head::FeedHead,
-    /// Each viewer's likes, for `viewerHasLiked`.
-    likes: ViewerLikes,
+    /// Each viewer's likes (`viewerHasLiked`) and followed channels (`viewerIsSubscribed`).
+    likes: ViewerSets,
+    follows: ViewerSets,
+    /// Video rows by id, shared by every caller (each applies its own visibility).
+    video_rows: Shared,
+    /// Each video's first comments.
+    pub(crate) comment_heads: Shared,
+    /// Each channel's subscriber count.
+    subscriber_counts: Shared,
 }
 
 impl Media {
@@ -60,7 +76,11 @@ impl Media {
         Self {
             counters: Counters::new(db.clone(), cache.clone(), cfg),
             feed_head: crate::feed_head::FeedHead::new(cache.clone()),
-            likes: ViewerLikes::new(cache.clone()),
+            likes: ViewerSets::new(cache.clone(), "likes"),
+            follows: ViewerSets::new(cache.clone(), "follows"),
+            video_rows: Shared::new(cache.clone(), "video", SHARED_TTL),
+            comment_heads: Shared::new(cache.clone(), "comments", SHARED_TTL),
+            subscriber_counts: Shared::new(cache.clone(), "subscribers", SHARED_TTL),
             users: UserDirectory::new(cache),
             db,
             relay,
@@ -147,15 +167,31 @@ impl Media {
         if Uuid::parse_str(id).is_err() {
             return Ok(None);
         }
-        let v = store::video(&self.db, id).await.map_err(db_error)?;
+        let v = self.rows(&[id.to_string()]).await?.pop();
         Ok(v.filter(|v| Self::visible(v, viewer)))
     }
 
-    /// Rows of `ids` whatever their visibility (ids that are not UUIDs: none), for a caller
-    /// that applies `visible` itself.
+    /// Rows of `ids` in their order, once each, whatever their visibility (ids that are not
+    /// UUIDs: none), for a caller that applies `visible` itself: the shared copies, and one
+    /// statement for those not cached. Reads for a write go to the database instead.
     pub async fn rows(&self, ids: &[String]) -> Result<Vec<Video>, AppError> {
         let ids: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
-        store::videos_by_ids(&self.db, &ids).await.map_err(db_error)
+        let mut found = self
+            .video_rows
+            .get_many(&ids, |missing| async move {
+                let rows = store::videos_by_ids(&self.db, &missing).await?;
+                Ok::<_, DbErr>(rows.into_iter().map(|v| (v.id.clone(), v)).collect())
+            })
+            .await
+            .map_err(db_error)?;
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// Drops the shared copies of videos' rows: they changed.
+    pub(crate) async fn rows_changed(&self, ids: &[String]) {
+        for id in ids {
+            self.video_rows.changed(id).await;
+        }
     }
 
     /// Videos by id for other services (gRPC), with the same visibility rule.
@@ -163,11 +199,7 @@ impl Media {
         if ids.len() > MAX_FIRST {
             return Err(AppError::bad_input(format!("at most {MAX_FIRST} ids")));
         }
-        let ids: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
-        let rows = store::videos_by_ids(&self.db, &ids).await.map_err(db_error)?;
-        let mut rows: Vec<Video> = rows.into_iter().filter(|v| Self::visible(v, viewer)).collect();
-        rows.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
-        Ok(rows)
+        Ok(self.rows(ids).await?.into_iter().filter(|v| Self::visible(v, viewer)).collect())
     }
 
     /// Of `ids` (at most `MAX_LISTED_IDS`), those public and ready now, in the order given:
@@ -176,10 +208,7 @@ impl Media {
         if ids.len() > MAX_LISTED_IDS {
             return Err(AppError::bad_input(format!("at most {MAX_LISTED_IDS} ids")).with_field("ids", "too many"));
         }
-        let valid: Vec<String> = ids.iter().filter(|i| Uuid::parse_str(i).is_ok()).cloned().collect();
-        let listed: std::collections::HashSet<String> =
-            store::listed_ids(&self.db, &valid).await.map_err(db_error)?.into_iter().collect();
-        Ok(valid.into_iter().filter(|i| listed.contains(i)).collect())
+        Ok(self.rows(ids).await?.into_iter().filter(Video::is_listed).map(|v| v.id).collect())
     }
 
     async fn owned(&self, caller: &Caller, id: &str) -> Result<Video, AppError> {
@@ -252,6 +281,7 @@ impl Media {
         }
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.rows_changed(std::slice::from_ref(&v.id)).await;
         self.feed_head.changed().await;
         Ok(v)
     }
@@ -263,6 +293,8 @@ impl Media {
         self.emit(&txn, "video.deleted", &v.id, Self::video_event(&v)).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.rows_changed(std::slice::from_ref(&v.id)).await;
+        self.comment_heads.changed(&v.id).await;
         self.feed_head.changed().await;
         Ok(v.id)
     }
@@ -356,11 +388,15 @@ impl Media {
     /// Which of `video_ids` the user `viewer` likes: from their cached likes, or the database
     /// for a viewer with too many to keep.
     pub async fn liked_by(&self, viewer: &str, video_ids: &[String]) -> Result<Vec<String>, AppError> {
-        let known = self.likes.of(viewer, |most| store::likes_of(&self.db, viewer, most)).await.map_err(db_error)?;
-        match known {
-            Known::All(liked) => Ok(video_ids.iter().filter(|id| liked.contains(*id)).cloned().collect()),
-            Known::TooMany => store::liked_among(&self.db, viewer, video_ids).await.map_err(db_error),
-        }
+        self.likes
+            .among(
+                viewer,
+                video_ids,
+                |most| store::likes_of(&self.db, viewer, most),
+                || store::liked_among(&self.db, viewer, video_ids),
+            )
+            .await
+            .map_err(db_error)
     }
 
     pub async fn add_comment(
@@ -396,6 +432,7 @@ impl Media {
         self.emit(&txn, "comment.created", &v.id, event.encode_to_vec()).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.comment_heads.changed(&v.id).await;
         self.counters.changed(&v.id, Kind::Comments, 1).await;
         Ok(row)
     }
@@ -419,6 +456,7 @@ impl Media {
         c.body = check_body(body)?;
         c.updated_at_ms = now_ms();
         store::edit_comment(&self.db, &c.id, &c.body, c.updated_at_ms).await.map_err(db_error)?;
+        self.comment_heads.changed(&c.video_id).await;
         Ok(c)
     }
 
@@ -442,6 +480,7 @@ impl Media {
         self.emit(&txn, "comment.deleted", &c.video_id, event.encode_to_vec()).await?;
         txn.commit().await.map_err(db_error)?;
         self.relay.notify();
+        self.comment_heads.changed(&c.video_id).await;
         if removed > 0 {
             self.counters.changed(&c.video_id, Kind::Comments, -(removed as i64)).await;
         }
@@ -455,7 +494,19 @@ impl Media {
         first: Option<i32>,
     ) -> Result<Page<Comment>, AppError> {
         let limit = limit_of(first)?;
-        let rows = store::comments(&self.db, video_id, decode_cursor(after)?, limit + 1).await.map_err(db_error)?;
+        let after = decode_cursor(after)?;
+        let rows = if after.is_none() && limit < COMMENT_ROWS {
+            // The first page, what every watch page asks: shared by every viewer.
+            let mut head: Vec<Comment> = self
+                .comment_heads
+                .get(video_id, || store::comments(&self.db, video_id, None, COMMENT_ROWS))
+                .await
+                .map_err(db_error)?;
+            head.truncate(limit as usize + 1);
+            head
+        } else {
+            store::comments(&self.db, video_id, after, limit + 1).await.map_err(db_error)?
+        };
         Ok(page(rows, limit))
     }
 
@@ -467,21 +518,57 @@ impl Media {
         if me == channel {
             return Err(AppError::bad_input("you cannot subscribe to yourself").with_field("channelId", "is you"));
         }
-        store::subscribe(&self.db, &me, channel, now_ms()).await.map_err(db_error)
+        store::subscribe(&self.db, &me, channel, now_ms()).await.map_err(db_error)?;
+        self.subscriptions_changed(&me, channel).await;
+        Ok(())
     }
 
     pub async fn unsubscribe(&self, caller: &Caller, channel: &str) -> Result<(), AppError> {
         let me = caller.require_user()?.to_string();
-        store::unsubscribe(&self.db, &me, channel).await.map_err(db_error)
+        store::unsubscribe(&self.db, &me, channel).await.map_err(db_error)?;
+        self.subscriptions_changed(&me, channel).await;
+        Ok(())
     }
 
-    pub async fn subscriber_counts(&self, channels: &[String]) -> Result<Vec<(String, i64)>, AppError> {
-        store::subscriber_counts(&self.db, channels).await.map_err(db_error)
+    async fn subscriptions_changed(&self, subscriber: &str, channel: &str) {
+        self.follows.changed(subscriber).await;
+        self.subscriber_counts.changed(channel).await;
     }
 
-    /// Which of `channels` the user `viewer` follows.
+    /// Subscriber counts of `channels` (shared by every viewer; one statement for those not
+    /// cached).
+    pub async fn subscriber_counts(&self, channels: &[String]) -> Result<HashMap<String, i64>, AppError> {
+        self.subscriber_counts
+            .get_many(channels, |missing| async move {
+                let counted: HashMap<String, i64> =
+                    store::subscriber_counts(&self.db, &missing).await?.into_iter().collect();
+                // A channel nobody follows has a count too: 0, cached like the others.
+                Ok::<_, DbErr>(
+                    missing
+                        .into_iter()
+                        .map(|c| {
+                            let n = counted.get(&c).copied().unwrap_or(0);
+                            (c, n)
+                        })
+                        .collect(),
+                )
+            })
+            .await
+            .map_err(db_error)
+    }
+
+    /// Which of `channels` the user `viewer` follows: from their cached follows, or the
+    /// database for a viewer following too many to keep.
     pub async fn followed_by(&self, viewer: &str, channels: &[String]) -> Result<Vec<String>, AppError> {
-        store::subscribed_among(&self.db, viewer, channels).await.map_err(db_error)
+        self.follows
+            .among(
+                viewer,
+                channels,
+                |most| store::channels_of(&self.db, viewer, most),
+                || store::subscribed_among(&self.db, viewer, channels),
+            )
+            .await
+            .map_err(db_error)
     }
 
     /// Live like, comment and pending view counts of `ids` (one cache round trip when warm).
@@ -498,12 +585,13 @@ impl Media {
     /// One reconciler run (the periodic task calls this; so may tests): dirty videos'
     /// counts from their rows into cache and columns, pending views into `view_count`.
     pub async fn reconcile(&self) -> Result<usize, AppError> {
-        let flushed = self.counters.reconcile().await.map_err(db_error)?;
-        if flushed > 0 {
-            // The persisted counts in the shared feed head moved (views especially).
+        let rewritten = self.counters.reconcile().await.map_err(db_error)?;
+        if !rewritten.is_empty() {
+            // The persisted counts in the shared rows moved (views especially).
+            self.rows_changed(&rewritten).await;
             self.feed_head.changed().await;
         }
-        Ok(flushed)
+        Ok(rewritten.len())
     }
 }
 

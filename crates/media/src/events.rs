@@ -14,8 +14,10 @@ use prost::Message;
 /// What an applied event changes outside the database, done once its transaction commits.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Videos whose counts changed in bulk.
+    /// Videos whose counts changed in bulk (and comments may be gone).
     recounted: Vec<String>,
+    /// Videos deleted with their owner.
+    deleted: Vec<String>,
     /// A video watched once more.
     viewed: Option<String>,
 }
@@ -38,7 +40,20 @@ impl EventApplier for Media {
         ) {
             self.feed_head.changed().await;
         }
+        if matches!(
+            event.r#type.as_str(),
+            "upload.completed" | "transcode.requested" | "transcode.failed" | "transcode.completed"
+        ) {
+            self.rows_changed(std::slice::from_ref(&event.subject)).await;
+        }
         if let Applied::Now(fx) = applied {
+            // Their rows (counts rewritten, or gone) and first comments; the subscriber counts
+            // of channels they followed are at most the shared TTL old.
+            self.rows_changed(&fx.deleted).await;
+            self.rows_changed(&fx.recounted).await;
+            for video in &fx.recounted {
+                self.comment_heads.changed(video).await;
+            }
             self.counters.invalidate(&fx.recounted).await;
             if let Some(video) = fx.viewed {
                 self.counters.viewed(&video).await?;
@@ -87,6 +102,7 @@ impl Media {
             "user.deleted" => {
                 let forgotten = store::forget_user(txn, &e.subject).await?;
                 effects.recounted = forgotten.recounted;
+                effects.deleted = forgotten.videos.clone();
                 for id in forgotten.videos {
                     let payload = events::VideoChanged {
                         video_id: id.clone(),

@@ -9,15 +9,16 @@ mod events;
 mod feed_head;
 mod graphql;
 mod grpc;
-mod likes;
 mod paging;
 mod search;
 mod seed;
+mod shared;
 mod store;
 mod uploads;
 mod users;
 mod validation;
 mod video;
+mod viewer_sets;
 
 use crate::config::MediaConfigExt as _;
 use flick_kit::Service;

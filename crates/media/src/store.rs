@@ -159,17 +159,6 @@ pub async fn videos_by_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<
     videos_where(c, &format!("WHERE id IN ({marks})"), ids.iter().map(|i| i.clone().into()).collect()).await
 }
 
-/// Of `ids`, those public and ready (listed to anyone).
-pub async fn listed_ids<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<String>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let marks = vec!["?"; ids.len()].join(", ");
-    let sql = format!("SELECT id FROM videos WHERE id IN ({marks}) AND visibility = 'PUBLIC' AND status = 'READY'");
-    let rows = c.query_all_raw(stmt(c, &sql, ids.iter().map(|i| i.clone().into()).collect())).await?;
-    rows.iter().map(|r| r.try_get::<String>("", "id")).collect()
-}
-
 /// Inserts a new video with its tags (`v.created_at_ms` is also its last change).
 pub async fn insert_video<C: ConnectionTrait>(c: &C, v: &Video) -> Result<(), DbErr> {
     exec(
@@ -485,6 +474,12 @@ pub async fn subscriber_counts<C: ConnectionTrait>(c: &C, channels: &[String]) -
     );
     let rows = c.query_all_raw(stmt(c, &sql, channels.iter().map(|v| v.clone().into()).collect())).await?;
     rows.iter().map(|r| Ok((r.try_get("", "channel_id")?, r.try_get("", "n")?))).collect()
+}
+
+/// At most `most` of the channels `subscriber` follows.
+pub async fn channels_of<C: ConnectionTrait>(c: &C, subscriber: &str, most: u64) -> Result<Vec<String>, DbErr> {
+    let sql = format!("SELECT channel_id FROM channel_subscriptions WHERE subscriber_id = ? LIMIT {most}");
+    c.query_all_raw(stmt(c, &sql, vec![subscriber.into()])).await?.iter().map(|r| r.try_get("", "channel_id")).collect()
 }
 
 /// Which of `channels` `subscriber` follows.

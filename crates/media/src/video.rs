@@ -126,7 +126,7 @@ impl Video {
 }
 
 /// A comment on a video, or a reply to one (`parent_id`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Comment {
     pub id: String,
     pub video_id: String,

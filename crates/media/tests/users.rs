@@ -166,7 +166,8 @@ async fn grpc_answers_carry_owners_and_counts(backend: Backend) {
                 == json!({ "likeCount": 1, "commentCount": 1, "viewCount": 1 })
         })
         .await,
-        "GraphQL counts the like, the comment and the view"
+        "GraphQL counts the like, the comment and the view: {}",
+        s.gql(&fan, counts, json!({ "id": id })).await
     );
 
     let mut client = s.grpc().await;
