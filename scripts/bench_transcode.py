@@ -19,9 +19,10 @@ upload     a FLICK_BENCH_UPLOAD_MIB file (an MP4's first bytes + random bytes) w
            every 50 ms and VmHWM; vs a direct multipart upload of the same file to the same
            server (crates/storage/examples/multipart_put.rs: put_stream, 8 MiB parts, 4 in
            flight). Then the same file as FLICK_BENCH_PARALLEL (4) partial uploads sent at
-           once (each in 8 MiB chunks over its own connection) joined by a final upload (tus
-           concatenation, as `flick upload --parallel` and tus-js-client's parallelUploads
-           do), into the same flick.
+           once over a connection each, joined by a final upload (tus concatenation, as
+           `flick upload --parallel` and tus-js-client's parallelUploads do), into the same
+           flick: each partial as one streamed PATCH (tus-js-client's default chunkSize) and
+           in 8 MiB PATCHes (`flick upload`); FLICK_BENCH_PARALLEL_PATCH=whole,chunks.
 
 scaling   a FLICK_BENCH_SCALING_SECONDS (600) 720p30 clip, the same ladder, through `flick serve`
            (media + transcoder, no worker) and separate `flick worker` processes sharing only
@@ -69,6 +70,9 @@ CLIP_SECONDS = int(ENV("FLICK_BENCH_CLIP_SECONDS", "60"))
 UPLOAD_MIB = int(ENV("FLICK_BENCH_UPLOAD_MIB", "1024"))
 CHUNK = int(ENV("FLICK_BENCH_CHUNK_MIB", "8")) * 1024 * 1024
 PARALLEL = int(ENV("FLICK_BENCH_PARALLEL", "4"))
+# How each partial upload is sent: "whole" (one streamed PATCH, tus-js-client's default
+# chunkSize), or "chunks" (CHUNK-sized PATCHes, as `flick upload` sends them).
+PARALLEL_PATCH = ENV("FLICK_BENCH_PARALLEL_PATCH", "whole,chunks").split(",")
 PRESET = ENV("FLICK_BENCH_PRESET", "veryfast")
 SOURCE = ENV("FLICK_BENCH_SOURCE", "camera")
 if SOURCE not in ("camera", "ultrafast"):
@@ -379,18 +383,32 @@ def create_video(user, title):
     return created["video"]["id"], "/" + url.split("://", 1)[-1].split("/", 1)[1]
 
 
-def tus_upload(user, path, file_path, size, start=0):
-    """PATCHes the file's `size` bytes from `start` in CHUNK-sized bodies over one keep-alive
-    connection (the whole file: its length goes with the first PATCH, as createVideo's upload
-    defers it)."""
-    conn = http_client.HTTPConnection("127.0.0.1", PORTS["transcoder"], timeout=300)
+class FileRange:
+    """`length` bytes of an open file from `start`, read in blocks as http.client sends a body."""
+
+    def __init__(self, f, start, length):
+        self.f, self.left = f, length
+        f.seek(start)
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+
+def tus_upload(user, path, file_path, size, start=0, chunk=CHUNK):
+    """PATCHes the file's `size` bytes from `start` in `chunk`-sized bodies (None: one PATCH
+    streamed from the file) over one keep-alive connection (the whole file: its length goes
+    with the first PATCH, as createVideo's upload defers it)."""
+    conn = http_client.HTTPConnection("127.0.0.1", PORTS["transcoder"], timeout=300, blocksize=MIB)
     offset = 0
     with open(file_path, "rb") as f:
         while offset < size:
-            f.seek(start + offset)
-            data = f.read(min(CHUNK, size - offset))
+            length = size - offset if chunk is None else min(chunk, size - offset)
+            data = FileRange(f, start + offset, length)
             headers = {"x-user-id": user, "tus-resumable": "1.0.0", "upload-offset": str(offset),
-                       "content-type": "application/offset+octet-stream"}
+                       "content-type": "application/offset+octet-stream", "content-length": str(length)}
             if offset == 0 and start == 0:
                 headers["upload-length"] = str(size)
             conn.request("PATCH", path, body=data, headers=headers)
@@ -402,9 +420,10 @@ def tus_upload(user, path, file_path, size, start=0):
     conn.close()
 
 
-def tus_parallel_upload(user, video_id, file_path, size, parts):
-    """The file as `parts` partial uploads sent at once (one thread and connection each), then
-    the final upload joining them (tus concatenation); checks that the final is complete."""
+def tus_parallel_upload(user, video_id, file_path, size, parts, chunk):
+    """The file as `parts` partial uploads sent at once (one thread and connection each, in
+    `chunk`-sized PATCHes or, None, one each), then the final upload joining them (tus
+    concatenation); checks that the final is complete."""
     each = size // parts
     ranges = [(i * each, size - i * each if i == parts - 1 else each) for i in range(parts)]
     paths = []
@@ -418,7 +437,7 @@ def tus_parallel_upload(user, video_id, file_path, size, parts):
 
     def send(path, start, length):
         try:
-            tus_upload(user, path, file_path, length, start)
+            tus_upload(user, path, file_path, length, start, chunk)
         except Exception as e:  # noqa: BLE001 (reported below)
             errors.append(e)
 
@@ -642,7 +661,8 @@ def section_upload(args, work, results):
         while f.tell() < size:
             f.write(os.urandom(min(8 * MIB, size - f.tell())))
     s3env = dict(os.environ, S3_ENDPOINT=S3_ENDPOINT, S3_BUCKET=S3_BUCKET, S3_ACCESS_KEY=S3_KEY, S3_SECRET_KEY=S3_SECRET)
-    tus, direct, parallel = [], [], []
+    tus, direct = [], []
+    parallel = {mode: [] for mode in PARALLEL_PATCH}
     try:
         for run in range(1, UPLOAD_RUNS + 1):
             # The direct upload first, then tus into a fresh flick (no worker: only the upload).
@@ -665,28 +685,37 @@ def section_upload(args, work, results):
                 log(f"run {run}: tus {seconds:.1f} s, {rate:.1f} MiB/s, flick RSS idle {rss_idle:.0f} MiB, "
                     f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
                 delete_video(user, video_id)
-                if PARALLEL > 1:
-                    video_id, _ = create_video(user, f"bench parallel upload {run}")
-                    seconds, cpu, peak = sampled(
-                        flick, lambda: tus_parallel_upload(user, video_id, big, size, PARALLEL))
-                    # VmHWM covers the process's life: both uploads (the bar is on the larger).
-                    hwm = flick.status("VmHWM")
-                    rate = size / MIB / seconds
-                    parallel.append({"rate": rate, "rss": peak, "hwm": hwm, "cpu": cpu})
-                    log(f"run {run}: tus {PARALLEL} partial uploads + final {seconds:.1f} s, {rate:.1f} MiB/s, "
-                        f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
-                    delete_video(user, video_id)
             finally:
                 flick.stop()
+            # Each way of sending in a flick of its own: VmHWM and the allocator's retained pages
+            # are a process's whole life.
+            for mode in PARALLEL_PATCH if PARALLEL > 1 else []:
+                chunk = None if mode == "whole" else CHUNK
+                flick = Flick(args.flick, work, f"flick-upload-{run}-{mode}", workers=0)
+                try:
+                    user = str(uuid.uuid4())
+                    video_id, _ = create_video(user, f"bench parallel upload {run} {mode}")
+                    seconds, cpu, peak = sampled(
+                        flick, lambda: tus_parallel_upload(user, video_id, big, size, PARALLEL, chunk))
+                    hwm = flick.status("VmHWM")
+                    rate = size / MIB / seconds
+                    parallel[mode].append({"rate": rate, "rss": peak, "hwm": hwm, "cpu": cpu})
+                    log(f"run {run}: tus {PARALLEL} partial uploads ({mode}) + final {seconds:.1f} s, "
+                        f"{rate:.1f} MiB/s, peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                    delete_video(user, video_id)
+                finally:
+                    flick.stop()
     finally:
         if not KEEP:
             os.remove(big)
     results["upload"] = {
         # Each run's sides were measured back to back: a ratio is the median of theirs.
         "ratio": statistics.median(t["rate"] / d for t, d in zip(tus, direct)),
-        "parallel_ratio": statistics.median(p["rate"] / d for p, d in zip(parallel, direct)) if parallel else None,
-        "parallel_rate": statistics.median(p["rate"] for p in parallel) if parallel else None,
-        "parallel_rss": max((max(p["rss"], p["hwm"]) for p in parallel), default=0.0),
+        "parallel": {mode: {
+            "ratio": statistics.median(p["rate"] / d for p, d in zip(runs, direct)),
+            "rate": statistics.median(p["rate"] for p in runs),
+            "rss": max(max(p["rss"], p["hwm"]) for p in runs),
+        } for mode, runs in parallel.items() if runs},
         "tus_rate": statistics.median(t["rate"] for t in tus),
         "direct_rate": statistics.median(direct),
         "rss": max(t["rss"] for t in tus),
@@ -890,13 +919,13 @@ def summary(results):
             f"{ratio * 100:.0f}% (medians {u['tus_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 70%", ratio >= 0.70)
         peak = max(u["rss"], u["hwm"])
         row("flick peak RSS during upload", f"{peak:.0f} MiB", "<= 150 MiB", peak <= 150)
-        if u["parallel_ratio"] is not None:
-            pr = u["parallel_ratio"]
-            row(f"upload throughput, {PARALLEL} parallel partial uploads / direct",
-                f"{pr * 100:.0f}% (medians {u['parallel_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 100%",
-                pr >= 1.0)
-            row(f"flick peak RSS during {PARALLEL} parallel partial uploads", f"{u['parallel_rss']:.0f} MiB",
-                "<= 150 MiB", u["parallel_rss"] <= 150)
+        for mode, p in u["parallel"].items():
+            how = "one PATCH each" if mode == "whole" else f"{CHUNK // MIB} MiB PATCHes"
+            row(f"upload throughput, {PARALLEL} parallel partial uploads ({how}) / direct",
+                f"{p['ratio'] * 100:.0f}% (medians {p['rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 100%",
+                p["ratio"] >= 1.0)
+            row(f"flick peak RSS during {PARALLEL} parallel partial uploads ({how})", f"{p['rss']:.0f} MiB",
+                "<= 150 MiB", p["rss"] <= 150)
     sc = results.get("scaling")
     if sc:
         print(f"\nbench: scaling {SCALING_SECONDS} s 720p30 -> 720/480/360/240, {PRESET}, median of {SCALING_RUNS} "
