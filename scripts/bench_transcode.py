@@ -41,7 +41,9 @@ env: FLICK_BENCH_SOURCE (camera: High profile 8 Mbit/s + stereo AAC, like a phon
      (split-1-pinned,split-2-pinned,single,split-2), FLICK_BENCH_PG (postgres://postgres@127.0.0.1:5433),
      FLICK_BENCH_AMQP (amqp://guest:guest@127.0.0.1:5672/%2f), FLICK_BENCH_PORT_BASE (18180: ports +1..+4),
      FLICK_BENCH_CACHE (/var/cache/flick/bench: the clip), FLICK_BENCH_KEEP=1 keeps the work dir,
-     FLICK_BENCH_S3_ENDPOINT (http://127.0.0.1:9000), FLICK_BENCH_S3_BUCKET (flick-test).
+     FLICK_BENCH_S3_ENDPOINT (http://127.0.0.1:9000), FLICK_BENCH_S3_BUCKET (flick-test),
+     FLICK_BENCH_FLICK_ENV ("K=V K2=V2": extra environment of the flick processes only, e.g.
+     GLIBC_TUNABLES to try allocator settings).
 """
 
 import argparse
@@ -50,6 +52,7 @@ import http.client as http_client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -325,6 +328,7 @@ class Flick:
         self.config = cfg
         # Only our configuration: flick refuses FLICK_* variables it does not know.
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_") or k in ("FLICK_TOOLS_DIR",)}
+        env.update(kv.split("=", 1) for kv in ENV("FLICK_BENCH_FLICK_ENV", "").split())
         for port in PORTS.values():
             if port_open(port):
                 raise RuntimeError(f"port {port} is in use (set FLICK_BENCH_PORT_BASE)")
@@ -629,6 +633,61 @@ def section_transcode(args, work, results):
     results["transcode"] = med
 
 
+def s3_server_cpu():
+    """CPU seconds of the local SeaweedFS processes (`weed`) so far; 0 when the S3 server is not
+    one of this machine's processes."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "weed":
+                    continue
+            total += process_cpu(pid)
+        except OSError:
+            continue
+    return total
+
+
+def client_cpu():
+    """CPU seconds of this script (every thread) and its reaped children (the direct uploader)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class CpuSplit:
+    """Where the machine's CPU went while an upload ran: the client (this script or the direct
+    uploader), flick, the S3 server and the rest, in CPU-ms per MiB moved, and how busy the
+    cores were (1.0: every core all the time)."""
+
+    def __init__(self, flick=None):
+        self.flick = flick
+        self.c0, self.s0, self.b0 = client_cpu(), s3_server_cpu(), busy()
+        self.f0 = flick.cpu() if flick else 0.0
+        self.t0 = time.monotonic()
+
+    def done(self, mib):
+        wall = time.monotonic() - self.t0
+        client, s3 = client_cpu() - self.c0, s3_server_cpu() - self.s0
+        flick = self.flick.cpu() - self.f0 if self.flick else 0.0
+        total = busy() - self.b0
+        per = {"client": client, "flick": flick, "s3": s3, "other": max(total - client - flick - s3, 0.0)}
+        return {"ms_per_mib": {k: v * 1000 / mib for k, v in per.items()}, "busy": total / (wall * NCPU)}
+
+
+def split_text(split):
+    m = split["ms_per_mib"]
+    return (f"CPU-ms/MiB client {m['client']:.1f}, flick {m['flick']:.1f}, S3 {m['s3']:.1f}, other {m['other']:.1f}; "
+            f"cores {split['busy'] * 100:.0f}% busy")
+
+
+def median_split(splits):
+    splits = list(splits)
+    return {"ms_per_mib": {k: statistics.median(s["ms_per_mib"][k] for s in splits) for k in splits[0]["ms_per_mib"]},
+            "busy": statistics.median(s["busy"] for s in splits)}
+
+
 def sampled(flick, upload):
     """Runs `upload`; returns its seconds, flick's CPU seconds and flick's RSS peak sampled
     every 50 ms meanwhile."""
@@ -661,29 +720,35 @@ def section_upload(args, work, results):
         while f.tell() < size:
             f.write(os.urandom(min(8 * MIB, size - f.tell())))
     s3env = dict(os.environ, S3_ENDPOINT=S3_ENDPOINT, S3_BUCKET=S3_BUCKET, S3_ACCESS_KEY=S3_KEY, S3_SECRET_KEY=S3_SECRET)
-    tus, direct = [], []
+    tus, direct, direct_splits = [], [], []
     parallel = {mode: [] for mode in PARALLEL_PATCH}
     try:
         for run in range(1, UPLOAD_RUNS + 1):
             # The direct upload first, then tus into a fresh flick (no worker: only the upload).
             key = f"bench/{uuid.uuid4()}/direct.bin"
+            split = CpuSplit()
             out = subprocess.run([args.multipart_put, big, key], env=s3env, check=True, capture_output=True,
                                  text=True).stdout
             d = dict(kv.split("=") for kv in out.split())
             direct.append(float(d["mib_per_s"]))
-            log(f"run {run}: direct multipart put_stream {float(d['seconds']):.1f} s, {d['mib_per_s']} MiB/s")
+            direct_splits.append(split.done(size / MIB))
+            log(f"run {run}: direct multipart put_stream {float(d['seconds']):.1f} s, {d['mib_per_s']} MiB/s; "
+                + split_text(direct_splits[-1]))
 
             flick = Flick(args.flick, work, f"flick-upload-{run}", workers=0)
             try:
                 user = str(uuid.uuid4())
                 video_id, path = create_video(user, f"bench upload {run}")
                 rss_idle = flick.status("VmRSS")
+                split = CpuSplit(flick)
                 seconds, cpu, peak = sampled(flick, lambda: tus_upload(user, path, big, size))
                 hwm = flick.status("VmHWM")
                 rate = size / MIB / seconds
-                tus.append({"rate": rate, "rss": peak, "hwm": hwm, "idle": rss_idle, "cpu": cpu})
+                tus.append({"rate": rate, "rss": peak, "hwm": hwm, "idle": rss_idle, "cpu": cpu,
+                            "split": split.done(size / MIB)})
                 log(f"run {run}: tus {seconds:.1f} s, {rate:.1f} MiB/s, flick RSS idle {rss_idle:.0f} MiB, "
-                    f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                    f"peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s; "
+                    + split_text(tus[-1]["split"]))
                 delete_video(user, video_id)
             finally:
                 flick.stop()
@@ -695,13 +760,16 @@ def section_upload(args, work, results):
                 try:
                     user = str(uuid.uuid4())
                     video_id, _ = create_video(user, f"bench parallel upload {run} {mode}")
+                    split = CpuSplit(flick)
                     seconds, cpu, peak = sampled(
                         flick, lambda: tus_parallel_upload(user, video_id, big, size, PARALLEL, chunk))
                     hwm = flick.status("VmHWM")
                     rate = size / MIB / seconds
-                    parallel[mode].append({"rate": rate, "rss": peak, "hwm": hwm, "cpu": cpu})
+                    parallel[mode].append({"rate": rate, "rss": peak, "hwm": hwm, "cpu": cpu,
+                                           "split": split.done(size / MIB)})
                     log(f"run {run}: tus {PARALLEL} partial uploads ({mode}) + final {seconds:.1f} s, "
-                        f"{rate:.1f} MiB/s, peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s")
+                        f"{rate:.1f} MiB/s, peak sampled {peak:.0f} MiB, VmHWM {hwm:.0f} MiB, flick CPU {cpu:.1f} s; "
+                        + split_text(parallel[mode][-1]["split"]))
                     delete_video(user, video_id)
                 finally:
                     flick.stop()
@@ -715,7 +783,10 @@ def section_upload(args, work, results):
             "ratio": statistics.median(p["rate"] / d for p, d in zip(runs, direct)),
             "rate": statistics.median(p["rate"] for p in runs),
             "rss": max(max(p["rss"], p["hwm"]) for p in runs),
+            "split": median_split(p["split"] for p in runs),
         } for mode, runs in parallel.items() if runs},
+        "direct_split": median_split(direct_splits),
+        "tus_split": median_split(t["split"] for t in tus),
         "tus_rate": statistics.median(t["rate"] for t in tus),
         "direct_rate": statistics.median(direct),
         "rss": max(t["rss"] for t in tus),
@@ -731,6 +802,7 @@ class Worker:
         self.log_path = os.path.join(work, f"{name}.log")
         self.log = open(self.log_path, "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLICK_") or k in ("FLICK_TOOLS_DIR",)}
+        env.update(kv.split("=", 1) for kv in ENV("FLICK_BENCH_FLICK_ENV", "").split())
         cmd = [binary, "--config", config, "worker", "--jobs", "1", "--listen", f"127.0.0.1:{port}"]
         if core is not None:
             cmd = ["taskset", "-c", str(core)] + cmd
@@ -917,6 +989,10 @@ def summary(results):
               f"VmHWM {u['hwm']:.0f} MiB")
         row("upload throughput, tus / direct",
             f"{ratio * 100:.0f}% (medians {u['tus_rate']:.0f} / {u['direct_rate']:.0f} MiB/s)", ">= 70%", ratio >= 0.70)
+        print(f"bench:   direct: {split_text(u['direct_split'])}")
+        print(f"bench:   one tus stream: {split_text(u['tus_split'])}")
+        for mode, p in u["parallel"].items():
+            print(f"bench:   {PARALLEL} partial uploads ({mode}): {split_text(p['split'])}")
         peak = max(u["rss"], u["hwm"])
         row("flick peak RSS during upload", f"{peak:.0f} MiB", "<= 150 MiB", peak <= 150)
         for mode, p in u["parallel"].items():

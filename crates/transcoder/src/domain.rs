@@ -341,6 +341,9 @@ pub struct Transcoder {
     pub(crate) media_down_until_ms: Arc<std::sync::atomic::AtomicI64>,
     /// Sources of split jobs this process works on (downloaded once per process).
     pub(crate) sources: Arc<crate::worker::SourceCache>,
+    /// Upload parts being stored at once by this process, whatever the number of PATCHes:
+    /// the memory they hold is bounded per process, not per client stream.
+    pub(crate) part_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Transcoder {
@@ -362,6 +365,7 @@ impl Transcoder {
             media: None,
             media_down_until_ms: Arc::default(),
             sources: Arc::default(),
+            part_slots: Arc::new(tokio::sync::Semaphore::new(crate::uploads::PART_SLOTS)),
         }
     }
 

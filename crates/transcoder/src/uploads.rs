@@ -29,8 +29,12 @@ use uuid::Uuid;
 pub(crate) const SNIFF_BYTES: usize = 512;
 /// How long a HEAD waits for a PATCH of the same upload to finish before answering anyway.
 const HEAD_WAITS_FOR_PATCH: std::time::Duration = std::time::Duration::from_secs(5);
-/// Part uploads running while the next part is read from the client.
+/// Part uploads one PATCH keeps running while it reads the next part from the client.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Part uploads (of `PART_SIZE` each) running at once in this process over all PATCHes: a
+/// PATCH waits for a slot before reading on, so parallel streams (tus concatenation, many
+/// users) share these instead of each holding `PARTS_IN_FLIGHT`.
+pub(crate) const PART_SLOTS: usize = 4;
 
 pub struct NewUpload<'a> {
     pub video_id: &'a str,
@@ -305,7 +309,7 @@ impl Transcoder {
         }
 
         let start_offset = upload.offset;
-        let mut buffer = BytesMut::with_capacity(PART_SIZE + 64 * 1024);
+        let mut buffer = BytesMut::with_capacity(PART_SIZE);
         if let Some(tail) = &upload.tail_key {
             buffer.extend_from_slice(&self.storage.get(tail).await.map_err(storage_error)?);
         }
@@ -377,18 +381,29 @@ impl Transcoder {
                 h.update(&chunk);
             }
             received += chunk.len() as i64;
-            buffer.extend_from_slice(&chunk);
-            if !sniffed && buffer.len() >= SNIFF_BYTES {
-                sniffed = true;
-                self.refuse_unless_media(&upload, &buffer).await?;
-            }
-            while buffer.len() >= PART_SIZE {
-                let part = buffer.split_to(PART_SIZE).freeze();
-                while parts.len() >= PARTS_IN_FLIGHT {
-                    new_parts.push(join_part(&mut parts).await?);
+            // The buffer is filled to exactly one part, then handed over whole and replaced:
+            // it never grows past PART_SIZE (a growing buffer doubles, copying and holding up
+            // to twice a part per stream when a PATCH streams many parts).
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                if buffer.capacity() == 0 {
+                    buffer.reserve(PART_SIZE);
                 }
-                self.spawn_part(&mut parts, &upload, next_index, part);
-                next_index += 1;
+                let (now, later) = rest.split_at(rest.len().min(PART_SIZE.saturating_sub(buffer.len())));
+                buffer.extend_from_slice(now);
+                rest = later;
+                if !sniffed && buffer.len() >= SNIFF_BYTES {
+                    sniffed = true;
+                    self.refuse_unless_media(&upload, &buffer).await?;
+                }
+                if buffer.len() >= PART_SIZE {
+                    let part = std::mem::take(&mut buffer).freeze();
+                    while parts.len() >= PARTS_IN_FLIGHT {
+                        new_parts.push(join_part(&mut parts).await?);
+                    }
+                    self.spawn_part(&mut parts, &upload, next_index, part).await;
+                    next_index += 1;
+                }
             }
         }
         while !parts.is_empty() {
@@ -466,7 +481,9 @@ impl Transcoder {
         Ok(upload)
     }
 
-    fn spawn_part(
+    /// Starts storing `part` once a process-wide slot is free (the slot is held until the
+    /// part is stored).
+    async fn spawn_part(
         &self,
         parts: &mut JoinSet<Result<(usize, String), AppError>>,
         upload: &Upload,
@@ -475,7 +492,9 @@ impl Transcoder {
     ) {
         let storage = self.storage.clone();
         let (key, multipart) = (upload.object_key.clone(), upload.multipart_id.clone());
+        let slot = self.part_slots.clone().acquire_owned().await.expect("the part slots are never closed");
         parts.spawn(async move {
+            let _slot = slot;
             let id = storage.multipart_put(&key, &multipart, index, part).await.map_err(storage_error)?;
             Ok((index, id))
         });
