@@ -22,7 +22,10 @@ upload     a FLICK_BENCH_UPLOAD_MIB file (an MP4's first bytes + random bytes) w
            once over a connection each, joined by a final upload (tus concatenation, as
            `flick upload --parallel` and tus-js-client's parallelUploads do), into the same
            flick: each partial as one streamed PATCH (tus-js-client's default chunkSize) and
-           in 8 MiB PATCHes (`flick upload`); FLICK_BENCH_PARALLEL_PATCH=whole,chunks.
+           in 8 MiB PATCHes (`flick upload`); FLICK_BENCH_PARALLEL_PATCH=whole,chunks. Each
+           way also prints the CPU-ms per MiB of the client, flick, the S3 server (`weed`)
+           and the rest, and how busy the cores were: on a host where they are all busy,
+           that split is the throughput.
 
 scaling   a FLICK_BENCH_SCALING_SECONDS (600) 720p30 clip, the same ladder, through `flick serve`
            (media + transcoder, no worker) and separate `flick worker` processes sharing only
