@@ -79,6 +79,8 @@ PARALLEL = int(ENV("FLICK_BENCH_PARALLEL", "4"))
 # How each partial upload is sent: "whole" (one streamed PATCH, tus-js-client's default
 # chunkSize), or "chunks" (CHUNK-sized PATCHes, as `flick upload` sends them).
 PARALLEL_PATCH = ENV("FLICK_BENCH_PARALLEL_PATCH", "whole,chunks").split(",")
+if not set(PARALLEL_PATCH) <= {"whole", "chunks"}:
+    sys.exit("FLICK_BENCH_PARALLEL_PATCH lists whole and/or chunks")
 PRESET = ENV("FLICK_BENCH_PRESET", "veryfast")
 SOURCE = ENV("FLICK_BENCH_SOURCE", "camera")
 if SOURCE not in ("camera", "ultrafast"):
