@@ -4,14 +4,15 @@ use crate::domain::{Accounts, ProfileChange, PublicUser};
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema, SimpleObject};
 use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::CostCheck;
 use flick_kit::graphql::caller;
 use std::collections::HashMap;
 
 pub type AccountsSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// The schema; `accounts` is `None` only to print the SDL offline.
-pub fn schema(cfg: &GraphqlConfig, accounts: Option<Accounts>) -> AccountsSchema {
-    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
+pub fn schema(cfg: &GraphqlConfig, check: CostCheck, accounts: Option<Accounts>) -> AccountsSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg, check);
     if let Some(a) = accounts {
         // The router resolves a page's owners in one `_entities` call: one query for all.
         builder = builder.data(flick_kit::graphql::loader(UserLoader(a.clone()))).data(a);

@@ -32,7 +32,7 @@ pub const MIGRATIONS: &[MigrationSet] = &[flick_platform::outbox::MIGRATIONS, st
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), flick_kit::graphql::CostCheck::PerEntity, None))
 }
 
 /// The service's signing keys: `accounts.jwt_keys_dir`, or `data_dir/keys` (created).
@@ -46,7 +46,8 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let limits = Limits::from(&shared.config.accounts());
     let accounts =
         Accounts::new(infra.db.clone(), shared.cache.clone(), infra.relay.clone(), Arc::new(keyring(shared)?), limits);
-    let schema = schema(&shared.config.graphql, Some(accounts.clone()));
+    let schema =
+        flick_kit::graphql::Subgraph::new(|check| schema(&shared.config.graphql, check, Some(accounts.clone())));
     let pruner = accounts.clone();
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(schema, &shared.config.graphql, shared.token_verifier()?))

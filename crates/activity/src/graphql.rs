@@ -13,14 +13,15 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::CostCheck;
 use flick_kit::graphql::caller;
 use std::collections::HashMap;
 
 pub type ActivitySchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// The schema; `activity` is `None` only to print the SDL offline.
-pub fn schema(cfg: &GraphqlConfig, activity: Option<Activity>) -> ActivitySchema {
-    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
+pub fn schema(cfg: &GraphqlConfig, check: CostCheck, activity: Option<Activity>) -> ActivitySchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg, check);
     if let Some(a) = activity {
         builder = builder.data(flick_kit::graphql::loader(Positions(a.clone()))).data(a);
     }

@@ -40,7 +40,7 @@ pub use events::EVENT_PATTERNS;
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), flick_kit::graphql::CostCheck::PerEntity, None))
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
@@ -67,7 +67,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
         .await?;
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(
-            schema(&shared.config.graphql, Some(activity.clone())),
+            flick_kit::graphql::Subgraph::new(|check| schema(&shared.config.graphql, check, Some(activity.clone()))),
             &shared.config.graphql,
             shared.token_verifier()?,
         ))

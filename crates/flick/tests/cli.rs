@@ -130,6 +130,7 @@ async fn subgraphs_answer_graphql_with_identity_from_the_mesh_header() {
     );
     let limited: serde_json::Value = post_json(app.url(1, "/graphql"), serde_json::json!({ "query": too_deep })).await;
     assert!(limited["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{limited}");
+    assert_eq!(limited["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP", "{limited}");
 }
 
 #[tokio::test]

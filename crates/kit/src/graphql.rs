@@ -27,20 +27,89 @@ where
     async_graphql::dataloader::DataLoader::new(inner, tokio::spawn).max_batch_size(100).delay(std::time::Duration::ZERO)
 }
 
+/// How a schema checks a request's cost; a [`Subgraph`] holds one schema of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostCheck {
+    /// async-graphql's own limit: no extension registered, so every field is resolved
+    /// directly. With any extension async-graphql sends each field through its slow path
+    /// (type names formatted, registry lookups, the extension chain): ~20% of a subgraph's
+    /// CPU on the signed-in feed (ARCHITECTURE.md, "Signed-in requests").
+    Builtin,
+    /// The platform's extension (`CostLimit`): the cost times `_entities`' representations,
+    /// and the cost in the refusal's message.
+    PerEntity,
+}
+
 /// Applies the platform's federation settings and limits to a subgraph schema.
-pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, cfg: &GraphqlConfig) -> SchemaBuilder<Q, M, S>
+pub fn configure<Q, M, S>(
+    builder: SchemaBuilder<Q, M, S>,
+    cfg: &GraphqlConfig,
+    check: CostCheck,
+) -> SchemaBuilder<Q, M, S>
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    let builder = builder
-        .enable_federation()
-        .enable_subscription_in_federation()
-        .limit_depth(cfg.max_depth)
-        .extension(CostLimit { max: cfg.max_complexity });
+    let builder = builder.enable_federation().enable_subscription_in_federation().limit_depth(cfg.max_depth);
+    let builder = match check {
+        CostCheck::Builtin => builder.limit_complexity(cfg.max_complexity),
+        CostCheck::PerEntity => builder.extension(CostLimit { max: cfg.max_complexity }),
+    };
     if cfg.introspection { builder } else { builder.disable_introspection() }
 }
+
+/// A subgraph's schema built twice, one per [`CostCheck`]. A request runs on the
+/// [`CostCheck::Builtin`] one unless it resolves more than one entity representation (the
+/// router's `_entities` calls for a page's owners or videos), whose cost only the
+/// [`CostCheck::PerEntity`] one multiplies; the two refuse the same requests otherwise, and
+/// a refusal is answered by the per-entity one, so clients get the same code and message.
+#[derive(Clone)]
+pub struct Subgraph<E> {
+    builtin: E,
+    per_entity: E,
+}
+
+impl<E: Executor> Subgraph<E> {
+    /// `build` makes the schema with the check it is given (data loaders and all: the two
+    /// share nothing but what `build` clones into both).
+    pub fn new(build: impl Fn(CostCheck) -> E) -> Self {
+        Self { builtin: build(CostCheck::Builtin), per_entity: build(CostCheck::PerEntity) }
+    }
+
+    /// Runs `request` on the schema its entity representations call for. `again` rebuilds
+    /// it (a request is not `Clone`) when the built-in limit refused it, to be answered by
+    /// the per-entity check, whose message says the cost.
+    async fn execute(
+        &self,
+        mut request: async_graphql::Request,
+        again: impl FnOnce() -> Option<async_graphql::Request>,
+    ) -> async_graphql::Response {
+        // Parsed here once: the schema takes the document from the request.
+        let variables = std::mem::take(&mut request.variables);
+        let representations = request.parsed_query().map(|doc| entity_representations(doc, &variables)).unwrap_or(0);
+        request.variables = variables;
+        if representations > 1 {
+            return self.per_entity.execute(request).await;
+        }
+        let response = self.builtin.execute(request).await;
+        if refused_by_limit(&response)
+            && let Some(request) = again()
+        {
+            return self.per_entity.execute(request).await;
+        }
+        response
+    }
+}
+
+/// async-graphql's own refusals for depth or cost (no data: nothing ran).
+fn refused_by_limit(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && response.errors.iter().any(|e| e.message == BUILTIN_TOO_COMPLEX || e.message == BUILTIN_TOO_DEEP)
+}
+
+const BUILTIN_TOO_COMPLEX: &str = "Query is too complex.";
+const BUILTIN_TOO_DEEP: &str = "Query is nested too deep.";
 
 /// The largest page a list field serves (`first` ≤ 100 everywhere).
 pub const MAX_LIST: usize = 100;
@@ -74,17 +143,17 @@ struct CostLimit {
 
 impl async_graphql::extensions::ExtensionFactory for CostLimit {
     fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
-        std::sync::Arc::new(CostCheck { max: self.max, representations: Default::default() })
+        std::sync::Arc::new(CostGuard { max: self.max, representations: Default::default() })
     }
 }
 
-struct CostCheck {
+struct CostGuard {
     max: usize,
     representations: std::sync::atomic::AtomicUsize,
 }
 
 #[async_graphql::async_trait::async_trait]
-impl async_graphql::extensions::Extension for CostCheck {
+impl async_graphql::extensions::Extension for CostGuard {
     async fn parse_query(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
@@ -105,7 +174,7 @@ impl async_graphql::extensions::Extension for CostCheck {
         let mut result = next.run(ctx).await.map_err(|errors| {
             errors
                 .into_iter()
-                .map(|e| if e.message == "Query is nested too deep." { coded(e, TOO_DEEP) } else { e })
+                .map(|e| if e.message == BUILTIN_TOO_DEEP { coded(e, TOO_DEEP) } else { e })
                 .collect::<Vec<_>>()
         })?;
         let representations = self.representations.load(std::sync::atomic::Ordering::Relaxed).max(1);
@@ -209,16 +278,17 @@ where
 }
 
 /// `POST /graphql` (queries, mutations), `GET /graphql` (GraphiQL), `GET /ws` (graphql-ws).
-pub fn routes<E: Executor>(executor: E, cfg: &GraphqlConfig) -> Router {
-    routes_with(executor, cfg, None)
+pub fn routes<E: Executor>(subgraph: Subgraph<E>, cfg: &GraphqlConfig) -> Router {
+    routes_with(subgraph, cfg, None)
 }
 
 /// [`routes`], with bearer tokens checked by `verifier`: a WebSocket connection is identified
 /// only by the token in its `connection_init` payload (or upgrade request), and an HTTP
 /// request that carries no identity from the mesh but a token is identified by the token
 /// (the router sends a WebSocket client's queries that way). Without a verifier, a token is
-/// refused rather than ignored.
-pub fn routes_with<E: Executor>(executor: E, cfg: &GraphqlConfig, verifier: Option<TokenVerifier>) -> Router {
+/// refused rather than ignored. Subscriptions run on the per-entity schema (a connection
+/// lives long; its few operations gain nothing from the direct path).
+pub fn routes_with<E: Executor>(subgraph: Subgraph<E>, cfg: &GraphqlConfig, verifier: Option<TokenVerifier>) -> Router {
     let ws_auth = WsAuth {
         verifier: verifier.clone(),
         recheck: std::time::Duration::from_secs(cfg.subscription_recheck_seconds.max(1)),
@@ -227,18 +297,20 @@ pub fn routes_with<E: Executor>(executor: E, cfg: &GraphqlConfig, verifier: Opti
     let ws = get(move |state: State<E>, headers: HeaderMap, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade| {
         subscriptions::<E>(state, headers, protocol, upgrade, ws_auth)
     });
-    let mut router = Router::new().route("/ws", ws).with_state(executor.clone());
+    let router = Router::new().route("/ws", ws).with_state(subgraph.per_entity.clone());
     let post = axum::routing::post(
-        move |state: State<E>, caller: Caller, headers: HeaderMap, body: Result<axum::body::Bytes, BytesRejection>| {
+        move |state: State<Subgraph<E>>,
+              caller: Caller,
+              headers: HeaderMap,
+              body: Result<axum::body::Bytes, BytesRejection>| {
             execute::<E>(state, caller, headers, body, verifier)
         },
     );
-    router = if cfg.graphiql {
-        router.route("/graphql", post.get(graphiql).with_state(executor))
+    if cfg.graphiql {
+        router.route("/graphql", post.get(graphiql).with_state(subgraph))
     } else {
-        router.route("/graphql", post.with_state(executor))
-    };
-    router
+        router.route("/graphql", post.with_state(subgraph))
+    }
 }
 
 type BytesRejection = axum::extract::rejection::BytesRejection;
@@ -246,7 +318,7 @@ type BytesRejection = axum::extract::rejection::BytesRejection;
 /// Reads the body under the server's body limit (413 past it) and answers malformed requests
 /// with a GraphQL error (`extensions.code`), never with a parser's debug text.
 async fn execute<E: Executor>(
-    State(executor): State<E>,
+    State(subgraph): State<Subgraph<E>>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -262,7 +334,7 @@ async fn execute<E: Executor>(
             );
         }
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+    let request: async_graphql::Request = match decode_request(&bytes) {
         Ok(request) => request,
         Err(e) => {
             let message = format!("malformed GraphQL request: {e}");
@@ -280,7 +352,13 @@ async fn execute<E: Executor>(
         _ => caller,
     };
     let address = ClientAddress(crate::identity::client_address(&headers, None));
-    GraphQLResponse::from(executor.execute(request.data(caller).data(address)).await).into_response()
+    let again = || decode_request(&bytes).ok().map(|r| r.data(caller.clone()).data(address.clone()));
+    let request = request.data(caller.clone()).data(address.clone());
+    GraphQLResponse::from(subgraph.execute(request, again).await).into_response()
+}
+
+fn decode_request(bytes: &[u8]) -> serde_json::Result<async_graphql::Request> {
+    serde_json::from_slice(bytes)
 }
 
 /// The client's address as the edge saw it (`X-Forwarded-For`, which the router passes on for
@@ -566,6 +644,91 @@ mod tests {
         assert_eq!(count(aliased, reps), 3);
         assert_eq!(count("{ feed { edges { node { id } } } }", serde_json::json!({})), 0);
         assert_eq!(count("{ ...F } fragment F on Query { ...F }", serde_json::json!({})), 0);
+    }
+
+    /// A subgraph whose fields say which of the two schemas resolved them.
+    mod which {
+        use super::super::*;
+        use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, SimpleObject};
+
+        #[derive(SimpleObject)]
+        pub struct Item {
+            pub id: i32,
+            pub check: String,
+        }
+
+        fn item(ctx: &Context<'_>, id: i32) -> Item {
+            Item { id, check: format!("{:?}", ctx.data_unchecked::<CostCheck>()) }
+        }
+
+        pub struct Query;
+
+        #[Object]
+        impl Query {
+            async fn check(&self, ctx: &Context<'_>) -> String {
+                format!("{:?}", ctx.data_unchecked::<CostCheck>())
+            }
+
+            #[graphql(complexity = "list_cost(first, 20, child_complexity)")]
+            async fn items(&self, ctx: &Context<'_>, first: Option<i32>) -> Vec<Item> {
+                (0..first.unwrap_or(20)).map(|id| item(ctx, id)).collect()
+            }
+
+            #[graphql(entity)]
+            async fn find_item(&self, ctx: &Context<'_>, id: i32) -> Item {
+                item(ctx, id)
+            }
+        }
+
+        pub fn router(cfg: &GraphqlConfig) -> Router {
+            let subgraph = Subgraph::new(|check| {
+                configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg, check).data(check).finish()
+            });
+            routes(subgraph, cfg)
+        }
+    }
+
+    async fn post(router: &Router, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        use tower::ServiceExt;
+        let body = serde_json::json!({ "query": query, "variables": variables }).to_string();
+        let request = axum::http::Request::post("/graphql")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_run_on_the_direct_schema_unless_they_resolve_many_entities() {
+        let cfg = GraphqlConfig { max_complexity: 50, max_depth: 3, ..Default::default() };
+        let router = which::router(&cfg);
+        let reps = |n: i32| serde_json::json!({ "r": (0..n).map(|id| serde_json::json!({ "__typename": "Item", "id": id })).collect::<Vec<_>>() });
+        let entities = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Item { id check } } }";
+
+        let res = post(&router, "{ check items(first: 2) { check } }", serde_json::json!({})).await;
+        assert_eq!(res["data"]["check"], "Builtin", "{res}");
+        assert_eq!(res["data"]["items"][1]["check"], "Builtin", "{res}");
+        let res = post(&router, entities, reps(1)).await;
+        assert_eq!(res["data"]["_entities"][0]["check"], "Builtin", "{res}");
+        let res = post(&router, entities, reps(3)).await;
+        assert_eq!(res["data"]["_entities"][2]["check"], "PerEntity", "{res}");
+
+        // Refusals read the same whichever schema took the request, and nothing runs.
+        let res = post(&router, "{ items(first: 30) { id check } }", serde_json::json!({})).await;
+        assert_eq!(res["errors"][0]["extensions"]["code"], TOO_COMPLEX, "{res}");
+        assert!(res["errors"][0]["message"].as_str().unwrap().contains("cost 61 is over the limit 50"), "{res}");
+        assert!(res.get("data").is_none_or(serde_json::Value::is_null), "{res}");
+        let res = post(&router, entities, reps(20)).await;
+        assert_eq!(res["errors"][0]["extensions"]["code"], TOO_COMPLEX, "{res}");
+        assert!(res["errors"][0]["message"].as_str().unwrap().contains("× 20 entities"), "{res}");
+        // The built-in depth refusal gets the platform's code too.
+        let shallow = which::router(&GraphqlConfig { max_depth: 1, ..cfg });
+        let res = post(&shallow, "{ items(first: 1) { id } }", serde_json::json!({})).await;
+        assert_eq!(res["errors"][0]["extensions"]["code"], TOO_DEEP, "{res}");
+        assert!(res.get("data").is_none_or(serde_json::Value::is_null), "{res}");
+        assert_eq!(post(&shallow, "{ check }", serde_json::json!({})).await["data"]["check"], "Builtin");
     }
 
     #[test]

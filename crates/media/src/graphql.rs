@@ -10,6 +10,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, EmptySubscription, ID, InputObject, Object, Result, Schema, SimpleObject};
 use chrono::{DateTime, Utc};
 use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::CostCheck;
 use flick_kit::graphql::caller;
 use flick_kit::page::Page;
 use flick_kit::{AppError, Caller};
@@ -18,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 pub type MediaSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// The schema; `media` is `None` only to print the SDL offline.
-pub fn schema(cfg: &GraphqlConfig, media: Option<Media>) -> MediaSchema {
-    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg);
+pub fn schema(cfg: &GraphqlConfig, check: CostCheck, media: Option<Media>) -> MediaSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, Mutation, EmptySubscription), cfg, check);
     if let Some(m) = media {
         // Users in a list (owners of a page) ask for their counts together: one query each.
         // A page's videos ask for their counts together: one cache round trip.

@@ -52,7 +52,7 @@ const EVENT_PATTERNS: &[&str] = &[
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), flick_kit::graphql::CostCheck::PerEntity, None))
 }
 
 pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
@@ -75,7 +75,7 @@ pub async fn build_with_handle(shared: &Shared) -> anyhow::Result<(Service, Medi
     let events = infra.consume_events(QueueSpec::events(EVENTS_QUEUE, EVENT_PATTERNS), media.clone()).await?;
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(
-            schema(&shared.config.graphql, Some(media.clone())),
+            flick_kit::graphql::Subgraph::new(|check| schema(&shared.config.graphql, check, Some(media.clone()))),
             &shared.config.graphql,
             shared.token_verifier()?,
         ))

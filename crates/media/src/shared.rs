@@ -10,6 +10,7 @@ use flick_platform::cache::{Cache, FillToken, Lookup};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone)]
@@ -34,11 +35,16 @@ impl Shared {
         metrics::counter!("media_shared_reads_total", "kind" => self.kind, "result" => result).increment(1);
     }
 
-    /// The cached value of `id`, or what to fill it with after reading (`None`: the cache is
-    /// unavailable or holds something undecodable; read, and keep nothing).
-    async fn look<T: DeserializeOwned>(&self, id: &str) -> Result<T, Option<FillToken>> {
+    /// The cached value of `id` (`decode` turns the bytes into it), or what to fill it with
+    /// after reading (`None`: the cache is unavailable or holds something undecodable; read,
+    /// and keep nothing).
+    async fn look<T>(
+        &self,
+        id: &str,
+        decode: impl FnOnce(Vec<u8>) -> serde_json::Result<T>,
+    ) -> Result<T, Option<FillToken>> {
         let seen = match self.cache.lookup(&self.key(id)).await {
-            Ok(Lookup::Hit(bytes)) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(Lookup::Hit(bytes)) => match decode(bytes) {
                 Ok(value) => {
                     self.count("hit");
                     return Ok(value);
@@ -58,13 +64,15 @@ impl Shared {
         Err(seen)
     }
 
-    async fn fill<T: Serialize>(&self, id: &str, seen: Option<FillToken>, value: &T) {
+    /// Fills `id` with `value`; its bytes, when it could be encoded.
+    async fn fill<T: Serialize>(&self, id: &str, seen: Option<FillToken>, value: &T) -> Option<Vec<u8>> {
+        let bytes = serde_json::to_vec(value).ok()?;
         if let Some(token) = seen
-            && let Ok(bytes) = serde_json::to_vec(value)
             && let Err(e) = self.cache.fill(&self.key(id), &token, &bytes, self.ttl).await
         {
             tracing::debug!(kind = self.kind, error = %e, "shared entry not cached");
         }
+        Some(bytes)
     }
 
     /// The value of `id`, from the cache or else from `read` (then cached).
@@ -74,12 +82,33 @@ impl Shared {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let seen = match self.look(id).await {
+        let seen = match self.look(id, |bytes| serde_json::from_slice(&bytes)).await {
             Ok(value) => return Ok(value),
             Err(seen) => seen,
         };
         let value = read().await?;
         self.fill(id, seen, &value).await;
+        Ok(value)
+    }
+
+    /// [`Shared::get`] for a value many requests read whole and often (the feed's head): kept
+    /// decoded in `memo` beside the bytes it came from, so while the cache holds the same
+    /// bytes a hit costs a comparison instead of a parse. A change or another replica's fill
+    /// brings other bytes, which are decoded once.
+    pub async fn get_decoded<T, F, Fut, E>(&self, id: &str, memo: &Memo<T>, read: F) -> Result<Arc<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let seen = match self.look(id, |bytes| memo.decode(bytes)).await {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        let value = Arc::new(read().await?);
+        if let Some(bytes) = self.fill(id, seen, &*value).await {
+            memo.keep(bytes, value.clone());
+        }
         Ok(value)
     }
 
@@ -97,7 +126,7 @@ impl Shared {
             if found.contains_key(id) || missing.iter().any(|(m, _)| m == id) {
                 continue;
             }
-            match self.look(id).await {
+            match self.look(id, |bytes| serde_json::from_slice(&bytes)).await {
                 Ok(value) => {
                     found.insert(id.clone(), value);
                 }
@@ -125,6 +154,33 @@ impl Shared {
     }
 }
 
+/// The last bytes one [`Shared`] entry held in this process and their decoded value.
+pub struct Memo<T>(Mutex<Option<(Vec<u8>, Arc<T>)>>);
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T: DeserializeOwned> Memo<T> {
+    fn decode(&self, bytes: Vec<u8>) -> serde_json::Result<Arc<T>> {
+        if let Some((kept, value)) = &*self.0.lock().expect("memo lock")
+            && *kept == bytes
+        {
+            return Ok(value.clone());
+        }
+        // Decoded outside the lock: concurrent first readers each decode, the last one stays.
+        let value = Arc::new(serde_json::from_slice::<T>(&bytes)?);
+        self.keep(bytes, value.clone());
+        Ok(value)
+    }
+
+    fn keep(&self, bytes: Vec<u8>, value: Arc<T>) {
+        *self.0.lock().expect("memo lock") = Some((bytes, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +201,32 @@ mod tests {
         assert_eq!(shared.get("a", read("a")).await.unwrap(), "a@1", "the second ask is served from the cache");
         shared.changed("a").await;
         assert_eq!(shared.get("a", read("a")).await.unwrap(), "a@2", "a change drops the entry");
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_decoded_value_is_shared_while_the_cache_holds_the_same_bytes() {
+        let cache = Cache::memory();
+        let shared = Shared::new(cache.clone(), "test", Duration::from_secs(60));
+        let memo = Memo::default();
+        let reads = &AtomicU64::new(0);
+        let read = move || async move {
+            let n = reads.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok::<_, ()>(vec![format!("row@{n}")])
+        };
+        let first = shared.get_decoded("head", &memo, read).await.unwrap();
+        let again = shared.get_decoded("head", &memo, read).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a hit on the same bytes decodes nothing");
+        shared.changed("head").await;
+        let changed = shared.get_decoded("head", &memo, read).await.unwrap();
+        assert_eq!(*changed, vec!["row@2".to_string()], "a change drops the entry and its memo's use");
+        // Another replica's fill (other bytes under the key) is decoded, never the memo served.
+        shared.changed("head").await;
+        let elsewhere = Shared::new(cache, "test", Duration::from_secs(60));
+        let other = Memo::default();
+        elsewhere.get_decoded("head", &other, || async { Ok::<_, ()>(vec!["other".to_string()]) }).await.unwrap();
+        let seen = shared.get_decoded("head", &memo, || async { Err::<Vec<String>, ()>(()) }).await.unwrap();
+        assert_eq!(*seen, vec!["other".to_string()]);
         assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 

@@ -1005,8 +1005,11 @@ async fn fan_out_is_refused_before_it_runs(backend: Backend) {
 #[tokio::test]
 async fn real_queries_cost_well_under_the_limit() {
     let limit = flick_kit::config::GraphqlConfig::default().max_complexity;
-    let schema =
-        flick_media::schema(&flick_kit::config::GraphqlConfig { max_complexity: 0, ..Default::default() }, None);
+    let schema = flick_media::schema(
+        &flick_kit::config::GraphqlConfig { max_complexity: 0, ..Default::default() },
+        flick_kit::graphql::CostCheck::PerEntity,
+        None,
+    );
     let cost = |query: String, variables: Value| {
         let schema = schema.clone();
         async move {

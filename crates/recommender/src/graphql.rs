@@ -5,13 +5,14 @@
 use crate::domain::Recommender;
 use async_graphql::{Context, EmptyMutation, EmptySubscription, ID, Object, Result, Schema};
 use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::CostCheck;
 use flick_kit::graphql::caller;
 
 pub type RecommenderSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// The schema; `recommender` is `None` only to print the SDL offline.
-pub fn schema(cfg: &GraphqlConfig, recommender: Option<Recommender>) -> RecommenderSchema {
-    let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg);
+pub fn schema(cfg: &GraphqlConfig, check: CostCheck, recommender: Option<Recommender>) -> RecommenderSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, EmptySubscription), cfg, check);
     if let Some(r) = recommender {
         builder = builder.data(r);
     }

@@ -43,7 +43,7 @@ pub const EVENT_PATTERNS: &[&str] = &[
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), flick_kit::graphql::CostCheck::PerEntity, None))
 }
 
 /// The model as configured (not loaded until first used).
@@ -74,7 +74,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     let checked = recommender.model().clone();
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(
-            schema(&shared.config.graphql, Some(recommender.clone())),
+            flick_kit::graphql::Subgraph::new(|check| schema(&shared.config.graphql, check, Some(recommender.clone()))),
             &shared.config.graphql,
             shared.token_verifier()?,
         ))

@@ -5,6 +5,7 @@ use crate::domain::{self, Stage, Transcoder, VideoStatus, VideoView};
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, EmptyMutation, ID, Object, Result, Schema, SimpleObject, Subscription};
 use flick_kit::config::GraphqlConfig;
+use flick_kit::graphql::CostCheck;
 use flick_kit::graphql::caller;
 use flick_proto::events::v1 as events;
 use futures::{Stream, StreamExt};
@@ -13,8 +14,8 @@ use std::collections::HashMap;
 
 pub type TranscoderSchema = Schema<Query, EmptyMutation, SubscriptionRoot>;
 
-pub fn schema(cfg: &GraphqlConfig, transcoder: Option<Transcoder>) -> TranscoderSchema {
-    let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, SubscriptionRoot), cfg);
+pub fn schema(cfg: &GraphqlConfig, check: CostCheck, transcoder: Option<Transcoder>) -> TranscoderSchema {
+    let mut builder = flick_kit::graphql::configure(Schema::build(Query, EmptyMutation, SubscriptionRoot), cfg, check);
     if let Some(t) = transcoder {
         builder = builder.data(flick_kit::graphql::loader(Rows(t.clone()))).data(t);
     }

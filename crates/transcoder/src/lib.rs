@@ -41,7 +41,7 @@ const EVENT_PATTERNS: &[&str] = &["video.created", "video.updated", "video.delet
 
 /// The subgraph SDL, without a network (composition and `flick sdl`).
 pub fn sdl() -> String {
-    flick_kit::graphql::federation_sdl(&schema(&Default::default(), None))
+    flick_kit::graphql::federation_sdl(&schema(&Default::default(), flick_kit::graphql::CostCheck::PerEntity, None))
 }
 
 fn transcoder(infra: &ServiceInfra) -> Transcoder {
@@ -76,7 +76,7 @@ pub async fn build(shared: &Shared) -> anyhow::Result<Service> {
     // videoProgress is for the owner: over a WebSocket through the router the caller is
     // known only by the token it sent in connection_init, checked with accounts.
     let verifier = shared.token_verifier()?;
-    let graphql = schema(&shared.config.graphql, Some(t.clone()));
+    let graphql = flick_kit::graphql::Subgraph::new(|check| schema(&shared.config.graphql, check, Some(t.clone())));
     let mut service = Service::new(NAME)
         .http(flick_kit::graphql::routes_with(graphql, &shared.config.graphql, verifier))
         .streaming_http(tus::routes(t.clone()).merge(playback::routes(t.clone())))
