@@ -64,12 +64,12 @@ impl Shared {
         Err(seen)
     }
 
-    /// Fills `id` with `value`; its bytes, when it could be encoded.
+    /// Fills `id` with `value`; its bytes, when the cache was there to take them (nothing is
+    /// encoded while it is out).
     async fn fill<T: Serialize>(&self, id: &str, seen: Option<FillToken>, value: &T) -> Option<Vec<u8>> {
+        let token = seen?;
         let bytes = serde_json::to_vec(value).ok()?;
-        if let Some(token) = seen
-            && let Err(e) = self.cache.fill(&self.key(id), &token, &bytes, self.ttl).await
-        {
+        if let Err(e) = self.cache.fill(&self.key(id), &token, &bytes, self.ttl).await {
             tracing::debug!(kind = self.kind, error = %e, "shared entry not cached");
         }
         Some(bytes)
