@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$FLICK_ROOT"
 [ $# = 2 ] && [ -x "$1" ] && [ -x "$2" ] || die "usage: $0 BASE_BINARY NEW_BINARY"
 bins=("$1" "$2")
-command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+if ! command -v wrk >/dev/null; then
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
 "$FLICK_ROOT/scripts/services.sh" up >/dev/null
 flick_env
 db=flick_feed_ab
