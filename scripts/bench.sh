@@ -11,10 +11,13 @@
 #                 same from 64 logged-in users (each subgraph verifies the token, no shared
 #                 answers at the router); each also paced at the bar's 1,500 req/s (wrk delay()
 #                 schedule): p99 at that rate; and the CPU each process spends per request
-#                 (one more saturated run of each, /proc deltas: scripts/cpu_profile.py)
+#                 (one more saturated run of each, /proc deltas: scripts/cpu_profile.py; the
+#                 signed-in one also at the paced rate and straight at the router)
 #   video page    a signed-in video page (video, owner, counts, first comments, related) paced
 #                 at 500 req/s from the 64 users, after `flick recommender backfill` indexed
 #                 the seeded videos; and its CPU per request saturated
+#   alone         the signed-in feed and the video page from one connection, one request at
+#                 a time: what one viewer waits on a quiet platform (p50 / p99)
 #   transcoder    scripts/bench-transcode.sh: the 720p ladder vs ffmpeg baselines, a 1 GiB tus upload
 #   recommender   scripts/bench-recommender.sh: embeddings/s (batch 32), related(first: 10) on 100k vectors
 #   activity      scripts/bench-activity.sh: player heartbeats/s at the service and a history page, on
@@ -70,6 +73,18 @@ m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{rps:.0f} {p99:.2f} {errors.group(1) if errors else 0}")'
+}
+
+# wrk's latency distribution → "p50 ms / p99 ms"
+parse_latency() {
+  python3 -c '
+import re, sys
+text = sys.stdin.read()
+def ms(q):
+    m = re.search(q + r"%\s+([\d.]+)(us|ms|s)\b", text)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+p50, p99 = ms("50"), ms("99")
+print(f"{p50:.2f} ms / {p99:.2f} ms")'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -201,6 +216,11 @@ paced "$FEED_RATE" "$data/feed-users.lua" >"$data/feed-users-paced.lua"
 users_paced=$(paced_runs "$data/feed-users-paced.lua" "feed (64 users)")
 anon_cpu=$(cpu_per_request "anonymous feed, saturated" -s "$data/feed.lua" http://127.0.0.1:8080/graphql)
 users_cpu=$(cpu_per_request "feed from 64 users, saturated" -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql)
+# Where a signed-in request's time goes: the same load at the bar's rate (a partly idle machine
+# costs more per request: wake-ups, cold caches) and saturated straight at the router (the edge's
+# own share, and what sharing 2 cores with one more process costs the others).
+users_paced_cpu=$(cpu_per_request "feed from 64 users, paced at $FEED_RATE req/s" -s "$data/feed-users-paced.lua" http://127.0.0.1:8080/graphql)
+users_router_cpu=$(cpu_per_request "feed from 64 users, saturated, at the router (no edge)" -s "$data/feed-users.lua" http://127.0.0.1:4000/graphql)
 
 # A signed-in video page: what the web app's watch page asks in one query. `related` needs the
 # seeded videos embedded: the backfill does it (the recommender's own path for a new index).
@@ -220,6 +240,9 @@ PAGE_RATE=${FLICK_BENCH_PAGE_RATE:-500}
 paced "$PAGE_RATE" "$data/video-page.lua" >"$data/video-page-paced.lua"
 page_paced=$(paced_runs "$data/video-page-paced.lua" "video page (64 users)")
 page_cpu=$(cpu_per_request "video page from 64 users, saturated" -s "$data/video-page.lua" http://127.0.0.1:8080/graphql)
+# One viewer alone on a quiet platform: one connection, each request after the last answer.
+page_alone=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s "$data/video-page.lua" http://127.0.0.1:8080/graphql | parse_latency)
+feed_alone=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s "$data/feed-users.lua" http://127.0.0.1:8080/graphql | parse_latency)
 echo "bench: feed(first: 20) with owner { displayName } likeCount, Traefik -> hive-router -> media + accounts,"
 echo "bench:   PostgreSQL + Redis, ${FLICK_BENCH_VIDEOS:-10000} videos, 64 connections"
 echo "bench:   anonymous, the bar's query (quality-bars.md)   [bar: >= 1500 req/s, p99 <= 25 ms]"
@@ -231,8 +254,12 @@ echo "bench:   at a paced $FEED_RATE req/s: $(awk '{print "median " $1 " req/s, 
 echo "bench:   saturated: median ${urps} req/s, p99 ${up99} ms, non-2xx ${uerr}"
 echo "bench: a signed-in video page (video, owner, counts, 20 comments, related(first: 10)) from the 64 users"
 echo "bench:   at a paced $PAGE_RATE req/s: $(awk '{print "median " $1 " req/s, p99 " $2 " ms, non-2xx " $3}' <<<"$page_paced")"
+echo "bench: one viewer alone (1 connection, one request at a time), p50 / p99:"
+echo "bench:   signed-in feed $feed_alone; video page $page_alone"
 echo "$anon_cpu"
 echo "$users_cpu"
+echo "$users_paced_cpu"
+echo "$users_router_cpu"
 echo "$page_cpu"
 
 # FLICK_BENCH_API_ONLY=1: token_verify, login and the feed only (a before/after check of a

@@ -33,7 +33,9 @@ def scrape(url):
                 continue
             labels = dict(LABEL.findall(m.group(2)))
             route = labels.get("route") or labels.get("http_route") or ""
-            key = f"{HISTOGRAMS[m.group(1)]} {route}".strip()
+            # one flick process may serve several services (the dev stack): keep them apart
+            service = labels.get("service", "")
+            key = f"{HISTOGRAMS[m.group(1)]} {service} {route}".replace("  ", " ").strip()
             le = labels["le"]
             per = buckets.setdefault(key, {})
             per[le] = per.get(le, 0.0) + float(m.group(3))

@@ -88,7 +88,9 @@ impl WebApp {
 pub async fn serve(app: WebApp, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, dir = %app.dir.display(), "web app ready");
-    axum::serve(listener, app.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(flick_kit::server::without_nagle(listener), app.router())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     Ok(())
 }
 

@@ -27,32 +27,47 @@ impl Drop for Running {
     }
 }
 
+/// `flick serve` on free ports, once every service answers /healthz. A port picked free may
+/// be taken by a parallel test before flick binds it: flick then exits, and it is started
+/// again on other ports.
 async fn serve(data_dir: &std::path::Path) -> Running {
-    let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
-    let child = flick()
-        .arg("serve")
-        .env("FLICK_DATA_DIR", data_dir)
-        .env("FLICK_SERVER__PORTS__ACCOUNTS", ports[0].to_string())
-        .env("FLICK_SERVER__PORTS__MEDIA", ports[1].to_string())
-        .env("FLICK_SERVER__PORTS__TRANSCODER", ports[2].to_string())
-        .env("FLICK_SERVER__PORTS__RECOMMENDER", ports[3].to_string())
-        .env("FLICK_SERVER__PORTS__ACTIVITY", ports[4].to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running { child, ports };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for i in 0..ports.len() {
-        loop {
-            if reqwest::get(running.url(i, "/healthz")).await.is_ok_and(|r| r.status() == 200) {
-                break;
+    // Beside the data directory, which flick creates itself when it is missing.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    for _attempt in 0..3 {
+        let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
+        let child = flick()
+            .arg("serve")
+            .env("FLICK_DATA_DIR", data_dir)
+            .env("FLICK_SERVER__PORTS__ACCOUNTS", ports[0].to_string())
+            .env("FLICK_SERVER__PORTS__MEDIA", ports[1].to_string())
+            .env("FLICK_SERVER__PORTS__TRANSCODER", ports[2].to_string())
+            .env("FLICK_SERVER__PORTS__RECOMMENDER", ports[3].to_string())
+            .env("FLICK_SERVER__PORTS__ACTIVITY", ports[4].to_string())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut running = Running { child, ports };
+        // Generous: the whole workspace's tests start at once on 2 cores.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut up = 0;
+        while up < ports.len() {
+            if reqwest::get(running.url(up, "/healthz")).await.is_ok_and(|r| r.status() == 200) {
+                up += 1;
+                continue;
             }
-            assert!(Instant::now() < deadline, "flick serve did not come up");
+            if running.child.try_wait().unwrap().is_some() {
+                break; // exited: a port was taken meanwhile (the log says), try other ports
+            }
+            let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+            assert!(Instant::now() < deadline, "flick serve did not come up; it said:\n{said}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if up == ports.len() {
+            return running;
+        }
     }
-    running
+    panic!("flick serve exited three times; it said:\n{}", std::fs::read_to_string(log.path()).unwrap_or_default());
 }
 
 /// POSTs `body` as JSON and returns the JSON answer.
