@@ -301,8 +301,8 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
 /// Accepted connections send each write at once. With Nagle's algorithm on, a gRPC answer's
 /// frames written one after another (headers, data, trailers) wait for the caller's delayed
 /// ACK: ~40 ms on every call between services at low load (an idle video page took 48 ms,
-/// its `related` waiting on media's `ListedVideoIds`). Clients (tonic, Traefik, hive-router)
-/// already set it on their side.
+/// its `related` waiting on media's `ListedVideoIds`). tonic's clients, and Go's (Traefik),
+/// set it on their side by default.
 pub fn without_nagle(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
     fn nodelay(tcp: &mut tokio::net::TcpStream) {
